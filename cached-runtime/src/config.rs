@@ -1,0 +1,284 @@
+//! Configuration: the builder, its defaults and the environment variables.
+
+use std::{fmt, time::Duration};
+
+use crate::{cache::Cache, error::CacheError};
+
+/// The URL used when neither code nor `REDIS_URL` names one.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+
+/// Everything a [`Cache`] is built from. Start with [`Cache::builder`] or
+/// [`CacheBuilder::from_env`].
+///
+/// The defaults suit a request path: a cache that cannot answer quickly is skipped, not waited
+/// for.
+///
+/// | setting | default | environment variable |
+/// |---|---|---|
+/// | URL | `redis://127.0.0.1:6379` | `REDIS_URL` |
+/// | multiplexed connections shared by all callers | 1 | `REDIS_CACHE_CONNECTIONS` |
+/// | pool max size | 4 | `REDIS_CACHE_POOL_MAX_SIZE` |
+/// | pool min idle | 0 | `REDIS_CACHE_POOL_MIN_IDLE` |
+/// | connect / checkout timeout | 500 ms | `REDIS_CACHE_CONNECT_TIMEOUT_MS` |
+/// | per-command timeout | 250 ms | `REDIS_CACHE_COMMAND_TIMEOUT_MS` |
+/// | key namespace | empty | `REDIS_CACHE_NAMESPACE` |
+/// | null-marker TTL | 60 s | `REDIS_CACHE_NULL_TTL_SECS` |
+/// | largest value stored | 1 MiB | `REDIS_CACHE_MAX_VALUE_BYTES` |
+#[derive(Clone)]
+pub struct CacheBuilder {
+    pub(crate) url: String,
+    pub(crate) connections: usize,
+    pub(crate) max_size: u32,
+    pub(crate) min_idle: u32,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) command_timeout: Duration,
+    pub(crate) namespace: String,
+    pub(crate) null_ttl: Duration,
+    pub(crate) max_value_bytes: usize,
+}
+
+impl fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CacheBuilder")
+            .field("url", &redact_url(&self.url))
+            .field("connections", &self.connections)
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("namespace", &self.namespace)
+            .field("null_ttl", &self.null_ttl)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .finish()
+    }
+}
+
+impl CacheBuilder {
+    pub(crate) fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            connections: 1,
+            max_size: 4,
+            min_idle: 0,
+            connect_timeout: Duration::from_millis(500),
+            command_timeout: Duration::from_millis(250),
+            namespace: String::new(),
+            null_ttl: Duration::from_secs(60),
+            max_value_bytes: 1 << 20,
+        }
+    }
+
+    /// A builder from `REDIS_URL` and the `REDIS_CACHE_*` variables in the table above; unset
+    /// variables keep their defaults, malformed ones are an error naming the variable.
+    pub fn from_env() -> Result<Self, CacheError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    pub(crate) fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, CacheError> {
+        fn num<T: std::str::FromStr>(
+            lookup: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<Option<T>, CacheError> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(v) => v.trim().parse().map(Some).map_err(|_| {
+                    CacheError::Config(format!("{name}={v:?} is not a non-negative integer"))
+                }),
+            }
+        }
+        let mut b = Self::new(lookup("REDIS_URL").unwrap_or_else(|| DEFAULT_URL.to_owned()));
+        if let Some(n) = num(&lookup, "REDIS_CACHE_CONNECTIONS")? {
+            b = b.connections(n);
+        }
+        if let Some(n) = num(&lookup, "REDIS_CACHE_POOL_MAX_SIZE")? {
+            b = b.max_size(n);
+        }
+        if let Some(n) = num(&lookup, "REDIS_CACHE_POOL_MIN_IDLE")? {
+            b = b.min_idle(n);
+        }
+        if let Some(ms) = num(&lookup, "REDIS_CACHE_CONNECT_TIMEOUT_MS")? {
+            b = b.connect_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ms) = num(&lookup, "REDIS_CACHE_COMMAND_TIMEOUT_MS")? {
+            b = b.command_timeout(Duration::from_millis(ms));
+        }
+        if let Some(ns) = lookup("REDIS_CACHE_NAMESPACE") {
+            b = b.namespace(ns);
+        }
+        if let Some(s) = num(&lookup, "REDIS_CACHE_NULL_TTL_SECS")? {
+            b = b.null_ttl(Duration::from_secs(s));
+        }
+        if let Some(n) = num(&lookup, "REDIS_CACHE_MAX_VALUE_BYTES")? {
+            b = b.max_value_bytes(n);
+        }
+        Ok(b)
+    }
+
+    /// How many multiplexed connections the cached path spreads its commands over.
+    ///
+    /// Each one pipelines every concurrent caller's commands; one is usually fastest, a
+    /// second helps only when a single connection's reader saturates a core.
+    pub fn connections(mut self, n: usize) -> Self {
+        self.connections = n;
+        self
+    }
+
+    /// The bb8 pool's maximum size; at least [`connections`](Self::connections).
+    pub fn max_size(mut self, n: u32) -> Self {
+        self.max_size = n;
+        self
+    }
+
+    /// Spare connections bb8 keeps open beside the ones in use.
+    pub fn min_idle(mut self, n: u32) -> Self {
+        self.min_idle = n;
+        self
+    }
+
+    /// Bound on establishing (and checking out) a connection.
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Bound on each Redis command; a command that takes longer counts as a failure and the
+    /// cached function runs its body instead.
+    pub fn command_timeout(mut self, t: Duration) -> Self {
+        self.command_timeout = t;
+        self
+    }
+
+    /// Text put before every key, e.g. `"shop:"`, so several applications can share a server.
+    /// Invalidation never touches keys outside it.
+    pub fn namespace(mut self, ns: impl Into<String>) -> Self {
+        self.namespace = ns.into();
+        self
+    }
+
+    /// TTL of the marker stored for an absent result (`None`, `Ok(None)`).
+    pub fn null_ttl(mut self, t: Duration) -> Self {
+        self.null_ttl = t;
+        self
+    }
+
+    /// Encoded values larger than this are returned to the caller but not stored.
+    pub fn max_value_bytes(mut self, n: usize) -> Self {
+        self.max_value_bytes = n;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), CacheError> {
+        let bad = |m: &str| Err(CacheError::Config(m.to_owned()));
+        if self.connections == 0 {
+            return bad("connections must be at least 1");
+        }
+        if usize::try_from(self.max_size).map_or(true, |m| m < self.connections) {
+            return bad("pool max size must be at least the number of connections");
+        }
+        if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
+            return bad("timeouts must be greater than zero");
+        }
+        if self.null_ttl.as_secs() == 0 {
+            return bad("the null ttl must be at least one second");
+        }
+        Ok(())
+    }
+
+    /// Connects, pings and returns the cache; fails with an error that says what to check when
+    /// Redis is not reachable.
+    pub async fn build(self) -> Result<Cache, CacheError> {
+        Cache::connect(self).await
+    }
+
+    /// Returns the cache without waiting for Redis: connections are made in the background on
+    /// first use, and until Redis answers every cached call runs its body.
+    ///
+    /// Must be called within a Tokio runtime.
+    pub fn build_lazy(self) -> Result<Cache, CacheError> {
+        Cache::lazy(self)
+    }
+}
+
+/// The URL with any password (and a unix socket's `pass` parameter) replaced by `***`.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "<unparseable url>".to_owned();
+    };
+    if url.password().is_some() {
+        // Only fails for URLs that cannot have a password, which this one has.
+        let _ = url.set_password(Some("***"));
+    }
+    if url.query_pairs().any(|(k, _)| k == "pass" || k == "password") {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if k == "pass" || k == "password" {
+                    "***".to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_survive_redaction() {
+        for raw in [
+            "redis://:s3cret@127.0.0.1:6379/2",
+            "redis://app:s3cret@cache.internal:6380",
+            "rediss://app:s3cret@cache.internal",
+            "redis+unix:///run/redis.sock?db=1&pass=s3cret",
+            "unix:///run/redis.sock?pass=s3cret",
+        ] {
+            let shown = redact_url(raw);
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_defaults_and_rejects_garbage() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let b = CacheBuilder::from_lookup(env(&[
+            ("REDIS_URL", "redis://10.0.0.1:7000"),
+            ("REDIS_CACHE_COMMAND_TIMEOUT_MS", "80"),
+            ("REDIS_CACHE_NAMESPACE", "shop:"),
+        ]))
+        .expect("valid environment");
+        assert_eq!(b.url, "redis://10.0.0.1:7000");
+        assert_eq!(b.command_timeout, Duration::from_millis(80));
+        assert_eq!(b.namespace, "shop:");
+        assert_eq!(b.connect_timeout, Duration::from_millis(500));
+
+        let err = CacheBuilder::from_lookup(env(&[("REDIS_CACHE_POOL_MAX_SIZE", "lots")]))
+            .expect_err("garbage rejected");
+        assert!(err.to_string().contains("REDIS_CACHE_POOL_MAX_SIZE"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_redacts_the_password() {
+        let b = CacheBuilder::new("redis://:hunter2@localhost");
+        assert!(!format!("{b:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,74 @@
+//! Cache-aside for async Rust functions over Redis.
+//!
+//! `#[redis_cache(prefix = "item", ttl = 600)]` on an `async fn` builds a key from the
+//! arguments, `GET`s it, and returns the stored value on a hit without running the body; on a
+//! miss it runs the body, stores the result for `ttl` seconds and returns it. Absent results
+//! (`None`, `Ok(None)`) are stored as a null marker with a short TTL of their own, so lookups
+//! of missing ids stop reaching the database. Redis failing or slow never fails a call: the
+//! body runs, within a bounded time, and the failure is counted and logged.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use cached_runtime::{Cache, Policy, shape::Optional};
+//!
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct Item { id: u64 }
+//! # async fn load(id: u64) -> Option<Item> { None }
+//! # async fn demo() -> Result<(), cached_runtime::CacheError> {
+//! let cache = Cache::builder("redis://127.0.0.1:6379")
+//!     .namespace("shop:")
+//!     .command_timeout(Duration::from_millis(100))
+//!     .build()
+//!     .await?;
+//! cached_runtime::install(cache.clone());
+//!
+//! // What the macro does for `async fn item(id: u64) -> Option<Item>`:
+//! let policy = Policy::new("item", Duration::from_secs(600))?;
+//! let key = cache.key("item").arg(&42u64).build()?;
+//! let item = cache.get_or_fill::<Optional, _, _>(&key, &policy, load(42)).await;
+//!
+//! // After an update, drop exactly that entry, or the whole prefix.
+//! cache.invalidate(&key).await?;
+//! cache.invalidate_prefix("item").await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Keys
+//!
+//! `{namespace}{prefix}:{arguments}`; the [`key`] module documents the exact encoding.
+//!
+//! # Values
+//!
+//! JSON behind a short versioned header; see the [`codec`](crate#values) notes: a value that
+//! does not decode is a miss, counted in [`Stats`], and is overwritten.
+//!
+//! # Connections
+//!
+//! A bb8 pool of multiplexed connections: bb8 connects, checks and replaces them, while the
+//! cached path sends every caller's commands over one shared multiplexed connection (see
+//! [`CacheBuilder::connections`]) instead of checking one out per command, so concurrent
+//! calls are pipelined.
+
+#![deny(missing_docs)]
+
+mod cache;
+mod codec;
+mod config;
+mod error;
+mod global;
+pub mod key;
+pub mod shape;
+mod stats;
+mod store;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use cache::{Cache, Policy};
+pub use config::{CacheBuilder, DEFAULT_URL, redact_url};
+pub use error::CacheError;
+pub use global::{install, installed};
+pub use key::{Key, KeyBuilder};
+pub use stats::{Counts, Stats};
+
+#[doc(inline)]
+pub use cached_macro::redis_cache;

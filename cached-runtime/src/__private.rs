@@ -7,7 +7,7 @@ use serde::Serialize;
 pub use crate::cache::Policy;
 pub use crate::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
 #[cfg(feature = "actix")]
-pub use crate::shape::{FallibleJson, Json};
+pub use crate::shape::{FallibleJson, FallibleOptionalJson, Json, OptionalJson};
 pub use serde::Serialize as SerializeTrait;
 pub use serde::de::DeserializeOwned;
 

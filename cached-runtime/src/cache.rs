@@ -299,7 +299,9 @@ impl Cache {
                 suppressed,
                 "redis cache unavailable, running uncached"
             ),
-            None => tracing::debug!(op, error = %error, "redis cache unavailable, running uncached"),
+            None => {
+                tracing::debug!(op, error = %error, "redis cache unavailable, running uncached")
+            }
         }
     }
 

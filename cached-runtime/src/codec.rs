@@ -92,26 +92,53 @@ mod tests {
     fn values_and_null_markers_round_trip_and_never_mix() {
         let v = encode_value(&Some(5u32), 3).expect("encodes");
         assert_eq!(v, b"rc1:3:v:5");
-        assert_eq!(decode::<Option<u32>>(&v, 3).expect("decodes"), Decoded::Value(Some(5)));
+        assert_eq!(
+            decode::<Option<u32>>(&v, 3).expect("decodes"),
+            Decoded::Value(Some(5))
+        );
         let n = encode_null(3);
         assert_eq!(n, b"rc1:3:n");
-        assert_eq!(decode::<Option<u32>>(&n, 3).expect("decodes"), Decoded::Null);
+        assert_eq!(
+            decode::<Option<u32>>(&n, 3).expect("decodes"),
+            Decoded::Null
+        );
         // A JSON null value is a value, not the marker.
         let jnull = encode_value(&None::<u32>, 3).expect("encodes");
-        assert_eq!(decode::<Option<u32>>(&jnull, 3).expect("decodes"), Decoded::Value(None));
+        assert_eq!(
+            decode::<Option<u32>>(&jnull, 3).expect("decodes"),
+            Decoded::Value(None)
+        );
     }
 
     #[test]
     fn foreign_and_stale_entries_are_rejected() {
         assert!(matches!(decode::<u32>(b"5", 0), Err(DecodeError::Foreign)));
-        assert!(matches!(decode::<u32>(b"rc1:", 0), Err(DecodeError::Foreign)));
-        assert!(matches!(decode::<u32>(b"rc1:0:x", 0), Err(DecodeError::Foreign)));
-        assert!(matches!(decode::<u32>(b"rc1:0:n:", 0), Err(DecodeError::Foreign)));
+        assert!(matches!(
+            decode::<u32>(b"rc1:", 0),
+            Err(DecodeError::Foreign)
+        ));
+        assert!(matches!(
+            decode::<u32>(b"rc1:0:x", 0),
+            Err(DecodeError::Foreign)
+        ));
+        assert!(matches!(
+            decode::<u32>(b"rc1:0:n:", 0),
+            Err(DecodeError::Foreign)
+        ));
         assert!(matches!(
             decode::<u32>(b"rc1:1:v:5", 2),
-            Err(DecodeError::Version { found: 1, expected: 2 })
+            Err(DecodeError::Version {
+                found: 1,
+                expected: 2
+            })
         ));
-        assert!(matches!(decode::<u32>(b"rc1:0:v:\"x\"", 0), Err(DecodeError::Json(_))));
-        assert!(matches!(decode::<u32>(b"rc1:0:v:12", 0), Ok(Decoded::Value(12))));
+        assert!(matches!(
+            decode::<u32>(b"rc1:0:v:\"x\"", 0),
+            Err(DecodeError::Json(_))
+        ));
+        assert!(matches!(
+            decode::<u32>(b"rc1:0:v:12", 0),
+            Ok(Decoded::Value(12))
+        ));
     }
 }

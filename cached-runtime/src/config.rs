@@ -74,9 +74,7 @@ impl CacheBuilder {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    pub(crate) fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, CacheError> {
+    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, CacheError> {
         fn num<T: std::str::FromStr>(
             lookup: &impl Fn(&str) -> Option<String>,
             name: &str,
@@ -210,7 +208,10 @@ pub fn redact_url(raw: &str) -> String {
         // Only fails for URLs that cannot have a password, which this one has.
         let _ = url.set_password(Some("***"));
     }
-    if url.query_pairs().any(|(k, _)| k == "pass" || k == "password") {
+    if url
+        .query_pairs()
+        .any(|(k, _)| k == "pass" || k == "password")
+    {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
@@ -273,7 +274,10 @@ mod tests {
 
         let err = CacheBuilder::from_lookup(env(&[("REDIS_CACHE_POOL_MAX_SIZE", "lots")]))
             .expect_err("garbage rejected");
-        assert!(err.to_string().contains("REDIS_CACHE_POOL_MAX_SIZE"), "{err}");
+        assert!(
+            err.to_string().contains("REDIS_CACHE_POOL_MAX_SIZE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub enum CacheError {
         source: redis::RedisError,
     },
     /// No connection within the configured time.
-    #[error("redis at {url} did not answer within {timeout:?} (is it overloaded, or the address wrong?)")]
+    #[error(
+        "redis at {url} did not answer within {timeout:?} (is it overloaded, or the address wrong?)"
+    )]
     ConnectTimeout {
         /// The URL, password redacted.
         url: String,

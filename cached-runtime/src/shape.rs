@@ -115,7 +115,9 @@ impl<T: Serialize + DeserializeOwned> Shape<actix_web::web::Json<T>> for Json {
 pub struct FallibleJson;
 
 #[cfg(feature = "actix")]
-impl<T: Serialize + DeserializeOwned, E> Shape<Result<actix_web::web::Json<T>, E>> for FallibleJson {
+impl<T: Serialize + DeserializeOwned, E> Shape<Result<actix_web::web::Json<T>, E>>
+    for FallibleJson
+{
     type Value = T;
     fn entry(result: &Result<actix_web::web::Json<T>, E>) -> Entry<'_, T> {
         match result {
@@ -125,5 +127,48 @@ impl<T: Serialize + DeserializeOwned, E> Shape<Result<actix_web::web::Json<T>, E
     }
     fn from_hit(value: Option<T>) -> Option<Result<actix_web::web::Json<T>, E>> {
         value.map(|v| Ok(actix_web::web::Json(v)))
+    }
+}
+
+/// `Option<actix_web::web::Json<T>>` (Actix answers `None` with 404): `None` is stored as the
+/// null marker.
+#[cfg(feature = "actix")]
+#[derive(Debug)]
+pub struct OptionalJson;
+
+#[cfg(feature = "actix")]
+impl<T: Serialize + DeserializeOwned> Shape<Option<actix_web::web::Json<T>>> for OptionalJson {
+    type Value = T;
+    fn entry(result: &Option<actix_web::web::Json<T>>) -> Entry<'_, T> {
+        match result {
+            Some(v) => Entry::Value(&v.0),
+            None => Entry::Absent,
+        }
+    }
+    fn from_hit(value: Option<T>) -> Option<Option<actix_web::web::Json<T>>> {
+        Some(value.map(actix_web::web::Json))
+    }
+}
+
+/// `Result<Option<actix_web::web::Json<T>>, E>`: `Ok(None)` is stored as the null marker,
+/// `Err` never.
+#[cfg(feature = "actix")]
+#[derive(Debug)]
+pub struct FallibleOptionalJson;
+
+#[cfg(feature = "actix")]
+impl<T: Serialize + DeserializeOwned, E> Shape<Result<Option<actix_web::web::Json<T>>, E>>
+    for FallibleOptionalJson
+{
+    type Value = T;
+    fn entry(result: &Result<Option<actix_web::web::Json<T>>, E>) -> Entry<'_, T> {
+        match result {
+            Ok(Some(v)) => Entry::Value(&v.0),
+            Ok(None) => Entry::Absent,
+            Err(_) => Entry::Skip,
+        }
+    }
+    fn from_hit(value: Option<T>) -> Option<Result<Option<actix_web::web::Json<T>>, E>> {
+        Some(Ok(value.map(actix_web::web::Json)))
     }
 }

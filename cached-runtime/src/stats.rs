@@ -94,7 +94,10 @@ impl Registry {
         {
             return Arc::clone(c);
         }
-        let mut map = self.by_prefix.write().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self
+            .by_prefix
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(
             map.entry(prefix.into())
                 .or_insert_with(|| Arc::new(Counters::new(prefix))),
@@ -102,7 +105,10 @@ impl Registry {
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
-        let map = self.by_prefix.read().unwrap_or_else(PoisonError::into_inner);
+        let map = self
+            .by_prefix
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         let mut stats = Stats::default();
         for (prefix, counters) in map.iter() {
             let counts = counters.snapshot();

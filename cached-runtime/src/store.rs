@@ -73,11 +73,12 @@ impl Store {
     pub(crate) fn new(config: &CacheBuilder) -> Result<Arc<Self>, CacheError> {
         config.validate()?;
         let url = redact_url(&config.url);
-        let manager =
-            RedisConnectionManager::new(config.url.as_str()).map_err(|e| CacheError::InvalidUrl {
+        let manager = RedisConnectionManager::new(config.url.as_str()).map_err(|e| {
+            CacheError::InvalidUrl {
                 url: url.clone(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let last_connect_error = LastError::default();
         let pool = Pool::builder()
             .max_size(config.max_size)
@@ -148,7 +149,12 @@ impl Store {
         self.run(redis::cmd("GET").arg(key)).await
     }
 
-    pub(crate) async fn set_ex(self: &Arc<Self>, key: &str, value: &[u8], secs: u64) -> Result<(), CacheError> {
+    pub(crate) async fn set_ex(
+        self: &Arc<Self>,
+        key: &str,
+        value: &[u8],
+        secs: u64,
+    ) -> Result<(), CacheError> {
         self.run(redis::cmd("SET").arg(key).arg(value).arg("EX").arg(secs))
             .await
     }
@@ -191,7 +197,10 @@ impl Store {
     }
 
     /// The slot's connection, or `Unavailable` at once while it is being (re)made.
-    fn connection(self: &Arc<Self>, index: usize) -> Result<(u64, MultiplexedConnection), CacheError> {
+    fn connection(
+        self: &Arc<Self>,
+        index: usize,
+    ) -> Result<(u64, MultiplexedConnection), CacheError> {
         let slot = &self.slots[index];
         let held = slot.conn.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(h) = held.as_ref() {
@@ -267,7 +276,6 @@ impl Store {
             source: e,
         }
     }
-
 }
 
 impl Slot {

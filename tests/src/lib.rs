@@ -29,7 +29,8 @@ impl RedisServer {
 
     /// Starts a server on `port` (for restarting one on the same address).
     pub fn start_on(port: u16) -> Self {
-        let dir = std::env::temp_dir().join(format!("cached-test-redis-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("cached-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the server's temp dir");
         let child = Command::new(redis_server_binary())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])

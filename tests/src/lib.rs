@@ -16,6 +16,7 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    password: Option<String>,
 }
 
 impl RedisServer {
@@ -23,12 +24,18 @@ impl RedisServer {
     ///
     /// Panics with one line saying how to install `redis-server` when it is missing.
     pub fn start() -> Self {
-        let port = free_port();
-        Self::start_on(port)
+        Self::start_with(free_port(), &[])
     }
 
     /// Starts a server on `port` (for restarting one on the same address).
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &[])
+    }
+
+    /// Starts a server on `port` with extra `redis-server` arguments, e.g.
+    /// `["--requirepass", "pw"]`; `{dir}` in an argument stands for the server's scratch
+    /// directory (e.g. `--unixsocket {dir}/redis.sock`).
+    pub fn start_with(port: u16, extra: &[&str]) -> Self {
         let dir =
             std::env::temp_dir().join(format!("cached-test-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the server's temp dir");
@@ -36,6 +43,11 @@ impl RedisServer {
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--dir".as_ref(), dir.as_os_str()])
+            .args(
+                extra
+                    .iter()
+                    .map(|a| a.replace("{dir}", &dir.to_string_lossy())),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn();
@@ -46,10 +58,16 @@ impl RedisServer {
             ),
             Err(e) => panic!("cannot start redis-server: {e}"),
         };
+        let password = extra
+            .iter()
+            .position(|a| *a == "--requirepass")
+            .and_then(|i| extra.get(i + 1))
+            .map(|p| (*p).to_owned());
         let server = Self {
             child: Some(child),
             port,
             dir,
+            password,
         };
         server.wait_until_ready();
         server
@@ -57,7 +75,11 @@ impl RedisServer {
 
     fn wait_until_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let client = redis::Client::open(self.url()).expect("a valid url");
+        let url = match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => self.url(),
+        };
+        let client = redis::Client::open(url).expect("a valid url");
         loop {
             if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
                 if redis::cmd("PING").query::<String>(&mut c).is_ok() {
@@ -97,6 +119,11 @@ impl RedisServer {
             .build()
             .await
             .expect("connect to the test redis-server")
+    }
+
+    /// The server's scratch directory (for a unix socket, say).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
     }
 
     /// The process id, for sending signals (freeze with `SIGSTOP`).

@@ -71,9 +71,10 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
         }
         None => quote!(#private::Call::new(&#policy)),
     };
+    // Each key part carries its argument's span: a missing `Serialize` points there.
     let key = plan.key.iter().map(|part| match part {
-        KeyPart::Arg(value) => quote!(.key_arg(#value)),
-        KeyPart::Value(value) => quote!(.key_value(#value)),
+        KeyPart::Arg(value, span) => quote_spanned!(*span=> .key_arg(#value)),
+        KeyPart::Value(value, span) => quote_spanned!(*span=> .key_value(#value)),
         KeyPart::Literal(text) => quote!(.literal(#text)),
     });
 
@@ -81,15 +82,18 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     let ret_span = ret.span();
     let shape = format_ident!("{}", plan.shape.name());
     let shape = if plan.shape.is_actix() {
-        quote_spanned!(ret_span=> #private::actix_shape!(#shape))
+        quote_spanned!(ret_span=> ::cached_runtime::__private::actix_shape!(#shape))
     } else {
-        quote!(#private::#shape)
+        quote_spanned!(ret_span=> ::cached_runtime::__private::#shape)
     };
-    // The `run` token carries the return type's span: a value that is not `Serialize` is
-    // reported once, on the return type.
-    let run = format_ident!("run", span = ret_span);
     let mut body = TokenStream::new();
     brace.surround(&mut body, |tokens| tokens.extend(quote!(#(#stmts)*)));
+    // The call carries the return type's span: a value that is not `Serialize` is reported
+    // once, on the return type.
+    let call_at_ret = format_ident!("__cached_call", span = local.located_at(ret_span));
+    let run = quote_spanned! {ret_span=>
+        ::cached_runtime::__private::Returns::<#shape, #ret>::new().run(#call_at_ret, async move #body).await
+    };
 
     quote! {
         #(#attrs)* #vis #sig {
@@ -97,7 +101,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
             static #policy: #private::Policy =
                 #private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version);
             let #call = #start #(#key)*;
-            #private::Returns::<#shape, #ret>::new().#run(#call, async move #body).await
+            #run
         }
     }
 }

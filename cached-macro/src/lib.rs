@@ -55,12 +55,16 @@ mod validate;
 /// |---|---|
 /// | `T` | every result |
 /// | `Option<T>` | `Some` as the value, `None` as the null marker (with `null_ttl`) |
-/// | `Result<T, E>` (or a one-parameter `Result` alias) | `Ok` only; `Err` is returned as is and never stored |
+/// | `Result<T, E>`, or an alias whose name ends in `Result` (`io::Result<T>`, `AppResult<T>`) | `Ok` only; `Err` is returned as is and never stored |
 /// | `Result<Option<T>, E>` | `Ok(Some)` as the value, `Ok(None)` as the null marker, `Err` never |
 /// | `web::Json<T>` | `T` |
 /// | `Result<web::Json<T>, E>` | `Ok` only, as `T` |
 /// | `Option<web::Json<T>>` | `Some` as `T`, `None` as the null marker |
 /// | `Result<Option<web::Json<T>>, E>` | `Ok(Some)` as `T`, `Ok(None)` as the null marker, `Err` never |
+///
+/// Only these names are recognized: an alias of another kind (`type Maybe<T> = Option<T>`)
+/// is cached as a plain `T`, so its `None` is stored as a value for the full `ttl` rather
+/// than as the null marker.
 ///
 /// `T` must implement `serde::Serialize` and `serde::Deserialize` (owned); when it does not,
 /// the error points at the return type. The `web::Json` shapes need the `actix` feature of

@@ -37,10 +37,11 @@ pub(crate) enum Secs {
 
 /// One part of the key after `prefix:`.
 pub(crate) enum KeyPart {
-    /// A borrowed argument, joined to the previous one by `:` (`&id`, `&*path`).
-    Arg(TokenStream),
+    /// A borrowed argument, joined to the previous one by `:` (`&id`, `&*path`), and the span
+    /// errors about it point at.
+    Arg(TokenStream, Span),
     /// A template placeholder's borrowed value (`&id`, `&q.page`).
-    Value(TokenStream),
+    Value(TokenStream, Span),
     /// A template's literal text.
     Literal(String),
 }
@@ -169,7 +170,7 @@ fn check_signature(func: &Func, errors: &mut Errors) {
             "#[redis_cache] cannot be used on an `extern` fn: remove the ABI, the cached function is a Rust `async fn`",
         );
     }
-    if sig.asyncness.is_none() && sig.constness.is_none() {
+    if sig.asyncness.is_none() && sig.constness.is_none() && sig.abi.is_none() {
         errors.at(
             sig.fn_token.span,
             "#[redis_cache] needs an `async fn`: add `async` before `fn`",
@@ -451,7 +452,7 @@ fn key_parts(
             );
             continue;
         }
-        parts.push(KeyPart::Arg(borrow(param, name)));
+        parts.push(KeyPart::Arg(borrow(param, name), name.span()));
     }
     parts
 }
@@ -509,7 +510,7 @@ fn template_parts(lit: &LitStr, params: &[Param<'_>], errors: &mut Errors) -> Ve
                     );
                 }
                 if let Some(value) = placeholder_value(placeholder, span, params, errors) {
-                    parts.push(KeyPart::Value(value));
+                    parts.push(KeyPart::Value(value, span));
                 }
                 last_placeholder = Some(placeholder);
                 rest = &rest[end + 1..];
@@ -621,10 +622,11 @@ fn field(segment: &str, span: Span) -> Option<TokenStream> {
         .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
         && name != "_";
-    if !valid || (raw && matches!(name, "self" | "Self" | "super" | "crate")) {
+    if !valid || matches!(name, "self" | "Self" | "super" | "crate") {
         return None;
     }
-    let ident = if raw {
+    // A keyword field (`type`) can only be named raw (`r#type`).
+    let ident = if raw || syn::parse_str::<Ident>(name).is_err() {
         Ident::new_raw(name, span)
     } else {
         Ident::new(name, span)
@@ -707,7 +709,16 @@ fn shape(ty: &Type) -> ShapeKind {
             ShapeKind::Optional
         };
     }
-    if let Some(ok) = generic_of(ty, "Result", 1..=2) {
+    let result = match last_segment(ty) {
+        // `Result`, or an alias named like one (`AppResult<T>`, `io::Result<T>`).
+        Some((ident, args))
+            if ident.to_string().ends_with("Result") && (1..=2).contains(&args.len()) =>
+        {
+            Some(args[0])
+        }
+        _ => None,
+    };
+    if let Some(ok) = result {
         if let Some(inner) = generic_of(ok, "Option", 1..=1) {
             return if json(inner) {
                 ShapeKind::FallibleOptionalJson
@@ -748,6 +759,8 @@ mod tests {
         );
         assert_eq!(shape_of(quote!(Result<Item, E>)), ShapeKind::Fallible);
         assert_eq!(shape_of(quote!(anyhow::Result<Item>)), ShapeKind::Fallible);
+        assert_eq!(shape_of(quote!(AppResult<Item>)), ShapeKind::Fallible);
+        assert_eq!(shape_of(quote!(Resulting<Item>)), ShapeKind::Plain);
         assert_eq!(
             shape_of(quote!(Result<Option<Item>, E>)),
             ShapeKind::FallibleOptional
@@ -786,7 +799,8 @@ mod tests {
         assert_eq!(field("page", span).expect("ident").to_string(), "page");
         assert_eq!(field("0", span).expect("index").to_string(), "0");
         assert_eq!(field("r#type", span).expect("raw").to_string(), "r#type");
-        for bad in ["", "_", "1a", "a-b", "a b", "r#self", "é"] {
+        assert_eq!(field("type", span).expect("keyword").to_string(), "r#type");
+        for bad in ["", "_", "1a", "a-b", "a b", "r#self", "self", "é"] {
             assert!(field(bad, span).is_none(), "{bad:?}");
         }
     }

@@ -1,0 +1,10 @@
+use cached_runtime::redis_cache;
+
+#[redis_cache(ttl = 60)]
+async fn item(id: u64) -> u64 {
+    id
+}
+
+fn main() {
+    let _ = item;
+}

@@ -1,0 +1,309 @@
+//! The handlers. Every read is cached by annotating the handler itself with `#[redis_cache]`;
+//! every write invalidates what it changed through the cache's key builder.
+
+use actix_web::{HttpResponse, delete, get, http::header, post, put, web};
+use cached_runtime::{Cache, CacheError, redis_cache};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    app::AppState,
+    auth::Admin,
+    error::{ApiError, json_body_error, path_error, query_error},
+    model::{Fib, Item, ItemInput, ItemPage, ListQuery, PAGE_SIZE},
+};
+
+/// The prefix of `GET /items/{id}` entries; must equal the `prefix` in its attribute.
+pub const ITEM_PREFIX: &str = "item";
+/// The prefix of `GET /items` entries; must equal the `prefix` in its attribute.
+pub const LIST_PREFIX: &str = "items";
+/// The highest `n` of `GET /fib/{n}`: the naive recursion makes about `fib(n)` calls, ~1.6 ×
+/// 10^8 at 40, well under a second in a release build.
+pub const MAX_FIB_N: u32 = 40;
+/// Largest JSON body accepted.
+pub const JSON_LIMIT: usize = 16 * 1024;
+
+/// Registers the routes and the extractor configurations that turn bad input into 400 JSON.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(JSON_LIMIT)
+            .error_handler(json_body_error),
+    )
+    .app_data(web::PathConfig::default().error_handler(path_error))
+    .app_data(web::QueryConfig::default().error_handler(query_error))
+    .service(get_item)
+    .service(list_items)
+    .service(create_item)
+    .service(update_item)
+    .service(delete_item)
+    .service(fib)
+    .service(stats)
+    .service(admin_invalidate)
+    .service(healthz);
+}
+
+/// `GET /items/{id}`: the item, or a 404 whose absence is cached too (the null marker; the
+/// `{"error": …}` body is added by the app's `ErrorHandlers`).
+#[get("/items/{id}")]
+#[redis_cache(prefix = "item", ttl = 600, skip(state), cache = state.cache)]
+async fn get_item(
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+) -> Result<Option<web::Json<Item>>, ApiError> {
+    let id = id.into_inner();
+    let item = state.db(move |db| db.get(id)).await?;
+    Ok(item.map(web::Json))
+}
+
+/// `GET /items?category=…&page=…`: one page of items, keyed on the whole query.
+#[get("/items")]
+#[redis_cache(prefix = "items", ttl = 60, skip(state), cache = state.cache)]
+async fn list_items(
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<web::Json<ItemPage>, ApiError> {
+    let query = query.into_inner();
+    query.validate()?;
+    let ListQuery { category, page } = query;
+    let filter = category.clone();
+    let (items, total) = state.db(move |db| db.list(filter.as_deref(), page)).await?;
+    Ok(web::Json(ItemPage {
+        category,
+        page,
+        per_page: PAGE_SIZE,
+        total,
+        items,
+    }))
+}
+
+/// `POST /items`: 201 with the new item; drops the lists it now belongs to.
+#[post("/items")]
+async fn create_item(
+    state: web::Data<AppState>,
+    body: web::Json<ItemInput>,
+) -> Result<HttpResponse, ApiError> {
+    let input = body.into_inner().validate()?;
+    let item = state.db(move |db| db.insert(&input)).await?;
+    // The id is new, but a GET may have cached its absence before it existed.
+    forget(&state.cache, item.id, &[&item.category]).await;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/items/{}", item.id)))
+        .json(item))
+}
+
+/// `PUT /items/{id}`: replaces the item; drops its entry and the lists of its old and new
+/// category.
+#[put("/items/{id}")]
+async fn update_item(
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+    body: web::Json<ItemInput>,
+) -> Result<web::Json<Item>, ApiError> {
+    let id = id.into_inner();
+    let input = body.into_inner().validate()?;
+    let Some((old_category, item)) = state.db(move |db| db.update(id, &input)).await? else {
+        return Err(ApiError::NotFound(format!("item {id} not found")));
+    };
+    forget(&state.cache, id, &[&old_category, &item.category]).await;
+    Ok(web::Json(item))
+}
+
+/// `DELETE /items/{id}`: 204; drops its entry and its category's lists.
+#[delete("/items/{id}")]
+async fn delete_item(
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+) -> Result<HttpResponse, ApiError> {
+    let id = id.into_inner();
+    let Some(item) = state.db(move |db| db.delete(id)).await? else {
+        return Err(ApiError::NotFound(format!("item {id} not found")));
+    };
+    forget(&state.cache, id, &[&item.category]).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Invalidates the entry of item `id` (exactly the key `get_item` reads, built by the
+/// library) and every cached page of the lists of `categories` and of the unfiltered list.
+///
+/// The write has already happened, so a Redis failure here does not fail the request: it is
+/// logged, and the stale entries expire with their TTL.
+async fn forget(cache: &Cache, id: u64, categories: &[&str]) {
+    let item = async {
+        let key = cache.key(ITEM_PREFIX).arg(&id).build()?;
+        cache.invalidate(&key).await
+    };
+    if let Err(e) = item.await {
+        tracing::warn!(id, error = %e, "cannot invalidate the cached item; it expires with its ttl");
+    }
+    let mut lists: Vec<Option<&str>> = vec![None];
+    for c in categories {
+        if !lists.contains(&Some(c)) {
+            lists.push(Some(c));
+        }
+    }
+    for category in lists {
+        let result = async {
+            let pattern = list_pattern(cache, category)?;
+            cache.invalidate_pattern(&pattern).await
+        };
+        if let Err(e) = result.await {
+            tracing::warn!(?category, error = %e, "cannot invalidate cached lists; they expire with their ttl");
+        }
+    }
+}
+
+/// The glob (relative to the namespace) matching every cached page of one category's list
+/// (`None`: the unfiltered list) and nothing else.
+///
+/// `list_items` is keyed on its [`ListQuery`], which the key encoding writes as
+/// `items:(category=…,page=N)` (see `cached_runtime::key`). The key of page 1 is built by the
+/// library and only its page number is replaced by `*`; the encoding escapes every glob
+/// character a category could hold, so the rest matches literally.
+pub fn list_pattern(cache: &Cache, category: Option<&str>) -> Result<String, CacheError> {
+    let key = cache
+        .key(LIST_PREFIX)
+        .arg(&ListQuery {
+            category: category.map(str::to_owned),
+            page: 1,
+        })
+        .build()?;
+    let relative = key
+        .as_str()
+        .strip_prefix(cache.namespace())
+        .unwrap_or(key.as_str());
+    let fixed = relative.strip_suffix("page=1)").ok_or_else(|| {
+        CacheError::Config(format!(
+            "list key {relative:?} does not end with the page (has the key encoding changed?)"
+        ))
+    })?;
+    Ok(format!("{fixed}page=*)"))
+}
+
+/// `GET /fib/{n}`: the `n`th Fibonacci number by naive recursion on a blocking thread — the
+/// deliberately slow computation the cache saves.
+#[get("/fib/{n}")]
+#[redis_cache(prefix = "fib", ttl = 3600, skip(state), cache = state.cache)]
+async fn fib(state: web::Data<AppState>, n: web::Path<u32>) -> Result<web::Json<Fib>, ApiError> {
+    let n = n.into_inner();
+    if n > MAX_FIB_N {
+        return Err(ApiError::BadRequest(format!(
+            "n must be at most {MAX_FIB_N}, got {n}"
+        )));
+    }
+    let value = web::block(move || naive_fib(n)).await?;
+    Ok(web::Json(Fib { n, value }))
+}
+
+fn naive_fib(n: u32) -> u64 {
+    if n < 2 {
+        u64::from(n)
+    } else {
+        naive_fib(n - 1) + naive_fib(n - 2)
+    }
+}
+
+#[derive(Serialize)]
+struct StatsBody {
+    db_queries: u64,
+    cache: cached_runtime::Counts,
+    by_prefix: std::collections::BTreeMap<String, cached_runtime::Counts>,
+}
+
+/// `GET /stats`: SQL statements run, and the cache's counters in total and per prefix.
+#[get("/stats")]
+async fn stats(state: web::Data<AppState>) -> web::Json<StatsBody> {
+    let cache = state.cache.stats();
+    web::Json(StatsBody {
+        db_queries: state.db_queries(),
+        cache: cache.total,
+        by_prefix: cache.prefixes,
+    })
+}
+
+/// The body of `POST /admin/cache/invalidate`: exactly one of the two.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvalidateRequest {
+    /// Every entry of this prefix, e.g. `"item"`.
+    prefix: Option<String>,
+    /// Every key matching this Redis glob (within the namespace), e.g. `"item:1*"`.
+    pattern: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Deleted {
+    deleted: u64,
+}
+
+/// `POST /admin/cache/invalidate`: `{"prefix": "item"}` or `{"pattern": "item:*"}` →
+/// `{"deleted": N}`. Needs `Authorization: Bearer $ADMIN_TOKEN` (401 otherwise); 404 while
+/// `ADMIN_TOKEN` is unset.
+#[post("/admin/cache/invalidate")]
+async fn admin_invalidate(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<InvalidateRequest>,
+) -> Result<web::Json<Deleted>, ApiError> {
+    let deleted = match body.into_inner() {
+        InvalidateRequest {
+            prefix: Some(prefix),
+            pattern: None,
+        } => state.cache.invalidate_prefix(&prefix).await,
+        InvalidateRequest {
+            prefix: None,
+            pattern: Some(pattern),
+        } if !pattern.is_empty() => state.cache.invalidate_pattern(&pattern).await,
+        InvalidateRequest {
+            prefix: None,
+            pattern: Some(_),
+        } => return Err(ApiError::BadRequest("pattern must not be empty".to_owned())),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of \"prefix\" or \"pattern\"".to_owned(),
+            ));
+        }
+    };
+    match deleted {
+        Ok(deleted) => Ok(web::Json(Deleted { deleted })),
+        Err(e @ CacheError::InvalidPrefix(_)) => Err(ApiError::BadRequest(e.to_string())),
+        Err(e) => Err(ApiError::CacheUnavailable(e.to_string())),
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    redis: &'static str,
+    db: &'static str,
+}
+
+/// `GET /healthz`: 200 `{"redis": "up"|"down", "db": "up"}` — Redis being down degrades
+/// the service (uncached) but does not make it unhealthy; 503 when the database fails.
+#[get("/healthz")]
+async fn healthz(state: web::Data<AppState>) -> HttpResponse {
+    let redis = if state.cache.ping().await.is_ok() {
+        "up"
+    } else {
+        "down"
+    };
+    let db = state.db_ping().await;
+    let body = Health {
+        redis,
+        db: if db { "up" } else { "down" },
+    };
+    if db {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn naive_fib_matches_the_sequence() {
+        let first: Vec<u64> = (0..10).map(naive_fib).collect();
+        assert_eq!(first, [0, 1, 1, 2, 3, 5, 8, 13, 21, 34]);
+    }
+}

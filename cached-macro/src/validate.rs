@@ -646,14 +646,14 @@ fn return_type(func: &Func, errors: &mut Errors) -> Option<(Type, ShapeKind)> {
         }
         ReturnType::Type(_, ty) => &**ty,
     };
-    if let Type::Tuple(t) = ty {
-        if t.elems.is_empty() {
-            errors.spanned(
-                ty,
-                "a #[redis_cache] function must return the value to cache, not `()`",
-            );
-            return None;
-        }
+    if let Type::Tuple(t) = ty
+        && t.elems.is_empty()
+    {
+        errors.spanned(
+            ty,
+            "a #[redis_cache] function must return the value to cache, not `()`",
+        );
+        return None;
     }
     if let Some(impl_trait) = find_impl_trait(ty) {
         errors.spanned(

@@ -41,7 +41,10 @@ async fn fallible_json(
 }
 
 #[redis_cache(prefix = "optional_json", ttl = 60, cache = state.cache, skip(state))]
-async fn optional_json(state: web::Data<AppState>, body: web::Json<NewItem>) -> Option<web::Json<Item>> {
+async fn optional_json(
+    state: web::Data<AppState>,
+    body: web::Json<NewItem>,
+) -> Option<web::Json<Item>> {
     let _ = &state;
     (!body.name.is_empty()).then(|| web::Json(Item { id: 1 }))
 }
@@ -55,7 +58,11 @@ async fn fallible_optional_json(
 
 #[get("/items/{id}")]
 #[redis_cache(prefix = "handler.below", ttl = 60, key = "{id}:{q.lang}", cache = cache.get_ref())]
-async fn handler_below(id: web::Path<u64>, q: web::Query<Page>, cache: web::Data<Cache>) -> Option<web::Json<Item>> {
+async fn handler_below(
+    id: web::Path<u64>,
+    q: web::Query<Page>,
+    cache: web::Data<Cache>,
+) -> Option<web::Json<Item>> {
     let _ = (&q.lang, &cache);
     Some(web::Json(Item { id: *id }))
 }
@@ -68,5 +75,7 @@ async fn handler_above(path: web::Path<(u64, String)>) -> web::Json<Item> {
 
 fn main() {
     let _ = (json, fallible_json, optional_json, fallible_optional_json);
-    let _ = actix_web::App::new().service(handler_below).service(handler_above);
+    let _ = actix_web::App::new()
+        .service(handler_below)
+        .service(handler_above);
 }

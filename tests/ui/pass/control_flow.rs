@@ -32,7 +32,9 @@ async fn first(items: Vec<u64>) -> Option<u64> {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
     rt.block_on(async {
         assert_eq!(parse("21".to_owned()).await.ok(), Some(42));
         assert!(parse("x".to_owned()).await.is_err());

@@ -20,12 +20,16 @@ impl Repo {
     /// `self` is never part of the key.
     #[redis_cache(prefix = "repo.item", ttl = 60, cache = self.cache)]
     pub(crate) async fn item(&self, id: u64) -> Option<Item> {
-        Some(Item { id: id + self.offset })
+        Some(Item {
+            id: id + self.offset,
+        })
     }
 
     #[redis_cache(prefix = "repo.owned", ttl = 60)]
     async fn owned(self: Arc<Self>, id: u64) -> Item {
-        Item { id: id + self.offset }
+        Item {
+            id: id + self.offset,
+        }
     }
 
     #[redis_cache(prefix = "repo.mut", ttl = 60)]
@@ -41,7 +45,9 @@ impl Repo {
     }
 
     #[redis_cache(prefix = "repo.self_type", ttl = 60)]
-    async fn with_self_type(id: u64) -> Result<Option<Item>, Box<dyn std::error::Error + Send + Sync>> {
+    async fn with_self_type(
+        id: u64,
+    ) -> Result<Option<Item>, Box<dyn std::error::Error + Send + Sync>> {
         let _ = std::mem::size_of::<Self>();
         Ok(Some(Item { id }))
     }
@@ -109,6 +115,18 @@ async unsafe fn unsafe_fn(ptr: usize) -> u64 {
 
 fn main() {
     let _ = impl_arg(1u8);
-    let _ = (Repo::item, Repo::owned, Repo::bump, Repo::assoc, Repo::with_self_type);
-    let _ = (<Repo as Catalog>::title, generic::<u8, u8>, lifetimes, attrs, unsafe_fn);
+    let _ = (
+        Repo::item,
+        Repo::owned,
+        Repo::bump,
+        Repo::assoc,
+        Repo::with_self_type,
+    );
+    let _ = (
+        <Repo as Catalog>::title,
+        generic::<u8, u8>,
+        lifetimes,
+        attrs,
+        unsafe_fn,
+    );
 }

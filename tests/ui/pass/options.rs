@@ -25,7 +25,14 @@ struct Db;
 
 const ITEM_TTL: Duration = Duration::from_secs(600);
 
-#[redis_cache(prefix = "all", ttl = 600, null_ttl = 30, jitter = 60, skip(db, _trace), version = 3)]
+#[redis_cache(
+    prefix = "all",
+    ttl = 600,
+    null_ttl = 30,
+    jitter = 60,
+    skip(db, _trace),
+    version = 3
+)]
 async fn all(db: &Db, id: u64, _trace: u64) -> Option<Item> {
     let _ = db;
     Some(Item { id })
@@ -47,7 +54,11 @@ async fn skip_all(db: &Db, (a, b): (u64, u64), _: u8) -> u64 {
     a + b
 }
 
-#[redis_cache(prefix = "template", ttl = 60, key = "v2:{id}/{q.page}:{q.filter.type}@{pair.1}")]
+#[redis_cache(
+    prefix = "template",
+    ttl = 60,
+    key = "v2:{id}/{q.page}:{q.filter.type}@{pair.1}"
+)]
 async fn template(id: u64, q: Query, pair: (u8, String), _ignored: Db) -> String {
     format!("{id}{}{}", q.page, pair.1)
 }
@@ -95,12 +106,19 @@ fn shared() -> &'static Cache {
     unimplemented!("only compiled")
 }
 
-#[redis_cache(prefix = "trailing", ttl = 60,)]
+#[redis_cache(prefix = "trailing", ttl = 60)]
 async fn trailing_comma() -> u64 {
     1
 }
 
 fn main() {
     let _ = (all, durations, skip_all, template, template_const, raw);
-    let _ = (cache_owned, cache_ref, cache_arc, cache_data, cache_static, trailing_comma);
+    let _ = (
+        cache_owned,
+        cache_ref,
+        cache_arc,
+        cache_data,
+        cache_static,
+        trailing_comma,
+    );
 }

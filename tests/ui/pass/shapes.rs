@@ -35,7 +35,11 @@ async fn optional_by_path(id: u64) -> ::std::option::Option<Item> {
 
 #[redis_cache(prefix = "fallible", ttl = 60)]
 async fn fallible(id: u64) -> Result<Item, NotFound> {
-    if id == 0 { Err(NotFound) } else { Ok(Item { id }) }
+    if id == 0 {
+        Err(NotFound)
+    } else {
+        Ok(Item { id })
+    }
 }
 
 #[redis_cache(prefix = "fallible-alias", ttl = 60)]
@@ -55,7 +59,9 @@ async fn scalar(name: &str, flags: (bool, Option<char>)) -> String {
 
 fn main() {
     // No cache is installed: every call runs its body.
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("a runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
     rt.block_on(async {
         assert_eq!(plain(1).await.id, 1);
         assert_eq!(collection(vec![1, 2]).await.len(), 2);
@@ -63,7 +69,10 @@ fn main() {
         assert_eq!(optional_by_path(2).await.map(|i| i.id), Some(2));
         assert!(fallible(0).await.is_err());
         assert_eq!(fallible_alias(3).await.map(|i| i.id).ok(), Some(3));
-        assert!(matches!(fallible_optional(4).await, Ok(Some(Item { id: 4 }))));
+        assert!(matches!(
+            fallible_optional(4).await,
+            Ok(Some(Item { id: 4 }))
+        ));
         assert_eq!(scalar("a", (true, None)).await, "a(true, None)");
     });
 }

@@ -1,0 +1,144 @@
+//! `#[redis_cache]` on Actix handlers against a real redis-server: `web::Json` returns are
+//! stored as their inner value, extractors key on the value they hold, and state and requests
+//! stay out of the key.
+
+#![deny(warnings, clippy::all)]
+
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
+
+use actix_web::{HttpRequest, test::TestRequest, web};
+use cached_runtime::{Cache, redis_cache};
+use redis::Commands;
+use serde::{Deserialize, Serialize};
+use tests::RedisServer;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct Item {
+    id: u64,
+    lang: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Params {
+    lang: String,
+}
+
+struct AppState {
+    cache: Cache,
+    runs: AtomicUsize,
+}
+
+impl AppState {
+    async fn new(server: &RedisServer) -> web::Data<AppState> {
+        let cache = Cache::builder(server.url())
+            .command_timeout(Duration::from_secs(5))
+            .build()
+            .await
+            .expect("connect to the test redis-server");
+        web::Data::new(AppState {
+            cache,
+            runs: AtomicUsize::new(0),
+        })
+    }
+
+    fn runs(&self) -> usize {
+        self.runs.load(Ordering::SeqCst)
+    }
+}
+
+#[redis_cache(prefix = "handler.item", ttl = 600, cache = state.cache, skip(state, req))]
+async fn get_item(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<u64>,
+    params: web::Query<Params>,
+) -> web::Json<Item> {
+    state.runs.fetch_add(1, Ordering::SeqCst);
+    let _ = req;
+    web::Json(Item {
+        id: *id,
+        lang: params.lang.clone(),
+    })
+}
+
+#[redis_cache(prefix = "handler.find", ttl = 600, null_ttl = 9, key = "{id}", cache = state.cache)]
+async fn find_item(
+    state: web::Data<AppState>,
+    id: web::Path<u64>,
+) -> Result<Option<web::Json<Item>>, actix_web::Error> {
+    state.runs.fetch_add(1, Ordering::SeqCst);
+    Ok((*id < 100).then(|| {
+        web::Json(Item {
+            id: *id,
+            lang: "en".to_owned(),
+        })
+    }))
+}
+
+#[tokio::test]
+async fn a_json_handler_is_stored_as_its_value_and_keyed_on_its_extractors() {
+    let server = RedisServer::start();
+    let state = AppState::new(&server).await;
+    let call = |lang: &str| {
+        get_item(
+            state.clone(),
+            TestRequest::default().to_http_request(),
+            web::Path::from(7),
+            web::Query(Params {
+                lang: lang.to_owned(),
+            }),
+        )
+    };
+    let first = call("en").await.into_inner();
+    let second = call("en").await.into_inner();
+    assert_eq!(first, second);
+    assert_eq!(state.runs(), 1, "another request, the same entry");
+    assert!(
+        server
+            .conn()
+            .exists::<_, bool>("handler.item:7:(lang=en)")
+            .expect("EXISTS")
+    );
+
+    call("fr").await;
+    assert_eq!(state.runs(), 2);
+    let key = state
+        .cache
+        .key("handler.item")
+        .arg(&7u64)
+        .arg(&Params {
+            lang: "fr".to_owned(),
+        })
+        .build()
+        .expect("a valid key");
+    assert!(state.cache.invalidate(&key).await.expect("UNLINK"));
+}
+
+#[tokio::test]
+async fn an_absent_json_result_is_a_null_marker() {
+    let server = RedisServer::start();
+    let state = AppState::new(&server).await;
+    for _ in 0..2 {
+        let found = find_item(state.clone(), web::Path::from(404)).await;
+        assert!(matches!(found, Ok(None)));
+    }
+    assert_eq!(state.runs(), 1);
+    let ttl: i64 = server.conn().ttl("handler.find:404").expect("TTL");
+    assert!(ttl > 0 && ttl <= 9, "null marker TTL {ttl}");
+
+    for _ in 0..2 {
+        let found = find_item(state.clone(), web::Path::from(1)).await;
+        assert_eq!(
+            found
+                .ok()
+                .flatten()
+                .map(web::Json::into_inner)
+                .map(|i| i.id),
+            Some(1)
+        );
+    }
+    assert_eq!(state.runs(), 2);
+}

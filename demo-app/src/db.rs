@@ -13,7 +13,7 @@ use std::{
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::model::{Item, NewItem, PAGE_SIZE, price_from_cents};
+use crate::model::{Item, ItemInput, PAGE_SIZE, price_from_cents};
 
 /// How many items a new database is seeded with.
 pub const SEED_ITEMS: usize = 300;
@@ -113,7 +113,7 @@ impl Db {
     }
 
     /// Inserts a new item and returns it with its id.
-    pub(crate) fn insert(&self, item: &NewItem) -> rusqlite::Result<Item> {
+    pub(crate) fn insert(&self, item: &ItemInput) -> rusqlite::Result<Item> {
         self.conn(1)
             .prepare_cached(
                 "INSERT INTO items (name, price_cents, category) VALUES (?1, ?2, ?3)
@@ -130,7 +130,7 @@ impl Db {
     pub(crate) fn update(
         &self,
         id: u64,
-        item: &NewItem,
+        item: &ItemInput,
     ) -> rusqlite::Result<Option<(String, Item)>> {
         let Ok(id) = i64::try_from(id) else {
             return Ok(None);

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
-
 /// Items per page of `GET /items`.
 pub const PAGE_SIZE: u32 = 20;
 /// The highest page number accepted.
@@ -28,70 +26,71 @@ pub struct Item {
     pub category: String,
 }
 
-/// The body of `POST /items` and `PUT /items/{id}`, as received.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST /items` and `PUT /items/{id}`: `{"name": …, "price": …, "category": …}`,
+/// validated while it is extracted, so a handler only ever sees good input and a bad body is
+/// a 400 naming the field before anything is read or written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(try_from = "RawItemInput")]
 pub struct ItemInput {
-    /// Display name.
-    pub name: String,
-    /// Price in currency units.
-    pub price: f64,
-    /// Category.
-    pub category: String,
-}
-
-/// An [`ItemInput`] that passed [`ItemInput::validate`].
-#[derive(Clone, Debug)]
-pub(crate) struct NewItem {
     pub(crate) name: String,
     pub(crate) price_cents: i64,
     pub(crate) category: String,
 }
 
-impl ItemInput {
-    /// Checks every field, naming the first one that is wrong.
-    pub(crate) fn validate(self) -> Result<NewItem, ApiError> {
-        let name = self.name.trim();
+/// The body as JSON values, so a wrong type is reported with the field's name (serde's own
+/// message names only the type and a column).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawItemInput {
+    name: serde_json::Value,
+    price: serde_json::Value,
+    category: serde_json::Value,
+}
+
+impl TryFrom<RawItemInput> for ItemInput {
+    type Error = String;
+
+    fn try_from(raw: RawItemInput) -> Result<Self, String> {
+        let serde_json::Value::String(name) = raw.name else {
+            return Err(format!("name must be a string, got {}", raw.name));
+        };
+        let name = name.trim();
         if name.is_empty() {
-            return Err(bad("name must not be empty"));
+            return Err("name must not be empty".to_owned());
         }
         if name.chars().count() > MAX_NAME_CHARS {
-            return Err(bad(format!(
-                "name must be at most {MAX_NAME_CHARS} characters"
-            )));
+            return Err(format!("name must be at most {MAX_NAME_CHARS} characters"));
         }
         if name.chars().any(char::is_control) {
-            return Err(bad("name must not contain control characters"));
+            return Err("name must not contain control characters".to_owned());
         }
-        let price_cents = price_cents(self.price)?;
-        validate_category(&self.category)?;
-        Ok(NewItem {
+        let Some(price) = raw.price.as_f64() else {
+            return Err(format!("price must be a number, got {}", raw.price));
+        };
+        let price_cents = price_cents(price)?;
+        let serde_json::Value::String(category) = raw.category else {
+            return Err(format!("category must be a string, got {}", raw.category));
+        };
+        validate_category(&category)?;
+        Ok(Self {
             name: name.to_owned(),
             price_cents,
-            category: self.category,
+            category,
         })
     }
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
-    ApiError::BadRequest(message.into())
-}
-
 /// The price in cents: finite, `0..=MAX_PRICE`, at most two decimals.
-fn price_cents(price: f64) -> Result<i64, ApiError> {
+fn price_cents(price: f64) -> Result<i64, String> {
     if !price.is_finite() || price < 0.0 {
-        return Err(bad(format!(
-            "price must be a non-negative number, got {price}"
-        )));
+        return Err(format!("price must be a non-negative number, got {price}"));
     }
     if price > MAX_PRICE {
-        return Err(bad(format!("price must be at most {MAX_PRICE}")));
+        return Err(format!("price must be at most {MAX_PRICE}, got {price}"));
     }
     let cents = (price * 100.0).round();
     if (cents / 100.0 - price).abs() > 1e-9 {
-        return Err(bad(format!(
-            "price must have at most two decimals, got {price}"
-        )));
+        return Err(format!("price must have at most two decimals, got {price}"));
     }
     // In range: 0 <= cents <= 1e8, an integer, so the conversion is exact.
     #[allow(clippy::cast_possible_truncation)]
@@ -105,52 +104,64 @@ pub(crate) fn price_from_cents(cents: i64) -> f64 {
 }
 
 /// A category is 1 to [`MAX_CATEGORY_CHARS`] characters of `a-z`, `0-9` and `-`.
-pub(crate) fn validate_category(category: &str) -> Result<(), ApiError> {
+fn validate_category(category: &str) -> Result<(), String> {
     if category.is_empty() || category.len() > MAX_CATEGORY_CHARS {
-        return Err(bad(format!(
+        return Err(format!(
             "category must be 1 to {MAX_CATEGORY_CHARS} characters of a-z, 0-9 and -"
-        )));
+        ));
     }
     if let Some(c) = category
         .chars()
         .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
     {
-        return Err(bad(format!(
+        return Err(format!(
             "category {category:?} has the character {c:?}: use a-z, 0-9 and -"
-        )));
+        ));
     }
     Ok(())
 }
 
-fn first_page() -> u32 {
-    1
-}
-
-/// The query of `GET /items`: `?category=books&page=2`, both optional. It is the list's cache
-/// key, so `page` defaults to 1 here (not later) and `?category=books` and
-/// `?category=books&page=1` share one entry.
+/// The query of `GET /items`: `?category=books&page=2`, both optional, validated while it is
+/// extracted. It is the list's cache key, so `page` defaults to 1 here (not later) and
+/// `?category=books` and `?category=books&page=1` share one entry.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawListQuery")]
 pub struct ListQuery {
     /// Only items of this category; all items when absent.
     pub category: Option<String>,
     /// 1-based page number.
-    #[serde(default = "first_page")]
     pub page: u32,
 }
 
-impl ListQuery {
-    pub(crate) fn validate(&self) -> Result<(), ApiError> {
-        if let Some(c) = &self.category {
+/// The query as text, so a bad page is reported by name.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListQuery {
+    category: Option<String>,
+    page: Option<String>,
+}
+
+impl TryFrom<RawListQuery> for ListQuery {
+    type Error = String;
+
+    fn try_from(raw: RawListQuery) -> Result<Self, String> {
+        if let Some(c) = &raw.category {
             validate_category(c)?;
         }
-        if self.page == 0 || self.page > MAX_PAGE {
-            return Err(bad(format!(
-                "page must be between 1 and {MAX_PAGE}, got {}",
-                self.page
-            )));
-        }
-        Ok(())
+        let page = match raw.page {
+            None => 1,
+            Some(p) => p
+                .parse()
+                .ok()
+                .filter(|p| (1..=MAX_PAGE).contains(p))
+                .ok_or_else(|| {
+                    format!("page must be an integer from 1 to {MAX_PAGE}, got {p:?}")
+                })?,
+        };
+        Ok(Self {
+            category: raw.category,
+            page,
+        })
     }
 }
 
@@ -182,19 +193,18 @@ pub struct Fib {
 mod tests {
     use super::*;
 
-    fn input(name: &str, price: f64, category: &str) -> ItemInput {
-        ItemInput {
-            name: name.to_owned(),
+    fn input(name: &str, price: serde_json::Value, category: &str) -> Result<ItemInput, String> {
+        RawItemInput {
+            name: name.into(),
             price,
-            category: category.to_owned(),
+            category: category.into(),
         }
+        .try_into()
     }
 
     #[test]
     fn valid_input_is_trimmed_and_priced_in_cents() {
-        let item = input("  Lamp ", 19.99, "home-2")
-            .validate()
-            .expect("valid input");
+        let item = input("  Lamp ", 19.99.into(), "home-2").expect("valid input");
         assert_eq!(item.name, "Lamp");
         assert_eq!(item.price_cents, 1999);
         assert_eq!(price_from_cents(item.price_cents), 19.99);
@@ -203,18 +213,33 @@ mod tests {
     #[test]
     fn each_bad_field_is_named() {
         for (case, field) in [
-            (input("", 1.0, "books"), "name"),
-            (input("x", -1.0, "books"), "price"),
-            (input("x", f64::NAN, "books"), "price"),
-            (input("x", 1.234, "books"), "price"),
-            (input("x", 1.0, "Books"), "category"),
-            (input("x", 1.0, "a b"), "category"),
-            (input("x", 1.0, ""), "category"),
+            (input("", 1.0.into(), "books"), "name"),
+            (input("x", (-1.0).into(), "books"), "price"),
+            (input("x", "cheap".into(), "books"), "price"),
+            (input("x", 1.234.into(), "books"), "price"),
+            (input("x", 1e9.into(), "books"), "price"),
+            (input("x", 1.0.into(), "Books"), "category"),
+            (input("x", 1.0.into(), "a b"), "category"),
+            (input("x", 1.0.into(), ""), "category"),
         ] {
-            match case.validate() {
-                Err(ApiError::BadRequest(m)) => assert!(m.contains(field), "{m}"),
-                other => panic!("expected a 400 naming {field}, got {other:?}"),
+            match case {
+                Err(m) => assert!(m.starts_with(field), "{m}"),
+                Ok(i) => panic!("expected an error naming {field}, got {i:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn list_query_defaults_and_bounds_the_page() {
+        let q: ListQuery = serde_json::from_str(r#"{"category": "books"}"#).expect("valid");
+        assert_eq!(q.page, 1);
+        for page in ["0", "abc", "-1", "10001"] {
+            let e = ListQuery::try_from(RawListQuery {
+                category: None,
+                page: Some(page.to_owned()),
+            })
+            .expect_err("bad page");
+            assert!(e.starts_with("page"), "{e}");
         }
     }
 }

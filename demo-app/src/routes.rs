@@ -62,9 +62,7 @@ async fn list_items(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
 ) -> Result<web::Json<ItemPage>, ApiError> {
-    let query = query.into_inner();
-    query.validate()?;
-    let ListQuery { category, page } = query;
+    let ListQuery { category, page } = query.into_inner();
     let filter = category.clone();
     let (items, total) = state.db(move |db| db.list(filter.as_deref(), page)).await?;
     Ok(web::Json(ItemPage {
@@ -82,7 +80,7 @@ async fn create_item(
     state: web::Data<AppState>,
     body: web::Json<ItemInput>,
 ) -> Result<HttpResponse, ApiError> {
-    let input = body.into_inner().validate()?;
+    let input = body.into_inner();
     let item = state.db(move |db| db.insert(&input)).await?;
     // The id is new, but a GET may have cached its absence before it existed.
     forget(&state.cache, item.id, &[&item.category]).await;
@@ -100,7 +98,7 @@ async fn update_item(
     body: web::Json<ItemInput>,
 ) -> Result<web::Json<Item>, ApiError> {
     let id = id.into_inner();
-    let input = body.into_inner().validate()?;
+    let input = body.into_inner();
     let Some((old_category, item)) = state.db(move |db| db.update(id, &input)).await? else {
         return Err(ApiError::NotFound(format!("item {id} not found")));
     };

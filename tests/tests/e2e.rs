@@ -1,0 +1,648 @@
+//! End to end: the real demo service, started in-process on a free loopback port against a
+//! private redis-server and a fresh SQLite file, driven over HTTP with a real client.
+//!
+//! Every test starts its own Redis, database and server. With `build_lazy` the first calls
+//! may run uncached until the connection is up, so each test waits for `/healthz` to report
+//! Redis up before asserting cache behaviour. No sleeps stand in for a condition: waits poll
+//! with a bounded deadline.
+
+use std::{
+    path::PathBuf,
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tests::RedisServer;
+
+/// How long any condition may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// A database file in the temp directory, removed (with its WAL files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Self(std::env::temp_dir().join(format!("demo-e2e-{}-{n}.db", std::process::id())))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// A running demo with its own Redis and database.
+struct Demo {
+    redis: RedisServer,
+    running: Option<demo_app::Running>,
+    base: String,
+    client: reqwest::Client,
+    _db: TempDb,
+}
+
+/// A response: status and JSON body (`Null` when empty).
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    location: Option<String>,
+}
+
+impl Demo {
+    /// Starts everything and waits until the service reports Redis up.
+    async fn start(admin_token: Option<&str>) -> Self {
+        let redis = RedisServer::start();
+        let db = TempDb::new();
+        let mut config = demo_app::Config::new(redis.url(), &db.0);
+        config.bind = "127.0.0.1:0".to_owned();
+        config.workers = Some(1);
+        config.admin_token = admin_token.map(str::to_owned);
+        let running = demo_app::start(config).await.expect("start the demo");
+        let base = format!("http://{}", running.addr());
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(DEADLINE)
+            .build()
+            .expect("build the http client");
+        let demo = Self {
+            redis,
+            running: Some(running),
+            base,
+            client,
+            _db: db,
+        };
+        demo.wait_for_redis("up").await;
+        demo
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> Reply {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_owned());
+        }
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let response = request.send().await.expect("the demo answers");
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.expect("read the body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{path}: body is not JSON ({e}): {text:?}"))
+        };
+        Reply {
+            status,
+            body,
+            location,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None, None).await
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Value) -> Reply {
+        self.call(method, path, Some(&body.to_string()), None).await
+    }
+
+    async fn stats(&self) -> Value {
+        let reply = self.get("/stats").await;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        reply.body
+    }
+
+    async fn db_queries(&self) -> u64 {
+        self.stats().await["db_queries"]
+            .as_u64()
+            .expect("db_queries is a number")
+    }
+
+    /// Polls `/healthz` until it reports `redis` as `state`.
+    async fn wait_for_redis(&self, state: &str) {
+        let start = Instant::now();
+        loop {
+            let reply = self.get("/healthz").await;
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            assert_eq!(reply.body["db"], "up", "{reply:?}");
+            if reply.body["redis"] == state {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "/healthz did not report redis {state} within {DEADLINE:?}: {:?}",
+                reply.body
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Whether Redis holds `key`.
+    fn redis_has(&self, key: &str) -> bool {
+        redis::cmd("EXISTS")
+            .arg(key)
+            .query::<u64>(&mut self.redis.conn())
+            .expect("EXISTS")
+            == 1
+    }
+
+    async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("the server stops cleanly");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_get_is_served_from_the_cache_without_a_query() {
+    let demo = Demo::start(None).await;
+    let first = demo.get("/items/1").await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    assert_eq!(first.body["id"], 1);
+    assert!(first.body["name"].is_string() && first.body["category"].is_string());
+    assert!(
+        demo.redis_has("item:1"),
+        "the miss stored the item under item:1"
+    );
+
+    let queries = demo.db_queries().await;
+    let hits = demo.stats().await["cache"]["hits"].as_u64().expect("hits");
+    let second = demo.get("/items/1").await;
+    assert_eq!(second.status, StatusCode::OK);
+    assert_eq!(second.body, first.body);
+    assert_eq!(
+        demo.db_queries().await,
+        queries,
+        "a hit must not query the database"
+    );
+    assert_eq!(demo.stats().await["cache"]["hits"], hits + 1);
+
+    // The slow computation is cached the same way.
+    let fib = demo.get("/fib/20").await;
+    assert_eq!(fib.body, json!({"n": 20, "value": 6765}));
+    let again = demo.get("/fib/20").await;
+    assert_eq!(again.body, fib.body);
+    let stats = demo.stats().await;
+    assert_eq!(stats["by_prefix"]["fib"]["hits"], 1, "{stats}");
+    assert_eq!(stats["by_prefix"]["fib"]["misses"], 1, "{stats}");
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_id_is_a_json_404_and_its_absence_is_cached() {
+    let demo = Demo::start(None).await;
+    let first = demo.get("/items/999999").await;
+    assert_eq!(first.status, StatusCode::NOT_FOUND);
+    assert_eq!(first.body, json!({"error": "item 999999 not found"}));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("item:999999")
+        .query(&mut demo.redis.conn())
+        .expect("TTL");
+    assert!(
+        (1..=demo_app::DEFAULT_NULL_TTL.as_secs().cast_signed()).contains(&ttl),
+        "the null marker lives for the null ttl, got {ttl}"
+    );
+
+    let queries = demo.db_queries().await;
+    let second = demo.get("/items/999999").await;
+    assert_eq!(second.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        second.body, first.body,
+        "a cached absence keeps its JSON body"
+    );
+    assert_eq!(demo.db_queries().await, queries, "the null marker answered");
+    assert_eq!(demo.stats().await["cache"]["null_hits"], 1);
+    demo.stop().await;
+}
+
+fn item_body(name: &str, price: f64, category: &str) -> Value {
+    json!({"name": name, "price": price, "category": category})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_then_get_returns_the_new_value() {
+    let demo = Demo::start(None).await;
+    let before = demo.get("/items/5").await;
+    assert_eq!(before.status, StatusCode::OK);
+    assert!(demo.redis_has("item:5"));
+
+    let put = demo
+        .send(
+            Method::PUT,
+            "/items/5",
+            item_body("Renamed Lamp", 42.5, "lighting"),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{put:?}");
+    let expected = json!({"id": 5, "name": "Renamed Lamp", "price": 42.5, "category": "lighting"});
+    assert_eq!(put.body, expected);
+    assert!(
+        !demo.redis_has("item:5"),
+        "the update dropped exactly item:5"
+    );
+
+    let after = demo.get("/items/5").await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.body, expected);
+
+    let missing = demo
+        .send(
+            Method::PUT,
+            "/items/999999",
+            item_body("Ghost", 1.0, "books"),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.body, json!({"error": "item 999999 not found"}));
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_then_get_is_404() {
+    let demo = Demo::start(None).await;
+    assert_eq!(demo.get("/items/7").await.status, StatusCode::OK);
+    assert!(demo.redis_has("item:7"));
+
+    let deleted = demo.call(Method::DELETE, "/items/7", None, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(deleted.body, Value::Null);
+
+    let after = demo.get("/items/7").await;
+    assert_eq!(after.status, StatusCode::NOT_FOUND);
+    assert_eq!(after.body, json!({"error": "item 7 not found"}));
+
+    let again = demo.call(Method::DELETE, "/items/7", None, None).await;
+    assert_eq!(again.status, StatusCode::NOT_FOUND);
+    assert_eq!(again.body, json!({"error": "item 7 not found"}));
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_reflects_a_post_and_other_categories_stay_cached() {
+    let demo = Demo::start(None).await;
+    let books = demo.get("/items?category=books").await;
+    assert_eq!(books.status, StatusCode::OK, "{books:?}");
+    let total = books.body["total"].as_u64().expect("total");
+    let last_page = total.div_ceil(20);
+    let last = demo
+        .get(&format!("/items?category=books&page={last_page}"))
+        .await;
+    assert_eq!(last.status, StatusCode::OK);
+    let all = demo.get("/items").await;
+    let all_total = all.body["total"].as_u64().expect("total");
+    let tools = demo.get("/items?category=tools").await;
+    assert_eq!(tools.status, StatusCode::OK);
+    // The next id does not exist yet: its absence gets cached.
+    let next_id = u64::try_from(demo_app::SEED_ITEMS).expect("fits") + 1;
+    assert_eq!(
+        demo.get(&format!("/items/{next_id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let created = demo
+        .send(
+            Method::POST,
+            "/items",
+            item_body("Pocket Dictionary", 7.25, "books"),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    assert_eq!(created.body["id"], next_id);
+    assert_eq!(
+        created.location.as_deref(),
+        Some(&*format!("/items/{next_id}"))
+    );
+
+    let books_after = demo.get("/items?category=books").await;
+    assert_eq!(
+        books_after.body["total"],
+        total + 1,
+        "the category's lists were dropped"
+    );
+    let page = total / 20 + 1;
+    let page_after = demo
+        .get(&format!("/items?category=books&page={page}"))
+        .await;
+    let ids: Vec<&Value> = page_after.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| &i["id"])
+        .collect();
+    assert!(ids.contains(&&json!(next_id)), "{page_after:?}");
+    assert_eq!(
+        demo.get("/items").await.body["total"],
+        all_total + 1,
+        "the unfiltered list too"
+    );
+    // The created item's cached absence was dropped as well.
+    assert_eq!(
+        demo.get(&format!("/items/{next_id}")).await.body,
+        created.body
+    );
+
+    let queries = demo.db_queries().await;
+    assert_eq!(demo.get("/items?category=tools").await.body, tools.body);
+    assert_eq!(
+        demo.db_queries().await,
+        queries,
+        "another category's list stayed cached"
+    );
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_invalidation_needs_the_token_and_deletes_what_it_says() {
+    let token = "e2e-admin-token";
+    let demo = Demo::start(Some(token)).await;
+    for path in [
+        "/items/1",
+        "/items/2",
+        "/items/3",
+        "/fib/10",
+        "/items?category=games",
+    ] {
+        assert_eq!(demo.get(path).await.status, StatusCode::OK, "{path}");
+    }
+    let url = "/admin/cache/invalidate";
+    let body = r#"{"prefix": "item"}"#;
+
+    let none = demo.call(Method::POST, url, Some(body), None).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{none:?}");
+    assert!(none.body["error"].is_string());
+    let wrong = demo
+        .call(Method::POST, url, Some(body), Some("e2e-admin-tokeN"))
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let short = demo.call(Method::POST, url, Some(body), Some("e2e")).await;
+    assert_eq!(short.status, StatusCode::UNAUTHORIZED);
+    let garbage_without_token = demo.call(Method::POST, url, Some("{"), None).await;
+    assert_eq!(
+        garbage_without_token.status,
+        StatusCode::UNAUTHORIZED,
+        "the token is checked before the body"
+    );
+    assert!(
+        demo.redis_has("item:1"),
+        "nothing deleted without the token"
+    );
+
+    let by_prefix = demo.call(Method::POST, url, Some(body), Some(token)).await;
+    assert_eq!(by_prefix.status, StatusCode::OK, "{by_prefix:?}");
+    assert_eq!(by_prefix.body, json!({"deleted": 3}));
+    for key in ["item:1", "item:2", "item:3"] {
+        assert!(!demo.redis_has(key), "{key} deleted");
+    }
+    assert!(demo.redis_has("fib:10"), "other prefixes untouched");
+
+    let by_pattern = demo
+        .call(
+            Method::POST,
+            url,
+            Some(r#"{"pattern": "fib:*"}"#),
+            Some(token),
+        )
+        .await;
+    assert_eq!(by_pattern.body, json!({"deleted": 1}));
+    assert!(!demo.redis_has("fib:10"));
+    let lists = demo
+        .call(
+            Method::POST,
+            url,
+            Some(r#"{"prefix": "items"}"#),
+            Some(token),
+        )
+        .await;
+    assert_eq!(
+        lists.body,
+        json!({"deleted": 1}),
+        "item and items are distinct prefixes"
+    );
+
+    for bad in [
+        "{}",
+        r#"{"prefix": "item", "pattern": "item:*"}"#,
+        r#"{"prefix": "it*m"}"#,
+        r#"{"pattern": ""}"#,
+        r#"{"prefixes": "item"}"#,
+        "[",
+    ] {
+        let reply = demo.call(Method::POST, url, Some(bad), Some(token)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}: {reply:?}");
+        assert!(reply.body["error"].is_string(), "{bad}: {reply:?}");
+    }
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_endpoint_is_404_while_no_token_is_configured() {
+    let demo = Demo::start(None).await;
+    let reply = demo
+        .call(
+            Method::POST,
+            "/admin/cache/invalidate",
+            Some(r#"{"prefix": "item"}"#),
+            Some("anything"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        reply.body,
+        json!({"error": "admin endpoint disabled: set ADMIN_TOKEN to enable it"})
+    );
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_gets_a_400_json_naming_the_problem() {
+    let demo = Demo::start(None).await;
+    let items_before = demo.get("/items").await.body["total"].clone();
+    let stats_before = demo.stats().await;
+
+    let good = item_body("Kite", 12.0, "toys").to_string();
+    let cases: Vec<(Method, &str, Option<String>, &str)> = vec![
+        (Method::GET, "/items/abc", None, "abc"),
+        (Method::GET, "/items/-1", None, "-1"),
+        (Method::GET, "/items/1.5", None, "1.5"),
+        (Method::GET, "/items?page=abc", None, "page"),
+        (Method::GET, "/items?page=0", None, "page"),
+        (Method::GET, "/items?category=Bad!", None, "category"),
+        (Method::GET, "/items?category=", None, "category"),
+        (Method::GET, "/items?colour=red", None, "colour"),
+        (Method::GET, "/fib/41", None, "at most 40"),
+        (Method::GET, "/fib/-3", None, "-3"),
+        (
+            Method::POST,
+            "/items",
+            Some("{\"name\": ".to_owned()),
+            "JSON",
+        ),
+        (Method::POST, "/items", Some("not json".to_owned()), "JSON"),
+        (
+            Method::POST,
+            "/items",
+            Some(r#"{"name": "Kite", "price": 3}"#.to_owned()),
+            "category",
+        ),
+        (
+            Method::POST,
+            "/items",
+            Some(r#"{"price": 3, "category": "toys"}"#.to_owned()),
+            "name",
+        ),
+        (
+            Method::POST,
+            "/items",
+            Some(item_body("Kite", -1.0, "toys").to_string()),
+            "price",
+        ),
+        (
+            Method::POST,
+            "/items",
+            Some(item_body("Kite", 0.001, "toys").to_string()),
+            "price",
+        ),
+        (
+            Method::POST,
+            "/items",
+            Some(r#"{"name": "Kite", "price": "cheap", "category": "toys"}"#.to_owned()),
+            "price must be a number",
+        ),
+        (
+            Method::POST,
+            "/items",
+            Some(item_body("Kite", 1.0, "Toys & Games").to_string()),
+            "category",
+        ),
+        (
+            Method::POST,
+            "/items",
+            Some(item_body("   ", 1.0, "toys").to_string()),
+            "name",
+        ),
+        (
+            Method::POST,
+            "/items",
+            Some(r#"{"name": "Kite", "price": 1, "category": "toys", "id": 9}"#.to_owned()),
+            "id",
+        ),
+        (Method::PUT, "/items/abc", Some(good.clone()), "abc"),
+        (
+            Method::PUT,
+            "/items/1",
+            Some(item_body("Kite", -5.0, "toys").to_string()),
+            "price",
+        ),
+        (Method::PUT, "/items/1", Some("{".to_owned()), "JSON"),
+        (Method::DELETE, "/items/abc", None, "abc"),
+    ];
+    for (method, path, body, names) in cases {
+        let reply = demo.call(method.clone(), path, body.as_deref(), None).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{method} {path} {body:?}: {reply:?}"
+        );
+        let error = reply.body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{method} {path} {body:?}: no JSON error: {reply:?}"));
+        assert!(
+            error.contains(names),
+            "{method} {path} {body:?}: {error:?} should name {names:?}"
+        );
+    }
+
+    // A body without a JSON content type is refused too (415, JSON).
+    let reply = demo
+        .client
+        .post(format!("{}/items", demo.base))
+        .body(good)
+        .send()
+        .await
+        .expect("the demo answers");
+    assert_eq!(reply.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+
+    // Nothing was written: no row, no cache entry, not one query.
+    let stats_after = demo.stats().await;
+    assert_eq!(stats_after["db_queries"], stats_before["db_queries"]);
+    assert_eq!(
+        stats_after["cache"]["stores"],
+        stats_before["cache"]["stores"]
+    );
+    assert_eq!(demo.get("/items").await.body["total"], items_before);
+    assert_eq!(
+        demo.get("/items/1").await.status,
+        StatusCode::OK,
+        "item 1 untouched"
+    );
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_reports_redis_down_and_reads_fall_back_to_the_database() {
+    let mut demo = Demo::start(None).await;
+    let cached = demo.get("/items/3").await;
+    assert_eq!(cached.status, StatusCode::OK);
+    assert!(demo.redis_has("item:3"));
+
+    demo.redis.kill();
+    demo.wait_for_redis("down").await;
+
+    let queries = demo.db_queries().await;
+    let read = demo.get("/items/3").await;
+    assert_eq!(read.status, StatusCode::OK, "{read:?}");
+    assert_eq!(read.body, cached.body);
+    assert_eq!(
+        demo.db_queries().await,
+        queries + 1,
+        "served from the database"
+    );
+    assert_eq!(demo.get("/items/4").await.status, StatusCode::OK);
+    assert_eq!(
+        demo.get("/items?category=music").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        demo.get("/items/999999").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Writes succeed too; only their invalidation is skipped (and logged).
+    let put = demo
+        .send(
+            Method::PUT,
+            "/items/4",
+            item_body("Offline Edit", 3.0, "books"),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{put:?}");
+    assert!(
+        demo.stats().await["cache"]["errors"]
+            .as_u64()
+            .expect("errors")
+            > 0
+    );
+    demo.stop().await;
+}

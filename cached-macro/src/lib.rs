@@ -36,7 +36,7 @@ mod validate;
 /// | option | meaning |
 /// |---|---|
 /// | `prefix = "item"` | Required. The key prefix of this function's entries: non-empty, only ASCII letters, digits and `_ - . /`. Give every cached function its own. |
-/// | `ttl = 600` | Required. How long entries live: whole seconds as an integer literal (at least 1), or any constant `Duration` expression (`ttl = ITEM_TTL`, `ttl = Duration::from_secs(600)`). |
+/// | `ttl = 600` | Required. How long entries live: whole seconds as an integer literal (at least 1), or any constant `Duration` expression (`ttl = ITEM_TTL`, `ttl = Duration::from_secs(600)`) that does not use `Self` or the function's generics; a `Duration` under one second fails the build. |
 /// | `null_ttl = 30` | TTL of the null marker stored for absent results (`None`, `Ok(None)`), in the same forms as `ttl`; the cache's default when not given. |
 /// | `jitter = 60` | Random extra seconds, `0..=jitter`, added to every TTL so entries filled together do not expire together. |
 /// | `skip(state, req)` | Arguments left out of the key. |

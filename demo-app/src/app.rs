@@ -70,6 +70,7 @@ impl Running {
             Ok(result) => result,
             Err(e) => Err(io::Error::other(e)),
         };
+        drop(self.state);
         tracing::info!("demo-app stopped");
         result
     }
@@ -113,9 +114,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if let Some(n) = config.workers {
         server = server.workers(n);
     }
-    if !config.handle_signals {
-        server = server.disable_signals();
-    }
+    // Actix's own handlers treat SIGINT as a forced stop; ours stop gracefully on both.
+    server = server.disable_signals();
     let server = server
         .bind(&config.bind)
         .map_err(|source| StartError::Bind {
@@ -141,10 +141,44 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
+    if config.handle_signals {
+        tokio::spawn(stop_on_signal(handle.clone()));
+    }
     Ok(Running {
         addr,
         handle,
         task,
         state,
     })
+}
+
+/// Stops the server gracefully on the first SIGINT or SIGTERM: no new connections, requests in
+/// flight finish (up to the shutdown timeout), then the app state and its Redis pool drop.
+async fn stop_on_signal(handle: ServerHandle) {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    let name = tokio::select! {
+        result = tokio::signal::ctrl_c() => match result {
+            Ok(()) => "SIGINT",
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGINT");
+                return;
+            }
+        },
+        () = terminate => "SIGTERM",
+    };
+    tracing::info!("{name} received: finishing requests in flight, then stopping");
+    handle.stop(true).await;
 }

@@ -39,7 +39,8 @@ pub struct Config {
     pub cache: CacheBuilder,
     /// Actix worker threads; `None` is Actix's default (one per core).
     pub workers: Option<usize>,
-    /// Whether SIGINT/SIGTERM stop the server gracefully (off for in-process tests).
+    /// Whether SIGINT/SIGTERM stop the server gracefully (off for in-process tests, which
+    /// stop it with [`Running::stop`](crate::Running::stop)).
     pub handle_signals: bool,
 }
 

@@ -1,8 +1,8 @@
 //! The `#[redis_cache]` attribute. Depend on `cached-runtime`, which re-exports it as
 //! `cached_runtime::redis_cache` and holds everything the expansion calls.
 //!
-//! The pipeline: [`args`] parses the options and the function as written, [`validate`] checks
-//! every rule in one place, [`expand`] emits the signature unchanged around one runtime call.
+//! The pipeline: `args` parses the options and the function as written, `validate` checks
+//! every rule in one place, `expand` emits the signature unchanged around one runtime call.
 
 #![deny(missing_docs)]
 

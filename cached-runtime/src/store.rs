@@ -133,15 +133,16 @@ impl Store {
         let index = self.pick();
         let slot = &self.slots[index];
         let (generation, mut conn) = self.connection(index)?;
-        match tokio::time::timeout(self.command_timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => {
+        // The connection's own response timeout bounds the command: one timer, not two.
+        match cmd.query_async::<T>(&mut conn).await {
+            Ok(value) => Ok(value),
+            Err(e) if e.is_timeout() => Err(CacheError::Timeout(self.command_timeout)),
+            Err(e) => {
                 if e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error() {
                     slot.discard(generation);
                 }
                 Err(CacheError::Redis(e))
             }
-            Err(_) => Err(CacheError::Timeout(self.command_timeout)),
         }
     }
 
@@ -245,9 +246,11 @@ impl Store {
                 });
             }
         };
+        let mut conn = (*pooled).clone();
+        conn.set_response_timeout(self.command_timeout);
         let held = Held {
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
-            conn: (*pooled).clone(),
+            conn,
             _pooled: pooled,
         };
         *slot.conn.write().unwrap_or_else(PoisonError::into_inner) = Some(held);

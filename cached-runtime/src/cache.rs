@@ -283,10 +283,11 @@ impl Cache {
 
     /// Deletes an unusable entry that no fresh value is about to replace.
     async fn remove_stale(&self, key: &Key, counters: &Counters, stale: bool) {
-        if stale {
-            if let Err(e) = self.inner.store.unlink(&[key.as_str().to_owned()]).await {
-                self.failed(counters, "UNLINK", &e);
-            }
+        if !stale {
+            return;
+        }
+        if let Err(e) = self.inner.store.unlink(&[key.as_str().to_owned()]).await {
+            self.failed(counters, "UNLINK", &e);
         }
     }
 

@@ -81,10 +81,11 @@ impl RedisServer {
         };
         let client = redis::Client::open(url).expect("a valid url");
         loop {
-            if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
-                    return;
-                }
+            let pong = client
+                .get_connection_with_timeout(Duration::from_millis(200))
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if pong.is_ok() {
+                return;
             }
             assert!(
                 Instant::now() < deadline,

@@ -1,13 +1,15 @@
 //! `demo-app`: the catalog service, configured from the environment (see `demo_app::Config`).
 //! Stops gracefully on SIGINT or SIGTERM.
 
-use std::process::ExitCode;
+use std::{io::IsTerminal, process::ExitCode};
 
 use tracing_subscriber::EnvFilter;
 
 #[actix_web::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )

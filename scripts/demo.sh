@@ -97,7 +97,7 @@ if [[ $REDIS_URL =~ ^redis://([^@/]*@)?([^:/]+)(:([0-9]+))?(/.*)?$ ]]; then
 fi
 
 say "building demo-app (release)"
-cargo build --release --locked -p demo-app --bin demo-app
+cargo build --release -p demo-app --bin demo-app
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 "$target_dir/release/demo-app" &

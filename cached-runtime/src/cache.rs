@@ -15,6 +15,7 @@ use crate::{
     codec::{self, Decoded},
     config::CacheBuilder,
     error::CacheError,
+    flight::{Flight, Flights},
     key::{Key, KeyBuilder, glob_escape, validate_prefix},
     shape::{Entry, Shape},
     stats::{Counters, Registry, Stats},
@@ -40,6 +41,20 @@ struct Inner {
     max_value_bytes: usize,
     stats: Registry,
     warnings: WarnLimiter,
+    single_flight: bool,
+    fill_wait: Duration,
+    flights: Flights,
+}
+
+/// What one `GET` found.
+enum Lookup<R> {
+    Hit(R),
+    /// Nothing usable; `stale` when something unusable must be replaced or deleted.
+    Miss {
+        stale: bool,
+    },
+    /// Redis failed.
+    Failed,
 }
 
 impl fmt::Debug for Cache {
@@ -59,6 +74,7 @@ pub struct Policy {
     null_ttl: Option<u64>,
     jitter: u64,
     version: u32,
+    lock_ms: Option<u64>,
 }
 
 impl Policy {
@@ -72,6 +88,7 @@ impl Policy {
             null_ttl: None,
             jitter: 0,
             version: 0,
+            lock_ms: None,
         })
     }
 
@@ -115,6 +132,28 @@ impl Policy {
             null_ttl: if null_ttl == 0 { None } else { Some(null_ttl) },
             jitter,
             version,
+            lock_ms: None,
+        }
+    }
+
+    /// For the macro's `lock` option: the lock TTL in milliseconds.
+    #[doc(hidden)]
+    pub const fn __with_lock(mut self, lock_ms: u64) -> Self {
+        self.lock_ms = Some(lock_ms);
+        self
+    }
+
+    /// Fills a missing entry under a Redis lock held at most `ttl`, so across processes one
+    /// caller runs the body while the others wait for its value (at most `ttl`).
+    pub fn lock(mut self, ttl: Duration) -> Result<Self, CacheError> {
+        match u64::try_from(ttl.as_millis()) {
+            Ok(ms) if ms > 0 => {
+                self.lock_ms = Some(ms);
+                Ok(self)
+            }
+            _ => Err(CacheError::Config(
+                "a lock ttl must be at least 1 ms".to_owned(),
+            )),
         }
     }
 }
@@ -160,6 +199,9 @@ impl Cache {
                 max_value_bytes: config.max_value_bytes,
                 stats: Registry::default(),
                 warnings: WarnLimiter::default(),
+                single_flight: config.single_flight,
+                fill_wait: config.fill_wait,
+                flights: Flights::default(),
             }),
         })
     }
@@ -185,7 +227,9 @@ impl Cache {
 
     /// Counters of this cache, per prefix and in total.
     pub fn stats(&self) -> Stats {
-        self.inner.stats.snapshot()
+        let mut stats = self.inner.stats.snapshot();
+        (stats.circuit_open, stats.circuit_opened) = self.inner.store.circuit();
+        stats
     }
 
     /// Sends `PING`, bounded by the command timeout.
@@ -200,46 +244,194 @@ impl Cache {
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        let inner = &*self.inner;
-        let counters = inner.stats.prefix(&policy.prefix);
-        // Set when the key holds something unusable that the fill must replace or delete.
-        let mut stale = false;
-        match inner.store.get(key.as_str()).await {
-            Ok(Some(bytes)) => match codec::decode::<S::Value>(&bytes, policy.version) {
-                Ok(decoded) => {
-                    let (value, null) = match decoded {
-                        Decoded::Value(v) => (Some(v), false),
-                        Decoded::Null => (None, true),
-                    };
-                    if let Some(result) = S::from_hit(value) {
-                        if null {
-                            counters.null_hits(1);
-                        } else {
-                            counters.hits(1);
-                        }
-                        return result;
-                    }
-                    stale = true;
-                }
-                Err(e) => {
-                    counters.decode_failures(1);
-                    tracing::debug!(key = %key, error = %e, "unusable cache entry, treated as a miss");
-                    stale = true;
-                }
-            },
-            Ok(None) => {}
-            Err(e) => {
+        let counters = self.inner.stats.prefix(&policy.prefix);
+        match self.lookup::<S, R>(key, policy, &counters).await {
+            Lookup::Hit(result) => result,
+            Lookup::Failed => {
                 counters.misses(1);
-                self.failed(&counters, "GET", &e);
                 // Redis is failing: do not spend a second timeout on storing.
-                return body.await;
+                body.await
+            }
+            Lookup::Miss { stale } => {
+                counters.misses(1);
+                self.fill::<S, R, F>(key, policy, &counters, stale, body)
+                    .await
             }
         }
-        counters.misses(1);
+    }
+
+    /// One `GET` and decode: the whole hit path.
+    async fn lookup<S: Shape<R>, R>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        counters: &Counters,
+    ) -> Lookup<R> {
+        let bytes = match self.inner.store.get(key.as_str()).await {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Lookup::Miss { stale: false },
+            Err(e) => {
+                self.failed(counters, "GET", &e);
+                return Lookup::Failed;
+            }
+        };
+        match codec::decode::<S::Value>(&bytes, policy.version) {
+            Ok(Decoded::Value(v)) => match S::from_hit(Some(v)) {
+                Some(result) => {
+                    counters.hits(1);
+                    Lookup::Hit(result)
+                }
+                None => Lookup::Miss { stale: true },
+            },
+            Ok(Decoded::Null) => match S::from_hit(None) {
+                Some(result) => {
+                    counters.null_hits(1);
+                    Lookup::Hit(result)
+                }
+                // A null marker under a shape that cannot be absent: replace it.
+                None => Lookup::Miss { stale: true },
+            },
+            Err(e) => {
+                counters.decode_failures(1);
+                tracing::debug!(key = %key, error = %e, "unusable cache entry, treated as a miss");
+                Lookup::Miss { stale: true }
+            }
+        }
+    }
+
+    /// The miss path: coalesce with a fill already under way in this process, or lead one
+    /// (under the cross-process lock when the policy asks for it).
+    async fn fill<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        counters: &Counters,
+        stale: bool,
+        body: F,
+    ) -> R
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        let inner = &*self.inner;
+        let _leader = if inner.single_flight {
+            match inner.flights.join(key.as_str()) {
+                Flight::Leader(guard) => Some(guard),
+                Flight::Follower(mut done) => {
+                    // Woken when the leader finishes, fails, panics or is cancelled.
+                    let _ = tokio::time::timeout(inner.fill_wait, done.changed()).await;
+                    counters.coalesced(1);
+                    return match self.lookup::<S, R>(key, policy, counters).await {
+                        Lookup::Hit(result) => result,
+                        Lookup::Failed => body.await,
+                        // The leader stored nothing (an error, a panic, or Redis failing):
+                        // compute our own result.
+                        Lookup::Miss { stale } => {
+                            self.compute::<S, R, F>(key, policy, counters, stale, body)
+                                .await
+                        }
+                    };
+                }
+            }
+        } else {
+            None
+        };
+        match policy.lock_ms {
+            Some(lock_ms) => {
+                self.fill_locked::<S, R, F>(key, policy, counters, stale, lock_ms, body)
+                    .await
+            }
+            None => {
+                self.compute::<S, R, F>(key, policy, counters, stale, body)
+                    .await
+            }
+        }
+    }
+
+    /// Runs the body and stores its result.
+    async fn compute<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        counters: &Counters,
+        stale: bool,
+        body: F,
+    ) -> R
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
         let result = body.await;
-        self.store::<S, R>(key, policy, &result, &counters, stale)
+        self.store::<S, R>(key, policy, &result, counters, stale)
             .await;
         result
+    }
+
+    /// Fills under a Redis lock (`SET NX PX`), so one process in the fleet runs the body;
+    /// the others poll the cache until the value appears, the lock frees up, or the lock's
+    /// TTL has passed, after which they run the body themselves.
+    async fn fill_locked<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        counters: &Counters,
+        stale: bool,
+        lock_ms: u64,
+        body: F,
+    ) -> R
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        let store = &self.inner.store;
+        let lock_key = format!("{key}#lock");
+        let token = format!("{:032x}", fastrand::u128(..));
+        let deadline = Instant::now() + Duration::from_millis(lock_ms);
+        let mut backoff = Duration::from_millis(5);
+        let mut stale = stale;
+        loop {
+            match store.lock(&lock_key, &token, lock_ms).await {
+                Ok(true) => {
+                    // Another process may have filled it between our miss and our lock.
+                    let result = match self.lookup::<S, R>(key, policy, counters).await {
+                        Lookup::Hit(result) => {
+                            counters.coalesced(1);
+                            result
+                        }
+                        Lookup::Miss { stale } => {
+                            self.compute::<S, R, F>(key, policy, counters, stale, body)
+                                .await
+                        }
+                        Lookup::Failed => body.await,
+                    };
+                    if let Err(e) = store.unlock(&lock_key, &token).await {
+                        self.failed(counters, "EVAL", &e);
+                    }
+                    return result;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.failed(counters, "SET NX", &e);
+                    return body.await;
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+            match self.lookup::<S, R>(key, policy, counters).await {
+                Lookup::Hit(result) => {
+                    counters.coalesced(1);
+                    return result;
+                }
+                Lookup::Failed => return body.await,
+                Lookup::Miss { stale: s } => stale = s,
+            }
+        }
+        tracing::debug!(key = %key, "cache lock still held after its ttl, running the body");
+        self.compute::<S, R, F>(key, policy, counters, stale, body)
+            .await
     }
 
     async fn store<S: Shape<R>, R>(

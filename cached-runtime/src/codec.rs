@@ -142,3 +142,27 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn random_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = decode::<Vec<String>>(&bytes, 0);
+            let _ = decode::<u64>(&bytes, 0);
+        }
+
+        #[test]
+        fn random_payloads_behind_a_valid_header_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut bytes = b"rc1:0:v:".to_vec();
+            bytes.extend_from_slice(&tail);
+            let _ = decode::<std::collections::BTreeMap<String, Option<f64>>>(&bytes, 0);
+        }
+    }
+}

@@ -24,6 +24,10 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// | key namespace | empty | `REDIS_CACHE_NAMESPACE` |
 /// | null-marker TTL | 60 s | `REDIS_CACHE_NULL_TTL_SECS` |
 /// | largest value stored | 1 MiB | `REDIS_CACHE_MAX_VALUE_BYTES` |
+/// | failures that open the circuit breaker (0: never) | 5 | `REDIS_CACHE_BREAKER_THRESHOLD` |
+/// | circuit breaker cool-down before a probe | 1000 ms | `REDIS_CACHE_BREAKER_COOLDOWN_MS` |
+/// | in-process single-flight of misses | on | `REDIS_CACHE_SINGLE_FLIGHT` (`0`/`1`) |
+/// | longest wait for another caller's fill | 5000 ms | `REDIS_CACHE_FILL_WAIT_MS` |
 #[derive(Clone)]
 pub struct CacheBuilder {
     pub(crate) url: String,
@@ -35,6 +39,10 @@ pub struct CacheBuilder {
     pub(crate) namespace: String,
     pub(crate) null_ttl: Duration,
     pub(crate) max_value_bytes: usize,
+    pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_cooldown: Duration,
+    pub(crate) single_flight: bool,
+    pub(crate) fill_wait: Duration,
 }
 
 impl fmt::Debug for CacheBuilder {
@@ -49,6 +57,10 @@ impl fmt::Debug for CacheBuilder {
             .field("namespace", &self.namespace)
             .field("null_ttl", &self.null_ttl)
             .field("max_value_bytes", &self.max_value_bytes)
+            .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_cooldown", &self.breaker_cooldown)
+            .field("single_flight", &self.single_flight)
+            .field("fill_wait", &self.fill_wait)
             .finish()
     }
 }
@@ -65,6 +77,10 @@ impl CacheBuilder {
             namespace: String::new(),
             null_ttl: Duration::from_secs(60),
             max_value_bytes: 1 << 20,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(1),
+            single_flight: true,
+            fill_wait: Duration::from_secs(5),
         }
     }
 
@@ -110,6 +126,18 @@ impl CacheBuilder {
         }
         if let Some(n) = num(&lookup, "REDIS_CACHE_MAX_VALUE_BYTES")? {
             b = b.max_value_bytes(n);
+        }
+        if let Some(n) = num(&lookup, "REDIS_CACHE_BREAKER_THRESHOLD")? {
+            b.breaker_threshold = n;
+        }
+        if let Some(ms) = num(&lookup, "REDIS_CACHE_BREAKER_COOLDOWN_MS")? {
+            b.breaker_cooldown = Duration::from_millis(ms);
+        }
+        if let Some(on) = num::<u8>(&lookup, "REDIS_CACHE_SINGLE_FLIGHT")? {
+            b = b.single_flight(on != 0);
+        }
+        if let Some(ms) = num(&lookup, "REDIS_CACHE_FILL_WAIT_MS")? {
+            b = b.fill_wait(Duration::from_millis(ms));
         }
         Ok(b)
     }
@@ -164,6 +192,29 @@ impl CacheBuilder {
     /// Encoded values larger than this are returned to the caller but not stored.
     pub fn max_value_bytes(mut self, n: usize) -> Self {
         self.max_value_bytes = n;
+        self
+    }
+
+    /// Opens the circuit after `threshold` consecutive failures (0 disables it) and probes
+    /// Redis again after `cooldown`. While open, cached calls run their bodies at once.
+    pub fn circuit_breaker(mut self, threshold: u32, cooldown: Duration) -> Self {
+        self.breaker_threshold = threshold;
+        self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Concurrent misses of one key in this process run the body once; the other callers
+    /// wait for that fill (at most [`fill_wait`](Self::fill_wait)) and read its result. On by
+    /// default.
+    pub fn single_flight(mut self, on: bool) -> Self {
+        self.single_flight = on;
+        self
+    }
+
+    /// How long a caller waits for another caller's fill of the same key (in this process or,
+    /// with a `lock`, in another) before it runs the body itself.
+    pub fn fill_wait(mut self, wait: Duration) -> Self {
+        self.fill_wait = wait;
         self
     }
 

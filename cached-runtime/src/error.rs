@@ -46,6 +46,9 @@ pub enum CacheError {
     /// No connection is available right now (the pool is reconnecting or the circuit is open).
     #[error("no redis connection available")]
     Unavailable,
+    /// The circuit breaker is open after repeated failures; Redis is not being called.
+    #[error("redis circuit open after repeated failures")]
+    CircuitOpen,
     /// An environment variable or builder value is out of range.
     #[error("invalid cache configuration: {0}")]
     Config(String),
@@ -61,4 +64,17 @@ pub enum CacheError {
     /// A value's `Serialize` impl failed.
     #[error("cannot encode a cached value")]
     Encode(#[source] serde_json::Error),
+}
+
+impl CacheError {
+    /// Whether this says Redis is unreachable or too slow (as opposed to rejecting one command).
+    pub(crate) fn is_availability(&self) -> bool {
+        match self {
+            Self::Timeout(_) | Self::Unavailable | Self::CircuitOpen => true,
+            Self::Redis(e) => {
+                e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error()
+            }
+            _ => false,
+        }
+    }
 }

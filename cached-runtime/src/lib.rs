@@ -50,10 +50,12 @@
 
 #![deny(missing_docs)]
 
+mod breaker;
 mod cache;
 mod codec;
 mod config;
 mod error;
+mod flight;
 mod global;
 pub mod key;
 pub mod shape;

@@ -68,6 +68,7 @@ counters! {
     errors => "redis_cache_errors_total": "Redis commands that failed or timed out, and keys that could not be built.",
     oversized => "redis_cache_oversized_total": "Results returned but not stored because they exceeded the size limit.",
     invalidated => "redis_cache_invalidated_total": "Keys deleted by invalidation.",
+    coalesced => "redis_cache_coalesced_total": "Misses that waited for another caller's fill instead of running the body.",
 }
 
 /// Counters of a cache: in total and per prefix.
@@ -77,6 +78,10 @@ pub struct Stats {
     pub total: Counts,
     /// By prefix; a pattern invalidation counts under `"*"`.
     pub prefixes: BTreeMap<String, Counts>,
+    /// Whether the circuit breaker is open now (Redis is being skipped).
+    pub circuit_open: bool,
+    /// How many times the circuit breaker has opened.
+    pub circuit_opened: u64,
 }
 
 #[derive(Default)]

@@ -20,7 +20,12 @@ use bb8::{ErrorSink, Pool, PooledConnection, RunError};
 use bb8_redis::RedisConnectionManager;
 use redis::{FromRedisValue, aio::MultiplexedConnection};
 
-use crate::{config::CacheBuilder, config::redact_url, error::CacheError};
+use crate::{
+    breaker::{Breaker, Permit},
+    config::CacheBuilder,
+    config::redact_url,
+    error::CacheError,
+};
 
 type Pooled = PooledConnection<'static, RedisConnectionManager>;
 
@@ -33,6 +38,7 @@ pub(crate) struct Store {
     connect_timeout: Duration,
     last_connect_error: LastError,
     url: String,
+    breaker: Breaker,
 }
 
 #[derive(Default)]
@@ -96,6 +102,7 @@ impl Store {
             connect_timeout: config.connect_timeout,
             last_connect_error,
             url,
+            breaker: Breaker::new(config.breaker_threshold, config.breaker_cooldown),
         }))
     }
 
@@ -114,6 +121,11 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the circuit breaker is open now, and how often it has opened.
+    pub(crate) fn circuit(&self) -> (bool, u64) {
+        (self.breaker.is_open(), self.breaker.times_opened())
+    }
+
     pub(crate) fn url(&self) -> &str {
         &self.url
     }
@@ -125,11 +137,25 @@ impl Store {
         }
     }
 
-    /// Runs one command on a shared connection, bounded by the command timeout.
+    /// Runs one command on a shared connection, bounded by the command timeout, unless the
+    /// circuit is open.
     pub(crate) async fn run<T: FromRedisValue>(
         self: &Arc<Self>,
         cmd: &redis::Cmd,
     ) -> Result<T, CacheError> {
+        let permit = self.breaker.permit();
+        if permit == Permit::Refused {
+            return Err(CacheError::CircuitOpen);
+        }
+        let result = self.send(cmd).await;
+        match &result {
+            Err(e) if e.is_availability() => self.breaker.failure(&permit),
+            _ => self.breaker.success(&permit),
+        }
+        result
+    }
+
+    async fn send<T: FromRedisValue>(self: &Arc<Self>, cmd: &redis::Cmd) -> Result<T, CacheError> {
         let index = self.pick();
         let slot = &self.slots[index];
         let (generation, mut conn) = self.connection(index)?;
@@ -158,6 +184,42 @@ impl Store {
     ) -> Result<(), CacheError> {
         self.run(redis::cmd("SET").arg(key).arg(value).arg("EX").arg(secs))
             .await
+    }
+
+    /// `SET lock token NX PX ms`: whether this caller took the lock.
+    pub(crate) async fn lock(
+        self: &Arc<Self>,
+        key: &str,
+        token: &str,
+        ms: u64,
+    ) -> Result<bool, CacheError> {
+        let reply: Option<String> = self
+            .run(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms),
+            )
+            .await?;
+        Ok(reply.is_some())
+    }
+
+    /// Releases the lock only if this caller still owns it.
+    pub(crate) async fn unlock(self: &Arc<Self>, key: &str, token: &str) -> Result<(), CacheError> {
+        const COMPARE_AND_DELETE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+             return redis.call('DEL', KEYS[1]) else return 0 end";
+        let _: i64 = self
+            .run(
+                redis::cmd("EVAL")
+                    .arg(COMPARE_AND_DELETE)
+                    .arg(1)
+                    .arg(key)
+                    .arg(token),
+            )
+            .await?;
+        Ok(())
     }
 
     pub(crate) async fn unlink(self: &Arc<Self>, keys: &[String]) -> Result<u64, CacheError> {

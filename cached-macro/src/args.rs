@@ -5,8 +5,8 @@
 
 use proc_macro2::{Span, TokenStream};
 use syn::{
-    Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, LitInt, LitStr, Signature, Stmt, Token,
-    Visibility, braced,
+    Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, LitBool, LitInt, LitStr, Signature, Stmt,
+    Token, Visibility, braced,
     ext::IdentExt,
     parenthesized,
     parse::{Parse, ParseStream},
@@ -24,11 +24,12 @@ mod kw {
     syn::custom_keyword!(key);
     syn::custom_keyword!(cache);
     syn::custom_keyword!(version);
+    syn::custom_keyword!(lock);
 }
 
 /// Every option, in the order the documentation lists them.
 pub(crate) const OPTIONS: &[&str] = &[
-    "prefix", "ttl", "null_ttl", "jitter", "skip", "skip_all", "key", "cache", "version",
+    "prefix", "ttl", "null_ttl", "jitter", "skip", "skip_all", "key", "cache", "version", "lock",
 ];
 
 /// The options of one `#[redis_cache(...)]`, each with the span of its name.
@@ -42,6 +43,13 @@ pub(crate) struct Args {
     pub(crate) key: Option<(Span, LitStr)>,
     pub(crate) cache: Option<(Span, Expr)>,
     pub(crate) version: Option<(Span, LitInt)>,
+    pub(crate) lock: Option<(Span, Lock)>,
+}
+
+/// `lock = true | false`, or the lock's TTL like a duration option.
+pub(crate) enum Lock {
+    Flag(LitBool),
+    Ttl(Seconds),
 }
 
 /// A duration option: an integer literal of seconds, or an expression of type `Duration`.
@@ -108,6 +116,15 @@ impl Parse for Args {
                 let span = input.parse::<kw::version>()?.span;
                 let value = parse_value(input, "version", "version = 2")?;
                 set(&mut args.version, "version", span, value)?;
+            } else if look.peek(kw::lock) {
+                let span = input.parse::<kw::lock>()?.span;
+                let value = if input.peek(Token![=]) && input.peek2(LitBool) {
+                    input.parse::<Token![=]>()?;
+                    Lock::Flag(input.parse()?)
+                } else {
+                    Lock::Ttl(parse_seconds(input, "lock")?)
+                };
+                set(&mut args.lock, "lock", span, value)?;
             } else {
                 return Err(unknown_option(input));
             }
@@ -316,7 +333,7 @@ mod tests {
     fn an_unknown_option_suggests_and_lists_the_valid_ones() {
         let e = error(quote!(prefix = "x", tll = 600));
         assert!(e.starts_with("unknown option `tll`; did you mean `ttl`? valid options: `prefix`"));
-        assert!(error(quote!(lock = true)).contains("`cache`, `version`"));
+        assert!(error(quote!(memo = true)).contains("`cache`, `version`"));
         assert!(!error(quote!(whatever = 1)).contains("did you mean"));
     }
 

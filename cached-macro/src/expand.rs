@@ -63,6 +63,17 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
         .as_ref()
         .map_or_else(|| quote!(0), |s| seconds(s, "jitter_secs"));
     let version = Literal::u32_unsuffixed(plan.version);
+    let lock = plan.lock.as_ref().map(|secs| {
+        let ms = match secs {
+            Secs::Literal(value, span) => {
+                let mut literal = Literal::u64_unsuffixed(value.saturating_mul(1000));
+                literal.set_span(*span);
+                quote!(#literal)
+            }
+            Secs::Duration(_) => seconds(secs, "lock_ms"),
+        };
+        quote!(.__with_lock(#ms))
+    });
 
     let start = match plan.cache {
         Some(cache) => {
@@ -99,7 +110,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
         #(#attrs)* #vis #sig {
             #(#inner_attrs)*
             static #policy: #private::Policy =
-                #private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version);
+                #private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version)#lock;
             let #call = #start #(#key)*;
             #run
         }

@@ -44,6 +44,7 @@ mod validate;
 /// | `key = "{id}:{lang}"` | A key template: the part after `prefix:`. `{name}` is an argument, `{q.page}` or `{path.0}` a field of one; arguments the template does not name are left out, so `skip` is not needed (and not allowed) with it. Placeholders need text between them, and the text may not use a character the key encoding reserves (whitespace and `% , ( ) = ~ ! # * ? [ ] \ { } "`) except `:`. |
 /// | `cache = expr` | The cache to use instead of the one installed with `cached_runtime::install`: a `Cache`, `&Cache`, `Arc<Cache>` or `web::Data<Cache>`, evaluated on each call before the body runs, so it may use the arguments (`cache = state.cache`, `cache = self.cache`). |
 /// | `version = 2` | Entries written under another version are misses: bump it when the cached type changes shape. |
+/// | `lock = true` | Across processes, one caller fills a missing entry under a Redis lock (`SET NX PX`, released only by its owner) while the others poll for its value. `lock = true` holds the lock at most 10 s; `lock = 3` or `lock = Duration::from_millis(500)` sets that TTL. Waiters give up and run the body themselves after the lock TTL, so a crashed holder blocks nobody for longer. In-process single-flight needs no option: it is on for every cache unless turned off there. |
 ///
 /// An unknown, repeated or malformed option is a compile error that lists the valid ones.
 ///

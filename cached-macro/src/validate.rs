@@ -11,7 +11,11 @@ use syn::{
 
 use std::ops::RangeInclusive;
 
-use crate::args::{Args, Func, Seconds, Skip};
+use crate::args::{Args, Func, Lock, Seconds, Skip};
+
+/// The lock TTL of `lock = true`, in seconds: longer than most fills, short enough that a
+/// crashed holder is soon forgotten.
+const DEFAULT_LOCK_SECS: u64 = 10;
 
 /// What the expansion emits: validated options, the key's parts and the return shape.
 pub(crate) struct Plan {
@@ -20,6 +24,8 @@ pub(crate) struct Plan {
     pub(crate) null_ttl: Option<Secs>,
     pub(crate) jitter: Option<Secs>,
     pub(crate) version: u32,
+    /// The cross-process fill lock's TTL, when `lock` is on.
+    pub(crate) lock: Option<Secs>,
     pub(crate) cache: Option<Expr>,
     pub(crate) key: Vec<KeyPart>,
     pub(crate) shape: ShapeKind,
@@ -135,6 +141,13 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
         }),
         None => 0,
     };
+    let lock = match args.lock {
+        None => None,
+        Some((_, Lock::Flag(flag))) => flag
+            .value
+            .then_some(Secs::Literal(DEFAULT_LOCK_SECS, flag.span)),
+        Some((_, Lock::Ttl(v))) => seconds("lock", v, 1, &mut errors),
+    };
     let params = params(func);
     let key = key_parts(args.skip, args.key, &params, &mut errors);
     let ret = return_type(func, &mut errors);
@@ -145,6 +158,7 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
             null_ttl,
             jitter,
             version,
+            lock,
             cache: args.cache.map(|(_, e)| e),
             key,
             shape,

@@ -221,6 +221,19 @@ pub const fn null_ttl_secs(ttl: Duration) -> u64 {
     }
 }
 
+/// Milliseconds of a `lock = <Duration>` option; zero fails the build.
+pub const fn lock_ms(ttl: Duration) -> u64 {
+    let ms = ttl.as_millis();
+    if ms == 0 {
+        panic!("#[redis_cache]: `lock` must be at least 1 millisecond");
+    }
+    if ms > u64::MAX as u128 {
+        u64::MAX
+    } else {
+        ms as u64
+    }
+}
+
 /// Whole seconds of a `jitter = <Duration>` option.
 pub const fn jitter_secs(jitter: Duration) -> u64 {
     jitter.as_secs()

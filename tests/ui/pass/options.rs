@@ -31,7 +31,8 @@ const ITEM_TTL: Duration = Duration::from_secs(600);
     null_ttl = 30,
     jitter = 60,
     skip(db, _trace),
-    version = 3
+    version = 3,
+    lock = true
 )]
 async fn all(db: &Db, id: u64, _trace: u64) -> Option<Item> {
     let _ = db;
@@ -43,12 +44,13 @@ async fn all(db: &Db, id: u64, _trace: u64) -> Option<Item> {
     ttl = ITEM_TTL,
     null_ttl = Duration::from_secs(30),
     jitter = Duration::ZERO,
+    lock = Duration::from_millis(500),
 )]
 async fn durations(id: u64) -> Option<Item> {
     Some(Item { id })
 }
 
-#[redis_cache(prefix = "skip_all", ttl = 1, skip_all)]
+#[redis_cache(prefix = "skip_all", ttl = 1, skip_all, lock = 3)]
 async fn skip_all(db: &Db, (a, b): (u64, u64), _: u8) -> u64 {
     let _ = db;
     a + b
@@ -63,7 +65,7 @@ async fn template(id: u64, q: Query, pair: (u8, String), _ignored: Db) -> String
     format!("{id}{}{}", q.page, pair.1)
 }
 
-#[redis_cache(prefix = "template_const", ttl = 60, key = "all")]
+#[redis_cache(prefix = "template_const", ttl = 60, key = "all", lock = false)]
 async fn template_const(id: u64) -> u64 {
     id
 }

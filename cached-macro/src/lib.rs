@@ -5,6 +5,7 @@
 //! every rule in one place, `expand` emits the signature unchanged around one runtime call.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 use proc_macro::TokenStream;
 

@@ -49,6 +49,7 @@
 //! calls are pipelined.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod breaker;
 mod cache;

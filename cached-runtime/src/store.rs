@@ -79,6 +79,11 @@ impl Store {
     pub(crate) fn new(config: &CacheBuilder) -> Result<Arc<Self>, CacheError> {
         config.validate()?;
         let url = redact_url(&config.url);
+        #[cfg(feature = "tls")]
+        if config.url.starts_with("rediss://") {
+            // Fails only when the application installed its own provider, which then serves.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let manager = RedisConnectionManager::new(config.url.as_str()).map_err(|e| {
             CacheError::InvalidUrl {
                 url: url.clone(),

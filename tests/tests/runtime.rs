@@ -63,6 +63,24 @@ async fn build_explains_a_refused_connection_without_the_password() {
 }
 
 #[tokio::test]
+async fn build_reports_a_server_that_does_not_answer_as_a_timeout() {
+    let server = RedisServer::start();
+    // A frozen server accepts the TCP connection but never answers.
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &server.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let err = Cache::builder(server.url())
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .expect_err("a frozen server cannot be connected");
+    assert!(matches!(err, CacheError::ConnectTimeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("did not answer within"), "{err}");
+}
+
+#[tokio::test]
 async fn build_explains_a_missing_or_wrong_password() {
     let server = RedisServer::start_with(free_port(), &["--requirepass", "right"]);
     for url in [

@@ -291,6 +291,39 @@ async fn healthz(state: web::Data<AppState>) -> HttpResponse {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn list_pattern_matches_every_page_of_one_category_and_no_other() {
+        // Lazy: nothing listens on port 1, and nothing needs to.
+        let cache = Cache::builder("redis://127.0.0.1:1")
+            .namespace("shop:")
+            .build_lazy()
+            .expect("a lazy cache");
+        let books = list_pattern(&cache, Some("books")).expect("a pattern");
+        assert_eq!(books, "items:(category=books,page=*)");
+        assert_eq!(
+            list_pattern(&cache, None).expect("a pattern"),
+            "items:(category=~,page=*)"
+        );
+        // The keys `list_items` reads, relative to the namespace, fit the glob's shape.
+        let (fixed, _) = books.split_once('*').expect("one wildcard");
+        for (category, page, matches) in [("books", 12, true), ("books-2", 1, false)] {
+            let key = cache
+                .key(LIST_PREFIX)
+                .arg(&ListQuery {
+                    category: Some(category.to_owned()),
+                    page,
+                })
+                .build()
+                .expect("a key");
+            let relative = key.as_str().strip_prefix("shop:").expect("namespaced");
+            assert_eq!(
+                relative.starts_with(fixed) && relative.ends_with(')'),
+                matches,
+                "{relative}"
+            );
+        }
+    }
+
     #[test]
     fn naive_fib_matches_the_sequence() {
         let first: Vec<u64> = (0..10).map(naive_fib).collect();

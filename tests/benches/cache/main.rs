@@ -1,112 +1,32 @@
-//! Hit-path throughput and latency against a private redis-server on loopback.
+//! The cache's hit and miss paths against the ceiling and the closest peer, on a private
+//! redis-server on loopback; then invalidation, HTTP under `wrk` and a cold stampede.
 //!
-//! `cargo bench -p tests --bench cache` (results go to stdout; docs/BENCHMARKS.md records a run).
+//! `cargo bench -p tests --bench cache` (or `scripts/bench.sh`, which also writes the chart;
+//! docs/BENCHMARKS.md records a run). Results go to stdout as Markdown tables.
+//!
 //! Each variant runs a fixed number of operations at 1, 16 and 64 concurrent callers on a
-//! two-worker Tokio runtime; each figure is the median of three repetitions.
+//! two-worker Tokio runtime; each figure is the median of three repetitions after one
+//! unmeasured warm-up pass. Sections can be skipped with `BENCH_SKIP=invalidation,http,...`.
 
-use std::{
-    future::Future,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod chart;
+mod harness;
+mod http;
+mod invalidation;
+mod stampede;
+mod variants;
 
-use cached_runtime::{Cache, Policy, shape::Optional};
-use hdrhistogram::Histogram;
-use redis::AsyncCommands;
-use serde::{Deserialize, Serialize};
+use std::{process::Command, sync::Arc, time::Instant};
+
+use harness::{CONCURRENCY, Sample, bench};
 use tests::RedisServer;
+use variants::Variants;
 
-const OPS: usize = 60_000;
-const REPS: usize = 3;
-const CONCURRENCY: [usize; 3] = [1, 16, 64];
-
-/// About 200 bytes of JSON.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    name: String,
-    category: String,
-    price_cents: u64,
-    tags: Vec<String>,
-    description: String,
-}
-
-fn sample() -> Item {
-    Item {
-        id: 42,
-        name: "Stainless steel kettle".into(),
-        category: "kitchen".into(),
-        price_cents: 3499,
-        tags: vec!["steel".into(), "1.7l".into(), "electric".into()],
-        description: "Boils water fast; auto shut-off; cordless base that turns all the way".into(),
-    }
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Sample {
-    ops_per_sec: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
-/// Runs `OPS` calls of `op` spread over `callers` tasks; returns throughput and latency.
-async fn measure<F, Fut>(callers: usize, op: F) -> Sample
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let op = Arc::new(op);
-    let per_task = OPS / callers;
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let op = Arc::clone(&op);
-            tokio::spawn(async move {
-                let mut h = Histogram::<u64>::new(3).expect("valid histogram");
-                for _ in 0..per_task {
-                    let t = Instant::now();
-                    op().await;
-                    let _ = h.record(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
-                }
-                h
-            })
-        })
-        .collect();
-    let mut all = Histogram::<u64>::new(3).expect("valid histogram");
-    for t in tasks {
-        all.add(t.await.expect("task")).expect("same bounds");
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    Sample {
-        ops_per_sec: (per_task * callers) as f64 / elapsed,
-        p50_us: all.value_at_quantile(0.5) as f64 / 1000.0,
-        p99_us: all.value_at_quantile(0.99) as f64 / 1000.0,
-    }
-}
-
-fn median(mut v: Vec<Sample>) -> Sample {
-    v.sort_by(|a, b| a.ops_per_sec.total_cmp(&b.ops_per_sec));
-    v[v.len() / 2]
-}
-
-async fn bench<F, Fut>(name: &str, callers: usize, op: F) -> Sample
-where
-    F: Fn() -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    // One unmeasured warm-up pass.
-    measure(callers, op.clone()).await;
-    let mut samples = Vec::new();
-    for _ in 0..REPS {
-        samples.push(measure(callers, op.clone()).await);
-    }
-    let s = median(samples);
-    println!(
-        "{name:<34} c={callers:<3} {:>10.0} ops/s  p50 {:>7.1} us  p99 {:>7.1} us",
-        s.ops_per_sec, s.p50_us, s.p99_us
-    );
-    s
-}
+/// Operations per repetition on the hit path.
+const HIT_OPS: usize = 60_000;
+/// Operations per repetition on the miss path (each one leaves a key behind).
+const MISS_OPS: usize = 20_000;
+/// Operations per `redis-benchmark` run.
+const SERVER_OPS: usize = 200_000;
 
 fn main() {
     // `cargo test --all-targets` runs this binary without `--bench`: measure only under
@@ -115,105 +35,215 @@ fn main() {
         println!("benchmark skipped: run it with `cargo bench -p tests --bench cache`");
         return;
     }
-    let server = RedisServer::start();
+    let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(run(&server));
+    let skip = std::env::var("BENCH_SKIP").unwrap_or_default();
+    let skipped = |section: &str| skip.split(',').any(|s| s.trim() == section);
+
+    if !skipped("calls") {
+        let server = RedisServer::start();
+        let rows = rt.block_on(calls(&server));
+        if let Ok(path) = std::env::var("BENCH_CHART") {
+            match chart::write(&path, &rows) {
+                Ok(()) => println!("\nchart written to {path}"),
+                Err(e) => eprintln!("cannot write the chart to {path}: {e}"),
+            }
+        }
+    }
+    if !skipped("stampede") {
+        let server = RedisServer::start();
+        rt.block_on(stampede::run(&server));
+    }
+    if !skipped("invalidation") {
+        let server = RedisServer::start();
+        rt.block_on(invalidation::run(&server));
+    }
+    if !skipped("http") {
+        http::run(&rt);
+    }
+    println!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());
 }
 
-async fn run(server: &RedisServer) {
-    let item = sample();
-    let json = serde_json::to_vec(&item).expect("encodes");
+/// Hit-path figures of one concurrency, for the tables and the chart.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Row {
+    pub(crate) callers: usize,
+    pub(crate) hand: Sample,
+    pub(crate) ours: Sample,
+    pub(crate) peer: Sample,
+    pub(crate) bb8: Sample,
+    pub(crate) server: Option<Sample>,
+}
+
+async fn calls(server: &RedisServer) -> Vec<Row> {
+    let v = Arc::new(Variants::new(server).await);
+    let [hand, ours, peer] = v.stored_sizes().await;
     println!(
-        "value: {} bytes of JSON, {OPS} ops per repetition, median of {REPS}",
-        json.len()
+        "stored value: {hand} bytes of JSON by hand, {ours} bytes by #[redis_cache], \
+         {peer} bytes of MessagePack by `cached`; hit {HIT_OPS} ops, miss {MISS_OPS} ops \
+         per repetition, median of {}",
+        harness::REPS
     );
 
-    let client = redis::Client::open(server.url()).expect("url");
-    let mut raw = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let _: () = raw.set("bench:raw", &json).await.expect("SET");
-
-    let connections = std::env::var("BENCH_CONNECTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    let cache = Cache::builder(server.url())
-        .connections(connections)
-        .build()
-        .await
-        .expect("cache");
-    let policy = Arc::new(Policy::new("bench", Duration::from_secs(3600)).expect("policy"));
-    let key = Arc::new(cache.key("bench").arg(&42u64).build().expect("key"));
-    let warm: Option<Item> = cache
-        .get_or_fill::<Optional, _, _>(&key, &policy, async { Some(sample()) })
-        .await;
-    assert!(warm.is_some());
-
-    let pool = bb8::Pool::builder()
-        .build(bb8_redis::RedisConnectionManager::new(server.url()).expect("url"))
-        .await
-        .expect("bb8 pool");
-
+    println!("\n## Hit path (warm)\n");
     let mut rows = Vec::new();
     for &c in &CONCURRENCY {
-        let conn = raw.clone();
-        let hand = bench("multiplexed GET + decode", c, move || {
-            let mut conn = conn.clone();
-            async move {
-                let bytes: Vec<u8> = conn.get("bench:raw").await.expect("GET");
-                let v: Item = serde_json::from_slice(&bytes).expect("decode");
-                std::hint::black_box(v);
+        let hand = bench("1 multiplexed GET + decode", c, HIT_OPS, {
+            let v = Arc::clone(&v);
+            move || {
+                let v = Arc::clone(&v);
+                async move { v.hand_hit().await }
             }
         })
         .await;
-
-        let (cache2, policy2, key2) = (cache.clone(), Arc::clone(&policy), Arc::clone(&key));
-        let ours = bench("Cache::get_or_fill (hit)", c, move || {
-            let (cache, policy, key) = (cache2.clone(), Arc::clone(&policy2), Arc::clone(&key2));
-            async move {
-                let v: Option<Item> = cache
-                    .get_or_fill::<Optional, _, _>(&key, &policy, async {
-                        unreachable!("warm cache")
-                    })
-                    .await;
-                std::hint::black_box(v);
+        let ours = bench("2 #[redis_cache] fn", c, HIT_OPS, {
+            let v = Arc::clone(&v);
+            move || {
+                let v = Arc::clone(&v);
+                async move { v.ours_hit().await }
             }
         })
         .await;
-
-        let pool2 = pool.clone();
-        let bb8 = bench("bb8-redis defaults, checkout per GET", c, move || {
-            let pool = pool2.clone();
-            async move {
-                let mut conn = pool.get().await.expect("checkout");
-                let bytes: Vec<u8> = conn.get("bench:raw").await.expect("GET");
-                let v: Item = serde_json::from_slice(&bytes).expect("decode");
-                std::hint::black_box(v);
+        let peer = bench("3 cached AsyncRedisCache", c, HIT_OPS, {
+            let v = Arc::clone(&v);
+            move || {
+                let v = Arc::clone(&v);
+                async move { v.peer_hit().await }
             }
         })
         .await;
-        rows.push((c, hand, ours, bb8));
+        let bb8 = bench("4 bb8-redis defaults, checkout/GET", c, HIT_OPS, {
+            let v = Arc::clone(&v);
+            move || {
+                let v = Arc::clone(&v);
+                async move { v.bb8_hit().await }
+            }
+        })
+        .await;
+        let server = redis_benchmark(server, c);
+        rows.push(Row {
+            callers: c,
+            hand,
+            ours,
+            peer,
+            bb8,
+            server,
+        });
     }
 
-    println!();
+    println!("\n## Miss path (GET miss + body + SET EX)\n");
+    let mut misses = Vec::new();
+    for &c in &CONCURRENCY {
+        let hand = bench("1 multiplexed GET + SET EX", c, MISS_OPS, {
+            let v = Arc::clone(&v);
+            move || {
+                let v = Arc::clone(&v);
+                async move { v.hand_miss().await }
+            }
+        })
+        .await;
+        let ours = bench("2 #[redis_cache] fn", c, MISS_OPS, {
+            let v = Arc::clone(&v);
+            move || {
+                let v = Arc::clone(&v);
+                async move { v.ours_miss().await }
+            }
+        })
+        .await;
+        let peer = bench("3 cached AsyncRedisCache", c, MISS_OPS, {
+            let v = Arc::clone(&v);
+            move || {
+                let v = Arc::clone(&v);
+                async move { v.peer_miss().await }
+            }
+        })
+        .await;
+        misses.push((c, hand, ours, peer));
+    }
+
+    println!("\n### Hit path, ops/s (p50 / p99 µs)\n");
     println!(
-        "| callers | multiplexed GET+decode ops/s | Cache hit ops/s | bb8 default ops/s | Cache / multiplexed | bb8 / multiplexed |"
+        "| callers | 1 multiplexed GET+decode | 2 `#[redis_cache]` | 3 `cached` AsyncRedisCache | 4 bb8 defaults | redis-benchmark GET | 2/1 | 2/3 |"
     );
-    println!("|---|---|---|---|---|---|");
-    for (c, hand, ours, bb8) in rows {
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for r in &rows {
         println!(
-            "| {c} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
-            hand.ops_per_sec,
-            ours.ops_per_sec,
-            bb8.ops_per_sec,
-            ours.ops_per_sec / hand.ops_per_sec,
-            bb8.ops_per_sec / hand.ops_per_sec
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            r.callers,
+            r.hand.cell(),
+            r.ours.cell(),
+            r.peer.cell(),
+            r.bb8.cell(),
+            r.server.map_or_else(|| "n/a".to_owned(), |s| s.cell()),
+            r.ours.ops_per_sec / r.hand.ops_per_sec,
+            r.ours.ops_per_sec / r.peer.ops_per_sec,
         );
     }
+    println!("\n### Miss path, ops/s (p50 / p99 µs)\n");
+    println!(
+        "| callers | 1 GET + SET EX by hand | 2 `#[redis_cache]` | 3 `cached` AsyncRedisCache | 2/1 | 2/3 |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for (c, hand, ours, peer) in &misses {
+        println!(
+            "| {c} | {} | {} | {} | {:.2} | {:.2} |",
+            hand.cell(),
+            ours.cell(),
+            peer.cell(),
+            ours.ops_per_sec / hand.ops_per_sec,
+            ours.ops_per_sec / peer.ops_per_sec,
+        );
+    }
+    println!(
+        "\nbody runs during the miss benchmarks: {} (one per miss call: {})",
+        v.body_runs(),
+        v.body_runs() == v.miss_calls()
+    );
+    rows
+}
+
+/// `redis-benchmark -t get -d 200 -c C` against the same server: the server's own ceiling.
+fn redis_benchmark(server: &RedisServer, callers: usize) -> Option<Sample> {
+    let out = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+        .args(["-t", "get", "-d", "200", "--csv"])
+        .args(["-c", &callers.to_string(), "-n", &SERVER_OPS.to_string()])
+        .output();
+    let out = match out {
+        Ok(o) if o.status.success() => o,
+        Ok(o) => {
+            eprintln!(
+                "redis-benchmark failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!("redis-benchmark not run: {e}");
+            return None;
+        }
+    };
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms",
+    // "p99_latency_ms","max_latency_ms"
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("\"GET\""))?;
+    let fields: Vec<f64> = line
+        .split(',')
+        .skip(1)
+        .filter_map(|f| f.trim_matches('"').parse().ok())
+        .collect();
+    let s = Sample {
+        ops_per_sec: *fields.first()?,
+        p50_us: fields.get(3)? * 1000.0,
+        p99_us: fields.get(5)? * 1000.0,
+    };
+    println!(
+        "{:<36} c={callers:<3} {:>10.0} ops/s  p50 {:>7.1} us  p99 {:>7.1} us",
+        "redis-benchmark -t get -d 200", s.ops_per_sec, s.p50_us, s.p99_us
+    );
+    Some(s)
 }

@@ -34,7 +34,9 @@ async fn fill(conn: &mut MultiplexedConnection, keys: impl Iterator<Item = Strin
             pipe = redis::pipe();
         }
     }
-    let _: () = pipe.query_async(conn).await.expect("pipelined SET");
+    if n % FILL_BATCH != 0 {
+        let _: () = pipe.query_async(conn).await.expect("pipelined SET");
+    }
 }
 
 /// How many keys match `pattern`, by SCAN.

@@ -76,7 +76,21 @@ pub(crate) async fn run(server: &RedisServer) {
     })
     .await;
     println!(
-        "| 2 `#[redis_cache]` (this workspace's main) | {runs} | {:.0} ms |",
+        "| 2 `#[redis_cache]`, single-flight on (the default) | {runs} | {:.0} ms |",
+        took.as_secs_f64() * 1000.0
+    );
+    let off = Cache::builder(server.url())
+        .single_flight(false)
+        .build()
+        .await
+        .expect("cache");
+    let (runs, took) = storm(|| {
+        let cache = off.clone();
+        async move { ours(&cache, 2).await }
+    })
+    .await;
+    println!(
+        "| 2 `#[redis_cache]`, `single_flight(false)` | {runs} | {:.0} ms |",
         took.as_secs_f64() * 1000.0
     );
     let (runs, took) = storm(|| {

@@ -70,7 +70,10 @@ impl Breaker {
     }
 
     pub(crate) fn success(&self, permit: &Permit) {
-        self.consecutive.store(0, Ordering::Relaxed);
+        // Read first: a store on every command would bounce this line between cores.
+        if self.consecutive.load(Ordering::Relaxed) != 0 {
+            self.consecutive.store(0, Ordering::Relaxed);
+        }
         if *permit == Permit::Probe {
             self.open_until.store(0, Ordering::Release);
             self.probing.store(false, Ordering::Release);

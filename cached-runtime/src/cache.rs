@@ -245,6 +245,7 @@ impl Cache {
         F: Future<Output = R>,
     {
         let counters = self.inner.stats.prefix(&policy.prefix);
+        let epoch = self.inner.flights.epoch();
         match self.lookup::<S, R>(key, policy, &counters).await {
             Lookup::Hit(result) => result,
             Lookup::Failed => {
@@ -254,7 +255,7 @@ impl Cache {
             }
             Lookup::Miss { stale } => {
                 counters.misses(1);
-                self.fill::<S, R, F>(key, policy, &counters, stale, body)
+                self.fill::<S, R, F>(key, policy, &counters, stale, epoch, body)
                     .await
             }
         }
@@ -307,6 +308,7 @@ impl Cache {
         policy: &Policy,
         counters: &Counters,
         stale: bool,
+        epoch: u64,
         body: F,
     ) -> R
     where
@@ -314,9 +316,23 @@ impl Cache {
         F: Future<Output = R>,
     {
         let inner = &*self.inner;
+        let mut stale = stale;
         let _leader = if inner.single_flight {
             match inner.flights.join(key.as_str()) {
-                Flight::Leader(guard) => Some(guard),
+                Flight::Leader(guard) => {
+                    // A fill that finished between our GET and now may have stored this key.
+                    if inner.flights.finished_since(epoch) {
+                        match self.lookup::<S, R>(key, policy, counters).await {
+                            Lookup::Hit(result) => {
+                                counters.coalesced(1);
+                                return result;
+                            }
+                            Lookup::Failed => return body.await,
+                            Lookup::Miss { stale: s } => stale = s,
+                        }
+                    }
+                    Some(guard)
+                }
                 Flight::Follower(mut done) => {
                     // Woken when the leader finishes, fails, panics or is cancelled.
                     let _ = tokio::time::timeout(inner.fill_wait, done.changed()).await;

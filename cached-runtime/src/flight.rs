@@ -7,7 +7,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Mutex, PoisonError},
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use tokio::sync::watch;
@@ -15,6 +18,9 @@ use tokio::sync::watch;
 #[derive(Default)]
 pub(crate) struct Flights {
     map: Mutex<HashMap<String, watch::Receiver<()>>>,
+    // Fills finished so far: a caller whose miss is older than the last finished fill
+    // re-reads the cache before leading, instead of filling the same key a second time.
+    finished: AtomicU64,
 }
 
 pub(crate) enum Flight<'a> {
@@ -30,6 +36,16 @@ pub(crate) struct LeaderGuard<'a> {
 }
 
 impl Flights {
+    /// Read before the `GET`; compare with [`Flights::finished_since`] after joining.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.finished.load(Ordering::Acquire)
+    }
+
+    /// Whether any fill finished after `epoch` was read.
+    pub(crate) fn finished_since(&self, epoch: u64) -> bool {
+        self.finished.load(Ordering::Acquire) != epoch
+    }
+
     pub(crate) fn join(&self, key: &str) -> Flight<'_> {
         let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(rx) = map.get(key) {
@@ -47,10 +63,12 @@ impl Flights {
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
-        self.flights
+        let mut map = self
+            .flights
             .map
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
+            .unwrap_or_else(PoisonError::into_inner);
+        self.flights.finished.fetch_add(1, Ordering::Release);
+        map.remove(&self.key);
     }
 }

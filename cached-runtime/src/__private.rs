@@ -4,7 +4,7 @@ use std::{future::Future, marker::PhantomData, ops::Deref, time::Duration};
 
 use serde::Serialize;
 
-pub use crate::cache::Policy;
+pub use crate::policy::Policy;
 pub use crate::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
 #[cfg(feature = "actix")]
 pub use crate::shape::{FallibleJson, FallibleOptionalJson, Json, OptionalJson};

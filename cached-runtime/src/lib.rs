@@ -59,6 +59,7 @@ mod error;
 mod flight;
 mod global;
 pub mod key;
+mod policy;
 pub mod shape;
 mod stats;
 mod store;
@@ -66,11 +67,12 @@ mod store;
 #[doc(hidden)]
 pub mod __private;
 
-pub use cache::{Cache, Policy};
+pub use cache::Cache;
 pub use config::{CacheBuilder, DEFAULT_URL, redact_url};
 pub use error::CacheError;
 pub use global::{install, installed};
 pub use key::{Key, KeyBuilder};
+pub use policy::Policy;
 pub use stats::{Counts, Stats};
 
 #[doc(inline)]

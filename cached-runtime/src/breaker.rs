@@ -1,112 +1,180 @@
-//! A circuit breaker in front of Redis.
+//! A circuit breaker in front of the backend.
 //!
-//! After `threshold` consecutive availability failures (timeouts, dropped or missing
-//! connections) the circuit opens: for `cooldown` no command is sent and cached calls run
-//! their bodies at once. Then one command goes through as a probe; its success closes the
-//! circuit, its failure opens it for another `cooldown`.
+//! It counts failure *events*, not failed commands: a connection that broke or stopped
+//! answering is one event however many commands were in flight on it, and a failed connect
+//! attempt is one. `threshold` events within `window` open the circuit: for `cooldown` no
+//! command is sent and cached calls run their bodies at once. Then one command goes through as
+//! a probe; its success closes the circuit, its failure opens it for another `cooldown`. The
+//! probe's permit is a guard: a probe whose future is dropped hands the probe to the next
+//! caller instead of leaving the circuit open forever.
 
 use std::{
+    collections::VecDeque,
     sync::{
-        OnceLock,
-        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+        Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 pub(crate) struct Breaker {
-    threshold: u32,
+    threshold: usize,
+    window_ms: u64,
     cooldown_ms: u64,
-    consecutive: AtomicU32,
-    // Milliseconds since `epoch` until which the circuit is open; 0 while closed.
+    /// When the last `threshold` events happened (ms since `epoch`); only failures touch it.
+    events: Mutex<VecDeque<u64>>,
+    /// Milliseconds since `epoch` until which the circuit is open; 0 while closed.
     open_until: AtomicU64,
     probing: AtomicBool,
     opened: AtomicU64,
-    epoch: OnceLock<Instant>,
+    epoch: Instant,
     metric: metrics::Counter,
 }
 
-/// What the breaker says about one command.
-#[derive(Debug, PartialEq)]
-pub(crate) enum Permit {
-    /// Send it.
+/// Leave to send one command, from [`Breaker::permit`].
+#[derive(Debug)]
+pub(crate) enum Permit<'a> {
+    /// The circuit is closed.
     Go,
-    /// Send it as the probe of a half-open circuit.
-    Probe,
-    /// Don't: the circuit is open.
-    Refused,
+    /// The probe of a half-open circuit.
+    Probe(ProbeGuard<'a>),
+}
+
+/// Held by the one probing caller; dropping it unresolved (a cancelled probe) frees the probe.
+#[derive(Debug)]
+pub(crate) struct ProbeGuard<'a> {
+    breaker: &'a Breaker,
+}
+
+impl Drop for ProbeGuard<'_> {
+    fn drop(&mut self) {
+        // Resolved or not, the probe is over; `open_until` says what happens next.
+        self.breaker.probing.store(false, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breaker")
+            .field("open", &self.is_open())
+            .field("opened", &self.times_opened())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Breaker {
     /// `threshold` 0 disables the breaker.
-    pub(crate) fn new(threshold: u32, cooldown: Duration) -> Self {
+    pub(crate) fn new(threshold: u32, window: Duration, cooldown: Duration) -> Self {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
         Self {
-            threshold,
-            cooldown_ms: u64::try_from(cooldown.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
-            consecutive: AtomicU32::new(0),
+            threshold: threshold as usize,
+            window_ms: ms(window),
+            cooldown_ms: ms(cooldown),
+            events: Mutex::new(VecDeque::new()),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             opened: AtomicU64::new(0),
-            epoch: OnceLock::new(),
+            epoch: Instant::now(),
             metric: metrics::counter!("redis_cache_circuit_opened_total"),
         }
     }
 
     fn now_ms(&self) -> u64 {
-        let epoch = *self.epoch.get_or_init(Instant::now);
-        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
     }
 
-    pub(crate) fn permit(&self) -> Permit {
+    /// `None` while the circuit is open and another caller probes (or the cool-down runs).
+    #[inline]
+    pub(crate) fn permit(&self) -> Option<Permit<'_>> {
+        // The closed circuit costs one load.
         let until = self.open_until.load(Ordering::Acquire);
         if until == 0 {
-            return Permit::Go;
+            return Some(Permit::Go);
         }
         if self.now_ms() < until || self.probing.swap(true, Ordering::AcqRel) {
-            return Permit::Refused;
+            return None;
         }
-        Permit::Probe
+        Some(Permit::Probe(ProbeGuard { breaker: self }))
     }
 
-    pub(crate) fn success(&self, permit: &Permit) {
-        // Read first: a store on every command would bounce this line between cores.
-        if self.consecutive.load(Ordering::Relaxed) != 0 {
-            self.consecutive.store(0, Ordering::Relaxed);
-        }
-        if *permit == Permit::Probe {
-            self.open_until.store(0, Ordering::Release);
-            self.probing.store(false, Ordering::Release);
-            tracing::info!("redis answers again: cache circuit closed");
+    /// The command succeeded (or Redis answered it with an error: it is reachable).
+    #[inline]
+    pub(crate) fn success(&self, permit: Permit<'_>) {
+        if let Permit::Probe(_guard) = permit {
+            self.close();
         }
     }
 
-    /// Records an availability failure (not a command error such as a wrong type).
-    pub(crate) fn failure(&self, permit: &Permit) {
-        if self.threshold == 0 {
-            return;
+    /// The command failed for lack of Redis. `event` says whether this failure is a new event
+    /// (the first failure of its connection) rather than one more command on a dead connection.
+    /// Returns whether this call opened the circuit.
+    pub(crate) fn failure(&self, permit: Permit<'_>, event: bool) -> bool {
+        match permit {
+            Permit::Probe(_guard) => {
+                let reopen_at = self.now_ms().saturating_add(self.cooldown_ms);
+                self.open_until.store(reopen_at, Ordering::Release);
+                tracing::debug!("redis probe failed: cache circuit stays open");
+                false
+            }
+            Permit::Go if event => self.event(),
+            Permit::Go => false,
         }
-        let reopen_at = self.now_ms().saturating_add(self.cooldown_ms);
-        if *permit == Permit::Probe {
-            self.open_until.store(reopen_at, Ordering::Release);
-            self.probing.store(false, Ordering::Release);
-            tracing::debug!("redis probe failed: cache circuit stays open");
-            return;
+    }
+
+    /// A probe that found no connection to send on: not a verdict on Redis, so the next caller
+    /// probes again (each such probe fails fast).
+    pub(crate) fn inconclusive(&self, permit: Permit<'_>) {
+        drop(permit);
+    }
+
+    /// Records a failure event that no command carried (a failed reconnect). Returns whether it
+    /// opened the circuit.
+    pub(crate) fn event(&self) -> bool {
+        if self.threshold == 0 || self.open_until.load(Ordering::Acquire) != 0 {
+            return false;
         }
-        let n = self.consecutive.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= self.threshold
-            && self
-                .open_until
-                .compare_exchange(0, reopen_at, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok()
+        let now = self.now_ms();
+        let count = {
+            let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+            events.push_back(now);
+            while events.len() > self.threshold
+                || events
+                    .front()
+                    .is_some_and(|&t| now.saturating_sub(t) > self.window_ms)
+            {
+                events.pop_front();
+            }
+            events.len()
+        };
+        if count < self.threshold {
+            return false;
+        }
+        let reopen_at = now.saturating_add(self.cooldown_ms);
+        if self
+            .open_until
+            .compare_exchange(0, reopen_at, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
         {
-            self.opened.fetch_add(1, Ordering::Relaxed);
-            self.metric.increment(1);
-            tracing::warn!(
-                failures = n,
-                cooldown_ms = self.cooldown_ms,
-                "redis failing: cache circuit opened, calls run uncached"
-            );
+            return false;
+        }
+        self.events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        self.metric.increment(1);
+        tracing::warn!(
+            failures = count,
+            window_ms = self.window_ms,
+            cooldown_ms = self.cooldown_ms,
+            "redis failing: cache circuit opened, calls run uncached"
+        );
+        true
+    }
+
+    fn close(&self) {
+        if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+            tracing::info!("redis answers again: cache circuit closed");
         }
     }
 
@@ -123,40 +191,75 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    fn wait_for_probe(b: &Breaker) -> Permit<'_> {
+        // Wait out a 1 ms cool-down without a sleep-based assertion.
+        loop {
+            match b.permit() {
+                None => std::thread::yield_now(),
+                Some(p) => break p,
+            }
+        }
+    }
+
     #[test]
-    fn opens_after_the_threshold_and_closes_after_a_good_probe() {
-        let b = Breaker::new(3, Duration::from_millis(1));
+    fn opens_after_threshold_events_in_the_window_and_closes_after_a_good_probe() {
+        let b = Breaker::new(3, Duration::from_secs(60), Duration::from_millis(1));
         for _ in 0..2 {
-            let p = b.permit();
-            assert_eq!(p, Permit::Go);
-            b.failure(&p);
+            let p = b.permit().expect("closed");
+            assert!(!b.failure(p, true));
+        }
+        // More failed commands on the same dead connection are not new events.
+        for _ in 0..50 {
+            let p = b.permit().expect("closed");
+            assert!(!b.failure(p, false));
         }
         assert!(!b.is_open());
-        b.failure(&b.permit());
+        assert!(b.failure(b.permit().expect("closed"), true));
         assert!(b.is_open());
         assert_eq!(b.times_opened(), 1);
-        // Wait out the 1 ms cooldown without a sleep-based assertion.
-        let probe = loop {
-            match b.permit() {
-                Permit::Refused => std::thread::yield_now(),
-                p => break p,
-            }
-        };
-        assert_eq!(probe, Permit::Probe);
-        assert_eq!(b.permit(), Permit::Refused, "only one probe at a time");
-        b.success(&probe);
+        let probe = wait_for_probe(&b);
+        assert!(matches!(probe, Permit::Probe(_)));
+        assert!(b.permit().is_none(), "only one probe at a time");
+        b.success(probe);
         assert!(!b.is_open());
-        assert_eq!(b.permit(), Permit::Go);
+        assert!(matches!(b.permit(), Some(Permit::Go)));
+    }
+
+    #[test]
+    fn events_older_than_the_window_do_not_add_up() {
+        let b = Breaker::new(2, Duration::from_millis(1), Duration::from_secs(60));
+        assert!(!b.event());
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(5) {
+            std::thread::yield_now();
+        }
+        assert!(!b.event(), "the first event left the window");
+        assert!(b.event(), "two events within the window open it");
+    }
+
+    #[test]
+    fn a_dropped_probe_hands_the_probe_to_the_next_caller() {
+        let b = Breaker::new(1, Duration::from_secs(60), Duration::from_millis(1));
+        assert!(b.event());
+        let probe = wait_for_probe(&b);
+        // The prober is cancelled at its await: its permit is dropped unresolved.
+        drop(probe);
+        assert!(
+            matches!(b.permit(), Some(Permit::Probe(_))),
+            "the circuit must not stay open forever"
+        );
     }
 
     #[test]
     fn a_failed_probe_reopens_and_a_zero_threshold_never_opens() {
-        let b = Breaker::new(1, Duration::from_secs(3600));
-        b.failure(&b.permit());
-        assert_eq!(b.permit(), Permit::Refused);
-        let off = Breaker::new(0, Duration::from_secs(1));
+        let b = Breaker::new(1, Duration::from_secs(60), Duration::from_millis(1));
+        assert!(b.event());
+        let probe = wait_for_probe(&b);
+        assert!(!b.failure(probe, true));
+        assert!(b.is_open());
+        let off = Breaker::new(0, Duration::from_secs(60), Duration::from_secs(1));
         for _ in 0..100 {
-            off.failure(&off.permit());
+            off.failure(off.permit().expect("never open"), true);
         }
         assert!(!off.is_open());
     }

@@ -1,68 +1,77 @@
-//! The cache handle, the get-or-fill path and invalidation.
+//! The cache handle and the hit path: one `GET` and a decode.
 
-use std::{
-    fmt,
-    future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+use std::{fmt, future::Future, sync::Arc, time::Duration};
 
 use crate::{
+    backend::Store,
     codec::{self, Decoded},
     config::CacheBuilder,
     error::CacheError,
-    flight::{Flight, Flights},
-    key::{Key, KeyBuilder, glob_escape, validate_prefix},
+    fill::Source,
+    flight::Flights,
+    invalidate::Pending,
+    key::{Key, KeyBuilder},
+    mode::{self, Mode},
     policy::Policy,
-    shape::{Entry, Shape},
-    stats::{Counters, Registry, Stats},
-    store::Store,
+    shape::Shape,
+    spawn::Spawner,
+    stats::{Counters, Registry, Stats, WarnLimiter},
 };
-
-/// How many keys one `SCAN` step asks for during invalidation.
-const SCAN_COUNT: usize = 1000;
-
-/// How often a failing Redis is reported at warn level; the failures in between go to debug.
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// A handle to a Redis cache: cheap to clone, shared by every caller.
 #[derive(Clone)]
 pub struct Cache {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
-struct Inner {
-    store: Arc<Store>,
-    namespace: String,
-    null_ttl: u64,
-    max_value_bytes: usize,
-    stats: Registry,
-    warnings: WarnLimiter,
-    single_flight: bool,
-    fill_wait: Duration,
-    flights: Flights,
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) namespace: String,
+    pub(crate) null_ttl: u64,
+    pub(crate) max_value_bytes: usize,
+    pub(crate) stats: Registry,
+    /// Rate-limits the "Redis unavailable" warning.
+    pub(crate) warnings: WarnLimiter,
+    pub(crate) single_flight: bool,
+    pub(crate) fill_wait: Duration,
+    pub(crate) flights: Flights,
+    pub(crate) pending: Pending,
+    /// Runs background work (lock releases, invalidation retries); `None` for a cache that
+    /// needs none (in memory).
+    pub(crate) spawner: Option<Spawner>,
 }
 
 /// What one `GET` found.
-enum Lookup<R> {
-    Hit(R),
-    /// Nothing usable; `stale` when something unusable must be replaced or deleted.
-    Miss {
-        stale: bool,
+pub(crate) enum Lookup<R> {
+    /// A usable entry: the result, whether it was the null marker, and the stored bytes.
+    Hit {
+        result: R,
+        null: bool,
+        bytes: Vec<u8>,
     },
-    /// Redis failed.
+    /// Nothing usable; `stale` when something unusable must be replaced or deleted.
+    Miss { stale: bool },
+    /// The cache could not be read.
     Failed,
 }
 
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
-            .field("url", &self.inner.store.url())
+            .field("store", &self.inner.store.describe())
             .field("namespace", &self.inner.namespace)
             .finish_non_exhaustive()
+    }
+}
+
+/// A key as debug logs show it: its prefix and a hash, never the argument values (they may be
+/// personal data). The whole key is logged at trace level only.
+pub(crate) struct KeyTag<'a>(pub(crate) &'a Key);
+
+impl fmt::Display for KeyTag<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hash = xxhash_rust::xxh3::xxh3_64(self.0.as_str().as_bytes());
+        write!(f, "{}#{hash:016x}", self.0.prefix())
     }
 }
 
@@ -78,6 +87,43 @@ impl Cache {
         CacheBuilder::from_env()?.build().await
     }
 
+    /// A cache kept in this process's memory, with the same behaviour as a Redis cache: TTLs,
+    /// null markers, versions, single-flight, locks, prefix and pattern invalidation, stats.
+    ///
+    /// For unit tests of code that uses `#[redis_cache]`, and for development without Redis.
+    /// It is **not shared between processes**: two instances of a service each have their
+    /// own, and an invalidation in one does not reach the other.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use cached_runtime::{Cache, Policy, shape::Plain};
+    ///
+    /// let cache = Cache::in_memory();
+    /// let policy = Policy::new("square", Duration::from_secs(60)).unwrap();
+    /// let key = cache.key("square").arg(&7u64).build().unwrap();
+    /// let first = cache.get_or_fill::<Plain, _, _>(&key, &policy, async { 49u64 }).await;
+    /// let again = cache.get_or_fill::<Plain, _, _>(&key, &policy, async { unreachable!() }).await;
+    /// assert_eq!((first, again), (49, 49));
+    /// # }
+    /// ```
+    pub fn in_memory() -> Self {
+        Self::assemble(
+            &CacheBuilder::new("memory://"),
+            Store::memory(),
+            Spawner::capture().ok(),
+        )
+    }
+
+    pub(crate) fn memory(config: CacheBuilder) -> Result<Self, CacheError> {
+        config.validate()?;
+        Ok(Self::assemble(
+            &config,
+            Store::memory(),
+            Spawner::capture().ok(),
+        ))
+    }
+
     pub(crate) async fn connect(config: CacheBuilder) -> Result<Self, CacheError> {
         let cache = Self::new(&config)?;
         cache.inner.store.connect_all().await?;
@@ -91,8 +137,16 @@ impl Cache {
     }
 
     fn new(config: &CacheBuilder) -> Result<Self, CacheError> {
-        let store = Store::new(config)?;
-        Ok(Self {
+        config.validate()?;
+        let spawner = Spawner::capture()?;
+        let store = Store::redis(config, spawner.clone())?;
+        Ok(Self::assemble(config, store, Some(spawner)))
+    }
+
+    fn assemble(config: &CacheBuilder, store: Store, spawner: Option<Spawner>) -> Self {
+        // A finished fill answers callers whose GET raced it for as long as a GET can take.
+        let keep = (config.command_timeout * 2).max(Duration::from_secs(1));
+        Self {
             inner: Arc::new(Inner {
                 store,
                 namespace: config.namespace.clone(),
@@ -102,9 +156,11 @@ impl Cache {
                 warnings: WarnLimiter::default(),
                 single_flight: config.single_flight,
                 fill_wait: config.fill_wait,
-                flights: Flights::default(),
+                flights: Flights::new(keep),
+                pending: Pending::default(),
+                spawner,
             }),
-        })
+        }
     }
 
     /// The namespace put before every key.
@@ -128,8 +184,12 @@ impl Cache {
 
     /// Counters of this cache, per prefix and in total.
     pub fn stats(&self) -> Stats {
-        let mut stats = self.inner.stats.snapshot();
-        (stats.circuit_open, stats.circuit_opened) = self.inner.store.circuit();
+        let inner = &*self.inner;
+        let mut stats = inner.stats.snapshot();
+        (stats.circuit_open, stats.circuit_opened) = inner.store.circuit();
+        stats.connections_retired = inner.store.retired();
+        stats.waiting = inner.flights.waiting();
+        stats.pending_invalidations = inner.pending.len();
         stats
     }
 
@@ -139,31 +199,43 @@ impl Cache {
     }
 
     /// Cache-aside: returns the stored result for `key`, or runs `body`, stores what it
-    /// returns as `S` says, and returns it. Redis failing never fails the call.
+    /// returns as `S` says, and returns it. Redis failing never fails the call, and
+    /// concurrent misses of one key in this process run `body` once, Redis up or down.
     pub async fn get_or_fill<S, R, F>(&self, key: &Key, policy: &Policy, body: F) -> R
     where
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        let counters = self.inner.stats.prefix(&policy.prefix);
-        let epoch = self.inner.flights.epoch();
-        match self.lookup::<S, R>(key, policy, &counters).await {
-            Lookup::Hit(result) => result,
-            Lookup::Failed => {
-                counters.misses(1);
-                // Redis is failing: do not spend a second timeout on storing.
-                body.await
-            }
-            Lookup::Miss { stale } => {
-                counters.misses(1);
-                self.fill::<S, R, F>(key, policy, &counters, stale, epoch, body)
-                    .await
-            }
+        let inner = &*self.inner;
+        let counters = inner.stats.prefix(policy.prefix());
+        let mode = mode::current();
+        if mode == Mode::Bypass || inner.pending.covers(key.as_str()) {
+            counters.bypasses(1);
+            return body.await;
         }
+        let seq = inner.flights.seq();
+        let source = if mode == Mode::Refresh {
+            Source::Refresh
+        } else {
+            match self.lookup::<S, R>(key, policy, &counters).await {
+                Lookup::Hit { result, null, .. } => {
+                    if null {
+                        counters.null_hits(1);
+                    } else {
+                        counters.hits(1);
+                    }
+                    return result;
+                }
+                Lookup::Miss { stale } => Source::Miss { stale },
+                Lookup::Failed => Source::Failed,
+            }
+        };
+        self.fill::<S, R, F>(key, policy, &counters, seq, source, body)
+            .await
     }
 
     /// One `GET` and decode: the whole hit path.
-    async fn lookup<S: Shape<R>, R>(
+    pub(crate) async fn lookup<S: Shape<R>, R>(
         &self,
         key: &Key,
         policy: &Policy,
@@ -177,231 +249,41 @@ impl Cache {
                 return Lookup::Failed;
             }
         };
-        match codec::decode::<S::Value>(&bytes, policy.version) {
-            Ok(Decoded::Value(v)) => match S::from_hit(Some(v)) {
-                Some(result) => {
-                    counters.hits(1);
-                    Lookup::Hit(result)
-                }
-                None => Lookup::Miss { stale: true },
+        match self.decode::<S, R>(&bytes, policy, counters, key) {
+            Some((result, null)) => Lookup::Hit {
+                result,
+                null,
+                bytes,
             },
-            Ok(Decoded::Null) => match S::from_hit(None) {
-                Some(result) => {
-                    counters.null_hits(1);
-                    Lookup::Hit(result)
-                }
-                // A null marker under a shape that cannot be absent: replace it.
-                None => Lookup::Miss { stale: true },
-            },
+            None => Lookup::Miss { stale: true },
+        }
+    }
+
+    /// The result an entry stands for, and whether it was the null marker; `None` when it is
+    /// unusable (counted when it does not decode).
+    pub(crate) fn decode<S: Shape<R>, R>(
+        &self,
+        bytes: &[u8],
+        policy: &Policy,
+        counters: &Counters,
+        key: &Key,
+    ) -> Option<(R, bool)> {
+        match codec::decode::<S::Value>(bytes, policy.version) {
+            Ok(Decoded::Value(v)) => S::from_hit(Some(v)).map(|r| (r, false)),
+            // `None` from a shape that cannot be absent: replace the marker.
+            Ok(Decoded::Null) => S::from_hit(None).map(|r| (r, true)),
             Err(e) => {
                 counters.decode_failures(1);
-                tracing::debug!(key = %key, error = %e, "unusable cache entry, treated as a miss");
-                Lookup::Miss { stale: true }
+                tracing::debug!(key = %KeyTag(key), error = %e, "unusable cache entry, treated as a miss");
+                tracing::trace!(key = %key, "unusable cache entry");
+                None
             }
         }
     }
 
-    /// The miss path: coalesce with a fill already under way in this process, or lead one
-    /// (under the cross-process lock when the policy asks for it).
-    async fn fill<S, R, F>(
-        &self,
-        key: &Key,
-        policy: &Policy,
-        counters: &Counters,
-        stale: bool,
-        epoch: u64,
-        body: F,
-    ) -> R
-    where
-        S: Shape<R>,
-        F: Future<Output = R>,
-    {
-        let inner = &*self.inner;
-        let mut stale = stale;
-        let _leader = if inner.single_flight {
-            match inner.flights.join(key.as_str()) {
-                Flight::Leader(guard) => {
-                    // A fill that finished between our GET and now may have stored this key.
-                    if inner.flights.finished_since(epoch) {
-                        match self.lookup::<S, R>(key, policy, counters).await {
-                            Lookup::Hit(result) => {
-                                counters.coalesced(1);
-                                return result;
-                            }
-                            Lookup::Failed => return body.await,
-                            Lookup::Miss { stale: s } => stale = s,
-                        }
-                    }
-                    Some(guard)
-                }
-                Flight::Follower(mut done) => {
-                    // Woken when the leader finishes, fails, panics or is cancelled.
-                    let _ = tokio::time::timeout(inner.fill_wait, done.changed()).await;
-                    counters.coalesced(1);
-                    return match self.lookup::<S, R>(key, policy, counters).await {
-                        Lookup::Hit(result) => result,
-                        Lookup::Failed => body.await,
-                        // The leader stored nothing (an error, a panic, or Redis failing):
-                        // compute our own result.
-                        Lookup::Miss { stale } => {
-                            self.compute::<S, R, F>(key, policy, counters, stale, body)
-                                .await
-                        }
-                    };
-                }
-            }
-        } else {
-            None
-        };
-        match policy.lock_ms {
-            Some(lock_ms) => {
-                self.fill_locked::<S, R, F>(key, policy, counters, stale, lock_ms, body)
-                    .await
-            }
-            None => {
-                self.compute::<S, R, F>(key, policy, counters, stale, body)
-                    .await
-            }
-        }
-    }
-
-    /// Runs the body and stores its result.
-    async fn compute<S, R, F>(
-        &self,
-        key: &Key,
-        policy: &Policy,
-        counters: &Counters,
-        stale: bool,
-        body: F,
-    ) -> R
-    where
-        S: Shape<R>,
-        F: Future<Output = R>,
-    {
-        let result = body.await;
-        self.store::<S, R>(key, policy, &result, counters, stale)
-            .await;
-        result
-    }
-
-    /// Fills under a Redis lock (`SET NX PX`), so one process in the fleet runs the body;
-    /// the others poll the cache until the value appears, the lock frees up, or the lock's
-    /// TTL has passed, after which they run the body themselves.
-    async fn fill_locked<S, R, F>(
-        &self,
-        key: &Key,
-        policy: &Policy,
-        counters: &Counters,
-        stale: bool,
-        lock_ms: u64,
-        body: F,
-    ) -> R
-    where
-        S: Shape<R>,
-        F: Future<Output = R>,
-    {
-        let store = &self.inner.store;
-        let lock_key = format!("{key}#lock");
-        let token = format!("{:032x}", fastrand::u128(..));
-        let deadline = Instant::now() + Duration::from_millis(lock_ms);
-        let mut backoff = Duration::from_millis(5);
-        let mut stale = stale;
-        loop {
-            match store.lock(&lock_key, &token, lock_ms).await {
-                Ok(true) => {
-                    // Another process may have filled it between our miss and our lock.
-                    let result = match self.lookup::<S, R>(key, policy, counters).await {
-                        Lookup::Hit(result) => {
-                            counters.coalesced(1);
-                            result
-                        }
-                        Lookup::Miss { stale } => {
-                            self.compute::<S, R, F>(key, policy, counters, stale, body)
-                                .await
-                        }
-                        Lookup::Failed => body.await,
-                    };
-                    if let Err(e) = store.unlock(&lock_key, &token).await {
-                        self.failed(counters, "EVAL", &e);
-                    }
-                    return result;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    self.failed(counters, "SET NX", &e);
-                    return body.await;
-                }
-            }
-            if Instant::now() >= deadline {
-                break;
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_millis(100));
-            match self.lookup::<S, R>(key, policy, counters).await {
-                Lookup::Hit(result) => {
-                    counters.coalesced(1);
-                    return result;
-                }
-                Lookup::Failed => return body.await,
-                Lookup::Miss { stale: s } => stale = s,
-            }
-        }
-        tracing::debug!(key = %key, "cache lock still held after its ttl, running the body");
-        self.compute::<S, R, F>(key, policy, counters, stale, body)
-            .await
-    }
-
-    async fn store<S: Shape<R>, R>(
-        &self,
-        key: &Key,
-        policy: &Policy,
-        result: &R,
-        counters: &Counters,
-        stale: bool,
-    ) {
-        let inner = &*self.inner;
-        let (bytes, ttl) = match S::entry(result) {
-            Entry::Value(v) => match codec::encode_value(v, policy.version) {
-                Ok(bytes) => (bytes, policy.ttl),
-                Err(e) => {
-                    counters.errors(1);
-                    tracing::warn!(key = %key, error = %e, "cannot encode the result, not cached");
-                    return self.remove_stale(key, counters, stale).await;
-                }
-            },
-            Entry::Absent => (
-                codec::encode_null(policy.version),
-                policy.null_ttl.unwrap_or(inner.null_ttl),
-            ),
-            Entry::Skip => return self.remove_stale(key, counters, stale).await,
-        };
-        if bytes.len() > inner.max_value_bytes {
-            counters.oversized(1);
-            tracing::debug!(key = %key, bytes = bytes.len(), "result larger than max_value_bytes, not cached");
-            return self.remove_stale(key, counters, stale).await;
-        }
-        let ttl = match policy.jitter {
-            0 => ttl,
-            j => ttl + fastrand::u64(0..=j),
-        };
-        match inner.store.set_ex(key.as_str(), &bytes, ttl).await {
-            Ok(()) => counters.stores(1),
-            Err(e) => self.failed(counters, "SET", &e),
-        }
-    }
-
-    /// Deletes an unusable entry that no fresh value is about to replace.
-    async fn remove_stale(&self, key: &Key, counters: &Counters, stale: bool) {
-        if !stale {
-            return;
-        }
-        if let Err(e) = self.inner.store.unlink(&[key.as_str().to_owned()]).await {
-            self.failed(counters, "UNLINK", &e);
-        }
-    }
-
-    fn failed(&self, counters: &Counters, op: &'static str, error: &CacheError) {
-        counters.errors(1);
+    /// Counts and logs (rate-limited) a Redis command that failed.
+    pub(crate) fn failed(&self, counters: &Counters, op: &'static str, error: &CacheError) {
+        counters.redis_errors(1);
         match self.inner.warnings.admit() {
             Some(suppressed) => tracing::warn!(
                 op,
@@ -415,88 +297,23 @@ impl Cache {
         }
     }
 
-    /// Deletes exactly one entry. Returns whether it existed.
-    pub async fn invalidate(&self, key: &Key) -> Result<bool, CacheError> {
-        let n = self.inner.store.unlink(&[key.as_str().to_owned()]).await?;
-        self.inner.stats.prefix(key.prefix()).invalidated(n);
-        Ok(n > 0)
-    }
-
-    /// Deletes every entry under `prefix` (every argument tuple), in `SCAN` + `UNLINK`
-    /// batches that never block the server. Returns how many keys were deleted.
-    ///
-    /// Only `{namespace}{prefix}:*` is touched: invalidating `user` leaves `user2` alone.
-    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64, CacheError> {
-        validate_prefix(prefix)?;
-        let mut pattern = String::with_capacity(self.inner.namespace.len() + prefix.len() + 2);
-        glob_escape(&self.inner.namespace, &mut pattern);
-        pattern.push_str(prefix);
-        pattern.push_str(":*");
-        let n = self.scan_unlink(&pattern).await?;
-        self.inner.stats.prefix(prefix).invalidated(n);
-        Ok(n)
-    }
-
-    /// Deletes every key of this cache's namespace matching the Redis glob `pattern` (`*`,
-    /// `?`, `[…]`, `\` escapes), e.g. `item:*` or `user:42*`. Keys outside the namespace are
-    /// never touched. Returns how many keys were deleted.
-    pub async fn invalidate_pattern(&self, pattern: &str) -> Result<u64, CacheError> {
-        let mut full = String::with_capacity(self.inner.namespace.len() + pattern.len());
-        glob_escape(&self.inner.namespace, &mut full);
-        full.push_str(pattern);
-        let n = self.scan_unlink(&full).await?;
-        self.inner.stats.prefix("*").invalidated(n);
-        Ok(n)
-    }
-
-    async fn scan_unlink(&self, pattern: &str) -> Result<u64, CacheError> {
-        let store = &self.inner.store;
-        let mut cursor = 0;
-        let mut deleted = 0;
-        loop {
-            let (next, keys) = store.scan(cursor, pattern, SCAN_COUNT).await?;
-            deleted += store.unlink(&keys).await?;
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
-    }
-}
-
-/// Admits one warning per [`WARN_EVERY`] and counts the rest.
-#[derive(Default)]
-struct WarnLimiter {
-    // Milliseconds since `epoch` of the last warning, plus one (0: never warned).
-    last: AtomicU64,
-    suppressed: AtomicU64,
-    epoch: std::sync::OnceLock<Instant>,
-}
-
-impl WarnLimiter {
-    /// `Some(suppressed since the last warning)` when this failure may be logged at warn.
-    fn admit(&self) -> Option<u64> {
-        let epoch = *self.epoch.get_or_init(Instant::now);
-        let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
-        let last = self.last.load(Ordering::Relaxed);
-        let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
-        if last != 0 && now.saturating_sub(last) < every
-            || self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
-}
-
-impl Cache {
-    /// Counts and logs a key that could not be built; the call runs uncached.
+    /// Counts and logs (rate-limited per prefix) a key that could not be built; the call runs
+    /// uncached.
     pub(crate) fn key_failed(&self, policy: &Policy, error: &CacheError) {
-        self.inner.stats.prefix(policy.prefix()).errors(1);
-        tracing::warn!(prefix = policy.prefix(), error = %error, "cannot build the cache key, running uncached");
+        let counters = self.inner.stats.prefix(policy.prefix());
+        counters.errors(1);
+        match counters.warnings.admit() {
+            Some(suppressed) => tracing::warn!(
+                prefix = policy.prefix(),
+                error = %error,
+                suppressed,
+                "cannot build the cache key, running uncached"
+            ),
+            None => tracing::debug!(
+                prefix = policy.prefix(),
+                error = %error,
+                "cannot build the cache key, running uncached"
+            ),
+        }
     }
 }

@@ -4,6 +4,13 @@ use std::{fmt, time::Duration};
 
 use crate::{cache::Cache, error::CacheError};
 
+/// The longest timeout, window or wait the builder accepts.
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+/// The longest TTL accepted anywhere: ten years. Redis rejects far larger ones, and an entry
+/// meant to outlive that is not a cache entry.
+pub(crate) const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 /// The URL used when neither code nor `REDIS_URL` names one.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
@@ -24,9 +31,10 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// | key namespace | empty | `REDIS_CACHE_NAMESPACE` |
 /// | null-marker TTL | 60 s | `REDIS_CACHE_NULL_TTL_SECS` |
 /// | largest value stored | 1 MiB | `REDIS_CACHE_MAX_VALUE_BYTES` |
-/// | failures that open the circuit breaker (0: never) | 5 | `REDIS_CACHE_BREAKER_THRESHOLD` |
+/// | failure events within the window that open the circuit breaker (0: never) | 5 | `REDIS_CACHE_BREAKER_THRESHOLD` |
+/// | the circuit breaker's window | 10000 ms | `REDIS_CACHE_BREAKER_WINDOW_MS` |
 /// | circuit breaker cool-down before a probe | 1000 ms | `REDIS_CACHE_BREAKER_COOLDOWN_MS` |
-/// | in-process single-flight of misses | on | `REDIS_CACHE_SINGLE_FLIGHT` (`0`/`1`) |
+/// | in-process single-flight of misses | on | `REDIS_CACHE_SINGLE_FLIGHT` (`true`/`false`/`1`/`0`) |
 /// | longest wait for another caller's fill | 5000 ms | `REDIS_CACHE_FILL_WAIT_MS` |
 #[derive(Clone)]
 pub struct CacheBuilder {
@@ -40,6 +48,7 @@ pub struct CacheBuilder {
     pub(crate) null_ttl: Duration,
     pub(crate) max_value_bytes: usize,
     pub(crate) breaker_threshold: u32,
+    pub(crate) breaker_window: Duration,
     pub(crate) breaker_cooldown: Duration,
     pub(crate) single_flight: bool,
     pub(crate) fill_wait: Duration,
@@ -58,6 +67,7 @@ impl fmt::Debug for CacheBuilder {
             .field("null_ttl", &self.null_ttl)
             .field("max_value_bytes", &self.max_value_bytes)
             .field("breaker_threshold", &self.breaker_threshold)
+            .field("breaker_window", &self.breaker_window)
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("single_flight", &self.single_flight)
             .field("fill_wait", &self.fill_wait)
@@ -78,6 +88,7 @@ impl CacheBuilder {
             null_ttl: Duration::from_secs(60),
             max_value_bytes: 1 << 20,
             breaker_threshold: 5,
+            breaker_window: Duration::from_secs(10),
             breaker_cooldown: Duration::from_secs(1),
             single_flight: true,
             fill_wait: Duration::from_secs(5),
@@ -100,6 +111,21 @@ impl CacheBuilder {
                 Some(v) => v.trim().parse().map(Some).map_err(|_| {
                     CacheError::Config(format!("{name}={v:?} is not a non-negative integer"))
                 }),
+            }
+        }
+        fn flag(
+            lookup: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<Option<bool>, CacheError> {
+            match lookup(name) {
+                None => Ok(None),
+                Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                    "1" | "true" => Ok(Some(true)),
+                    "0" | "false" => Ok(Some(false)),
+                    _ => Err(CacheError::Config(format!(
+                        "{name}={v:?} is not a boolean (true, false, 1 or 0)"
+                    ))),
+                },
             }
         }
         let mut b = Self::new(lookup("REDIS_URL").unwrap_or_else(|| DEFAULT_URL.to_owned()));
@@ -130,11 +156,14 @@ impl CacheBuilder {
         if let Some(n) = num(&lookup, "REDIS_CACHE_BREAKER_THRESHOLD")? {
             b.breaker_threshold = n;
         }
+        if let Some(ms) = num(&lookup, "REDIS_CACHE_BREAKER_WINDOW_MS")? {
+            b.breaker_window = Duration::from_millis(ms);
+        }
         if let Some(ms) = num(&lookup, "REDIS_CACHE_BREAKER_COOLDOWN_MS")? {
             b.breaker_cooldown = Duration::from_millis(ms);
         }
-        if let Some(on) = num::<u8>(&lookup, "REDIS_CACHE_SINGLE_FLIGHT")? {
-            b = b.single_flight(on != 0);
+        if let Some(on) = flag(&lookup, "REDIS_CACHE_SINGLE_FLIGHT")? {
+            b = b.single_flight(on);
         }
         if let Some(ms) = num(&lookup, "REDIS_CACHE_FILL_WAIT_MS")? {
             b = b.fill_wait(Duration::from_millis(ms));
@@ -195,11 +224,22 @@ impl CacheBuilder {
         self
     }
 
-    /// Opens the circuit after `threshold` consecutive failures (0 disables it) and probes
-    /// Redis again after `cooldown`. While open, cached calls run their bodies at once.
+    /// Opens the circuit after `threshold` failure events within the breaker's window (0
+    /// disables it) and probes Redis again after `cooldown`. While open, cached calls run their
+    /// bodies at once.
+    ///
+    /// An event is a connection that broke or stopped answering (however many commands were in
+    /// flight on it) or a failed reconnect: 64 callers on one dropped connection are one event.
     pub fn circuit_breaker(mut self, threshold: u32, cooldown: Duration) -> Self {
         self.breaker_threshold = threshold;
         self.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// How far back the breaker counts failure events (10 s by default): `threshold` events
+    /// further apart than this never open the circuit.
+    pub fn breaker_window(mut self, window: Duration) -> Self {
+        self.breaker_window = window;
         self
     }
 
@@ -226,11 +266,31 @@ impl CacheBuilder {
         if usize::try_from(self.max_size).map_or(true, |m| m < self.connections) {
             return bad("pool max size must be at least the number of connections");
         }
-        if self.connect_timeout.is_zero() || self.command_timeout.is_zero() {
-            return bad("timeouts must be greater than zero");
+        if self.min_idle > self.max_size {
+            return bad("pool min idle must not exceed the pool max size");
+        }
+        let all_timeouts = [
+            self.connect_timeout,
+            self.command_timeout,
+            self.breaker_window,
+            self.breaker_cooldown,
+            self.fill_wait,
+        ];
+        if all_timeouts.iter().any(Duration::is_zero) {
+            return bad(
+                "timeouts, the breaker window and cool-down and the fill wait must be greater than zero",
+            );
+        }
+        if all_timeouts.iter().any(|t| *t > MAX_WAIT) {
+            return bad(
+                "timeouts, the breaker window and cool-down and the fill wait must be at most one hour",
+            );
         }
         if self.null_ttl.as_secs() == 0 {
             return bad("the null ttl must be at least one second");
+        }
+        if self.null_ttl > MAX_TTL {
+            return bad("the null ttl must be at most ten years");
         }
         Ok(())
     }
@@ -244,9 +304,16 @@ impl CacheBuilder {
     /// Returns the cache without waiting for Redis: connections are made in the background on
     /// first use, and until Redis answers every cached call runs its body.
     ///
-    /// Must be called within a Tokio runtime.
+    /// Must be called within a Tokio runtime (which runs the background connects); outside
+    /// one it returns an error.
     pub fn build_lazy(self) -> Result<Cache, CacheError> {
         Cache::lazy(self)
+    }
+
+    /// [`Cache::in_memory`] with this builder's namespace, null TTL, value size, single-flight
+    /// and fill-wait settings; the URL and connection settings are not used.
+    pub fn build_in_memory(self) -> Result<Cache, CacheError> {
+        Cache::memory(self)
     }
 }
 

@@ -1,30 +1,29 @@
 //! The process-wide default cache used by `#[redis_cache]` without a `cache = …` option.
 
 use std::sync::{
-    PoisonError, RwLock,
+    Arc,
     atomic::{AtomicBool, Ordering},
 };
 
+use arc_swap::ArcSwapOption;
+
 use crate::cache::Cache;
 
-static DEFAULT: RwLock<Option<Cache>> = RwLock::new(None);
+// Read on every call: a lock-free load rather than a lock word every thread writes.
+static DEFAULT: ArcSwapOption<Cache> = ArcSwapOption::const_empty();
 static WARNED: AtomicBool = AtomicBool::new(false);
 
 /// Makes `cache` the default of every `#[redis_cache]` function that names no cache of its
 /// own. Returns the cache installed before, if any.
 pub fn install(cache: Cache) -> Option<Cache> {
     DEFAULT
-        .write()
-        .unwrap_or_else(PoisonError::into_inner)
-        .replace(cache)
+        .swap(Some(Arc::new(cache)))
+        .map(|previous| Cache::clone(&previous))
 }
 
 /// The installed default cache, if any.
 pub fn installed() -> Option<Cache> {
-    DEFAULT
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
+    DEFAULT.load().as_deref().cloned()
 }
 
 /// The default cache; with none installed, warns once so the cause is visible, and callers

@@ -51,27 +51,33 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod backend;
 mod breaker;
 mod cache;
 mod codec;
 mod config;
 mod error;
+mod fill;
 mod flight;
 mod global;
+mod invalidate;
 pub mod key;
+mod memory;
+mod mode;
 mod policy;
 pub mod shape;
+mod spawn;
 mod stats;
-mod store;
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use cache::Cache;
 pub use config::{CacheBuilder, DEFAULT_URL, redact_url};
-pub use error::CacheError;
+pub use error::{BoxError, CacheError, ErrorKind};
 pub use global::{install, installed};
 pub use key::{Key, KeyBuilder};
+pub use mode::{bypass, refresh};
 pub use policy::Policy;
 pub use stats::{Counts, Stats};
 

@@ -1,0 +1,488 @@
+//! The standalone Redis backend: a bb8-redis pool and a few shared multiplexed connections.
+//!
+//! bb8 owns connection life: it connects with a timeout, checks a connection with `PING` when
+//! it is handed out, closes connections that broke or outlived `max_lifetime`, and reaps idle
+//! ones. The cached path does not check a connection out per command, which would forfeit
+//! pipelining: each of a few *slots* leases one multiplexed connection from bb8 and every
+//! caller sends on a clone of it, so concurrent commands share its pipeline. A lease ends:
+//! - when the connection breaks (an I/O error, a dropped connection, or a `READONLY`,
+//!   `LOADING` or `MASTERDOWN` reply): it goes back to bb8 marked broken, so bb8 closes it;
+//! - after [`RETIRE_AFTER_TIMEOUTS`] consecutive timeouts, the sign of a half-open connection
+//!   (a failover, a silent load balancer) that no error will ever reveal;
+//! - after the lease time, healthy: it returns to bb8, which recycles it, and the slot takes a
+//!   freshly checked one.
+//!
+//! A slot is refilled in the background, with back-off, by a task that holds the slot's
+//! refill flag in a guard (a task dropped at shutdown or by a panic frees the flag). Until
+//! then callers fail fast and run their bodies.
+
+use std::{
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwapOption;
+use bb8::{ErrorSink, Pool, PooledConnection, RunError};
+use bb8_redis::RedisConnectionManager;
+use redis::{
+    Cmd, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult,
+    aio::MultiplexedConnection,
+    io::tcp::{TcpSettings, socket2::TcpKeepalive},
+};
+
+use crate::{
+    breaker::Breaker,
+    config::{CacheBuilder, redact_url},
+    error::{CacheError, is_failover_code},
+    spawn::Spawner,
+};
+
+/// Consecutive timeouts after which a connection is presumed half-open and replaced.
+pub(crate) const RETIRE_AFTER_TIMEOUTS: u32 = 3;
+
+/// How long a slot keeps a healthy connection before handing it back to bb8.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// bb8 closes connections older than this when they come back.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+type Pooled = PooledConnection<'static, Manager>;
+
+/// A command that did not succeed, as the layers above need to know it.
+#[derive(Debug)]
+pub(crate) enum Fault {
+    /// No answer within the command timeout. `event`: the first timeout of its connection
+    /// since its last success.
+    Timeout { event: bool },
+    /// The connection is unusable and was retired. `event`: this caller retired it.
+    Broken { event: bool, error: RedisError },
+    /// No connection yet: one is being made.
+    NoConnection,
+    /// Redis answered with an error; the connection is fine.
+    Command(RedisError),
+}
+
+impl Fault {
+    pub(crate) fn into_error(self, command_timeout: Duration) -> CacheError {
+        match self {
+            Fault::Timeout { .. } => CacheError::Timeout(command_timeout),
+            Fault::NoConnection => CacheError::Unavailable,
+            Fault::Broken { error, .. } | Fault::Command(error) => match error.code() {
+                Some(code) => CacheError::Command {
+                    code: Some(code.to_owned()),
+                    source: Box::new(error),
+                },
+                None if error.kind() == redis::ErrorKind::Io => {
+                    CacheError::Connection(Box::new(error))
+                }
+                None => CacheError::Command {
+                    code: None,
+                    source: Box::new(error),
+                },
+            },
+        }
+    }
+}
+
+/// bb8-redis's manager, plus a flag through which a slot tells bb8 a connection broke.
+struct Manager {
+    inner: RedisConnectionManager,
+    response_timeout: Duration,
+}
+
+struct Conn {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Conn, RedisError> {
+        let mut conn = self.inner.connect().await?;
+        conn.set_response_timeout(self.response_timeout);
+        Ok(Conn {
+            conn,
+            broken: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
+        self.inner.is_valid(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.broken.load(Ordering::Acquire)
+    }
+}
+
+pub(crate) struct RedisStore {
+    pool: Pool<Manager>,
+    slots: Box<[Slot]>,
+    next: AtomicUsize,
+    generation: AtomicU64,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    last_connect_error: LastError,
+    url: String,
+    breaker: Arc<Breaker>,
+    spawner: Spawner,
+    retired: AtomicU64,
+    unlock: redis::Script,
+    this: Weak<RedisStore>,
+}
+
+#[derive(Default)]
+struct Slot {
+    conn: ArcSwapOption<Held>,
+    refilling: AtomicBool,
+    timeouts: AtomicU32,
+}
+
+struct Held {
+    generation: u64,
+    conn: MultiplexedConnection,
+    since: Instant,
+    // Keeps the connection leased from bb8; dropping it hands it back (closed if `broken`).
+    pooled: Pooled,
+}
+
+impl Held {
+    fn mark_broken(&self) {
+        self.pooled.broken.store(true, Ordering::Release);
+    }
+}
+
+/// The last connection error bb8 met, to explain a checkout timeout in words.
+#[derive(Clone, Debug, Default)]
+struct LastError(Arc<Mutex<Option<RedisError>>>);
+
+impl ErrorSink<RedisError> for LastError {
+    fn sink(&self, error: RedisError) {
+        tracing::debug!(error = %error, "redis connection attempt failed");
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<RedisError>> {
+        Box::new(self.clone())
+    }
+}
+
+impl LastError {
+    fn take(&self) -> Option<RedisError> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
+
+/// Clears a slot's refill flag however the refill ends: done, failed, cancelled or panicked.
+struct RefillFlag {
+    store: Weak<RedisStore>,
+    index: usize,
+}
+
+impl Drop for RefillFlag {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.upgrade() {
+            store.slots[self.index]
+                .refilling
+                .store(false, Ordering::Release);
+        }
+    }
+}
+
+/// The slot a command was sent on, to judge its outcome.
+struct Lease {
+    index: usize,
+    generation: u64,
+}
+
+/// `COMPARE_AND_DELETE`: releases a lock only while it still holds the caller's token.
+const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
+     return redis.call('DEL', KEYS[1]) else return 0 end";
+
+impl RedisStore {
+    pub(crate) fn new(
+        config: &CacheBuilder,
+        breaker: Arc<Breaker>,
+        spawner: Spawner,
+    ) -> Result<Arc<Self>, CacheError> {
+        let url = redact_url(&config.url);
+        let invalid = |e: RedisError| CacheError::InvalidUrl {
+            url: url.clone(),
+            reason: e.to_string(),
+        };
+        // Keepalive probes find a peer that vanished without a word (a failed-over host).
+        let keepalive = TcpKeepalive::new()
+            .with_time(Duration::from_secs(15))
+            .with_interval(Duration::from_secs(5));
+        let info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(invalid)?
+            .set_tcp_settings(TcpSettings::default().set_keepalive(keepalive));
+        let manager = Manager {
+            inner: RedisConnectionManager::new(info).map_err(invalid)?,
+            response_timeout: config.command_timeout,
+        };
+        let last_connect_error = LastError::default();
+        let pool = Pool::builder()
+            .max_size(config.max_size)
+            .min_idle(Some(config.min_idle).filter(|&n| n > 0))
+            .connection_timeout(config.connect_timeout)
+            .max_lifetime(Some(MAX_LIFETIME))
+            .test_on_check_out(true)
+            .error_sink(Box::new(last_connect_error.clone()))
+            .build_unchecked(manager);
+        Ok(Arc::new_cyclic(|this| Self {
+            pool,
+            slots: (0..config.connections).map(|_| Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            command_timeout: config.command_timeout,
+            connect_timeout: config.connect_timeout,
+            last_connect_error,
+            url,
+            breaker,
+            spawner,
+            retired: AtomicU64::new(0),
+            unlock: redis::Script::new(UNLOCK_SCRIPT),
+            this: this.clone(),
+        }))
+    }
+
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
+    /// Connections retired as broken or half-open so far.
+    pub(crate) fn retired(&self) -> u64 {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Fills every slot now, explaining a failure in words a user can act on.
+    pub(crate) async fn connect_all(&self) -> Result<(), CacheError> {
+        for index in 0..self.slots.len() {
+            self.fill(index).await?;
+        }
+        let pong: String = self
+            .query(&redis::cmd("PING"))
+            .await
+            .map_err(|f| f.into_error(self.command_timeout))?;
+        if pong != "PONG" {
+            return Err(CacheError::Config(format!(
+                "{} answered PING with {pong:?}: is it a redis server?",
+                self.url
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts filling every slot in the background.
+    pub(crate) fn connect_in_background(&self) {
+        for index in 0..self.slots.len() {
+            self.refill(index);
+        }
+    }
+
+    /// Retires every connection and makes new ones, so the probe after the circuit's
+    /// cool-down finds a fresh connection rather than the one that failed.
+    pub(crate) fn reconnect_all(&self) {
+        for index in 0..self.slots.len() {
+            if let Some(held) = self.slots[index].conn.swap(None) {
+                held.mark_broken();
+            }
+            self.refill(index);
+        }
+    }
+
+    /// Runs one command on a shared connection, bounded by the command timeout.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Fault> {
+        let (lease, mut conn) = self.checkout()?;
+        let result = cmd.query_async::<T>(&mut conn).await;
+        self.judge(&lease, result)
+    }
+
+    /// Releases `key` if it still holds `token` (`EVALSHA`, loading the script once).
+    pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<bool, Fault> {
+        let (lease, mut conn) = self.checkout()?;
+        let result = self
+            .unlock
+            .key(key)
+            .arg(token)
+            .invoke_async::<i64>(&mut conn)
+            .await;
+        self.judge(&lease, result).map(|n| n > 0)
+    }
+
+    fn checkout(&self) -> Result<(Lease, MultiplexedConnection), Fault> {
+        let index = if self.slots.len() == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()
+        };
+        let slot = &self.slots[index];
+        let guard = slot.conn.load();
+        let Some(held) = guard.as_ref() else {
+            drop(guard);
+            self.refill(index);
+            return Err(Fault::NoConnection);
+        };
+        if held.since.elapsed() >= LEASE {
+            // Healthy but due: swap in a freshly checked connection, keep using this one.
+            self.refill(index);
+        }
+        let lease = Lease {
+            index,
+            generation: held.generation,
+        };
+        Ok((lease, held.conn.clone()))
+    }
+
+    /// Classifies a command's outcome and retires the connection when it is the culprit.
+    fn judge<T>(&self, lease: &Lease, result: RedisResult<T>) -> Result<T, Fault> {
+        let slot = &self.slots[lease.index];
+        let error = match result {
+            Ok(value) => {
+                // Read first: a store on every command would bounce this line between cores.
+                if slot.timeouts.load(Ordering::Relaxed) != 0 {
+                    slot.timeouts.store(0, Ordering::Relaxed);
+                }
+                return Ok(value);
+            }
+            Err(e) => e,
+        };
+        if error.is_timeout() {
+            let n = slot.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == RETIRE_AFTER_TIMEOUTS {
+                self.retire(lease, "stopped answering");
+            }
+            return Err(Fault::Timeout { event: n == 1 });
+        }
+        let failover = error.code().is_some_and(is_failover_code);
+        if failover
+            || error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_unrecoverable_error()
+        {
+            let why = if failover {
+                "answered with a failover error"
+            } else {
+                "broke"
+            };
+            let event = self.retire(lease, why);
+            return Err(Fault::Broken { event, error });
+        }
+        Err(Fault::Command(error))
+    }
+
+    /// Empties the slot if it still holds the leased connection; returns whether this call
+    /// did (so many callers on one dead connection make one event).
+    fn retire(&self, lease: &Lease, why: &'static str) -> bool {
+        let slot = &self.slots[lease.index];
+        let current = slot.conn.load_full();
+        let Some(held) = current.filter(|h| h.generation == lease.generation) else {
+            return false;
+        };
+        let previous = slot.conn.compare_and_swap(&Some(Arc::clone(&held)), None);
+        let won = previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, &held));
+        if won {
+            held.mark_broken();
+            self.retired.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(url = %self.url, why, "redis connection retired; reconnecting in the background");
+            self.refill(lease.index);
+        }
+        won
+    }
+
+    /// Starts (re)filling a slot in the background unless that is already under way; retries
+    /// with back-off until it succeeds or the cache is dropped.
+    fn refill(&self, index: usize) {
+        if self.slots[index].refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let flag = RefillFlag {
+            store: self.this.clone(),
+            index,
+        };
+        let weak = self.this.clone();
+        self.spawner.spawn(async move {
+            let _flag = flag;
+            let mut backoff = BACKOFF_MIN;
+            loop {
+                let Some(store) = weak.upgrade() else { return };
+                match store.fill(index).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "redis reconnect attempt failed");
+                        store.breaker.event();
+                    }
+                }
+                drop(store);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        });
+    }
+
+    async fn fill(&self, index: usize) -> Result<(), CacheError> {
+        let pooled = match self.pool.get_owned().await {
+            Ok(p) => p,
+            Err(RunError::User(e)) => return Err(self.explain(e)),
+            Err(RunError::TimedOut) => {
+                return Err(match self.last_connect_error.take() {
+                    Some(e) => self.explain(e),
+                    None => CacheError::ConnectTimeout {
+                        url: self.url.clone(),
+                        timeout: self.connect_timeout,
+                    },
+                });
+            }
+        };
+        let held = Held {
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            conn: pooled.conn.clone(),
+            since: Instant::now(),
+            pooled,
+        };
+        let slot = &self.slots[index];
+        slot.timeouts.store(0, Ordering::Relaxed);
+        // The lease it replaces (if any) goes back to bb8 once in-flight commands let go.
+        slot.conn.store(Some(Arc::new(held)));
+        tracing::debug!(url = %self.url, "redis connection ready");
+        Ok(())
+    }
+
+    fn explain(&self, e: RedisError) -> CacheError {
+        let code = e.code().unwrap_or_default();
+        let hint = if e.is_connection_refusal() {
+            "connection refused (is redis-server running and listening at this address?)"
+        } else if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(code, "NOAUTH" | "WRONGPASS")
+        {
+            "authentication failed (check the user and password in the URL)"
+        } else if e.is_timeout() {
+            "the connection timed out (is the host reachable?)"
+        } else if e.is_io_error() {
+            "the connection failed (check the host and port in the URL)"
+        } else {
+            "the server rejected the connection"
+        };
+        CacheError::Connect {
+            url: self.url.clone(),
+            hint,
+            source: Box::new(e),
+        }
+    }
+}

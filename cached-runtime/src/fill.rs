@@ -1,0 +1,388 @@
+//! The miss path: coalesce with a fill of the same key under way in this process, or lead
+//! one (under the cross-process lock when the policy asks for it), store the result and hand
+//! it to the followers.
+//!
+//! Every call is counted under exactly one outcome, where it returns.
+
+use std::{
+    future::Future,
+    time::{Duration, Instant},
+};
+
+use crate::{
+    cache::{Cache, KeyTag, Lookup},
+    codec,
+    flight::{Join, LeaderGuard, Published, Waited},
+    key::Key,
+    policy::Policy,
+    shape::{Entry, Shape},
+    stats::Counters,
+};
+
+/// Why the body is about to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The `GET` found nothing usable; `stale` when an unusable entry is there.
+    Miss { stale: bool },
+    /// The cache could not be read: compute and share, but do not store.
+    Failed,
+    /// A `refresh` scope: compute and store without reading first.
+    Refresh,
+}
+
+impl Source {
+    /// Counts the outcome of a call that runs the body for this reason.
+    fn count(self, counters: &Counters) {
+        match self {
+            Source::Miss { .. } => counters.misses(1),
+            Source::Failed => counters.errors(1),
+            Source::Refresh => counters.bypasses(1),
+        }
+    }
+
+    fn stale(self) -> bool {
+        matches!(self, Source::Miss { stale: true })
+    }
+}
+
+/// A computed result's stored form.
+struct Encoded {
+    bytes: Published,
+    ttl: u64,
+    /// Within the size limit.
+    storable: bool,
+}
+
+/// The cross-process fill lock, released (compare-and-delete) when dropped: by the holder when
+/// it is done, or in the background when its future is dropped mid-fill.
+struct HeldLock {
+    cache: Cache,
+    key: String,
+    token: String,
+    released: bool,
+}
+
+impl HeldLock {
+    async fn release(mut self, counters: &Counters) {
+        if let Err(e) = self.cache.inner.store.unlock(&self.key, &self.token).await {
+            self.cache.failed(counters, "EVALSHA", &e);
+        }
+        // Set only once the release was answered: a release cancelled midway is redone by drop.
+        self.released = true;
+    }
+}
+
+impl Drop for HeldLock {
+    fn drop(&mut self) {
+        if self.released || self.cache.inner.store.unlock_now(&self.key, &self.token) {
+            return;
+        }
+        // Without a runtime the lock expires with its TTL.
+        let Some(spawner) = &self.cache.inner.spawner else {
+            return;
+        };
+        let cache = self.cache.clone();
+        let key = std::mem::take(&mut self.key);
+        let token = std::mem::take(&mut self.token);
+        spawner.spawn(async move {
+            if let Err(e) = cache.inner.store.unlock(&key, &token).await {
+                tracing::debug!(error = %e, "cannot release an abandoned cache lock; it expires with its ttl");
+            }
+        });
+    }
+}
+
+impl Cache {
+    /// Coalesces with a fill of `key` under way (or just finished) in this process, or leads
+    /// one.
+    pub(crate) async fn fill<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        counters: &Counters,
+        seq: u64,
+        source: Source,
+        body: F,
+    ) -> R
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        let inner = &*self.inner;
+        if !inner.single_flight {
+            return self
+                .lead::<S, R, F>(key, policy, counters, source, None, body)
+                .await;
+        }
+        // A leader under the lock may wait for another process as long as the lock lives.
+        let wait = inner.fill_wait + policy.lock_ms.map_or(Duration::ZERO, Duration::from_millis);
+        loop {
+            let published = match inner.flights.join(key.as_str(), seq) {
+                Join::Leader(guard) => {
+                    return self
+                        .lead::<S, R, F>(key, policy, counters, source, Some(guard), body)
+                        .await;
+                }
+                Join::Recent(published) => published,
+                Join::Follower(rx) => match inner.flights.wait(rx, wait).await {
+                    Waited::Published(published) => published,
+                    // The leader stored nothing shareable or was dropped: one of us leads now.
+                    Waited::Abandoned => continue,
+                    Waited::TimedOut => {
+                        tracing::debug!(key = %KeyTag(key), "another caller's fill is taking too long, running the body");
+                        source.count(counters);
+                        return body.await;
+                    }
+                },
+            };
+            if let Some((result, _)) = self.decode::<S, R>(&published, policy, counters, key) {
+                counters.coalesced(1);
+                return result;
+            }
+            source.count(counters);
+            return body.await;
+        }
+    }
+
+    async fn lead<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        counters: &Counters,
+        source: Source,
+        guard: Option<LeaderGuard<'_>>,
+        body: F,
+    ) -> R
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        if let (Source::Miss { stale }, Some(lock_ms)) = (source, policy.lock_ms) {
+            return self
+                .fill_locked::<S, R, F>(key, policy, counters, stale, lock_ms, guard, body)
+                .await;
+        }
+        source.count(counters);
+        self.compute::<S, R, F>(key, policy, counters, source, guard, body)
+            .await
+    }
+
+    /// Runs the body, stores its result (unless Redis is failing or the key was invalidated
+    /// meanwhile) and publishes it to the followers.
+    async fn compute<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        counters: &Counters,
+        source: Source,
+        guard: Option<LeaderGuard<'_>>,
+        body: F,
+    ) -> R
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        let result = body.await;
+        let Some(encoded) = self.encode::<S, R>(key, policy, counters, &result) else {
+            // Nothing to share (an `Err`, or a value that does not encode): dropping the guard
+            // hands the fill to one follower.
+            drop(guard);
+            if source.stale() {
+                self.remove_stale(key, counters).await;
+            }
+            return result;
+        };
+        let invalidated = || guard.as_ref().is_some_and(LeaderGuard::invalidated);
+        if source != Source::Failed && encoded.storable && !invalidated() {
+            let stored = self.store_entry(key, &encoded, counters).await;
+            // An invalidation that raced our SET may have run before it reached Redis.
+            if stored && invalidated() {
+                let _ = self.inner.store.delete(&[key.as_str()]).await;
+            }
+        } else if source.stale() && !encoded.storable {
+            self.remove_stale(key, counters).await;
+        }
+        if let Some(guard) = guard {
+            guard.publish(encoded.bytes);
+        }
+        result
+    }
+
+    /// Fills under a Redis lock (`SET NX PX`), so one process in the fleet runs the body; the
+    /// others poll the cache until the value appears, the lock frees up, or the lock's TTL has
+    /// passed, after which they run the body themselves.
+    #[allow(clippy::too_many_arguments)]
+    async fn fill_locked<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        counters: &Counters,
+        stale: bool,
+        lock_ms: u64,
+        guard: Option<LeaderGuard<'_>>,
+        body: F,
+    ) -> R
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        let store = &self.inner.store;
+        let lock_key = format!("{key}#lock");
+        let token = format!("{:032x}", fastrand::u128(..));
+        let deadline = Instant::now() + Duration::from_millis(lock_ms);
+        let mut backoff = Duration::from_millis(5);
+        let mut stale = stale;
+        loop {
+            match store.lock(&lock_key, &token, lock_ms).await {
+                Ok(true) => {
+                    let held = HeldLock {
+                        cache: self.clone(),
+                        key: lock_key,
+                        token,
+                        released: false,
+                    };
+                    // Another process may have filled it between our miss and our lock.
+                    let result = match self.lookup::<S, R>(key, policy, counters).await {
+                        Lookup::Hit { result, bytes, .. } => {
+                            counters.coalesced(1);
+                            if let Some(guard) = guard {
+                                guard.publish(bytes.into());
+                            }
+                            result
+                        }
+                        Lookup::Miss { stale } => {
+                            let source = Source::Miss { stale };
+                            source.count(counters);
+                            self.compute::<S, R, F>(key, policy, counters, source, guard, body)
+                                .await
+                        }
+                        Lookup::Failed => {
+                            counters.errors(1);
+                            self.compute::<S, R, F>(
+                                key,
+                                policy,
+                                counters,
+                                Source::Failed,
+                                guard,
+                                body,
+                            )
+                            .await
+                        }
+                    };
+                    held.release(counters).await;
+                    return result;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    self.failed(counters, "SET NX", &e);
+                    counters.errors(1);
+                    return self
+                        .compute::<S, R, F>(key, policy, counters, Source::Failed, guard, body)
+                        .await;
+                }
+            }
+            if Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(100));
+            match self.lookup::<S, R>(key, policy, counters).await {
+                Lookup::Hit { result, bytes, .. } => {
+                    counters.coalesced(1);
+                    if let Some(guard) = guard {
+                        guard.publish(bytes.into());
+                    }
+                    return result;
+                }
+                Lookup::Failed => {
+                    counters.errors(1);
+                    return self
+                        .compute::<S, R, F>(key, policy, counters, Source::Failed, guard, body)
+                        .await;
+                }
+                Lookup::Miss { stale: s } => stale = s,
+            }
+        }
+        tracing::debug!(key = %KeyTag(key), "cache lock still held after its ttl, running the body");
+        let source = Source::Miss { stale };
+        source.count(counters);
+        self.compute::<S, R, F>(key, policy, counters, source, guard, body)
+            .await
+    }
+
+    /// The stored form of a result, or `None` when there is nothing to store or share.
+    fn encode<S: Shape<R>, R>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        counters: &Counters,
+        result: &R,
+    ) -> Option<Encoded> {
+        let inner = &*self.inner;
+        let (bytes, ttl) = match S::entry(result) {
+            Entry::Value(v) => match codec::encode_value(v, policy.version) {
+                Ok(bytes) => (bytes, policy.ttl),
+                Err(e) => {
+                    counters.encode_failures(1);
+                    match counters.warnings.admit() {
+                        Some(suppressed) => tracing::warn!(
+                            prefix = key.prefix(),
+                            error = %e,
+                            suppressed,
+                            "cannot encode the result as JSON, not cached"
+                        ),
+                        None => {
+                            tracing::debug!(prefix = key.prefix(), error = %e, "cannot encode the result as JSON, not cached")
+                        }
+                    }
+                    return None;
+                }
+            },
+            Entry::Absent => (
+                codec::encode_null(policy.version),
+                policy.null_ttl.unwrap_or(inner.null_ttl),
+            ),
+            Entry::Skip => return None,
+        };
+        let storable = bytes.len() <= inner.max_value_bytes;
+        if !storable {
+            counters.oversized(1);
+            tracing::debug!(key = %KeyTag(key), bytes = bytes.len(), "result larger than max_value_bytes, not cached");
+        }
+        let ttl = match policy.jitter {
+            0 => ttl,
+            j => ttl + fastrand::u64(0..=j),
+        };
+        Some(Encoded {
+            bytes: bytes.into(),
+            ttl,
+            storable,
+        })
+    }
+
+    /// `SET … EX`; whether it was stored.
+    async fn store_entry(&self, key: &Key, encoded: &Encoded, counters: &Counters) -> bool {
+        match self
+            .inner
+            .store
+            .set_ex(key.as_str(), &encoded.bytes, encoded.ttl)
+            .await
+        {
+            Ok(()) => {
+                counters.stores(1);
+                true
+            }
+            Err(e) => {
+                self.failed(counters, "SET", &e);
+                false
+            }
+        }
+    }
+
+    /// Deletes an unusable entry that no fresh value is about to replace.
+    async fn remove_stale(&self, key: &Key, counters: &Counters) {
+        if let Err(e) = self.inner.store.delete(&[key.as_str()]).await {
+            self.failed(counters, "UNLINK", &e);
+        }
+    }
+}

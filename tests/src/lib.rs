@@ -1,14 +1,31 @@
-//! Test support: a private `redis-server` per test, on a free loopback port, killed on drop.
+//! Test support: a private `redis-server` per test, on a free loopback port, killed on drop;
+//! signals without `/bin/kill`; polling instead of sleeping; a fault-injecting TCP [`proxy`].
 
 use std::{
     io,
     net::TcpListener,
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
 
-use cached_runtime::Cache;
+use cached_runtime::{Cache, CacheBuilder};
+pub use nix::sys::signal::Signal;
+
+pub mod proxy;
+pub use proxy::Proxy;
+
+/// Command and connect timeout of the caches the harness builds: generous, because a loaded
+/// 2-core CI machine can take far longer than a production timeout to answer. Tests about
+/// timeouts set their own through [`RedisServer::cache_builder`].
+pub const GENEROUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a starting server may take to answer `PING`.
+const READY_WITHIN: Duration = Duration::from_secs(10);
+
+/// How many fresh ports [`RedisServer::start`] tries when the server cannot bind one.
+const START_ATTEMPTS: usize = 5;
 
 /// A `redis-server` child process, killed (and its directory removed) on drop, panics included.
 #[derive(Debug)]
@@ -19,15 +36,47 @@ pub struct RedisServer {
     password: Option<String>,
 }
 
+/// Why one attempt to start a server failed: the child exited before it answered, most often
+/// because its port was taken.
+struct Exited {
+    status: ExitStatus,
+    /// The end of the server's log, as a suffix for a message.
+    log: String,
+}
+
 impl RedisServer {
     /// Starts a server on a free loopback port and waits until it answers `PING`.
     ///
+    /// When the port turns out to be taken (another process bound it between the free-port
+    /// probe and the server's bind), starts again on another port, a few times.
     /// Panics with one line saying how to install `redis-server` when it is missing.
     pub fn start() -> Self {
-        Self::start_with(free_port(), &[])
+        Self::start_with_args(&[])
+    }
+
+    /// [`start`](Self::start) with extra `redis-server` arguments (see
+    /// [`start_with`](Self::start_with) for `{dir}`).
+    pub fn start_with_args(extra: &[&str]) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let port = free_port();
+            match Self::try_start(port, extra) {
+                Ok(server) => return server,
+                Err(Exited { status, log }) => {
+                    failures.push(format!("port {port}: exited with {status}{log}"));
+                }
+            }
+        }
+        panic!(
+            "redis-server did not start in {START_ATTEMPTS} attempts:\n{}",
+            failures.join("\n")
+        )
     }
 
     /// Starts a server on `port` (for restarting one on the same address).
+    ///
+    /// Panics with the server's exit status (and the end of its log) when it cannot bind
+    /// `port`, e.g. because another server holds it.
     pub fn start_on(port: u16) -> Self {
         Self::start_with(port, &[])
     }
@@ -35,14 +84,34 @@ impl RedisServer {
     /// Starts a server on `port` with extra `redis-server` arguments, e.g.
     /// `["--requirepass", "pw"]`; `{dir}` in an argument stands for the server's scratch
     /// directory (e.g. `--unixsocket {dir}/redis.sock`).
+    ///
+    /// Panics like [`start_on`](Self::start_on) when the server exits before it answers.
     pub fn start_with(port: u16, extra: &[&str]) -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("cached-test-redis-{}-{port}", std::process::id()));
+        match Self::try_start(port, extra) {
+            Ok(server) => server,
+            Err(Exited { status, log }) => panic!(
+                "redis-server on port {port} exited with {status} before it answered PING \
+                 (is the port taken?){log}"
+            ),
+        }
+    }
+
+    fn try_start(port: u16, extra: &[&str]) -> Result<Self, Exited> {
+        // Unique per start, not per port: a second server tried on a taken port must not share
+        // (and on drop remove) the directory of the one that holds it.
+        static STARTS: AtomicU64 = AtomicU64::new(0);
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "cached-test-redis-{}-{port}-{n}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).expect("create the server's temp dir");
         let child = Command::new(redis_server_binary())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--dir".as_ref(), dir.as_os_str()])
+            // The log explains a failed start; an `extra` `--logfile` still wins (it comes later).
+            .args(["--logfile".as_ref(), dir.join("redis.log").as_os_str()])
             .args(
                 extra
                     .iter()
@@ -63,33 +132,54 @@ impl RedisServer {
             .position(|a| *a == "--requirepass")
             .and_then(|i| extra.get(i + 1))
             .map(|p| (*p).to_owned());
-        let server = Self {
+        let mut server = Self {
             child: Some(child),
             port,
             dir,
             password,
         };
-        server.wait_until_ready();
-        server
+        match server.wait_until_ready() {
+            Ok(()) => Ok(server),
+            Err(status) => {
+                let log = log_tail(&server.dir.join("redis.log"));
+                Err(Exited { status, log })
+            }
+        }
     }
 
-    fn wait_until_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+    /// Waits until this server, and not another process on the same port, answers; returns
+    /// the child's exit status when it exits first.
+    fn wait_until_ready(&mut self) -> Result<(), ExitStatus> {
+        let deadline = Instant::now() + READY_WITHIN;
         let url = match &self.password {
             Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
             None => self.url(),
         };
         let client = redis::Client::open(url).expect("a valid url");
+        let pid = self.pid();
         loop {
-            let pong = client
-                .get_connection_with_timeout(Duration::from_millis(200))
-                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
-            if pong.is_ok() {
-                return;
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(status);
             }
+            let last = match client
+                .get_connection_with_timeout(Duration::from_millis(200))
+                .and_then(|mut c| redis::cmd("INFO").arg("server").query::<String>(&mut c))
+            {
+                Ok(info) => match info_field(&info, "process_id") {
+                    Some(answered) if answered == pid.to_string() => return Ok(()),
+                    answered => format!(
+                        "process {} answers on the port, not ours",
+                        answered.unwrap_or("(unknown)")
+                    ),
+                },
+                Err(e) => e.to_string(),
+            };
             assert!(
                 Instant::now() < deadline,
-                "redis-server on port {} did not answer PING within 10 s",
+                "redis-server (pid {pid}) on port {} did not answer within {READY_WITHIN:?}: {last}",
                 self.port
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -106,35 +196,74 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// `127.0.0.1:{port}`, e.g. as a [`Proxy`]'s upstream.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     /// A synchronous client connection, for checking what the cache wrote.
     pub fn conn(&self) -> redis::Connection {
         redis::Client::open(self.url())
             .expect("a valid url")
-            .get_connection()
+            .get_connection_with_timeout(GENEROUS_TIMEOUT)
             .expect("connect to the test redis-server")
     }
 
-    /// A cache on this server with test-friendly settings.
-    pub async fn cache(&self) -> Cache {
+    /// A builder for a cache on this server with generous command and connect timeouts
+    /// ([`GENEROUS_TIMEOUT`]), for tests that change other settings.
+    pub fn cache_builder(&self) -> CacheBuilder {
         Cache::builder(self.url())
+            .command_timeout(GENEROUS_TIMEOUT)
+            .connect_timeout(GENEROUS_TIMEOUT)
+    }
+
+    /// A cache on this server with test-friendly settings: [`cache_builder`](Self::cache_builder)
+    /// as it is.
+    pub async fn cache(&self) -> Cache {
+        self.cache_builder()
             .build()
             .await
             .expect("connect to the test redis-server")
     }
 
     /// The server's scratch directory (for a unix socket, say).
-    pub fn dir(&self) -> &std::path::Path {
+    pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// The process id, for sending signals (freeze with `SIGSTOP`).
+    /// The process id, for sending signals (0 once killed).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }
 
-    /// Kills the server now.
+    /// Stops the server (`SIGSTOP`): it keeps its connections and accepts new ones at the TCP
+    /// level, but answers nothing until [`thaw`](Self::thaw). Returns once the process is
+    /// stopped. Drop thaws it before killing it.
+    pub fn freeze(&self) {
+        let pid = self.live_pid("freeze");
+        signal(pid, Signal::SIGSTOP).unwrap_or_else(|e| panic!("SIGSTOP {pid}: {e}"));
+        wait_for_state(pid, true);
+    }
+
+    /// Resumes a frozen server (`SIGCONT`); returns once the process runs again.
+    pub fn thaw(&self) {
+        let pid = self.live_pid("thaw");
+        signal(pid, Signal::SIGCONT).unwrap_or_else(|e| panic!("SIGCONT {pid}: {e}"));
+        wait_for_state(pid, false);
+    }
+
+    fn live_pid(&self, what: &str) -> u32 {
+        let pid = self.pid();
+        assert!(pid != 0, "cannot {what} a killed redis-server");
+        pid
+    }
+
+    /// Kills the server now (thawing it first if it was frozen, by us or by anyone).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A stopped process dies of SIGKILL too, but resume it anyway so that nothing is
+            // ever left stopped, whatever happens to the kill.
+            let _ = signal(child.id(), Signal::SIGCONT);
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -148,6 +277,65 @@ impl Drop for RedisServer {
     }
 }
 
+/// Sends `sig` to process `pid`, without `/bin/kill` (which slim images lack).
+pub fn signal(pid: u32, sig: Signal) -> io::Result<()> {
+    let raw = i32::try_from(pid)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("pid {pid}")))?;
+    if raw <= 0 {
+        // 0 and negative pids address process groups: never what a test means.
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("pid {pid} is not one process"),
+        ));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), sig).map_err(io::Error::from)
+}
+
+/// Waits (bounded) until `/proc` shows process `pid` stopped or running, so a test that
+/// freezes a server knows it is frozen. Without `/proc` it returns at once.
+fn wait_for_state(pid: u32, stopped: bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let path = format!("/proc/{pid}/stat");
+    loop {
+        let Ok(stat) = std::fs::read_to_string(&path) else {
+            return;
+        };
+        // The state follows the parenthesised command name, which may itself hold `)`.
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .unwrap_or("?");
+        if (state == "T" || state == "t") == stopped {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} is still in state {state} 5 s after the signal"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `name:value` from an `INFO` reply.
+fn info_field<'a>(info: &'a str, name: &str) -> Option<&'a str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':').map(str::trim))
+}
+
+/// The last lines of a server's log, as a suffix for a panic message.
+fn log_tail(path: &Path) -> String {
+    let Ok(log) = std::fs::read_to_string(path) else {
+        return String::new();
+    };
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(5)..];
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!("; its log ends with:\n{}", tail.join("\n"))
+    }
+}
+
 fn redis_server_binary() -> String {
     std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned())
 }
@@ -158,4 +346,61 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("bind an ephemeral loopback port")
         .port()
+}
+
+/// Polls `condition` every few milliseconds until it holds; panics, naming the caller's
+/// line, when it still does not after `timeout`. For conditions that need `.await`, see
+/// [`wait_until_async`].
+///
+/// ```no_run
+/// # async fn demo(stats: impl Fn() -> u64) {
+/// use std::time::Duration;
+/// tests::wait_until(Duration::from_secs(5), || stats() > 0).await;
+/// # }
+/// ```
+#[track_caller]
+pub fn wait_until<F>(timeout: Duration, mut condition: F) -> impl Future<Output = ()>
+where
+    F: FnMut() -> bool,
+{
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = Instant::now() + timeout;
+        let mut polls = 0u64;
+        while !condition() {
+            polls += 1;
+            assert!(
+                Instant::now() < deadline,
+                "condition at {caller} still false after {timeout:?} ({polls} polls)"
+            );
+            tokio::time::sleep(poll_interval(polls)).await;
+        }
+    }
+}
+
+/// [`wait_until`] for a condition that is itself async, e.g. a cache call.
+#[track_caller]
+pub fn wait_until_async<F, Fut>(timeout: Duration, mut condition: F) -> impl Future<Output = ()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let caller = std::panic::Location::caller();
+    async move {
+        let deadline = Instant::now() + timeout;
+        let mut polls = 0u64;
+        while !condition().await {
+            polls += 1;
+            assert!(
+                Instant::now() < deadline,
+                "condition at {caller} still false after {timeout:?} ({polls} polls)"
+            );
+            tokio::time::sleep(poll_interval(polls)).await;
+        }
+    }
+}
+
+/// 1 ms at first, then up to 20 ms: quick when the condition is about to hold, cheap when not.
+fn poll_interval(polls: u64) -> Duration {
+    Duration::from_millis(polls.clamp(1, 20))
 }

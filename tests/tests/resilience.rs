@@ -1,8 +1,8 @@
-//! Real faults injected into a real redis-server: killed, restarted, frozen; stampedes in
-//! one process and across caches; a lock holder that dies.
+//! Real faults injected into a real redis-server: killed and restarted, frozen, its connection
+//! black-holed or cut by a proxy, demoted to a replica. The cache never fails a call, never
+//! stays off, and counts one breaker event per broken connection.
 
 use std::{
-    process::Command,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -10,43 +10,34 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cached_runtime::{
-    Cache, Policy,
-    shape::{Fallible, Plain},
-};
+use cached_runtime::{Cache, shape::Plain};
 use redis::Commands;
-use tests::RedisServer;
-use tokio::sync::Notify;
+use tests::{
+    GENEROUS_TIMEOUT, Proxy, RedisServer,
+    fixtures::{policy, value},
+    wait_until, wait_until_async,
+};
 
-fn policy(prefix: &'static str) -> Policy {
-    Policy::new(prefix, Duration::from_secs(600)).expect("valid policy")
-}
-
-fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("run kill")
-        .success();
-    assert!(ok, "kill {sig} {pid} failed");
-}
-
-/// Calls `value(id)` through the cache; the body computes `id * 10`.
-async fn value(cache: &Cache, id: u64, runs: &AtomicUsize) -> u64 {
-    let key = cache.key("v").arg(&id).build().expect("valid key");
-    cache
-        .get_or_fill::<Plain, _, _>(&key, &policy("v"), async {
-            runs.fetch_add(1, Ordering::SeqCst);
-            id * 10
-        })
-        .await
+/// Calls until one is a hit, at most `within`; returns how long that took.
+async fn until_a_hit(cache: &Cache, within: Duration) -> Duration {
+    let start = Instant::now();
+    let runs = AtomicUsize::new(0);
+    let hits = || cache.stats().total.hits;
+    let before = hits();
+    wait_until_async(within, || async {
+        assert_eq!(value(cache, 1, &runs).await, 10, "a wrong value");
+        hits() > before
+    })
+    .await;
+    start.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_and_restarting_redis_fails_no_call_and_hits_resume() {
     let mut server = RedisServer::start();
     let port = server.port();
-    let cache = Cache::builder(server.url())
+    let cache = server
+        .cache_builder()
         .circuit_breaker(3, Duration::from_millis(200))
         .build()
         .await
@@ -62,34 +53,27 @@ async fn killing_and_restarting_redis_fails_no_call_and_hits_resume() {
         let id = round % 50;
         assert_eq!(value(&cache, id, &runs).await, id * 10);
     }
+    let stats = cache.stats();
     assert!(
-        cache.stats().circuit_opened >= 1,
-        "the circuit never opened"
+        stats.circuit_opened >= 1,
+        "the circuit never opened: {stats:?}"
+    );
+    assert_eq!(
+        stats.total.errors, 400,
+        "every call during the outage is an error outcome"
     );
 
     let _server = RedisServer::start_on(port);
-    let restarted = Instant::now();
-    let hits_before = cache.stats().total.hits;
-    let deadline = restarted + Duration::from_secs(15);
-    let mut round = 0u64;
-    while cache.stats().total.hits == hits_before {
-        assert!(
-            Instant::now() < deadline,
-            "no hit within 15 s of the restart"
-        );
-        let id = round % 50;
-        assert_eq!(value(&cache, id, &runs).await, id * 10);
-        round += 1;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    println!("first hit {:?} after the restart", restarted.elapsed());
+    let took = until_a_hit(&cache, Duration::from_secs(15)).await;
+    println!("first hit {took:?} after the restart");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_frozen_redis_costs_about_one_timeout_and_opens_the_circuit() {
+async fn a_frozen_redis_costs_about_one_timeout_then_calls_skip_it() {
     let server = RedisServer::start();
-    let timeout = Duration::from_millis(100);
-    let cache = Cache::builder(server.url())
+    let timeout = Duration::from_millis(200);
+    let cache = server
+        .cache_builder()
         .command_timeout(timeout)
         .circuit_breaker(3, Duration::from_secs(60))
         .build()
@@ -98,100 +82,175 @@ async fn a_frozen_redis_costs_about_one_timeout_and_opens_the_circuit() {
     let runs = AtomicUsize::new(0);
     value(&cache, 1, &runs).await;
 
-    signal(server.pid(), "-STOP");
+    server.freeze();
     let mut worst = Duration::ZERO;
     for _ in 0..20 {
         let t = Instant::now();
         assert_eq!(value(&cache, 1, &runs).await, 10);
         worst = worst.max(t.elapsed());
     }
-    signal(server.pid(), "-CONT");
     let stats = cache.stats();
-    assert!(stats.circuit_open, "the circuit did not open");
-    assert_eq!(stats.circuit_opened, 1);
-    // Three timed-out GETs opened it; every later call skipped Redis.
+    server.thaw();
     assert_eq!(stats.total.errors, 20, "{stats:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 21);
+    // Three timeouts retire the connection; the calls after that fail fast.
+    assert!(stats.connections_retired >= 1, "{stats:?}");
     println!("worst call while frozen: {worst:?} (command timeout {timeout:?})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_hundred_concurrent_cold_calls_run_the_body_once() {
+async fn a_black_holed_connection_is_retired_and_hits_resume() {
     let server = RedisServer::start();
-    let cache = server.cache().await;
-    let runs = Arc::new(AtomicUsize::new(0));
-    let calls: Vec<_> = (0..500)
-        .map(|_| {
-            let (cache, runs) = (cache.clone(), Arc::clone(&runs));
-            tokio::spawn(async move { value(&cache, 7, &runs).await })
-        })
-        .collect();
-    for call in calls {
-        assert_eq!(call.await.expect("no panic"), 70);
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let proxy = Proxy::start(server.addr());
+    let cache = Cache::builder(proxy.url())
+        .command_timeout(Duration::from_millis(300))
+        .connect_timeout(GENEROUS_TIMEOUT)
+        .build()
+        .await
+        .expect("connect through the proxy");
+    let runs = AtomicUsize::new(0);
+    value(&cache, 1, &runs).await;
+    assert_eq!(value(&cache, 1, &runs).await, 10);
+    assert_eq!(cache.stats().total.hits, 1);
+
+    // The connection stays open but nothing comes back: only timeouts can tell.
+    proxy.blackhole();
+    let took = until_a_hit(&cache, Duration::from_secs(20)).await;
+    let stats = cache.stats();
+    assert!(stats.connections_retired >= 1, "{stats:?}");
+    assert!(proxy.connections() >= 2, "no new connection was made");
+    println!("back to hits {took:?} after the connection was black-holed");
 }
 
-// Current-thread runtime: when the test task sees a caller's miss counted, that caller has
-// already joined the flight (no await lies between the two).
-#[tokio::test]
-async fn a_panicking_leader_releases_the_waiters_to_run_the_body_themselves() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_callers_on_one_dropped_connection_are_one_breaker_event() {
     let server = RedisServer::start();
-    let cache = server.cache().await;
-    let release = Arc::new(Notify::new());
-    let key = cache.key("p").arg(&1u8).build().expect("valid key");
-    let leader = {
-        let (cache, key, release) = (cache.clone(), key.clone(), Arc::clone(&release));
-        tokio::spawn(async move {
-            cache
-                .get_or_fill::<Plain, u64, _>(&key, &policy("p"), async move {
-                    release.notified().await;
-                    panic!("the leader's body fails");
-                })
-                .await
-        })
-    };
-    let follower_runs = Arc::new(AtomicUsize::new(0));
-    let followers: Vec<_> = (0..10u64)
-        .map(|i| {
-            let (cache, key, runs) = (cache.clone(), key.clone(), Arc::clone(&follower_runs));
-            tokio::spawn(async move {
-                cache
-                    .get_or_fill::<Plain, u64, _>(&key, &policy("p"), async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        i
-                    })
-                    .await
-            })
+    let proxy = Proxy::start(server.addr());
+    let cache = Cache::builder(proxy.url())
+        .command_timeout(GENEROUS_TIMEOUT)
+        .connect_timeout(GENEROUS_TIMEOUT)
+        .circuit_breaker(2, Duration::from_secs(60))
+        .build()
+        .await
+        .expect("connect through the proxy");
+    // Hold 64 GETs in flight on the one connection, then cut it under them.
+    proxy.blackhole();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let calls: Vec<_> = (0..64u64)
+        .map(|id| {
+            let (cache, runs) = (cache.clone(), Arc::clone(&runs));
+            tokio::spawn(async move { value(&cache, id, &runs).await })
         })
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while cache.stats().prefixes.get("p").map_or(0, |c| c.misses) < 11 {
-        assert!(Instant::now() < deadline, "callers never missed");
-        tokio::task::yield_now().await;
+    // Setup only: give the 64 GETs time to be written to the socket.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.kill_connections();
+    for (id, call) in (0..64u64).zip(calls) {
+        assert_eq!(call.await.expect("no panic"), id * 10);
     }
+    let stats = cache.stats();
+    assert_eq!(stats.total.errors, 64, "{stats:?}");
+    assert_eq!(stats.connections_retired, 1, "{stats:?}");
     assert_eq!(
-        follower_runs.load(Ordering::SeqCst),
-        0,
-        "followers did not wait"
+        stats.circuit_opened, 0,
+        "one dropped connection opened the circuit"
     );
-    release.notify_one();
-    assert!(leader.await.expect_err("the leader panicked").is_panic());
-    let mut got = Vec::new();
-    for f in followers {
-        got.push(f.await.expect("a follower must not panic"));
-    }
-    // Each follower ran its own body after the leader died (one of them may have read
-    // another's stored value instead).
-    assert!(follower_runs.load(Ordering::SeqCst) >= 1);
-    assert!(got.iter().all(|v| *v < 10), "{got:?}");
+    assert!(!stats.circuit_open);
+    until_a_hit(&cache, Duration::from_secs(15)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_readonly_reply_retires_the_connection_and_stores_resume_after_promotion() {
+    let primary = RedisServer::start();
+    let demoted = RedisServer::start();
+    let mut admin = demoted.conn();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port())
+        .query(&mut admin)
+        .expect("REPLICAOF");
+    let cache = demoted.cache().await;
+    let runs = AtomicUsize::new(0);
+    // Reads work on a replica; the SET of the fill is answered READONLY.
+    assert_eq!(value(&cache, 1, &runs).await, 10);
+    let stats = cache.stats();
+    assert_eq!(stats.total.stores, 0, "{stats:?}");
+    assert!(
+        stats.connections_retired >= 1,
+        "READONLY did not retire: {stats:?}"
+    );
+
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut admin)
+        .expect("REPLICAOF NO ONE");
+    wait_until_async(Duration::from_secs(15), || async {
+        value(&cache, 2, &runs).await;
+        cache.stats().total.stores > 0
+    })
+    .await;
+    let key = cache.key("v").arg(&2u64).build().expect("key");
+    let stored: Option<Vec<u8>> = admin.get(key.as_str()).expect("GET");
+    assert!(stored.is_some(), "the promoted node holds no entry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_on_repeated_reconnect_failures_and_closes_when_redis_returns() {
+    let mut server = RedisServer::start();
+    let port = server.port();
+    let cache = server
+        .cache_builder()
+        .circuit_breaker(3, Duration::from_millis(200))
+        .build()
+        .await
+        .expect("connect");
+    server.kill();
+    let runs = AtomicUsize::new(0);
+    // Failed reconnects in the background are events: the circuit opens without traffic.
+    value(&cache, 1, &runs).await;
+    wait_until(Duration::from_secs(15), || cache.stats().circuit_open).await;
+    let _server = RedisServer::start_on(port);
+    until_a_hit(&cache, Duration::from_secs(15)).await;
+    assert!(!cache.stats().circuit_open);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_outlives_the_runtime_it_was_built_on() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // Built lazily on a runtime that shuts down before its background connect ran.
+    let cache = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            Cache::builder(url)
+                .command_timeout(GENEROUS_TIMEOUT)
+                .connect_timeout(GENEROUS_TIMEOUT)
+                .build_lazy()
+                .expect("lazy build")
+        })
+    })
+    .join()
+    .expect("no panic");
+    until_a_hit(&cache, Duration::from_secs(15)).await;
+}
+
+#[test]
+fn building_outside_a_runtime_is_an_error_not_a_panic() {
+    let err = Cache::builder("redis://127.0.0.1:1")
+        .build_lazy()
+        .expect_err("no runtime");
+    assert!(err.to_string().contains("Tokio runtime"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_fill_of_one_key_never_delays_another_key() {
     let server = RedisServer::start();
     let cache = server.cache().await;
-    let release = Arc::new(Notify::new());
+    let release = Arc::new(tokio::sync::Notify::new());
     let slow = {
         let (cache, release) = (cache.clone(), Arc::clone(&release));
         tokio::spawn(async move {
@@ -213,68 +272,4 @@ async fn a_slow_fill_of_one_key_never_delays_another_key() {
     assert_eq!(fast, Ok(2), "the other key's fill blocked this one");
     release.notify_one();
     assert_eq!(slow.await.expect("no panic"), 1);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lock_makes_independent_caches_run_the_body_once() {
-    let server = RedisServer::start();
-    let caches = [
-        server.cache().await,
-        server.cache().await,
-        server.cache().await,
-    ];
-    let locked = Arc::new(
-        policy("l")
-            .lock(Duration::from_secs(10))
-            .expect("valid lock"),
-    );
-    let runs = Arc::new(AtomicUsize::new(0));
-    let mut calls = Vec::new();
-    for i in 0..150 {
-        let cache = caches[i % caches.len()].clone();
-        let (locked, runs) = (Arc::clone(&locked), Arc::clone(&runs));
-        calls.push(tokio::spawn(async move {
-            let key = cache.key("l").arg(&1u8).build().expect("valid key");
-            cache
-                .get_or_fill::<Fallible, Result<u64, String>, _>(&key, &locked, async {
-                    runs.fetch_add(1, Ordering::SeqCst);
-                    // Long enough that the other caches see the lock held.
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    Ok(99)
-                })
-                .await
-        }));
-    }
-    for call in calls {
-        assert_eq!(call.await.expect("no panic"), Ok(99));
-    }
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
-    let mut conn = server.conn();
-    let lock_left: bool = conn.exists("l:1#lock").expect("EXISTS");
-    assert!(!lock_left, "the owner did not release its lock");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_lock_holder_blocks_others_no_longer_than_the_lock_ttl() {
-    let server = RedisServer::start();
-    let cache = server.cache().await;
-    let mut conn = server.conn();
-    // A holder that took the lock and died: nobody will release it.
-    let _: () = redis::cmd("SET")
-        .arg(&["l:1#lock", "dead-holder", "PX", "300"])
-        .query(&mut conn)
-        .expect("SET");
-    let locked = policy("l").lock(Duration::from_millis(300)).expect("valid");
-    let runs = AtomicUsize::new(0);
-    let key = cache.key("l").arg(&1u8).build().expect("valid key");
-    let got = cache
-        .get_or_fill::<Plain, u64, _>(&key, &locked, async {
-            runs.fetch_add(1, Ordering::SeqCst);
-            5
-        })
-        .await;
-    assert_eq!(got, 5);
-    assert_eq!(runs.load(Ordering::SeqCst), 1);
-    let stored: Option<String> = conn.get("l:1").expect("GET");
-    assert_eq!(stored.as_deref(), Some("rc1:0:v:5"));
 }

@@ -59,6 +59,8 @@ mod error;
 mod flight;
 mod global;
 pub mod key;
+#[allow(dead_code)] // Until `Cache::in_memory()` is wired to it.
+mod memory;
 mod policy;
 pub mod shape;
 mod stats;

@@ -213,9 +213,7 @@ impl RedisServer {
     /// A builder for a cache on this server with generous command and connect timeouts
     /// ([`GENEROUS_TIMEOUT`]), for tests that change other settings.
     pub fn cache_builder(&self) -> CacheBuilder {
-        Cache::builder(self.url())
-            .command_timeout(GENEROUS_TIMEOUT)
-            .connect_timeout(GENEROUS_TIMEOUT)
+        cache_builder(self.url())
     }
 
     /// A cache on this server with test-friendly settings: [`cache_builder`](Self::cache_builder)
@@ -339,6 +337,14 @@ fn log_tail(path: &Path) -> String {
 
 fn redis_server_binary() -> String {
     std::env::var("REDIS_SERVER_BIN").unwrap_or_else(|_| "redis-server".to_owned())
+}
+
+/// A builder for a cache at `url` (a [`Proxy`]'s, say) with the harness's generous command and
+/// connect timeouts ([`GENEROUS_TIMEOUT`]).
+pub fn cache_builder(url: impl Into<String>) -> CacheBuilder {
+    Cache::builder(url)
+        .command_timeout(GENEROUS_TIMEOUT)
+        .connect_timeout(GENEROUS_TIMEOUT)
 }
 
 /// A loopback port nobody listens on right now.

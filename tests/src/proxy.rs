@@ -25,7 +25,8 @@ use tokio::{
 /// A TCP proxy on a free loopback port in front of `upstream`.
 ///
 /// Every accepted connection is forwarded, both ways, by tasks of the Tokio runtime that
-/// started the proxy; dropping the proxy aborts all of them and closes every socket.
+/// started the proxy; dropping the proxy aborts all of them, which closes every socket and the
+/// listener as soon as that runtime runs the aborts (at once when it is idle).
 ///
 /// ```no_run
 /// # async fn demo(server: &tests::RedisServer) {

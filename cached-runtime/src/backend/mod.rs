@@ -20,7 +20,7 @@ const SCAN_COUNT: usize = 1000;
 
 pub(crate) enum Backend {
     Redis(Arc<RedisStore>),
-    Memory(MemoryStore),
+    Memory(Box<MemoryStore>),
 }
 
 pub(crate) struct Store {
@@ -44,7 +44,7 @@ impl Store {
 
     pub(crate) fn memory() -> Self {
         Self {
-            backend: Backend::Memory(MemoryStore::new()),
+            backend: Backend::Memory(Box::default()),
             breaker: Arc::new(Breaker::new(
                 0,
                 Duration::from_secs(1),

@@ -32,6 +32,7 @@ use redis::{
     aio::MultiplexedConnection,
     io::tcp::{TcpSettings, socket2::TcpKeepalive},
 };
+use tokio::sync::watch;
 
 use crate::{
     breaker::Breaker,
@@ -130,7 +131,7 @@ pub(crate) struct RedisStore {
     generation: AtomicU64,
     command_timeout: Duration,
     connect_timeout: Duration,
-    last_connect_error: LastError,
+    last_connect_error: ConnectErrors,
     url: String,
     breaker: Arc<Breaker>,
     spawner: Spawner,
@@ -160,14 +161,29 @@ impl Held {
     }
 }
 
-/// The last connection error bb8 met, to explain a checkout timeout in words.
-#[derive(Clone, Debug, Default)]
-struct LastError(Arc<Mutex<Option<RedisError>>>);
+/// The connection errors bb8 meets. bb8's checkout keeps waiting for its background connect
+/// until the connect timeout whatever happens to it; the refill stops waiting as soon as an
+/// attempt fails, and explains it in words.
+#[derive(Clone, Debug)]
+struct ConnectErrors {
+    last: Arc<Mutex<Option<RedisError>>>,
+    seen: Arc<watch::Sender<u64>>,
+}
 
-impl ErrorSink<RedisError> for LastError {
+impl Default for ConnectErrors {
+    fn default() -> Self {
+        Self {
+            last: Arc::default(),
+            seen: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
+
+impl ErrorSink<RedisError> for ConnectErrors {
     fn sink(&self, error: RedisError) {
         tracing::debug!(error = %error, "redis connection attempt failed");
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        self.seen.send_modify(|n| *n += 1);
     }
 
     fn boxed_clone(&self) -> Box<dyn ErrorSink<RedisError>> {
@@ -175,9 +191,12 @@ impl ErrorSink<RedisError> for LastError {
     }
 }
 
-impl LastError {
+impl ConnectErrors {
     fn take(&self) -> Option<RedisError> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -232,13 +251,16 @@ impl RedisStore {
             inner: RedisConnectionManager::new(info).map_err(invalid)?,
             response_timeout: config.command_timeout,
         };
-        let last_connect_error = LastError::default();
+        let last_connect_error = ConnectErrors::default();
         let pool = Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(config.min_idle).filter(|&n| n > 0))
             .connection_timeout(config.connect_timeout)
             .max_lifetime(Some(MAX_LIFETIME))
             .test_on_check_out(true)
+            // One attempt per checkout: the refill loop retries with back-off and counts each
+            // failed attempt as a breaker event.
+            .retry_connection(false)
             .error_sink(Box::new(last_connect_error.clone()))
             .build_unchecked(manager);
         Ok(Arc::new_cyclic(|this| Self {
@@ -437,7 +459,13 @@ impl RedisStore {
     }
 
     async fn fill(&self, index: usize) -> Result<(), CacheError> {
-        let pooled = match self.pool.get_owned().await {
+        let mut failures = self.last_connect_error.seen.subscribe();
+        let checkout = tokio::select! {
+            checkout = self.pool.get_owned() => checkout,
+            // bb8 would keep waiting out the connect timeout after a refused connection.
+            Ok(()) = failures.changed() => Err(RunError::TimedOut),
+        };
+        let pooled = match checkout {
             Ok(p) => p,
             Err(RunError::User(e)) => return Err(self.explain(e)),
             Err(RunError::TimedOut) => {

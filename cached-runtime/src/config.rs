@@ -399,6 +399,20 @@ mod tests {
     }
 
     #[test]
+    fn booleans_accept_true_false_one_zero_and_nothing_else() {
+        let flag = |v: &'static str| {
+            CacheBuilder::from_lookup(move |k: &str| {
+                (k == "REDIS_CACHE_SINGLE_FLIGHT").then(|| v.to_owned())
+            })
+        };
+        for (v, on) in [("true", true), ("FALSE", false), ("1", true), (" 0 ", false)] {
+            assert_eq!(flag(v).expect(v).single_flight, on, "{v}");
+        }
+        let err = flag("yes please").expect_err("not a boolean");
+        assert!(err.to_string().contains("REDIS_CACHE_SINGLE_FLIGHT"), "{err}");
+    }
+
+    #[test]
     fn debug_output_redacts_the_password() {
         let b = CacheBuilder::new("redis://:hunter2@localhost");
         assert!(!format!("{b:?}").contains("hunter2"));

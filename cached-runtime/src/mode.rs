@@ -24,8 +24,10 @@ pub(crate) fn current() -> Mode {
 ///
 /// ```no_run
 /// # async fn item(id: u64) -> Option<String> { None }
+/// # async fn admin() {
 /// // An admin view that must see the database, not the cache.
 /// let fresh = cached_runtime::bypass(item(42)).await;
+/// # }
 /// ```
 pub async fn bypass<F: Future>(fut: F) -> F::Output {
     MODE.scope(Mode::Bypass, fut).await
@@ -37,7 +39,9 @@ pub async fn bypass<F: Future>(fut: F) -> F::Output {
 ///
 /// ```no_run
 /// # async fn item(id: u64) -> Option<String> { None }
+/// # async fn on_no_cache() {
 /// let fresh = cached_runtime::refresh(item(42)).await;
+/// # }
 /// ```
 pub async fn refresh<F: Future>(fut: F) -> F::Output {
     MODE.scope(Mode::Refresh, fut).await

@@ -43,10 +43,17 @@
 //!
 //! # Connections
 //!
-//! A bb8 pool of multiplexed connections: bb8 connects, checks and replaces them, while the
-//! cached path sends every caller's commands over one shared multiplexed connection (see
-//! [`CacheBuilder::connections`]) instead of checking one out per command, so concurrent
-//! calls are pipelined.
+//! A bb8 pool of multiplexed connections: bb8 connects, checks and recycles them, while the
+//! cached path sends every caller's commands over one shared multiplexed connection leased from
+//! it (see [`CacheBuilder::connections`]) instead of checking one out per command, so
+//! concurrent calls are pipelined. Broken, half-open and failed-over connections are retired
+//! and replaced in the background; a circuit breaker skips Redis while it keeps failing.
+//!
+//! # Without Redis
+//!
+//! [`Cache::in_memory`] behaves the same within one process, for tests and development.
+//! [`bypass`] and [`refresh`] switch the cache off, or force a recomputation, for the cached
+//! calls made inside a future.
 
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]

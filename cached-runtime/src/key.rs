@@ -290,7 +290,7 @@ impl KeyBuilder {
     /// reserved byte or a brace) makes [`build`](Self::build) fail; the gap rule is the
     /// caller's, as the macro checks it for whole templates.
     pub fn literal(mut self, text: &str) -> Self {
-        if text.contains(['{', '}']) || template_error(text).is_some() {
+        if text.contains(['{', '}']) || (!text.is_empty() && template_error(text).is_some()) {
             self.error.get_or_insert(CacheError::KeyArgument(format!(
                 "invalid key template text {text:?}"
             )));

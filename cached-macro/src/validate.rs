@@ -151,7 +151,7 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
             params: keyed
                 .roots
                 .iter()
-                .filter_map(|name| find(&params, &name.to_string()))
+                .filter_map(|name| find(&params, &name.unraw().to_string()))
                 .filter_map(|p| Some((p.name?.clone(), p.ty.clone())))
                 .collect(),
         }),
@@ -586,6 +586,8 @@ fn placeholder_value(
             return None;
         };
         if fields.is_empty() {
+            // Reported here; the receiver rule would only repeat it.
+            keyed.self_in_key = true;
             errors.at(
                 span,
                 "`{self}` in key template: name the fields of `self` that tell instances apart, like `{self.tenant}`",

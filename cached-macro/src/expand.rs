@@ -60,9 +60,10 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     // build with the rule's own message, on the literal.
     let prefix_check =
         quote_spanned!(prefix.span()=> const _: () = #private::check_prefix(#prefix););
-    let template_check = plan.template.as_ref().map(
-        |t| quote_spanned!(t.span()=> const _: () = #private::check_template(#t);),
-    );
+    let template_check = plan
+        .template
+        .as_ref()
+        .map(|t| quote_spanned!(t.span()=> const _: () = #private::check_template(#t);));
     let policy_value = policy_tokens(&plan, &private);
     let fn_name = sig.ident.unraw().to_string();
 
@@ -213,11 +214,11 @@ fn companions(
         .key
         .iter()
         .filter_map(|part| match part {
-            KeyPart::Value { root, fields, .. } if !fields.is_empty() => {
-                companions.params.iter().map(|(n, _)| n).find(|n| {
-                    syn::parse2::<Ident>(root.clone()).is_ok_and(|r| r == **n)
-                })
-            }
+            KeyPart::Value { root, fields, .. } if !fields.is_empty() => companions
+                .params
+                .iter()
+                .map(|(n, _)| n)
+                .find(|n| syn::parse2::<Ident>(root.clone()).is_ok_and(|r| r == **n)),
             _ => None,
         })
         .collect();
@@ -240,8 +241,7 @@ fn companions(
     let key: Vec<TokenStream> = key.collect();
     let prefix = &plan.prefix;
     let version = Literal::u32_unsuffixed(plan.version);
-    let (impl_generics, _, where_clause) = sig.generics.split_for_impl();
-    let _ = impl_generics;
+    let where_clause = &sig.generics.where_clause;
     let generics = &sig.generics.params;
     let generics = (!generics.is_empty()).then(|| quote!(<#generics>));
     let doc_key = format!(
@@ -293,11 +293,7 @@ fn generic_friendly(ty: &Type) -> bool {
                     continue;
                 }
                 proc_macro2::TokenTree::Ident(i) if i == "_" => return false,
-                proc_macro2::TokenTree::Group(g) => {
-                    if !walk(g.stream(), false) {
-                        return false;
-                    }
-                }
+                proc_macro2::TokenTree::Group(g) if !walk(g.stream(), false) => return false,
                 _ => {}
             }
             if prev_amp {
@@ -360,9 +356,15 @@ mod tests {
             out.contains("Policy :: __from_macro (\"item\" , 600 , 0 , 0 , 0)"),
             "{out}"
         );
-        assert!(out.contains(". types (& [:: core :: any :: type_name :: < Self > ()])"), "{out}");
-        assert!(out.contains("fn get_key (& self ,") == false, "{out}");
-        assert!(out.contains("fn get_key (cache : & :: cached_runtime :: Cache"), "{out}");
+        assert!(
+            out.contains(". types (& [:: core :: any :: type_name :: < Self > ()])"),
+            "{out}"
+        );
+        assert!(!out.contains("fn get_key (& self ,"), "{out}");
+        assert!(
+            out.contains("fn get_key (cache : & :: cached_runtime :: Cache"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -379,7 +381,10 @@ mod tests {
             out.contains(". literal (\"v1:\") . key_value ((&& :: cached_runtime :: __private :: KeyProbe (& id)) . __cached_key ()) . literal (\":\") . key_value (& q . page) ;"),
             "{out}"
         );
-        assert!(out.contains("check_template (\"v1:{id}:{q.page}\")"), "{out}");
+        assert!(
+            out.contains("check_template (\"v1:{id}:{q.page}\")"),
+            "{out}"
+        );
         assert!(out.contains("check_prefix (\"item\")"), "{out}");
     }
 
@@ -410,7 +415,10 @@ mod tests {
             ),
         );
         assert!(!out.contains("cached_runtime"), "{out}");
-        assert!(out.contains("facade :: cache :: __private :: Call :: new"), "{out}");
+        assert!(
+            out.contains("facade :: cache :: __private :: Call :: new"),
+            "{out}"
+        );
     }
 
     #[test]

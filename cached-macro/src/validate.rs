@@ -229,10 +229,10 @@ fn returns_boxed_future(output: &ReturnType) -> bool {
     pin == "Pin"
         && args.first().is_some_and(|boxed| {
             matches!(last_segment(boxed), Some((b, inner)) if b == "Box"
-                && inner.first().is_some_and(|dyn_ty| {
-                    matches!(dyn_ty, Type::TraitObject(_))
-                        && dyn_ty.to_token_stream().to_string().contains("Future")
-                }))
+            && inner.first().is_some_and(|dyn_ty| {
+                matches!(dyn_ty, Type::TraitObject(_))
+                    && dyn_ty.to_token_stream().to_string().contains("Future")
+            }))
         })
 }
 
@@ -522,9 +522,12 @@ fn template_parts(
                     return;
                 }
                 if !text.is_empty() {
-                    keyed.parts.push(KeyPart::Literal(std::mem::take(&mut text)));
+                    keyed
+                        .parts
+                        .push(KeyPart::Literal(std::mem::take(&mut text)));
                 }
-                if let Some(part) = placeholder_value(placeholder, span, func, params, keyed, errors)
+                if let Some(part) =
+                    placeholder_value(placeholder, span, func, params, keyed, errors)
                 {
                     keyed.parts.push(part);
                 }

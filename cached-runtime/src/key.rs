@@ -153,7 +153,9 @@ pub const fn template_error(template: &str) -> Option<&'static str> {
                 return Some("unclosed `{` in key template: close the placeholder with `}`");
             }
             if j == i + 1 {
-                return Some("empty placeholder `{}` in key template: name an argument, like `{id}`");
+                return Some(
+                    "empty placeholder `{}` in key template: name an argument, like `{id}`",
+                );
             }
             open_gap = true;
             i = j + 1;

@@ -197,7 +197,12 @@ fn the_version_segment_follows_the_prefix_and_version_0_has_none() {
     assert_eq!(key(3).as_str(), "item:=3:7");
     assert_eq!(key(3).prefix(), "item");
     // No argument encodes to a leading `=`: an unversioned key never equals a versioned one.
-    let lookalike = cache.key("item").arg(&"=3").arg(&7u8).build().expect("serializes");
+    let lookalike = cache
+        .key("item")
+        .arg(&"=3")
+        .arg(&7u8)
+        .build()
+        .expect("serializes");
     assert_ne!(lookalike, key(3));
 }
 
@@ -211,7 +216,15 @@ enum Piece {
 /// Templates built from the characters a template may use and some it may not.
 fn template() -> impl Strategy<Value = Vec<Piece>> {
     let text = proptest::collection::vec(
-        prop_oneof![Just(':'), Just('-'), Just('/'), Just('.'), Just('a'), Just('@'), Just('=')],
+        prop_oneof![
+            Just(':'),
+            Just('-'),
+            Just('/'),
+            Just('.'),
+            Just('a'),
+            Just('@'),
+            Just('=')
+        ],
         0..3,
     )
     .prop_map(|cs| Piece::Text(cs.into_iter().collect()));

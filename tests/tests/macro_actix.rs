@@ -111,7 +111,11 @@ async fn a_json_handler_is_stored_as_its_value_and_keyed_on_its_extractors() {
     };
     let key = get_item_key(&state.cache, &7, &fr).expect("a valid key");
     assert_eq!(key.as_str(), "handler.item:7:(lang=fr)");
-    assert!(get_item_invalidate(&state.cache, &7, &fr).await.expect("UNLINK"));
+    assert!(
+        get_item_invalidate(&state.cache, &7, &fr)
+            .await
+            .expect("UNLINK")
+    );
 }
 
 /// A user type named like an Actix one is keyed like any value: only traits decide.

@@ -368,9 +368,16 @@ async fn methods_with_skip_self_share_entries_across_instances() {
         name: "second",
     };
     assert_eq!(first.item(1).await.name, "first");
-    assert_eq!(second.item(1).await.name, "first", "skip(self) shares entries");
+    assert_eq!(
+        second.item(1).await.name,
+        "first",
+        "skip(self) shares entries"
+    );
     assert_eq!((first.runs.get(), second.runs.get()), (1, 0));
-    assert!(exists(&server, &Repo::item_key(&first.cache, &1).expect("key").to_string()));
+    assert!(exists(
+        &server,
+        &Repo::item_key(&first.cache, &1).expect("key").to_string()
+    ));
 
     let runs = Runs::default();
     assert_eq!(Repo::count(&first.cache, &runs, "abc").await, 3);
@@ -476,7 +483,11 @@ async fn self_fields_in_the_key_keep_instances_apart() {
         runs: Runs::default(),
     };
     assert_eq!(one.item(7).await.name, "tenant 1");
-    assert_eq!(two.item(7).await.name, "tenant 2", "tenant 2 never reads tenant 1's entry");
+    assert_eq!(
+        two.item(7).await.name,
+        "tenant 2",
+        "tenant 2 never reads tenant 1's entry"
+    );
     assert_eq!(one.item(7).await.name, "tenant 1");
     assert_eq!((one.runs.get(), two.runs.get()), (1, 1));
     let key = one.item_key(&cache, &7).expect("key");
@@ -528,15 +539,9 @@ async fn instantiations_of_a_generic_function_never_read_each_others_entries() {
     let server = RedisServer::start();
     let cache = cache_on(&server).await;
     let runs = Runs::default();
-    assert_eq!(
-        typed::<User>(&cache, &runs, 1).await,
-        Some(User::load(1))
-    );
+    assert_eq!(typed::<User>(&cache, &runs, 1).await, Some(User::load(1)));
     // Both types decode from any JSON object (`serde(default)`): only the key keeps them apart.
-    assert_eq!(
-        typed::<Order>(&cache, &runs, 1).await,
-        Some(Order::load(1))
-    );
+    assert_eq!(typed::<Order>(&cache, &runs, 1).await, Some(Order::load(1)));
     assert_eq!(typed::<User>(&cache, &runs, 1).await, Some(User::load(1)));
     assert_eq!(runs.get(), 2);
     let user = typed_key::<User>(&cache, &1).expect("key");
@@ -586,8 +591,16 @@ async fn the_companion_invalidates_exactly_the_entry_the_function_wrote() {
     let runs = Runs::default();
     pair(&cache, &runs, 1, Some("en".to_owned())).await;
     pair(&cache, &runs, 2, None).await;
-    assert!(pair_invalidate(&cache, &1, &Some("en".to_owned())).await.expect("UNLINK"));
-    assert!(!pair_invalidate(&cache, &1, &Some("en".to_owned())).await.expect("UNLINK"));
+    assert!(
+        pair_invalidate(&cache, &1, &Some("en".to_owned()))
+            .await
+            .expect("UNLINK")
+    );
+    assert!(
+        !pair_invalidate(&cache, &1, &Some("en".to_owned()))
+            .await
+            .expect("UNLINK")
+    );
     pair(&cache, &runs, 1, Some("en".to_owned())).await;
     pair(&cache, &runs, 2, None).await;
     assert_eq!(runs.get(), 3, "only the invalidated entry was filled again");

@@ -5,7 +5,7 @@
 
 use proc_macro2::{Span, TokenStream};
 use syn::{
-    Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, LitBool, LitInt, LitStr, Signature, Stmt,
+    Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, LitBool, LitInt, LitStr, Path, Signature,
     Token, Visibility, braced,
     ext::IdentExt,
     parenthesized,
@@ -25,11 +25,25 @@ mod kw {
     syn::custom_keyword!(cache);
     syn::custom_keyword!(version);
     syn::custom_keyword!(lock);
+    syn::custom_keyword!(shape);
+    syn::custom_keyword!(companions);
 }
 
 /// Every option, in the order the documentation lists them.
 pub(crate) const OPTIONS: &[&str] = &[
-    "prefix", "ttl", "null_ttl", "jitter", "skip", "skip_all", "key", "cache", "version", "lock",
+    "prefix",
+    "ttl",
+    "null_ttl",
+    "jitter",
+    "skip",
+    "skip_all",
+    "key",
+    "cache",
+    "version",
+    "lock",
+    "shape",
+    "companions",
+    "crate",
 ];
 
 /// The options of one `#[redis_cache(...)]`, each with the span of its name.
@@ -44,6 +58,12 @@ pub(crate) struct Args {
     pub(crate) cache: Option<(Span, Expr)>,
     pub(crate) version: Option<(Span, LitInt)>,
     pub(crate) lock: Option<(Span, Lock)>,
+    /// `shape = path::To::Shape`: the shape instead of the one selected from the return type.
+    pub(crate) shape: Option<(Span, Path)>,
+    /// `companions = false`: no `{name}_key` / `{name}_invalidate` functions.
+    pub(crate) companions: Option<(Span, LitBool)>,
+    /// `crate = "path"` (or a path): the runtime crate, instead of `::cached_runtime`.
+    pub(crate) krate: Option<(Span, Path)>,
 }
 
 /// `lock = true | false`, or the lock's TTL like a duration option.
@@ -125,6 +145,30 @@ impl Parse for Args {
                     Lock::Ttl(parse_seconds(input, "lock")?)
                 };
                 set(&mut args.lock, "lock", span, value)?;
+            } else if look.peek(kw::shape) {
+                let span = input.parse::<kw::shape>()?.span;
+                expect_eq(input, "shape", "shape = cached_runtime::shape::Plain")?;
+                let value = input.parse::<Path>()?;
+                set(&mut args.shape, "shape", span, value)?;
+            } else if look.peek(kw::companions) {
+                let span = input.parse::<kw::companions>()?.span;
+                let value = parse_value(input, "companions", "companions = false")?;
+                set(&mut args.companions, "companions", span, value)?;
+            } else if look.peek(Token![crate]) {
+                let span = input.parse::<Token![crate]>()?.span;
+                expect_eq(input, "crate", "crate = \"my_facade::cache\"")?;
+                let value = if input.peek(LitStr) {
+                    let lit = input.parse::<LitStr>()?;
+                    lit.parse::<Path>().map_err(|_| {
+                        syn::Error::new(
+                            lit.span(),
+                            "`crate` takes a path, like `crate = \"my_facade::cache\"`",
+                        )
+                    })?
+                } else {
+                    input.call(Path::parse_mod_style)?
+                };
+                set(&mut args.krate, "crate", span, value)?;
             } else {
                 return Err(unknown_option(input));
             }
@@ -168,6 +212,8 @@ fn parse_value<T: Parse>(input: ParseStream<'_>, name: &str, example: &str) -> s
     expect_eq(input, name, example)?;
     let what = if example.ends_with('"') {
         "a string literal"
+    } else if example.ends_with("false") {
+        "`true` or `false`"
     } else {
         "an integer literal"
     };
@@ -247,11 +293,12 @@ pub(crate) struct Func {
     pub(crate) body: Result<Body, Token![;]>,
 }
 
-/// A function body: its braces, inner attributes and statements.
+/// A function body: its braces, inner attributes and the rest as tokens, unparsed, so a
+/// syntax error in it is reported by rustc as that error.
 pub(crate) struct Body {
     pub(crate) brace: token::Brace,
     pub(crate) inner_attrs: Vec<Attribute>,
-    pub(crate) stmts: Vec<Stmt>,
+    pub(crate) tokens: TokenStream,
 }
 
 impl Parse for Func {
@@ -265,11 +312,11 @@ impl Parse for Func {
             let content;
             let brace = braced!(content in input);
             let inner_attrs = content.call(Attribute::parse_inner)?;
-            let stmts = content.call(syn::Block::parse_within)?;
+            let tokens = content.parse::<TokenStream>()?;
             Ok(Body {
                 brace,
                 inner_attrs,
-                stmts,
+                tokens,
             })
         };
         Ok(Func {

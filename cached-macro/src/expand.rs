@@ -1,14 +1,14 @@
-//! Expansion: the signature as written, and a body that makes one call into
-//! `::cached_runtime::__private` with the key parts, the options and the original body as an
-//! `async move` block.
+//! Expansion: the signature as written, and a body that makes one call into the runtime's
+//! `__private` module with the key parts, the options and the original body as an
+//! `async move` block; then the companion functions `{name}_key` and `{name}_invalidate`.
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::spanned::Spanned;
+use syn::{Attribute, FnArg, Ident, Signature, Type, Visibility, ext::IdentExt, spanned::Spanned};
 
 use crate::{
     args::{self, Args, Body, Func},
-    validate::{self, KeyPart, Plan, Secs},
+    validate::{self, Companions, KeyPart, Plan, Secs},
 };
 
 /// The whole attribute: parse, validate, expand. On any error the function is emitted
@@ -40,28 +40,96 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     let Ok(Body {
         brace,
         inner_attrs,
-        stmts,
+        tokens,
     }) = body
     else {
         // Validation rejects a function without a body; emit the declaration as written.
         return quote!(#(#attrs)* #vis #sig;);
     };
-    let private = quote!(::cached_runtime::__private);
+    let krate = &plan.krate;
+    let private = quote!(#krate::__private);
     // Generated locals use mixed-site hygiene: the body cannot see them, nor they the body.
     let local = Span::mixed_site();
     let policy = format_ident!("__CACHED_POLICY", span = local);
+    let site = format_ident!("__CACHED_SITE", span = local);
     let call = format_ident!("__cached_call", span = local);
+    let select = format_ident!("__cached_select", span = local);
 
-    let prefix = plan.prefix;
-    let ttl = seconds(&plan.ttl, "ttl_secs");
+    let prefix = &plan.prefix;
+    // The runtime's rules, evaluated at compile time: a bad prefix or template fails the
+    // build with the rule's own message, on the literal.
+    let prefix_check =
+        quote_spanned!(prefix.span()=> const _: () = #private::check_prefix(#prefix););
+    let template_check = plan
+        .template
+        .as_ref()
+        .map(|t| quote_spanned!(t.span()=> const _: () = #private::check_template(#t);));
+    let policy_value = policy_tokens(&plan, &private);
+    let fn_name = sig.ident.unraw().to_string();
+
+    let start = match &plan.cache {
+        Some(cache) => {
+            let span = cache.span();
+            quote_spanned!(span=> #private::Call::with_cache(&(#cache), &#policy, &#site))
+        }
+        None => quote!(#private::Call::new(&#policy, &#site)),
+    };
+    let types = types_tokens(&plan.types);
+    let key = plan.key.iter().map(|part| key_part(part, &private, None));
+
+    let ret = &plan.ret;
+    let ret_span = ret.span();
+    let selected = match &plan.shape {
+        Some(shape) => {
+            let span = shape.span();
+            quote_spanned!(span=> #private::Selected::<#shape, #ret>::NEW)
+        }
+        None => quote_spanned!(ret_span=>
+            (&&&&#private::Probe::<#ret>::NEW).__cached_select()
+        ),
+    };
+    let mut body = TokenStream::new();
+    brace.surround(&mut body, |out| out.extend(tokens));
+    // The call carries the return type's span: a value that is not `Serialize` is reported
+    // once, on the return type.
+    let call_at_ret = format_ident!("__cached_call", span = local.located_at(ret_span));
+    let select_at_ret = format_ident!("__cached_select", span = local.located_at(ret_span));
+    let run = quote_spanned! {ret_span=>
+        #select_at_ret.run(#call_at_ret, async move #body).await
+    };
+    let companions = plan
+        .companions
+        .as_ref()
+        .map(|c| companions(&plan, c, &attrs, &vis, &sig));
+
+    quote! {
+        #(#attrs)* #vis #sig {
+            #(#inner_attrs)*
+            #prefix_check
+            #template_check
+            #[allow(unused_imports)]
+            use #private::{KeyLevel0 as _, KeyLevel1 as _, Level0 as _, Level1 as _, Level2 as _, Level3 as _};
+            static #policy: #private::Policy = #policy_value;
+            static #site: #private::Site = #private::Site::__new(::core::module_path!(), #fn_name);
+            let #call = #start #types #(#key)*;
+            let #select = #selected;
+            #run
+        }
+        #companions
+    }
+}
+
+fn policy_tokens(plan: &Plan, private: &TokenStream) -> TokenStream {
+    let prefix = &plan.prefix;
+    let ttl = seconds(&plan.ttl, "ttl_secs", private);
     let null_ttl = plan
         .null_ttl
         .as_ref()
-        .map_or_else(|| quote!(0), |s| seconds(s, "null_ttl_secs"));
+        .map_or_else(|| quote!(0), |s| seconds(s, "null_ttl_secs", private));
     let jitter = plan
         .jitter
         .as_ref()
-        .map_or_else(|| quote!(0), |s| seconds(s, "jitter_secs"));
+        .map_or_else(|| quote!(0), |s| seconds(s, "jitter_secs", private));
     let version = Literal::u32_unsuffixed(plan.version);
     let lock = plan.lock.as_ref().map(|secs| {
         let ms = match secs {
@@ -70,55 +138,183 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
                 literal.set_span(*span);
                 quote!(#literal)
             }
-            Secs::Duration(_) => seconds(secs, "lock_ms"),
+            Secs::Duration(_) => seconds(secs, "lock_ms", private),
         };
         quote!(.__with_lock(#ms))
     });
+    quote!(#private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version)#lock)
+}
 
-    let start = match plan.cache {
-        Some(cache) => {
-            let span = cache.span();
-            quote_spanned!(span=> #private::Call::with_cache(&(#cache), &#policy))
+fn types_tokens(types: &[TokenStream]) -> Option<TokenStream> {
+    (!types.is_empty()).then(|| quote!(.types(&[#(#types),*])))
+}
+
+/// One key part. In the getter, arguments are keyed through the probe (an extractor on what
+/// it holds); in a companion, `direct` names the parameters that already are the key's value.
+fn key_part(part: &KeyPart, private: &TokenStream, direct: Option<&[Ident]>) -> TokenStream {
+    let is_direct = |name: &Ident| direct.is_some_and(|d| d.contains(name));
+    match part {
+        KeyPart::Arg(name) => {
+            let span = name.span();
+            if is_direct(name) {
+                quote_spanned!(span=> .key_arg(#name))
+            } else if direct.is_some() {
+                quote_spanned!(span=> .key_arg((&&#private::KeyProbe(#name)).__cached_key()))
+            } else {
+                quote_spanned!(span=> .key_arg((&&#private::KeyProbe(&#name)).__cached_key()))
+            }
         }
-        None => quote!(#private::Call::new(&#policy)),
-    };
-    // Each key part carries its argument's span: a missing `Serialize` points there.
-    let key = plan.key.iter().map(|part| match part {
-        KeyPart::Arg(value, span) => quote_spanned!(*span=> .key_arg(#value)),
-        KeyPart::Value(value, span) => quote_spanned!(*span=> .key_value(#value)),
+        KeyPart::Value { root, fields, span } => {
+            let root_ident = syn::parse2::<Ident>(root.clone()).ok();
+            if !fields.is_empty() {
+                quote_spanned!(*span=> .key_value(&#root #fields))
+            } else if root_ident.as_ref().is_some_and(is_direct) {
+                quote_spanned!(*span=> .key_value(#root))
+            } else if direct.is_some() {
+                quote_spanned!(*span=> .key_value((&&#private::KeyProbe(#root)).__cached_key()))
+            } else {
+                quote_spanned!(*span=> .key_value((&&#private::KeyProbe(&#root)).__cached_key()))
+            }
+        }
         KeyPart::Literal(text) => quote!(.literal(#text)),
+    }
+}
+
+/// `{name}_key(cache, args…)` and `{name}_invalidate(cache, args…)`: the key of one call and
+/// its invalidation, so a writer names the function rather than repeating its key layout.
+fn companions(
+    plan: &Plan,
+    companions: &Companions,
+    attrs: &[Attribute],
+    vis: &Visibility,
+    sig: &Signature,
+) -> TokenStream {
+    let krate = &plan.krate;
+    let private = quote!(#krate::__private);
+    let local = Span::mixed_site();
+    let policy = format_ident!("__CACHED_POLICY", span = local);
+    let cache = format_ident!("cache", span = local);
+    let name = sig.ident.unraw();
+    let key_fn = format_ident!("{}_key", name, span = sig.ident.span());
+    let invalidate_fn = format_ident!("{}_invalidate", name, span = sig.ident.span());
+    let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
+    let receiver = companions
+        .receiver
+        .then(|| {
+            sig.inputs.iter().find_map(|arg| match arg {
+                FnArg::Receiver(r) => {
+                    let self_token = r.self_token;
+                    Some(quote!(&#self_token,))
+                }
+                FnArg::Typed(_) => None,
+            })
+        })
+        .flatten();
+    let with_fields: Vec<&Ident> = plan
+        .key
+        .iter()
+        .filter_map(|part| match part {
+            KeyPart::Value { root, fields, .. } if !fields.is_empty() => companions
+                .params
+                .iter()
+                .map(|(n, _)| n)
+                .find(|n| syn::parse2::<Ident>(root.clone()).is_ok_and(|r| r == **n)),
+            _ => None,
+        })
+        .collect();
+    let mut direct = Vec::new();
+    let params = companions.params.iter().map(|(name, ty)| {
+        if with_fields.contains(&name) || !generic_friendly(ty) {
+            let ty = strip_group(ty);
+            quote!(#name: &(#ty))
+        } else {
+            direct.push(name.clone());
+            quote!(#name: &(impl #private::KeyFor<#ty> + ?::core::marker::Sized))
+        }
     });
-
-    let ret = plan.ret;
-    let ret_span = ret.span();
-    let shape = format_ident!("{}", plan.shape.name());
-    let shape = if plan.shape.is_actix() {
-        quote_spanned!(ret_span=> ::cached_runtime::__private::actix_shape!(#shape))
-    } else {
-        quote_spanned!(ret_span=> ::cached_runtime::__private::#shape)
+    let params: Vec<TokenStream> = params.collect();
+    let types = types_tokens(&plan.types);
+    let key = plan
+        .key
+        .iter()
+        .map(|part| key_part(part, &private, Some(&direct)));
+    let key: Vec<TokenStream> = key.collect();
+    let prefix = &plan.prefix;
+    let version = Literal::u32_unsuffixed(plan.version);
+    let where_clause = &sig.generics.where_clause;
+    let generics = &sig.generics.params;
+    let generics = (!generics.is_empty()).then(|| quote!(<#generics>));
+    let doc_key = format!(
+        "The cache key `{name}` reads for these arguments (generated by `#[redis_cache]`)."
+    );
+    let doc_invalidate = format!(
+        "Deletes the cached entry of `{name}` for these arguments; `Ok(false)` when there was none (generated by `#[redis_cache]`)."
+    );
+    let body = quote! {
+        static #policy: #private::Policy = #private::Policy::__from_macro(#prefix, 1, 0, 0, #version);
+        #[allow(unused_imports)]
+        use #private::{KeyLevel0 as _, KeyLevel1 as _};
+        #private::Call::companion(#cache, &#policy) #types #(#key)*
     };
-    let mut body = TokenStream::new();
-    brace.surround(&mut body, |tokens| tokens.extend(quote!(#(#stmts)*)));
-    // The call carries the return type's span: a value that is not `Serialize` is reported
-    // once, on the return type.
-    let call_at_ret = format_ident!("__cached_call", span = local.located_at(ret_span));
-    let run = quote_spanned! {ret_span=>
-        ::cached_runtime::__private::Returns::<#shape, #ret>::new().run(#call_at_ret, async move #body).await
-    };
-
     quote! {
-        #(#attrs)* #vis #sig {
-            #(#inner_attrs)*
-            static #policy: #private::Policy =
-                #private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version)#lock;
-            let #call = #start #(#key)*;
-            #run
+        #(#cfgs)*
+        #[doc = #doc_key]
+        #[allow(dead_code, clippy::ptr_arg, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
+        #vis fn #key_fn #generics (#receiver #cache: &#krate::Cache, #(#params),*)
+            -> ::core::result::Result<#krate::Key, #krate::CacheError> #where_clause
+        {
+            #body.key()
+        }
+
+        #[doc = #doc_invalidate]
+        #[allow(dead_code, clippy::ptr_arg, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
+        #vis async fn #invalidate_fn #generics (#receiver #cache: &#krate::Cache, #(#params),*)
+            -> ::core::result::Result<bool, #krate::CacheError> #where_clause
+        {
+            #body.invalidate().await
         }
     }
 }
 
+/// Whether `impl KeyFor<ty>` can be written: no `impl Trait` and no elided lifetime, which
+/// are not allowed in that position.
+fn generic_friendly(ty: &Type) -> bool {
+    fn walk(tokens: TokenStream, prev_amp: bool) -> bool {
+        let mut prev_amp = prev_amp;
+        for tree in tokens {
+            match &tree {
+                proc_macro2::TokenTree::Ident(i) if i == "impl" || i == "dyn" => return false,
+                proc_macro2::TokenTree::Punct(p) if p.as_char() == '&' => {
+                    prev_amp = true;
+                    continue;
+                }
+                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
+                    prev_amp = false;
+                    continue;
+                }
+                proc_macro2::TokenTree::Ident(i) if i == "_" => return false,
+                proc_macro2::TokenTree::Group(g) if !walk(g.stream(), false) => return false,
+                _ => {}
+            }
+            if prev_amp {
+                // `&T` without a lifetime.
+                return false;
+            }
+        }
+        true
+    }
+    walk(quote!(#ty), false)
+}
+
+fn strip_group(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(g) => strip_group(&g.elem),
+        _ => ty,
+    }
+}
+
 /// A duration option as `u64` seconds in a constant context.
-fn seconds(secs: &Secs, convert: &str) -> TokenStream {
+fn seconds(secs: &Secs, convert: &str, private: &TokenStream) -> TokenStream {
     match secs {
         Secs::Literal(value, span) => {
             let mut literal = Literal::u64_unsuffixed(*value);
@@ -128,7 +324,7 @@ fn seconds(secs: &Secs, convert: &str) -> TokenStream {
         Secs::Duration(expr) => {
             let convert = format_ident!("{convert}");
             let span = expr.span();
-            quote_spanned!(span=> ::cached_runtime::__private::#convert(#expr))
+            quote_spanned!(span=> #private::#convert(#expr))
         }
     }
 }
@@ -142,9 +338,9 @@ mod tests {
     }
 
     #[test]
-    fn keys_on_every_argument_but_self_and_skipped_ones() {
+    fn keys_on_every_argument_but_skipped_ones_through_the_probe() {
         let out = expand_str(
-            quote!(prefix = "item", ttl = 600, skip(db)),
+            quote!(prefix = "item", ttl = 600, skip(self, db)),
             quote!(
                 async fn get(&self, id: u64, path: web::Path<String>, db: Pool) -> Option<Item> {
                     None
@@ -152,24 +348,27 @@ mod tests {
             ),
         );
         assert!(
-            out.contains(". key_arg (& id) . key_arg (& * path) ;"),
+            out.contains(". key_arg ((&& :: cached_runtime :: __private :: KeyProbe (& id)) . __cached_key ()) . key_arg ((&& :: cached_runtime :: __private :: KeyProbe (& path)) . __cached_key ()) ;"),
             "{out}"
         );
-        assert!(!out.contains("db)"), "{out}");
+        assert!(!out.contains("KeyProbe (& db)"), "{out}");
         assert!(
             out.contains("Policy :: __from_macro (\"item\" , 600 , 0 , 0 , 0)"),
             "{out}"
         );
         assert!(
-            out.contains(
-                "Returns :: < :: cached_runtime :: __private :: Optional , Option < Item > >"
-            ),
+            out.contains(". types (& [:: core :: any :: type_name :: < Self > ()])"),
+            "{out}"
+        );
+        assert!(!out.contains("fn get_key (& self ,"), "{out}");
+        assert!(
+            out.contains("fn get_key (cache : & :: cached_runtime :: Cache"),
             "{out}"
         );
     }
 
     #[test]
-    fn a_template_becomes_literals_and_values() {
+    fn a_template_becomes_literals_and_values_and_is_checked_at_compile_time() {
         let out = expand_str(
             quote!(prefix = "item", ttl = 600, key = "v1:{id}:{q.page}"),
             quote!(
@@ -179,7 +378,45 @@ mod tests {
             ),
         );
         assert!(
-            out.contains(". literal (\"v1:\") . key_value (& id) . literal (\":\") . key_value (& q . page) ;"),
+            out.contains(". literal (\"v1:\") . key_value ((&& :: cached_runtime :: __private :: KeyProbe (& id)) . __cached_key ()) . literal (\":\") . key_value (& q . page) ;"),
+            "{out}"
+        );
+        assert!(
+            out.contains("check_template (\"v1:{id}:{q.page}\")"),
+            "{out}"
+        );
+        assert!(out.contains("check_prefix (\"item\")"), "{out}");
+    }
+
+    #[test]
+    fn generic_parameters_reaching_the_return_type_go_into_the_key() {
+        let out = expand_str(
+            quote!(prefix = "get", ttl = 600),
+            quote!(
+                async fn get<T: DeserializeOwned, K: Serialize>(id: K) -> Option<T> {
+                    None
+                }
+            ),
+        );
+        assert!(
+            out.contains(". types (& [:: core :: any :: type_name :: < T > ()])"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn the_crate_option_replaces_the_runtime_path() {
+        let out = expand_str(
+            quote!(prefix = "item", ttl = 600, crate = "facade::cache"),
+            quote!(
+                async fn get(id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(!out.contains("cached_runtime"), "{out}");
+        assert!(
+            out.contains("facade :: cache :: __private :: Call :: new"),
             "{out}"
         );
     }
@@ -197,15 +434,16 @@ mod tests {
     }
 
     #[test]
-    fn the_body_is_quoted_once() {
+    fn the_body_is_quoted_once_and_kept_as_tokens() {
         let out = expand_str(
             quote!(prefix = "item", ttl = 600),
             quote!(
                 async fn get(id: u64) -> u64 {
-                    unique_marker(id)
+                    unique_marker(id) let let
                 }
             ),
         );
+        assert!(!out.contains("compile_error"), "{out}");
         assert_eq!(out.matches("unique_marker").count(), 1, "{out}");
     }
 }

@@ -42,63 +42,114 @@ mod validate;
 /// | `jitter = 60` | Random extra seconds, `0..=jitter`, added to every TTL so entries filled together do not expire together. |
 /// | `skip(state, req)` | Arguments left out of the key. |
 /// | `skip_all` | Every argument left out of the key: one entry per function. |
-/// | `key = "{id}:{lang}"` | A key template: the part after `prefix:`. `{name}` is an argument, `{q.page}` or `{path.0}` a field of one; arguments the template does not name are left out, so `skip` is not needed (and not allowed) with it. Placeholders need text between them, and the text may not use a character the key encoding reserves (whitespace and `% , ( ) = ~ ! # * ? [ ] \ { } "`) except `:`. |
+/// | `key = "{id}:{lang}"` | A key template: the part after `prefix:`. `{name}` is an argument, `{q.page}` or `{path.0}` a field of one, `{self.tenant}` a field of the receiver; arguments the template does not name are left out, so `skip` is not needed (and only `skip(self)` is allowed) with it. Two placeholders need a `:` between them (`{a}-{b}` is rejected: `("x-y", "z")` and `("x", "y-z")` would share a key), and the text may not use a character the key encoding reserves (whitespace and `% , ( ) = ~ ! # * ? [ ] \ { } "`) except `:`. The rule is `cached_runtime::key::template_error`, evaluated at compile time. |
 /// | `cache = expr` | The cache to use instead of the one installed with `cached_runtime::install`: a `Cache`, `&Cache`, `Arc<Cache>` or `web::Data<Cache>`, evaluated on each call before the body runs, so it may use the arguments (`cache = state.cache`, `cache = self.cache`). |
-/// | `version = 2` | Entries written under another version are misses: bump it when the cached type changes shape. |
+/// | `version = 2` | Goes into the key (`item:=2:…`), so binaries of two versions keep their entries apart during a rolling deploy and each hits its own; bump it when the cached type changes shape. |
+/// | `shape = cached_runtime::shape::Plain` | The shape to store the return type as, instead of the one selected from its type (below): any type implementing `cached_runtime::shape::Shape<R>`. |
+/// | `companions = false` | No companion functions (below): needed in a trait `impl`, which may hold only the trait's items. |
+/// | `crate = "facade::cache"` | The path of the runtime crate when it is renamed or re-exported, instead of `::cached_runtime`. |
 /// | `lock = true` | Across processes, one caller fills a missing entry under a Redis lock (`SET NX PX`, released only by its owner) while the others poll for its value. `lock = true` holds the lock at most 10 s; `lock = 3` or `lock = Duration::from_millis(500)` sets that TTL. Waiters give up and run the body themselves after the lock TTL, so a crashed holder blocks nobody for longer. In-process single-flight needs no option: it is on for every cache unless turned off there. |
 ///
 /// An unknown, repeated or malformed option is a compile error that lists the valid ones.
 ///
 /// # Return types
 ///
-/// The shape is chosen from how the return type is written:
+/// The shape is selected from the return type's *type*, through traits, not from how it is
+/// spelled: aliases (`io::Result<T>`, `type Maybe<T> = Option<T>`) are what they alias, and a
+/// user type named `SearchResult<T>` is a plain value.
 ///
 /// | return type | stored |
 /// |---|---|
 /// | `T` | every result |
 /// | `Option<T>` | `Some` as the value, `None` as the null marker (with `null_ttl`) |
-/// | `Result<T, E>`, or an alias whose name ends in `Result` (`io::Result<T>`, `AppResult<T>`) | `Ok` only; `Err` is returned as is and never stored |
+/// | `Result<T, E>` | `Ok` only; `Err` is returned as is and never stored |
 /// | `Result<Option<T>, E>` | `Ok(Some)` as the value, `Ok(None)` as the null marker, `Err` never |
-/// | `web::Json<T>` | `T` |
-/// | `Result<web::Json<T>, E>` | `Ok` only, as `T` |
-/// | `Option<web::Json<T>>` | `Some` as `T`, `None` as the null marker |
-/// | `Result<Option<web::Json<T>>, E>` | `Ok(Some)` as `T`, `Ok(None)` as the null marker, `Err` never |
-///
-/// Only these names are recognized: an alias of another kind (`type Maybe<T> = Option<T>`)
-/// is cached as a plain `T`, so its `None` is stored as a value for the full `ttl` rather
-/// than as the null marker.
+/// | `web::Json<T>`, and inside `Option`/`Result` as above | `T` (the `actix` feature) |
 ///
 /// `T` must implement `serde::Serialize` and `serde::Deserialize` (owned); when it does not,
-/// the error points at the return type. The `web::Json` shapes need the `actix` feature of
-/// `cached-runtime`. `()` and `impl Trait` returns are compile errors: there is nothing to
-/// store, or nothing to decode into.
+/// the error points at the return type. `()` and `impl Trait` returns are compile errors:
+/// there is nothing to store, or nothing to decode into. `shape = …` overrides the selection.
 ///
 /// # Keys
 ///
-/// `{namespace}{prefix}:{arguments}`: each key argument encoded as the `cached_runtime::key`
-/// module documents, joined by `:`, in the order of the signature (or laid into the `key`
-/// template). The same key can be built by hand to invalidate exactly one entry:
-/// `cache.key("item").arg(&id).build()`.
+/// ```text
+/// {namespace}{prefix}:{arguments}                      version 0, not generic
+/// {namespace}{prefix}:={version}:{arguments}           version ≥ 1
+/// {namespace}{prefix}:={version}.{types}:{arguments}   generic
+/// ```
 ///
-/// - `self` is never part of the key, whatever its type: a method caches as if it were a
-///   free function of its other arguments. Put what distinguishes instances into an argument,
-///   or into the prefix.
+/// Each key argument is encoded as the `cached_runtime::key` module documents, joined by `:`
+/// in signature order (or laid into the `key` template). `cache.invalidate_prefix("item")`
+/// deletes the entries of every version.
+///
+/// - **Receivers.** A method says what `self` contributes: `skip(self)` shares entries
+///   across instances (your explicit choice), or a template names the fields that tell
+///   instances apart (`key = "{self.tenant}:{id}"`); otherwise it is a compile error on the
+///   receiver. `&mut self` is a compile error: a hit skips the body and its mutation.
+/// - **Generics.** Every type parameter that reaches the return type or an argument left out
+///   of the key (and `Self`, with `skip(self)`) is named in the version segment, by a hash of
+///   its `std::any::type_name`: `get::<User>(1)` and `get::<Order>(1)` never share an entry.
+///   `type_name` may change between compiler releases; then such entries are missed once,
+///   never misread.
 /// - Key arguments need `serde::Serialize`; when one lacks it, the error points at it and
-///   suggests `skip(...)`.
-/// - Actix extractors `web::Path<T>`, `web::Query<T>`, `web::Json<T>` and `web::Form<T>` key
-///   on the value they hold (recognized by the names `Path`, `Query`, `Json`, `Form` with one
-///   type parameter).
-/// - `web::Data<_>`, `web::ThinData<_>`, `web::ReqData<_>`, `HttpRequest`, `HttpResponse`
-///   and `web::Payload` are never serialized silently: not skipped, they are a compile error.
+///   suggests `skip(...)`. A framework extractor (`web::Path<T>`, `web::Query<T>`,
+///   `web::Json<T>`, `web::Form<T>`) is keyed on the value it holds, recognised by its type.
 /// - An argument bound by a pattern (`(a, b): (u8, u8)`, `_: T`) cannot be keyed: bind it to
 ///   a name, or use `skip_all` or `key`.
+/// - Two functions declaring one prefix in a process: the second to be called logs an error
+///   naming both.
+///
+/// # Companion functions
+///
+/// Next to `fn item` the attribute generates, with the same visibility and generics,
+///
+/// ```text
+/// fn item_key(cache: &Cache, id: &u64) -> Result<Key, CacheError>
+/// async fn item_invalidate(cache: &Cache, id: &u64) -> Result<bool, CacheError>
+/// ```
+///
+/// taking the key's arguments by reference (an extractor's inner value: `&u64` for a
+/// `web::Path<u64>`), and `&self` first when the key names `self` fields. A writer names the
+/// function, never its prefix, argument order or version. In an `impl` block they are
+/// associated functions (`Repo::item_key`); put `#[redis_cache]` above a routing attribute
+/// (`#[get]`) so they stay module items; in a trait `impl` turn them off with
+/// `companions = false`.
+///
+/// ```
+/// use cached_runtime::{Cache, redis_cache};
+///
+/// #[redis_cache(prefix = "item", ttl = 600, cache = cache, skip(cache))]
+/// async fn item(cache: &Cache, id: u64) -> Option<String> {
+///     Some(format!("item {id}"))
+/// }
+///
+/// struct Repo {
+///     tenant: u32,
+/// }
+///
+/// impl Repo {
+///     #[redis_cache(prefix = "repo.item", ttl = 600, key = "{self.tenant}:{id}")]
+///     async fn item(&self, id: u64) -> Option<String> {
+///         Some(format!("{id} of {}", self.tenant))
+///     }
+/// }
+///
+/// # async fn update(cache: &Cache, repo: &Repo) -> Result<(), cached_runtime::CacheError> {
+/// // After an update:
+/// item_invalidate(cache, &42).await?;
+/// repo.item_invalidate(cache, &42).await?;
+/// assert_eq!(item_key(cache, &42)?.as_str(), format!("{}item:42", cache.namespace()));
+/// # Ok(()) }
+/// ```
 ///
 /// # Where it applies
 ///
 /// Free functions, associated functions and methods (also trait methods with a default
-/// body), generic functions, lifetimes and `where` clauses, any visibility, doc comments,
+/// body; in a trait `impl`, with `companions = false`), generic functions, lifetimes and `where` clauses, any visibility, doc comments,
 /// `#[cfg]` and other attributes, `#[actix_web::get("/...")]` stacked above or below. Not
-/// `const fn`, `extern fn`, functions that are not `async`, or declarations without a body.
+/// `const fn`, `extern fn`, functions that are not `async` (a method rewritten by
+/// `#[async_trait]` gets an error saying what to do instead), or declarations without a body.
+/// The body is kept as tokens: a syntax error in it is reported as that syntax error.
 /// The future is `Send` whenever the body's future is.
 ///
 /// # Expansion
@@ -112,23 +163,29 @@ mod validate;
 /// pub async fn item(id: u64, path: web::Path<String>) -> Option<Item> { body }
 /// ```
 ///
-/// the attribute emits (the two `__cached…` names are hygienic: the body cannot see them)
+/// the attribute emits (the `__cached…` names are hygienic: the body cannot see them), besides
+/// the companion functions,
 ///
 /// ```text
 /// pub async fn item(id: u64, path: web::Path<String>) -> Option<Item> {
+///     const _: () = ::cached_runtime::__private::check_prefix("item");
+///     use ::cached_runtime::__private::{KeyLevel0 as _, KeyLevel1 as _, Level0 as _, /* … */};
 ///     static __CACHED_POLICY: ::cached_runtime::__private::Policy =
 ///         ::cached_runtime::__private::Policy::__from_macro("item", 600, 0, 0, 0);
-///     let __cached_call = ::cached_runtime::__private::Call::new(&__CACHED_POLICY)
-///         .key_arg(&id)
-///         .key_arg(&*path);
-///     ::cached_runtime::__private::Returns::<::cached_runtime::__private::Optional, Option<Item>>::new()
-///         .run(__cached_call, async move { body })
-///         .await
+///     static __CACHED_SITE: ::cached_runtime::__private::Site =
+///         ::cached_runtime::__private::Site::__new(::core::module_path!(), "item");
+///     let __cached_call = ::cached_runtime::__private::Call::new(&__CACHED_POLICY, &__CACHED_SITE)
+///         .key_arg((&&::cached_runtime::__private::KeyProbe(&id)).__cached_key())
+///         .key_arg((&&::cached_runtime::__private::KeyProbe(&path)).__cached_key());
+///     let __cached_select = (&&&&::cached_runtime::__private::Probe::<Option<Item>>::NEW).__cached_select();
+///     __cached_select.run(__cached_call, async move { body }).await
 /// }
 /// ```
 ///
-/// With `cache = expr` the call starts with `Call::with_cache(&(expr), &__CACHED_POLICY)`;
-/// with `key = "v1:{id}"` the parts are `.literal("v1:").key_value(&id)`.
+/// With `cache = expr` the call starts with `Call::with_cache(&(expr), …)`; with
+/// `key = "v1:{id}"` the parts are `.literal("v1:").key_value(…)` and the template is checked
+/// by `const _: () = check_template("v1:{id}");`; a generic function adds
+/// `.types(&[type_name::<T>()])`.
 #[proc_macro_attribute]
 pub fn redis_cache(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::redis_cache(args.into(), item.into()).into()

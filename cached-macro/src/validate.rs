@@ -2,14 +2,12 @@
 //! error on the token it is about. What passes becomes a [`Plan`] that expansion follows
 //! without further checks.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{ToTokens, quote_spanned};
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
 use syn::{
-    Expr, ExprLit, FnArg, GenericArgument, Ident, Lit, LitStr, Pat, PatIdent, PathArguments,
-    ReturnType, Type, TypePath, ext::IdentExt,
+    Expr, ExprLit, FnArg, GenericArgument, GenericParam, Ident, Lit, LitStr, Pat, PatIdent, Path,
+    PathArguments, Receiver, ReturnType, Type, TypePath, ext::IdentExt,
 };
-
-use std::ops::RangeInclusive;
 
 use crate::args::{Args, Func, Lock, Seconds, Skip};
 
@@ -17,8 +15,10 @@ use crate::args::{Args, Func, Lock, Seconds, Skip};
 /// crashed holder is soon forgotten.
 const DEFAULT_LOCK_SECS: u64 = 10;
 
-/// What the expansion emits: validated options, the key's parts and the return shape.
+/// What the expansion emits: validated options, the key's parts and the return type.
 pub(crate) struct Plan {
+    /// The runtime crate's path: `::cached_runtime`, or the `crate = …` option.
+    pub(crate) krate: TokenStream,
     pub(crate) prefix: LitStr,
     pub(crate) ttl: Secs,
     pub(crate) null_ttl: Option<Secs>,
@@ -27,10 +27,25 @@ pub(crate) struct Plan {
     /// The cross-process fill lock's TTL, when `lock` is on.
     pub(crate) lock: Option<Secs>,
     pub(crate) cache: Option<Expr>,
+    /// The key template, checked by the runtime's rule at compile time.
+    pub(crate) template: Option<LitStr>,
     pub(crate) key: Vec<KeyPart>,
-    pub(crate) shape: ShapeKind,
+    /// Expressions naming the types that tell a generic function's instantiations apart.
+    pub(crate) types: Vec<TokenStream>,
+    /// `shape = …`, when given.
+    pub(crate) shape: Option<Path>,
     /// The return type as written.
     pub(crate) ret: Type,
+    /// The companion functions' inputs, unless `companions = false`.
+    pub(crate) companions: Option<Companions>,
+}
+
+/// What `{name}_key` and `{name}_invalidate` take besides the cache.
+pub(crate) struct Companions {
+    /// `&self` when the key names `self` fields.
+    pub(crate) receiver: bool,
+    /// Each argument the key is made of, once, in the order it first appears, with its type.
+    pub(crate) params: Vec<(Ident, Type)>,
 }
 
 /// A validated duration option.
@@ -43,53 +58,17 @@ pub(crate) enum Secs {
 
 /// One part of the key after `prefix:`.
 pub(crate) enum KeyPart {
-    /// A borrowed argument, joined to the previous one by `:` (`&id`, `&*path`), and the span
-    /// errors about it point at.
-    Arg(TokenStream, Span),
-    /// A template placeholder's borrowed value (`&id`, `&q.page`).
-    Value(TokenStream, Span),
+    /// An argument, joined to the previous one by `:`, keyed on what it holds.
+    Arg(Ident),
+    /// A template placeholder: an argument (keyed on what it holds) or a field path of one
+    /// (`q.page`, `self.tenant`), spanned on the template.
+    Value {
+        root: TokenStream,
+        fields: TokenStream,
+        span: Span,
+    },
     /// A template's literal text.
     Literal(String),
-}
-
-/// The runtime shape a return type maps to, chosen by how the type is written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum ShapeKind {
-    Plain,
-    Optional,
-    Fallible,
-    FallibleOptional,
-    Json,
-    FallibleJson,
-    OptionalJson,
-    FallibleOptionalJson,
-}
-
-impl ShapeKind {
-    /// The name of the runtime type.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            ShapeKind::Plain => "Plain",
-            ShapeKind::Optional => "Optional",
-            ShapeKind::Fallible => "Fallible",
-            ShapeKind::FallibleOptional => "FallibleOptional",
-            ShapeKind::Json => "Json",
-            ShapeKind::FallibleJson => "FallibleJson",
-            ShapeKind::OptionalJson => "OptionalJson",
-            ShapeKind::FallibleOptionalJson => "FallibleOptionalJson",
-        }
-    }
-
-    /// Whether the shape needs the runtime's `actix` feature.
-    pub(crate) fn is_actix(self) -> bool {
-        matches!(
-            self,
-            ShapeKind::Json
-                | ShapeKind::FallibleJson
-                | ShapeKind::OptionalJson
-                | ShapeKind::FallibleOptionalJson
-        )
-    }
 }
 
 /// Collects every error, so one compile shows all of them.
@@ -117,7 +96,16 @@ impl Errors {
 pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
     let mut errors = Errors::default();
     check_signature(func, &mut errors);
-    let prefix = check_prefix(args.prefix, &mut errors);
+    let prefix = match args.prefix {
+        Some((_, lit)) => Some(lit),
+        None => {
+            errors.at(
+                Span::call_site(),
+                "missing `prefix`: add the key prefix of this function's entries, like `prefix = \"item\"`",
+            );
+            None
+        }
+    };
     let ttl = match args.ttl {
         Some((_, value)) => seconds("ttl", value, 1, &mut errors),
         None => {
@@ -149,10 +137,32 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
         Some((_, Lock::Ttl(v))) => seconds("lock", v, 1, &mut errors),
     };
     let params = params(func);
-    let key = key_parts(args.skip, args.key, &params, &mut errors);
+    let template = args.key.as_ref().map(|(_, lit)| lit.clone());
+    let keyed = key_parts(args.skip, args.key, func, &params, &mut errors);
     let ret = return_type(func, &mut errors);
+    let types = ret
+        .as_ref()
+        .map(|ret| discriminators(func, ret, &params, &keyed, &mut errors))
+        .unwrap_or_default();
+    let companions = match args.companions {
+        Some((_, flag)) if !flag.value => None,
+        _ => Some(Companions {
+            receiver: keyed.self_in_key,
+            params: keyed
+                .roots
+                .iter()
+                .filter_map(|name| find(&params, &name.unraw().to_string()))
+                .filter_map(|p| Some((p.name?.clone(), p.ty.clone())))
+                .collect(),
+        }),
+    };
+    let krate = match args.krate {
+        Some((_, path)) => path.into_token_stream(),
+        None => quote!(::cached_runtime),
+    };
     match (errors.0, prefix, ttl, ret) {
-        (None, Some(prefix), Some(ttl), Some((ret, shape))) => Ok(Plan {
+        (None, Some(prefix), Some(ttl), Some(ret)) => Ok(Plan {
+            krate,
             prefix,
             ttl,
             null_ttl,
@@ -160,9 +170,12 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
             version,
             lock,
             cache: args.cache.map(|(_, e)| e),
-            key,
-            shape,
+            template,
+            key: keyed.parts,
+            types,
+            shape: args.shape.map(|(_, p)| p),
             ret,
+            companions,
         }),
         (Some(e), ..) => Err(e),
         // Every `None` above pushed an error.
@@ -185,10 +198,17 @@ fn check_signature(func: &Func, errors: &mut Errors) {
         );
     }
     if sig.asyncness.is_none() && sig.constness.is_none() && sig.abi.is_none() {
-        errors.at(
-            sig.fn_token.span,
-            "#[redis_cache] needs an `async fn`: add `async` before `fn`",
-        );
+        if returns_boxed_future(&sig.output) {
+            errors.at(
+                sig.fn_token.span,
+                "#[redis_cache] sees a `fn` returning `Pin<Box<dyn Future>>`, as `#[async_trait]` rewrites an `async fn` before inner attributes run: move the body into an inherent `async fn` with #[redis_cache] and call it from the trait method, or drop `#[async_trait]` (an `async fn` in a trait needs no attribute)",
+            );
+        } else {
+            errors.at(
+                sig.fn_token.span,
+                "#[redis_cache] needs an `async fn`: add `async` before `fn`",
+            );
+        }
     }
     if let Err(semi) = &func.body {
         errors.at(
@@ -198,44 +218,22 @@ fn check_signature(func: &Func, errors: &mut Errors) {
     }
 }
 
-fn check_prefix(prefix: Option<(Span, LitStr)>, errors: &mut Errors) -> Option<LitStr> {
-    let Some((_, lit)) = prefix else {
-        errors.at(
-            Span::call_site(),
-            "missing `prefix`: add the key prefix of this function's entries, like `prefix = \"item\"`",
-        );
-        return None;
+/// Whether the return type is `Pin<Box<dyn … Future …>>`, what `#[async_trait]` emits.
+fn returns_boxed_future(output: &ReturnType) -> bool {
+    let ReturnType::Type(_, ty) = output else {
+        return false;
     };
-    let value = lit.value();
-    if value.is_empty() {
-        errors.at(
-            lit.span(),
-            "`prefix` must not be empty: it keeps this function's keys apart from every other function's",
-        );
-        return None;
-    }
-    // The same rule as `cached_runtime::key::validate_prefix`.
-    if let Some(bad) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/')))
-    {
-        let why = match bad {
-            '*' | '?' | '[' | ']' | '\\' => {
-                " (a glob character would make prefix invalidation match other keys)"
-            }
-            ':' => " (`:` separates the prefix from the arguments)",
-            c if c.is_whitespace() => " (whitespace)",
-            _ => "",
-        };
-        errors.at(
-            lit.span(),
-            format!(
-                "`prefix` may only use ASCII letters, digits and `_ - . /`; found {bad:?}{why}"
-            ),
-        );
-        return None;
-    }
-    Some(lit)
+    let Some((pin, args)) = last_segment(ty) else {
+        return false;
+    };
+    pin == "Pin"
+        && args.first().is_some_and(|boxed| {
+            matches!(last_segment(boxed), Some((b, inner)) if b == "Box"
+            && inner.first().is_some_and(|dyn_ty| {
+                matches!(dyn_ty, Type::TraitObject(_))
+                    && dyn_ty.to_token_stream().to_string().contains("Future")
+            }))
+        })
 }
 
 /// Validates a duration option; `min` is the least number of seconds allowed.
@@ -284,23 +282,12 @@ fn seconds(name: &str, value: Seconds, min: u64, errors: &mut Errors) -> Option<
     }
 }
 
-/// A typed parameter of the function (the receiver is never one: `self` is not in the key).
+/// A typed parameter of the function (the receiver is handled apart).
 struct Param<'a> {
     /// The binding when the pattern is a plain identifier.
     name: Option<&'a Ident>,
     pat: &'a Pat,
-    arg: &'a FnArg,
-    kind: ParamKind,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ParamKind {
-    /// Keyed on its own `Serialize`.
-    Value,
-    /// An Actix extractor keyed on the value it derefs to.
-    Extractor,
-    /// An Actix type that holds request or application state: never keyed.
-    Scoped(&'static str),
+    ty: &'a Type,
 }
 
 fn params(func: &Func) -> Vec<Param<'_>> {
@@ -321,8 +308,7 @@ fn params(func: &Func) -> Vec<Param<'_>> {
                 Some(Param {
                     name,
                     pat: &typed.pat,
-                    arg,
-                    kind: param_kind(&typed.ty),
+                    ty: &typed.ty,
                 })
             }
         })
@@ -355,22 +341,6 @@ fn last_segment(ty: &Type) -> Option<(&Ident, Vec<&Type>)> {
     }
 }
 
-fn param_kind(ty: &Type) -> ParamKind {
-    let Some((ident, args)) = last_segment(ty) else {
-        return ParamKind::Value;
-    };
-    match (ident.to_string().as_str(), args.len()) {
-        ("Path" | "Query" | "Json" | "Form", 1) => ParamKind::Extractor,
-        ("Data", 1) => ParamKind::Scoped("`web::Data` is application state"),
-        ("ThinData", 1) => ParamKind::Scoped("`web::ThinData` is application state"),
-        ("ReqData", 1) => ParamKind::Scoped("`web::ReqData` is request state"),
-        ("HttpRequest", 0) => ParamKind::Scoped("`HttpRequest` is the whole request"),
-        ("HttpResponse", _) => ParamKind::Scoped("`HttpResponse` is a response"),
-        ("Payload", 0) => ParamKind::Scoped("`web::Payload` is the request body stream"),
-        _ => ParamKind::Value,
-    }
-}
-
 fn arg_names(params: &[Param<'_>]) -> String {
     let names: Vec<String> = params
         .iter()
@@ -390,111 +360,149 @@ fn find<'p, 'a>(params: &'p [Param<'a>], name: &str) -> Option<&'p Param<'a>> {
         .find(|p| p.name.is_some_and(|n| n.unraw() == name))
 }
 
-/// The borrowed value of a keyed parameter, spanned on it so a missing `Serialize` points at
-/// the argument.
-fn borrow(param: &Param<'_>, name: &Ident) -> TokenStream {
-    let span = name.span();
-    match param.kind {
-        ParamKind::Extractor => quote_spanned!(span=> &*#name),
-        _ => quote_spanned!(span=> &#name),
-    }
+/// The key's parts, and what they are made of.
+struct Keyed {
+    parts: Vec<KeyPart>,
+    /// Arguments in the key, once each, in order of first appearance.
+    roots: Vec<Ident>,
+    /// Whether a template names `self` fields.
+    self_in_key: bool,
 }
 
 fn key_parts(
     skip: Option<(Span, Skip)>,
     template: Option<(Span, LitStr)>,
+    func: &Func,
     params: &[Param<'_>],
     errors: &mut Errors,
-) -> Vec<KeyPart> {
-    if let Some((_, lit)) = template {
-        if let Some((span, _)) = skip {
-            errors.at(
-                span,
-                "`skip` has no use with `key`: arguments the template does not name are already left out of the key",
-            );
-        }
-        return template_parts(&lit, params, errors);
-    }
-    let skipped = match skip {
-        None => Vec::new(),
-        Some((_, Skip::All)) => return Vec::new(),
+) -> Keyed {
+    let receiver = func.sig.receiver();
+    let mut keyed = Keyed {
+        parts: Vec::new(),
+        roots: Vec::new(),
+        self_in_key: false,
+    };
+    let mut skipped: Vec<String> = Vec::new();
+    let mut skip_self: Option<Span> = None;
+    let mut skip_all = false;
+    match &skip {
+        None => {}
+        Some((_, Skip::All)) => skip_all = true,
         Some((span, Skip::Args(names))) => {
             if names.is_empty() {
                 errors.at(
-                    span,
+                    *span,
                     "`skip()` names no argument: list the arguments to leave out, like `skip(state)`",
                 );
             }
             let mut seen: Vec<&Ident> = Vec::new();
-            for name in &names {
+            for name in names {
                 if name == "self" {
+                    if receiver.is_none() {
+                        errors.at(name.span(), "`skip(self)` on a function without `self`");
+                    }
+                    skip_self = Some(name.span());
+                } else if template.is_some() {
                     errors.at(
                         name.span(),
-                        "`self` is never part of the key: remove it from `skip`",
+                        "`skip` has no use with `key`: arguments the template does not name are already left out of the key (only `skip(self)` is allowed with it)",
                     );
                 } else if find(params, &name.unraw().to_string()).is_none() {
                     errors.at(
                         name.span(),
                         format!("`skip` names no argument `{name}`; {}", arg_names(params)),
                     );
-                } else if seen.iter().any(|s| s.unraw() == name.unraw()) {
+                }
+                if seen.iter().any(|s| s.unraw() == name.unraw()) {
                     errors.at(name.span(), format!("`{name}` is skipped twice"));
                 }
                 seen.push(name);
+                skipped.push(name.unraw().to_string());
             }
-            names.into_iter().map(|n| n.unraw().to_string()).collect()
         }
-    };
-    let mut parts = Vec::new();
-    for param in params {
-        let Some(name) = param.name else {
-            errors.spanned(
-                param.pat,
-                "this argument pattern cannot be part of the cache key: bind the argument to a name (and `skip` it if it does not belong in the key), or name the key's arguments with `key = \"...\"`",
-            );
-            continue;
-        };
-        if skipped.contains(&name.unraw().to_string()) {
-            continue;
-        }
-        if let ParamKind::Scoped(what) = param.kind {
-            errors.spanned(
-                param.arg,
-                format!(
-                    "{what} and cannot be part of the cache key: add `skip({name})` to the attribute"
-                ),
-            );
-            continue;
-        }
-        parts.push(KeyPart::Arg(borrow(param, name), name.span()));
     }
-    parts
+    if let Some((_, lit)) = &template {
+        template_parts(lit, func, params, &mut keyed, errors);
+    } else if !skip_all {
+        for param in params {
+            let Some(name) = param.name else {
+                errors.spanned(
+                    param.pat,
+                    "this argument pattern cannot be part of the cache key: bind the argument to a name (and `skip` it if it does not belong in the key), or name the key's arguments with `key = \"...\"`",
+                );
+                continue;
+            };
+            if skipped.contains(&name.unraw().to_string()) {
+                continue;
+            }
+            keyed.parts.push(KeyPart::Arg(name.clone()));
+            keyed.roots.push(name.clone());
+        }
+    }
+    if let Some(receiver) = receiver {
+        check_receiver(receiver, skip_self, skip_all, keyed.self_in_key, errors);
+    }
+    keyed
 }
 
-/// Characters the key encoding reserves; template text may use none of them but `:`.
-fn is_reserved(c: char) -> bool {
-    c.is_control()
-        || c.is_whitespace()
-        || matches!(
-            c,
-            '%' | ',' | '(' | ')' | '=' | '~' | '!' | '#' | '*' | '?' | '[' | ']' | '\\' | '"'
-        )
+/// The receiver rule: a method says what `self` contributes to the key.
+fn check_receiver(
+    receiver: &Receiver,
+    skip_self: Option<Span>,
+    skip_all: bool,
+    self_in_key: bool,
+    errors: &mut Errors,
+) {
+    if has_mut_ref(&receiver.ty) {
+        errors.spanned(
+            receiver,
+            "#[redis_cache] cannot cache a `&mut self` method: a hit skips the body, and with it the mutation; take `&self`, or leave the method uncached",
+        );
+        return;
+    }
+    match (skip_self, self_in_key) {
+        (Some(span), true) => errors.at(
+            span,
+            "`skip(self)` contradicts the key template, which names fields of `self`: remove one",
+        ),
+        (None, false) if !skip_all => errors.spanned(
+            receiver,
+            "`self` is not part of the cache key, so every instance would read the others' entries: add `skip(self)` to share entries across instances, or name the fields that tell instances apart in a key template, like `key = \"{self.tenant}:{id}\"`",
+        ),
+        _ => {}
+    }
 }
 
-fn template_parts(lit: &LitStr, params: &[Param<'_>], errors: &mut Errors) -> Vec<KeyPart> {
+/// Whether a type holds a `&mut` (`&mut Self`, `Pin<&mut Self>`).
+fn has_mut_ref(ty: &Type) -> bool {
+    match ty {
+        Type::Reference(r) => r.mutability.is_some() || has_mut_ref(&r.elem),
+        Type::Paren(p) => has_mut_ref(&p.elem),
+        Type::Group(g) => has_mut_ref(&g.elem),
+        Type::Path(p) => p.path.segments.iter().any(|s| match &s.arguments {
+            PathArguments::AngleBracketed(a) => a.args.iter().any(|a| match a {
+                GenericArgument::Type(t) => has_mut_ref(t),
+                _ => false,
+            }),
+            _ => false,
+        }),
+        _ => false,
+    }
+}
+
+fn template_parts(
+    lit: &LitStr,
+    func: &Func,
+    params: &[Param<'_>],
+    keyed: &mut Keyed,
+    errors: &mut Errors,
+) {
     let template = lit.value();
     let span = lit.span();
-    if template.is_empty() {
-        errors.at(
-            span,
-            "empty key template: name the arguments the key is made of, like `key = \"{id}\"`, or use `skip_all`",
-        );
-        return Vec::new();
-    }
-    let mut parts = Vec::new();
+    // The character and gap rules are the runtime's `template_error`, evaluated at compile
+    // time by the expansion; here only the placeholders are read.
     let mut rest = template.as_str();
     let mut text = String::new();
-    let mut last_placeholder: Option<&str> = None;
     while let Some(c) = rest.chars().next() {
         match c {
             '{' => {
@@ -503,7 +511,7 @@ fn template_parts(lit: &LitStr, params: &[Param<'_>], errors: &mut Errors) -> Ve
                         span,
                         format!("unclosed `{{` in key template {template:?}: close the placeholder with `}}`"),
                     );
-                    return parts;
+                    return;
                 };
                 let placeholder = &rest[1..end];
                 if placeholder.contains('{') {
@@ -511,57 +519,44 @@ fn template_parts(lit: &LitStr, params: &[Param<'_>], errors: &mut Errors) -> Ve
                         span,
                         format!("unclosed `{{` in key template {template:?}: close the placeholder with `}}`"),
                     );
-                    return parts;
+                    return;
                 }
                 if !text.is_empty() {
-                    parts.push(KeyPart::Literal(std::mem::take(&mut text)));
-                } else if let Some(previous) = last_placeholder {
-                    errors.at(
-                        span,
-                        format!(
-                            "placeholders `{{{previous}}}` and `{{{placeholder}}}` need text between them, like `{{{previous}}}:{{{placeholder}}}`, or the key is ambiguous"
-                        ),
-                    );
+                    keyed
+                        .parts
+                        .push(KeyPart::Literal(std::mem::take(&mut text)));
                 }
-                if let Some(value) = placeholder_value(placeholder, span, params, errors) {
-                    parts.push(KeyPart::Value(value, span));
+                if let Some(part) =
+                    placeholder_value(placeholder, span, func, params, keyed, errors)
+                {
+                    keyed.parts.push(part);
                 }
-                last_placeholder = Some(placeholder);
                 rest = &rest[end + 1..];
             }
             '}' => {
                 errors.at(span, format!("unmatched `}}` in key template {template:?}"));
-                return parts;
-            }
-            c if is_reserved(c) => {
-                errors.at(
-                    span,
-                    format!(
-                        "key template text cannot contain {c:?}: the key encoding reserves whitespace and `% , ( ) = ~ ! # * ? [ ] \\ {{ }} \"` (`:` is allowed)"
-                    ),
-                );
-                return parts;
+                return;
             }
             c => {
                 text.push(c);
-                last_placeholder = None;
                 rest = &rest[c.len_utf8()..];
             }
         }
     }
     if !text.is_empty() {
-        parts.push(KeyPart::Literal(text));
+        keyed.parts.push(KeyPart::Literal(text));
     }
-    parts
 }
 
-/// The borrowed value a `{name}` or `{name.field.0}` placeholder stands for.
+/// The value a `{name}`, `{name.field.0}` or `{self.field}` placeholder stands for.
 fn placeholder_value(
     placeholder: &str,
     span: Span,
+    func: &Func,
     params: &[Param<'_>],
+    keyed: &mut Keyed,
     errors: &mut Errors,
-) -> Option<TokenStream> {
+) -> Option<KeyPart> {
     let mut segments = placeholder.split('.');
     let root = segments.next().unwrap_or_default();
     let root = root.strip_prefix("r#").unwrap_or(root);
@@ -572,12 +567,43 @@ fn placeholder_value(
         );
         return None;
     }
+    let mut fields = TokenStream::new();
+    for segment in segments {
+        match field(segment, span) {
+            Some(member) => fields.extend(quote_spanned!(span=> . #member)),
+            None => {
+                errors.at(
+                    span,
+                    format!("`{{{placeholder}}}` in key template: `{segment}` is not a field name"),
+                );
+                return None;
+            }
+        }
+    }
     if root == "self" {
-        errors.at(
+        let Some(receiver) = func.sig.receiver() else {
+            errors.at(
+                span,
+                format!("`{{{placeholder}}}` in key template: this function has no `self`"),
+            );
+            return None;
+        };
+        if fields.is_empty() {
+            // Reported here; the receiver rule would only repeat it.
+            keyed.self_in_key = true;
+            errors.at(
+                span,
+                "`{self}` in key template: name the fields of `self` that tell instances apart, like `{self.tenant}`",
+            );
+            return None;
+        }
+        keyed.self_in_key = true;
+        let self_token = receiver.self_token;
+        return Some(KeyPart::Value {
+            root: quote!(#self_token),
+            fields,
             span,
-            "`self` is never part of the key: name arguments in the key template",
-        );
-        return None;
+        });
     }
     let Some(param) = find(params, root) else {
         errors.at(
@@ -591,33 +617,16 @@ fn placeholder_value(
     };
     // `find` only matches named parameters.
     let name = param.name?;
-    let located = name.span().located_at(span);
     let mut ident = name.clone();
-    ident.set_span(located);
-    let mut fields = TokenStream::new();
-    for segment in segments {
-        match field(segment, located) {
-            Some(member) => fields.extend(quote_spanned!(located=> . #member)),
-            None => {
-                errors.at(
-                    span,
-                    format!("`{{{placeholder}}}` in key template: `{segment}` is not a field name"),
-                );
-                return None;
-            }
-        }
+    ident.set_span(name.span().located_at(span));
+    if !keyed.roots.iter().any(|r| r == name) {
+        keyed.roots.push(name.clone());
     }
-    if fields.is_empty() {
-        if let ParamKind::Scoped(what) = param.kind {
-            errors.at(
-                span,
-                format!("{what} and cannot be part of the cache key; name one of its fields, like `{{{root}.field}}`"),
-            );
-            return None;
-        }
-        return Some(borrow(param, &ident));
-    }
-    Some(quote_spanned!(located=> &#ident #fields))
+    Some(KeyPart::Value {
+        root: ident.into_token_stream(),
+        fields,
+        span,
+    })
 }
 
 /// A field name or tuple index of a placeholder path.
@@ -648,8 +657,8 @@ fn field(segment: &str, span: Span) -> Option<TokenStream> {
     Some(ident.into_token_stream())
 }
 
-/// The return type and its shape, or errors for returns that cannot be cached.
-fn return_type(func: &Func, errors: &mut Errors) -> Option<(Type, ShapeKind)> {
+/// The return type, or errors for returns that cannot be cached.
+fn return_type(func: &Func, errors: &mut Errors) -> Option<Type> {
     let ty = match &func.sig.output {
         ReturnType::Default => {
             errors.at(
@@ -676,7 +685,69 @@ fn return_type(func: &Func, errors: &mut Errors) -> Option<(Type, ShapeKind)> {
         );
         return None;
     }
-    Some((ty.clone(), shape(ty)))
+    Some(ty.clone())
+}
+
+/// The generic rule: every type parameter (and `Self`) that reaches the return type or an
+/// argument left out of the key is named in the key, so instantiations never share entries.
+fn discriminators(
+    func: &Func,
+    ret: &Type,
+    params: &[Param<'_>],
+    keyed: &Keyed,
+    errors: &mut Errors,
+) -> Vec<TokenStream> {
+    let mut reached = Vec::new();
+    idents_in(ret.to_token_stream(), &mut reached);
+    let mut values = Vec::new();
+    for param in params {
+        let in_key = param.name.is_some_and(|n| keyed.roots.contains(n));
+        if in_key {
+            continue;
+        }
+        idents_in(param.ty.to_token_stream(), &mut reached);
+        if find_impl_trait(param.ty).is_some() {
+            match param.name {
+                // An anonymous type parameter: named by its value's type.
+                Some(name) => values.push(quote!(::core::any::type_name_of_val(&#name))),
+                None => errors.spanned(
+                    param.pat,
+                    "an `impl Trait` argument left out of the key must be bound to a name, so the key can tell its types apart",
+                ),
+            }
+        }
+    }
+    let skip_self = func.sig.receiver().is_some() && !keyed.self_in_key;
+    let mut types = Vec::new();
+    for generic in &func.sig.generics.params {
+        match generic {
+            GenericParam::Type(t) if reached.contains(&t.ident.to_string()) => {
+                let ident = &t.ident;
+                types.push(quote!(::core::any::type_name::<#ident>()));
+            }
+            GenericParam::Const(c) if reached.contains(&c.ident.to_string()) => {
+                let ident = &c.ident;
+                types.push(quote!(::core::any::type_name::<[(); #ident]>()));
+            }
+            _ => {}
+        }
+    }
+    if skip_self || reached.iter().any(|i| i == "Self") {
+        types.push(quote!(::core::any::type_name::<Self>()));
+    }
+    types.extend(values);
+    types
+}
+
+/// Every identifier in `tokens`.
+fn idents_in(tokens: TokenStream, out: &mut Vec<String>) {
+    for tree in tokens {
+        match tree {
+            TokenTree::Ident(i) => out.push(i.to_string()),
+            TokenTree::Group(g) => idents_in(g.stream(), out),
+            _ => {}
+        }
+    }
 }
 
 fn find_impl_trait(ty: &Type) -> Option<&Type> {
@@ -700,112 +771,10 @@ fn find_impl_trait(ty: &Type) -> Option<&Type> {
     }
 }
 
-/// The single (or first) type argument of `name<...>` with `arity` type arguments.
-fn generic_of<'t>(ty: &'t Type, name: &str, arity: RangeInclusive<usize>) -> Option<&'t Type> {
-    match last_segment(ty) {
-        Some((ident, args)) if ident == name && arity.contains(&args.len()) => Some(args[0]),
-        _ => None,
-    }
-}
-
-/// Picks the shape by syntax: `Option<_>`, `Result<_, _>` (or a one-argument `Result` alias)
-/// and `Json<_>`, nested as the runtime supports.
-fn shape(ty: &Type) -> ShapeKind {
-    let json = |ty: &Type| generic_of(ty, "Json", 1..=1).is_some();
-    // A reference is not an owned value to decode into: leave it to `Plain`, which rejects it.
-    if matches!(ty, Type::Reference(_)) {
-        return ShapeKind::Plain;
-    }
-    if let Some(inner) = generic_of(ty, "Option", 1..=1) {
-        return if json(inner) {
-            ShapeKind::OptionalJson
-        } else {
-            ShapeKind::Optional
-        };
-    }
-    let result = match last_segment(ty) {
-        // `Result`, or an alias named like one (`AppResult<T>`, `io::Result<T>`).
-        Some((ident, args))
-            if ident.to_string().ends_with("Result") && (1..=2).contains(&args.len()) =>
-        {
-            Some(args[0])
-        }
-        _ => None,
-    };
-    if let Some(ok) = result {
-        if let Some(inner) = generic_of(ok, "Option", 1..=1) {
-            return if json(inner) {
-                ShapeKind::FallibleOptionalJson
-            } else {
-                ShapeKind::FallibleOptional
-            };
-        }
-        return if json(ok) {
-            ShapeKind::FallibleJson
-        } else {
-            ShapeKind::Fallible
-        };
-    }
-    if json(ty) {
-        ShapeKind::Json
-    } else {
-        ShapeKind::Plain
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use quote::quote;
-
-    fn shape_of(tokens: TokenStream) -> ShapeKind {
-        shape(&syn::parse2(tokens).expect("a type"))
-    }
-
-    #[test]
-    fn shapes_follow_the_written_return_type() {
-        assert_eq!(shape_of(quote!(Item)), ShapeKind::Plain);
-        assert_eq!(shape_of(quote!(Vec<Item>)), ShapeKind::Plain);
-        assert_eq!(shape_of(quote!(Option<Item>)), ShapeKind::Optional);
-        assert_eq!(
-            shape_of(quote!(std::option::Option<Item>)),
-            ShapeKind::Optional
-        );
-        assert_eq!(shape_of(quote!(Result<Item, E>)), ShapeKind::Fallible);
-        assert_eq!(shape_of(quote!(anyhow::Result<Item>)), ShapeKind::Fallible);
-        assert_eq!(shape_of(quote!(AppResult<Item>)), ShapeKind::Fallible);
-        assert_eq!(shape_of(quote!(Resulting<Item>)), ShapeKind::Plain);
-        assert_eq!(
-            shape_of(quote!(Result<Option<Item>, E>)),
-            ShapeKind::FallibleOptional
-        );
-        assert_eq!(shape_of(quote!(web::Json<Item>)), ShapeKind::Json);
-        assert_eq!(shape_of(quote!(Json<Item>)), ShapeKind::Json);
-        assert_eq!(
-            shape_of(quote!(Result<web::Json<Item>, Error>)),
-            ShapeKind::FallibleJson
-        );
-        assert_eq!(
-            shape_of(quote!(Option<web::Json<Item>>)),
-            ShapeKind::OptionalJson
-        );
-        assert_eq!(
-            shape_of(quote!(actix_web::Result<Option<Json<Item>>>)),
-            ShapeKind::FallibleOptionalJson
-        );
-    }
-
-    #[test]
-    fn template_text_rejects_reserved_characters_but_colons() {
-        for c in [
-            '%', ',', '(', ')', '=', '~', '!', '#', '*', '?', '[', ']', '\\', '"', ' ', '\t',
-        ] {
-            assert!(is_reserved(c), "{c:?}");
-        }
-        for c in [':', 'a', '-', '.', '/', '_', 'é'] {
-            assert!(!is_reserved(c), "{c:?}");
-        }
-    }
 
     #[test]
     fn placeholder_fields_are_identifiers_or_indexes() {
@@ -825,5 +794,29 @@ mod tests {
         assert!(find_impl_trait(&ty).is_some());
         let ty: Type = syn::parse2(quote!(Result<Vec<u8>, E>)).expect("a type");
         assert!(find_impl_trait(&ty).is_none());
+    }
+
+    #[test]
+    fn mutable_receivers_are_found_behind_wrappers() {
+        for (ty, found) in [
+            (quote!(&mut Self), true),
+            (quote!(Pin<&mut Self>), true),
+            (quote!(&Self), false),
+            (quote!(Arc<Self>), false),
+        ] {
+            let ty: Type = syn::parse2(ty).expect("a type");
+            assert_eq!(has_mut_ref(&ty), found, "{}", ty.to_token_stream());
+        }
+    }
+
+    #[test]
+    fn async_trait_output_is_recognised() {
+        let output: ReturnType = syn::parse2(quote!(
+            -> ::core::pin::Pin<Box<dyn ::core::future::Future<Output = u64> + Send + 'async_trait>>
+        ))
+        .expect("a return type");
+        assert!(returns_boxed_future(&output));
+        let output: ReturnType = syn::parse2(quote!(-> Pin<Box<u64>>)).expect("a return type");
+        assert!(!returns_boxed_future(&output));
     }
 }

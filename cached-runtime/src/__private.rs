@@ -1,17 +1,35 @@
 //! What `#[redis_cache]` expands to calls. Not a public API: it changes with the macro.
 
-use std::{future::Future, marker::PhantomData, ops::Deref, time::Duration};
+use std::{future::Future, ops::Deref, time::Duration};
 
 use serde::Serialize;
 
-pub use crate::policy::Policy;
+pub use crate::policy::{Policy, Site};
+pub use crate::shape::select::{Level0, Level1, Level2, Level3, Probe, Selected, Uncacheable};
 pub use crate::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
-#[cfg(feature = "actix")]
-pub use crate::shape::{FallibleJson, FallibleOptionalJson, Json, OptionalJson};
+pub use crate::{Cache, CacheError, Key};
 pub use serde::Serialize as SerializeTrait;
 pub use serde::de::DeserializeOwned;
 
-use crate::{cache::Cache, global, key::KeyBuilder};
+use crate::{
+    cache::Cache as CacheHandle,
+    global,
+    key::{self, KeyBuilder},
+};
+
+/// Fails the build with the rule's message when `prefix` is not a valid prefix.
+pub const fn check_prefix(prefix: &str) {
+    if let Some(message) = key::prefix_error(prefix) {
+        panic!("{}", message);
+    }
+}
+
+/// Fails the build with the rule's message when `template` is not a valid key template.
+pub const fn check_template(template: &str) {
+    if let Some(message) = key::template_error(template) {
+        panic!("{}", message);
+    }
+}
 
 /// Accepts what a `cache = …` option may name.
 #[diagnostic::on_unimplemented(
@@ -21,30 +39,30 @@ use crate::{cache::Cache, global, key::KeyBuilder};
 )]
 pub trait AsCache {
     /// The cache.
-    fn as_cache(&self) -> &Cache;
+    fn as_cache(&self) -> &CacheHandle;
 }
 
-impl AsCache for Cache {
-    fn as_cache(&self) -> &Cache {
+impl AsCache for CacheHandle {
+    fn as_cache(&self) -> &CacheHandle {
         self
     }
 }
 
 impl<T: AsCache + ?Sized> AsCache for &T {
-    fn as_cache(&self) -> &Cache {
+    fn as_cache(&self) -> &CacheHandle {
         (**self).as_cache()
     }
 }
 
-impl AsCache for std::sync::Arc<Cache> {
-    fn as_cache(&self) -> &Cache {
+impl AsCache for std::sync::Arc<CacheHandle> {
+    fn as_cache(&self) -> &CacheHandle {
         self
     }
 }
 
 #[cfg(feature = "actix")]
-impl AsCache for actix_web::web::Data<Cache> {
-    fn as_cache(&self) -> &Cache {
+impl AsCache for actix_web::web::Data<CacheHandle> {
+    fn as_cache(&self) -> &CacheHandle {
         self
     }
 }
@@ -52,29 +70,50 @@ impl AsCache for actix_web::web::Data<Cache> {
 /// One call of a cached function: the cache, the policy and the key being built.
 #[derive(Debug)]
 pub struct Call {
-    cache: Option<(Cache, KeyBuilder)>,
+    cache: Option<(CacheHandle, KeyBuilder)>,
     policy: &'static Policy,
 }
 
 impl Call {
     /// A call on the installed default cache (uncached when none is installed).
-    pub fn new(policy: &'static Policy) -> Self {
+    #[inline]
+    pub fn new(policy: &'static Policy, site: &'static Site) -> Self {
+        site.register(policy.prefix());
         Self::start(global::default_or_warn(), policy)
     }
 
     /// A call on a cache named by the `cache = …` option.
-    pub fn with_cache(cache: &impl AsCache, policy: &'static Policy) -> Self {
+    #[inline]
+    pub fn with_cache(cache: &impl AsCache, policy: &'static Policy, site: &'static Site) -> Self {
+        site.register(policy.prefix());
         Self::start(Some(cache.as_cache().clone()), policy)
     }
 
-    fn start(cache: Option<Cache>, policy: &'static Policy) -> Self {
+    /// The key of one call, for the companion functions (`item_key`, `item_invalidate`).
+    pub fn companion(cache: &CacheHandle, policy: &'static Policy) -> Self {
+        Self::start(Some(cache.clone()), policy)
+    }
+
+    fn start(cache: Option<CacheHandle>, policy: &'static Policy) -> Self {
         Self {
             cache: cache.map(|c| {
-                let key = c.key(policy.prefix());
+                // The macro checked the prefix at compile time.
+                let mut key = KeyBuilder::unchecked(c.namespace(), policy.prefix());
+                key.push_marker(policy.version, None);
                 (c, key)
             }),
             policy,
         }
+    }
+
+    /// Tells a generic function's instantiations apart: the names of the type parameters that
+    /// reach its return type or a skipped argument go into the version segment.
+    #[inline]
+    pub fn types(mut self, names: &[&'static str]) -> Self {
+        if let Some((_, key)) = &mut self.cache {
+            key.push_marker(self.policy.version, Some(key::type_hash(names)));
+        }
+        self
     }
 
     /// Appends a key argument after a `:`.
@@ -104,6 +143,22 @@ impl Call {
         self
     }
 
+    /// The finished key (companion functions).
+    pub fn key(self) -> Result<Key, CacheError> {
+        match self.cache {
+            Some((_, key)) => key.build(),
+            None => Err(CacheError::Config("no cache".to_owned())),
+        }
+    }
+
+    /// Deletes the entry of the finished key (companion functions).
+    pub async fn invalidate(self) -> Result<bool, CacheError> {
+        match self.cache {
+            Some((cache, key)) => cache.invalidate(&key.build()?).await,
+            None => Err(CacheError::Config("no cache".to_owned())),
+        }
+    }
+
     /// Runs the cache-aside path, or just `body` when there is no cache or no key.
     pub async fn run<S, R, F>(self, body: F) -> R
     where
@@ -122,6 +177,62 @@ impl Call {
         }
     }
 }
+
+/// The value a key argument is keyed on, selected by autoref specialization: a framework's
+/// extractor (`web::Path<T>`) keys on the `T` it holds, anything else on itself. The call is
+/// `(&&KeyProbe(&arg)).__cached_key()`.
+#[derive(Debug)]
+pub struct KeyProbe<'a, V: ?Sized>(pub &'a V);
+
+/// A framework extractor: keyed on the value it holds.
+pub trait KeyLevel1<'a> {
+    /// The value keyed on.
+    type Target: ?Sized;
+    /// The value keyed on.
+    fn __cached_key(&self) -> &'a Self::Target;
+}
+
+/// Anything else: keyed on itself.
+pub trait KeyLevel0<'a> {
+    /// The value keyed on.
+    type Target: ?Sized;
+    /// The value keyed on.
+    fn __cached_key(&self) -> &'a Self::Target;
+}
+
+impl<'a, V: ?Sized> KeyLevel0<'a> for KeyProbe<'a, V> {
+    type Target = V;
+    #[inline]
+    fn __cached_key(&self) -> &'a V {
+        self.0
+    }
+}
+
+/// What a companion function accepts for a key argument declared as `A`: `A` itself, or the
+/// value a framework extractor `A` holds (`u64` for `web::Path<u64>`).
+pub trait KeyFor<A: ?Sized>: Serialize {}
+
+impl<A: Serialize + ?Sized> KeyFor<A> for A {}
+
+impl KeyFor<String> for str {}
+
+/// Registers a framework extractor type `$ty` (with parameter `T`) that derefs to the value
+/// it is keyed on.
+#[allow(unused_macros)]
+macro_rules! extractor {
+    ($($ty:ident)::+<T>) => {
+        impl<'a, T> $crate::__private::KeyLevel1<'a> for &$crate::__private::KeyProbe<'a, $($ty)::+<T>> {
+            type Target = T;
+            #[inline]
+            fn __cached_key(&self) -> &'a T {
+                ::std::ops::Deref::deref(self.0)
+            }
+        }
+        impl<T: ::serde::Serialize> $crate::__private::KeyFor<$($ty)::+<T>> for T {}
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use extractor;
 
 /// A key argument: anything `Serialize`. Exists for the error when an argument is not.
 #[diagnostic::on_unimplemented(
@@ -147,45 +258,24 @@ impl Call {
     }
 }
 
-/// The cached path of a function returning `R` stored as shape `S`.
-///
-/// `Returns::<S, R>::new().run(call, body)` resolves to the inherent `run` when `S: Shape<R>`;
-/// when it is not (the value is not `Serialize` or `DeserializeOwned`), method lookup derefs
-/// to [`Uncacheable::run`], whose bound fails with one error about the return type, instead
-/// of one error per unsatisfied bound inside the runtime.
-#[derive(Debug)]
-pub struct Returns<S, R> {
-    fallback: Uncacheable<S, R>,
-}
-
-impl<S, R> Returns<S, R> {
-    /// The shape `S` for a function returning `R`.
-    #[allow(clippy::new_without_default)]
-    pub const fn new() -> Self {
-        Self {
-            fallback: Uncacheable(PhantomData),
-        }
-    }
-}
-
-impl<S: Shape<R>, R> Returns<S, R> {
+impl<S: Shape<R>, R> Selected<S, R> {
     /// Runs the cache-aside path: [`Call::run`].
+    ///
+    /// When `S` does not fit `R` (the value is not `Serialize` or `DeserializeOwned`), method
+    /// lookup derefs to [`Uncacheable::run`], whose bound fails with one error about the
+    /// return type, instead of one error per unsatisfied bound inside the runtime.
     #[inline]
     pub fn run<F: Future<Output = R>>(self, call: Call, body: F) -> impl Future<Output = R> {
         call.run::<S, R, F>(body)
     }
 }
 
-impl<S, R> Deref for Returns<S, R> {
+impl<S, R> Deref for Selected<S, R> {
     type Target = Uncacheable<S, R>;
     fn deref(&self) -> &Uncacheable<S, R> {
         &self.fallback
     }
 }
-
-/// What [`Returns`] derefs to when its shape does not fit the return type.
-#[derive(Debug)]
-pub struct Uncacheable<S, R>(PhantomData<fn() -> (S, R)>);
 
 impl<S, R> Uncacheable<S, R> {
     /// Never compiles: the bound fails with the error of [`CacheableReturn`].
@@ -239,26 +329,5 @@ pub const fn jitter_secs(jitter: Duration) -> u64 {
     jitter.as_secs()
 }
 
-/// The shape type of an Actix return type, or an error saying which feature it needs.
-#[cfg(feature = "actix")]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __redis_cache_actix_shape {
-    ($shape:ident) => {
-        $crate::__private::$shape
-    };
-}
-
-/// The shape type of an Actix return type, or an error saying which feature it needs.
-#[cfg(not(feature = "actix"))]
-#[doc(hidden)]
-#[macro_export]
-macro_rules! __redis_cache_actix_shape {
-    ($shape:ident) => {
-        ::core::compile_error!(
-            "#[redis_cache] on a function returning `web::Json` needs the `actix` feature of cached-runtime"
-        )
-    };
-}
-
-pub use crate::__redis_cache_actix_shape as actix_shape;
+/// The shape module, for `shape = …` paths in generated code.
+pub use crate::shape as shapes;

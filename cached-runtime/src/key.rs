@@ -1,8 +1,34 @@
-//! Key encoding.
+//! Key encoding: the key layout, the encoding of one argument, and the prefix and template
+//! rules (one `const fn` each, which the macro's expansion evaluates at compile time).
 //!
-//! A key is `{namespace}{prefix}:{arguments}`. The argument part is the arguments' encodings
-//! joined by `:` (or laid into a `key = "…"` template). One argument is encoded from its
-//! [`serde::Serialize`] impl:
+//! # Layout
+//!
+//! ```text
+//! {namespace}{prefix}:{arguments}                      version 0, not generic
+//! {namespace}{prefix}:={version}:{arguments}           version ≥ 1
+//! {namespace}{prefix}:={version}.{types}:{arguments}   generic (see below)
+//! ```
+//!
+//! - `namespace` is the cache's ([`CacheBuilder::namespace`](crate::CacheBuilder::namespace)),
+//!   `prefix` the function's; a prefix holds no `:` ([`prefix_error`]), so the first `:` after
+//!   the namespace ends it, and `{namespace}{prefix}:*` matches every entry of the prefix, of
+//!   every version: [`Cache::invalidate_prefix`](crate::Cache::invalidate_prefix) covers them
+//!   all.
+//! - The version segment starts with `=`, which no encoded argument and no template text can
+//!   start with, so a versioned key never equals an unversioned one. Two binaries with
+//!   different `version`s (a rolling deploy) keep apart entries and each hits its own; the
+//!   version in the stored value's header stays as a backstop.
+//! - `types` is 16 lowercase hex digits of the 64-bit FNV-1a hash of the
+//!   [`std::any::type_name`]s of a generic function's type parameters (joined by `,`): one
+//!   instantiation never reads another's entries. `type_name` is not promised to be stable
+//!   across compiler releases: after a toolchain upgrade the entries of generic functions may
+//!   be missed once (never misread: the value still has to decode into the type).
+//! - `arguments` is the key arguments' encodings joined by `:`, in signature order, or laid
+//!   into the `key = "…"` template, whose rules ([`template_error`]) keep it unambiguous.
+//!
+//! # One argument
+//!
+//! One argument is encoded from its [`serde::Serialize`] impl:
 //!
 //! | value | encoding | example |
 //! |---|---|---|
@@ -24,53 +50,142 @@
 //! `% : , ( ) = ~ ! # * ? [ ] \ { } "`. They are written as `%XX` (uppercase hex); non-ASCII
 //! text is kept as UTF-8. Because every delimiter is escaped inside strings, the encoding of a
 //! value of a given type is unambiguous: two different values of one type never share an
-//! encoding, and the arity of a cached function is fixed, so two different argument tuples of
-//! one function never share a key. Values of different types may coincide (`42` and `"42"`),
-//! which is why every cached function has its own prefix.
+//! encoding, and no encoding contains `:`. Values of different types may coincide (`42` and
+//! `"42"`), which is why every cached function has its own prefix.
 //!
 //! An argument whose encoding is longer than [`MAX_ARG_LEN`] bytes is replaced by `#` and the
-//! 32 lowercase hex digits of the XXH3-128 hash of its encoding, so keys stay bounded. The
-//! encoding uses no `std::hash`, no `Debug` output and no addresses: it is the same in every
-//! process, on every machine and in every release of this crate.
+//! first 32 lowercase hex digits (128 bits) of the SHA-256 of its encoding, so keys stay
+//! bounded and an argument from untrusted input cannot be crafted to collide with another.
+//!
+//! # Stability
+//!
+//! The encoding uses no `std::hash`, no `Debug` output and no addresses: for the same argument
+//! values it is the same in every process and on every machine, and this crate changes it only
+//! in a release that says so. What it cannot promise is what it does not control: a type's
+//! `Serialize` impl (a renamed field or variant changes the key), and `type_name` (above).
 //!
 //! Sets are encoded in iteration order: key on a `BTreeSet`, not a `HashSet`.
 
 use std::fmt::{self, Write as _};
 
 use serde::ser::{self, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::CacheError;
 
 /// Encoded arguments longer than this many bytes are replaced by a 33-byte hash form.
 pub const MAX_ARG_LEN: usize = 96;
 
-/// Characters a prefix may use: ASCII letters, digits and `_ - . /`.
+/// Why `prefix` cannot be a key prefix, or `None` when it can. The one definition of the rule:
+/// the macro checks every `prefix = "…"` with it at compile time.
 ///
-/// A prefix must not be empty and must not contain `:` (it would let one prefix's keys pass for
-/// another's), glob characters (they would make prefix invalidation match too much), `{}`
-/// (Redis Cluster hash tags) or whitespace.
-pub fn validate_prefix(prefix: &str) -> Result<(), CacheError> {
-    let valid = !prefix.is_empty()
-        && prefix
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'));
-    if valid {
-        Ok(())
-    } else {
-        Err(CacheError::InvalidPrefix(prefix.to_owned()))
+/// A prefix is non-empty and uses only ASCII letters, digits and `_ - . /`: no `:` (it would
+/// let one prefix's keys pass for another's), no glob characters (prefix invalidation would
+/// match too much), no `{}` (Redis Cluster hash tags), no whitespace.
+pub const fn prefix_error(prefix: &str) -> Option<&'static str> {
+    let bytes = prefix.as_bytes();
+    if bytes.is_empty() {
+        return Some(
+            "`prefix` must not be empty: it keeps this function's keys apart from every other function's",
+        );
     }
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/')) {
+            return Some(match b {
+                b':' => {
+                    "`prefix` may only use ASCII letters, digits and `_ - . /`: `:` separates the prefix from the arguments"
+                }
+                b'*' | b'?' | b'[' | b']' | b'\\' => {
+                    "`prefix` may only use ASCII letters, digits and `_ - . /`: a glob character would make prefix invalidation match other keys"
+                }
+                _ => "`prefix` may only use ASCII letters, digits and `_ - . /`",
+            });
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Checks a prefix, for code that builds prefixes at run time.
+pub fn validate_prefix(prefix: &str) -> Result<(), CacheError> {
+    match prefix_error(prefix) {
+        None => Ok(()),
+        Some(_) => Err(CacheError::InvalidPrefix(prefix.to_owned())),
+    }
+}
+
+/// Why `template` cannot be a `key = "…"` template, or `None` when it can. The one definition
+/// of the rule; the macro checks every template with it at compile time.
+///
+/// A template is text with `{placeholder}`s. Its text may use no reserved byte (see the module
+/// docs) but `:`, and two placeholders always have a `:` between them. Encoded values never
+/// contain `:`, so every `:`-separated segment of a key holds at most one value between fixed
+/// text: two different argument values never give one key (`{a}-{b}` would: `("x-y", "z")`
+/// and `("x", "y-z")` both give `x-y-z`).
+pub const fn template_error(template: &str) -> Option<&'static str> {
+    let bytes = template.as_bytes();
+    if bytes.is_empty() {
+        return Some(
+            "empty key template: name the arguments the key is made of, like `key = \"{id}\"`, or use `skip_all`",
+        );
+    }
+    let mut i = 0;
+    // Whether a placeholder was seen with no `:` after it yet.
+    let mut open_gap = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'{' {
+            if open_gap {
+                return Some(
+                    "two placeholders of a key template need a `:` between them, like `{a}:{b}`: values never contain `:`, so it keeps the key unambiguous",
+                );
+            }
+            let mut j = i + 1;
+            while j < bytes.len() && bytes[j] != b'}' {
+                if bytes[j] == b'{' {
+                    return Some("unclosed `{` in key template: close the placeholder with `}`");
+                }
+                j += 1;
+            }
+            if j == bytes.len() {
+                return Some("unclosed `{` in key template: close the placeholder with `}`");
+            }
+            if j == i + 1 {
+                return Some(
+                    "empty placeholder `{}` in key template: name an argument, like `{id}`",
+                );
+            }
+            open_gap = true;
+            i = j + 1;
+            continue;
+        }
+        if b == b'}' {
+            return Some("unmatched `}` in key template");
+        }
+        if b == b':' {
+            open_gap = false;
+        } else if is_reserved(b) {
+            return Some(
+                "key template text cannot contain whitespace or `% , ( ) = ~ ! # * ? [ ] \\ \"`: the key encoding reserves them (`:` is allowed)",
+            );
+        }
+        i += 1;
+    }
+    None
 }
 
 /// A full Redis key, namespace included, as a cached function reads and writes it.
 ///
-/// Build one with [`Cache::key`](crate::Cache::key) to invalidate exactly the entry a cached
-/// getter reads.
+/// The companion functions `#[redis_cache]` generates (`item_key`, `item_invalidate`) build
+/// the key of one call; [`Cache::key`](crate::Cache::key) builds one by hand.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
     full: String,
-    // `full[prefix_start..args_start - 1]` is the prefix.
+    // `full[prefix_start..prefix_end]` is the prefix.
     prefix_start: usize,
-    args_start: usize,
+    prefix_end: usize,
 }
 
 impl Key {
@@ -81,7 +196,7 @@ impl Key {
 
     /// The prefix it was built under.
     pub fn prefix(&self) -> &str {
-        &self.full[self.prefix_start..self.args_start - 1]
+        &self.full[self.prefix_start..self.prefix_end]
     }
 }
 
@@ -102,30 +217,87 @@ impl fmt::Display for Key {
 pub struct KeyBuilder {
     buf: String,
     prefix_start: usize,
+    prefix_end: usize,
+    /// Where the arguments start, after `prefix:` and the version segment if any.
     args_start: usize,
     error: Option<CacheError>,
 }
 
 impl KeyBuilder {
     pub(crate) fn new(namespace: &str, prefix: &str) -> Self {
-        let error = validate_prefix(prefix).err();
+        let mut builder = Self::unchecked(namespace, prefix);
+        builder.error = validate_prefix(prefix).err();
+        builder
+    }
+
+    /// For a prefix already checked: by [`Policy::new`](crate::Policy::new), or at compile time
+    /// by the macro's expansion.
+    pub(crate) fn unchecked(namespace: &str, prefix: &str) -> Self {
         let mut buf = String::with_capacity(namespace.len() + prefix.len() + 24);
         buf.push_str(namespace);
         let prefix_start = buf.len();
         buf.push_str(prefix);
+        let prefix_end = buf.len();
         buf.push(':');
         let args_start = buf.len();
         Self {
             buf,
             prefix_start,
+            prefix_end,
             args_start,
-            error,
+            error: None,
         }
+    }
+
+    /// Puts the version segment into the key: `prefix:={version}:…` (nothing for version 0),
+    /// as a function annotated with `version = …` writes it.
+    pub fn version(mut self, version: u32) -> Self {
+        self.push_marker(version, None);
+        self
+    }
+
+    /// Writes the version segment (`={version}` and `.{types}` when given) right after the
+    /// prefix; version 0 without types writes none.
+    pub(crate) fn push_marker(&mut self, version: u32, types: Option<u64>) {
+        if version == 0 && types.is_none() {
+            return;
+        }
+        let mut marker = String::with_capacity(24);
+        // Writing to a String cannot fail.
+        let _ = write!(marker, "={version}");
+        if let Some(types) = types {
+            let _ = write!(marker, ".{types:016x}");
+        }
+        marker.push(':');
+        let at = self.prefix_end + 1;
+        // Replace a marker written before (a second `version` call), keep the arguments.
+        let old_end = self.args_start;
+        self.buf.replace_range(at..old_end, &marker);
+        self.args_start = at + marker.len();
     }
 
     /// Appends one argument, separated from the previous one by `:`.
     pub fn arg<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
         self.push_arg(value);
+        self
+    }
+
+    /// Appends one argument with no separator, as a `key = "…"` template's placeholder does.
+    pub fn value<T: Serialize + ?Sized>(mut self, value: &T) -> Self {
+        self.push_value(value);
+        self
+    }
+
+    /// Appends template text. Text that breaks the template rule ([`template_error`]: a
+    /// reserved byte or a brace) makes [`build`](Self::build) fail; the gap rule is the
+    /// caller's, as the macro checks it for whole templates.
+    pub fn literal(mut self, text: &str) -> Self {
+        if text.contains(['{', '}']) || (!text.is_empty() && template_error(text).is_some()) {
+            self.error.get_or_insert(CacheError::KeyArgument(format!(
+                "invalid key template text {text:?}"
+            )));
+        }
+        self.push_literal(text);
         self
     }
 
@@ -136,7 +308,7 @@ impl KeyBuilder {
             None => Ok(Key {
                 full: self.buf,
                 prefix_start: self.prefix_start,
-                args_start: self.args_start,
+                prefix_end: self.prefix_end,
             }),
             Some(e) => Err(e),
         }
@@ -162,10 +334,24 @@ impl KeyBuilder {
         }
     }
 
-    /// Appends literal template text, which the macro has checked holds no reserved character.
+    /// Appends literal template text, which the macro has checked at compile time.
     pub fn push_literal(&mut self, text: &str) {
         self.buf.push_str(text);
     }
+}
+
+/// The `types` part of the version segment: FNV-1a (64 bits) over the type names joined by
+/// `,`. Cheap, and stable as long as the names are; no input here comes from users.
+pub(crate) fn type_hash(names: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, name) in names.iter().enumerate() {
+        let sep: &[u8] = if i == 0 { b"" } else { b"," };
+        for &b in sep.iter().chain(name.as_bytes()) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash
 }
 
 /// Replaces `buf[start..]` by its hash form when it is longer than [`MAX_ARG_LEN`].
@@ -173,10 +359,13 @@ fn bound_arg(buf: &mut String, start: usize) {
     if buf.len() - start <= MAX_ARG_LEN {
         return;
     }
-    let digest = xxhash_rust::xxh3::xxh3_128(&buf.as_bytes()[start..]);
+    let digest = Sha256::digest(&buf.as_bytes()[start..]);
     buf.truncate(start);
-    // Writing to a String cannot fail.
-    let _ = write!(buf, "#{digest:032x}");
+    buf.push('#');
+    for b in &digest[..16] {
+        // Writing to a String cannot fail.
+        let _ = write!(buf, "{b:02x}");
+    }
 }
 
 /// Escapes `text` for use inside a SCAN `MATCH` pattern, so it matches only itself.
@@ -189,7 +378,8 @@ pub(crate) fn glob_escape(text: &str, out: &mut String) {
     }
 }
 
-fn is_reserved(b: u8) -> bool {
+/// Bytes that strings escape and template text may not use (but `:`).
+const fn is_reserved(b: u8) -> bool {
     b.is_ascii_control()
         || matches!(
             b,
@@ -633,6 +823,7 @@ mod tests {
         let k = key(&long);
         assert_eq!(k.len(), "p:".len() + 33);
         assert!(k.starts_with("p:#"));
+        assert!(k[3..].bytes().all(|b| b.is_ascii_hexdigit()), "{k}");
         assert_ne!(k, key(&"x".repeat(1001)));
     }
 

@@ -1,6 +1,15 @@
-//! The options of one cached function: prefix, TTLs, jitter, version and lock.
+//! The options of one cached function (prefix, TTLs, jitter, version and lock), and the
+//! record of where each macro-cached function is, so two functions declaring one prefix are
+//! reported.
 
-use std::{borrow::Cow, time::Duration};
+use std::{
+    borrow::Cow,
+    sync::{
+        Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use crate::{error::CacheError, key::validate_prefix};
 
@@ -100,5 +109,91 @@ fn nonzero_secs(ttl: Duration) -> Result<u64, CacheError> {
     match ttl.as_secs() {
         0 => Err(CacheError::ZeroTtl),
         s => Ok(s),
+    }
+}
+
+/// Where a `#[redis_cache]` function is defined: one `static` per annotated function.
+///
+/// On its first call a function registers its prefix; when another function registered the
+/// same prefix before, an error naming both is logged once, since the two would share or
+/// overwrite each other's entries.
+#[derive(Debug)]
+pub struct Site {
+    module: &'static str,
+    function: &'static str,
+    registered: AtomicBool,
+}
+
+/// Every site registered in this process, with its prefix.
+static SITES: Mutex<Vec<(&'static str, &'static Site)>> = Mutex::new(Vec::new());
+
+impl Site {
+    /// The site of `function` in `module` (`module_path!()`).
+    #[doc(hidden)]
+    pub const fn __new(module: &'static str, function: &'static str) -> Self {
+        Self {
+            module,
+            function,
+            registered: AtomicBool::new(false),
+        }
+    }
+
+    /// Registers this site under `prefix` on its first call: one atomic load afterwards.
+    #[inline]
+    pub(crate) fn register(&'static self, prefix: &'static str) {
+        if !self.registered.load(Ordering::Acquire) {
+            self.register_slow(prefix, &SITES);
+        }
+    }
+
+    #[cold]
+    fn register_slow(
+        &'static self,
+        prefix: &'static str,
+        sites: &Mutex<Vec<(&'static str, &'static Site)>>,
+    ) -> Option<&'static Site> {
+        // A poisoned registry still holds every site pushed before the panic.
+        let mut sites = sites.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.registered.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let other = sites
+            .iter()
+            .find(|(p, site)| *p == prefix && !std::ptr::eq(*site, self))
+            .map(|(_, site)| *site);
+        sites.push((prefix, self));
+        if let Some(other) = other {
+            tracing::error!(
+                prefix,
+                first = %other,
+                second = %self,
+                "two #[redis_cache] functions declare the prefix {prefix:?}: `{other}` and `{self}`; they share or overwrite each other's entries, give each its own prefix"
+            );
+        }
+        other
+    }
+}
+
+impl std::fmt::Display for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}::{}", self.module, self.function)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_function_with_the_same_prefix_is_reported_once_with_the_first() {
+        static A: Site = Site::__new("app::items", "item");
+        static B: Site = Site::__new("app::admin", "item_again");
+        static C: Site = Site::__new("app::users", "user");
+        let sites = Mutex::new(Vec::new());
+        assert!(A.register_slow("item", &sites).is_none());
+        assert!(C.register_slow("user", &sites).is_none());
+        let other = B.register_slow("item", &sites).expect("the clash is found");
+        assert_eq!(other.to_string(), "app::items::item");
+        assert!(B.register_slow("item", &sites).is_none(), "reported once");
     }
 }

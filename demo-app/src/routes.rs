@@ -1,5 +1,6 @@
 //! The handlers. Every read is cached by annotating the handler itself with `#[redis_cache]`;
-//! every write invalidates what it changed through the cache's key builder.
+//! every write invalidates what it changed through the companion functions the attribute
+//! generates (`get_item_invalidate`, `list_items_key`), so no writer repeats a key layout.
 
 use actix_web::{HttpResponse, delete, get, http::header, post, put, web};
 use cached_runtime::{Cache, CacheError, redis_cache};
@@ -41,8 +42,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// `GET /items/{id}`: the item, or a 404 whose absence is cached too (the null marker; the
 /// `{"error": …}` body is added by the app's `ErrorHandlers`).
-#[get("/items/{id}")]
+// Above `#[get]`, so the companions `get_item_key`/`get_item_invalidate` are module items.
 #[redis_cache(prefix = "item", ttl = 600, skip(state), cache = state.cache)]
+#[get("/items/{id}")]
 async fn get_item(
     state: web::Data<AppState>,
     id: web::Path<u64>,
@@ -53,8 +55,8 @@ async fn get_item(
 }
 
 /// `GET /items?category=…&page=…`: one page of items, keyed on the whole query.
-#[get("/items")]
 #[redis_cache(prefix = "items", ttl = 60, skip(state), cache = state.cache)]
+#[get("/items")]
 async fn list_items(
     state: web::Data<AppState>,
     query: web::Query<ListQuery>,
@@ -117,17 +119,13 @@ async fn delete_item(
     Ok(HttpResponse::NoContent().finish())
 }
 
-/// Invalidates the entry of item `id` (exactly the key `get_item` reads, built by the
-/// library) and every cached page of the lists of `categories` and of the unfiltered list.
+/// Invalidates the entry of item `id` (exactly the key `get_item` reads, through its
+/// companion) and every cached page of the lists of `categories` and of the unfiltered list.
 ///
 /// The write has already happened, so a Redis failure here does not fail the request: it is
 /// logged, and the stale entries expire with their TTL.
 async fn forget(cache: &Cache, id: u64, categories: &[&str]) {
-    let item = async {
-        let key = cache.key(ITEM_PREFIX).arg(&id).build()?;
-        cache.invalidate(&key).await
-    };
-    if let Err(e) = item.await {
+    if let Err(e) = get_item_invalidate(cache, &id).await {
         tracing::warn!(id, error = %e, "cannot invalidate the cached item; it expires with its ttl");
     }
     let mut lists: Vec<Option<&str>> = vec![None];
@@ -155,13 +153,11 @@ async fn forget(cache: &Cache, id: u64, categories: &[&str]) {
 /// library and only its page number is replaced by `*`; the encoding escapes every glob
 /// character a category could hold, so the rest matches literally.
 pub fn list_pattern(cache: &Cache, category: Option<&str>) -> Result<String, CacheError> {
-    let key = cache
-        .key(LIST_PREFIX)
-        .arg(&ListQuery {
-            category: category.map(str::to_owned),
-            page: 1,
-        })
-        .build()?;
+    let page_1 = ListQuery {
+        category: category.map(str::to_owned),
+        page: 1,
+    };
+    let key = list_items_key(cache, &page_1)?;
     let relative = key
         .as_str()
         .strip_prefix(cache.namespace())
@@ -307,14 +303,11 @@ mod tests {
         // The keys `list_items` reads, relative to the namespace, fit the glob's shape.
         let (fixed, _) = books.split_once('*').expect("one wildcard");
         for (category, page, matches) in [("books", 12, true), ("books-2", 1, false)] {
-            let key = cache
-                .key(LIST_PREFIX)
-                .arg(&ListQuery {
-                    category: Some(category.to_owned()),
-                    page,
-                })
-                .build()
-                .expect("a key");
+            let query = ListQuery {
+                category: Some(category.to_owned()),
+                page,
+            };
+            let key = list_items_key(&cache, &query).expect("a key");
             let relative = key.as_str().strip_prefix("shop:").expect("namespaced");
             assert_eq!(
                 relative.starts_with(fixed) && relative.ends_with(')'),

@@ -105,16 +105,53 @@ async fn a_json_handler_is_stored_as_its_value_and_keyed_on_its_extractors() {
 
     call("fr").await;
     assert_eq!(state.runs(), 2);
-    let key = state
-        .cache
-        .key("handler.item")
-        .arg(&7u64)
-        .arg(&Params {
-            lang: "fr".to_owned(),
-        })
-        .build()
-        .expect("a valid key");
-    assert!(state.cache.invalidate(&key).await.expect("UNLINK"));
+    // The companion takes what the extractors hold, and builds the key the handler read.
+    let fr = Params {
+        lang: "fr".to_owned(),
+    };
+    let key = get_item_key(&state.cache, &7, &fr).expect("a valid key");
+    assert_eq!(key.as_str(), "handler.item:7:(lang=fr)");
+    assert!(
+        get_item_invalidate(&state.cache, &7, &fr)
+            .await
+            .expect("UNLINK")
+    );
+}
+
+/// A user type named like an Actix one is keyed like any value: only traits decide.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Debug)]
+struct Data<T> {
+    inner: T,
+}
+
+/// A user type named like a `Result` is a plain value.
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct SearchResult<T> {
+    hits: Vec<T>,
+}
+
+#[redis_cache(prefix = "by.trait", ttl = 600, cache = cache, skip(cache))]
+async fn search(cache: &Cache, q: Data<String>) -> SearchResult<String> {
+    SearchResult {
+        hits: vec![q.inner],
+    }
+}
+
+#[tokio::test]
+async fn shapes_and_extractors_are_chosen_by_traits_not_names() {
+    let server = RedisServer::start();
+    let state = AppState::new(&server).await;
+    let q = Data {
+        inner: "lamp".to_owned(),
+    };
+    let hits = search(&state.cache, q.clone()).await;
+    assert_eq!(hits.hits, ["lamp"]);
+    assert!(
+        server
+            .conn()
+            .exists::<_, bool>("by.trait:(inner=lamp)")
+            .expect("EXISTS")
+    );
 }
 
 #[tokio::test]

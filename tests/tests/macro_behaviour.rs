@@ -235,7 +235,7 @@ struct Filter {
     page: u32,
 }
 
-#[redis_cache(prefix = "tmpl", ttl = 600, key = "v1:{id}/{filter.lang}", cache = cache)]
+#[redis_cache(prefix = "tmpl", ttl = 600, key = "v1:{id}:{filter.lang}", cache = cache)]
 async fn templated(cache: &Cache, runs: &Runs, id: u64, filter: Filter) -> String {
     runs.hit();
     format!("{id}:{}:{}", filter.lang, filter.page)
@@ -251,7 +251,7 @@ async fn a_template_key_is_the_template_with_encoded_values() {
         page,
     };
     assert_eq!(templated(&cache, &runs, 42, filter(1)).await, "42:en gb:1");
-    assert!(exists(&server, "tmpl:v1:42/en%20gb"));
+    assert!(exists(&server, "tmpl:v1:42:en%20gb"));
     // `page` is not in the template, so it is not in the key.
     assert_eq!(templated(&cache, &runs, 42, filter(2)).await, "42:en gb:1");
     assert_eq!(runs.get(), 1);
@@ -333,12 +333,12 @@ async fn cache_option_picks_the_cache_on_each_call() {
 struct Repo {
     cache: Cache,
     runs: Runs,
-    /// Differs between instances; `self` is never part of the key.
+    /// Differs between instances; shared entries are asked for with `skip(self)`.
     name: &'static str,
 }
 
 impl Repo {
-    #[redis_cache(prefix = "repo.item", ttl = 600, cache = self.cache)]
+    #[redis_cache(prefix = "repo.item", ttl = 600, cache = self.cache, skip(self))]
     async fn item(&self, id: u64) -> Item {
         self.runs.hit();
         Item {
@@ -355,7 +355,7 @@ impl Repo {
 }
 
 #[tokio::test]
-async fn methods_key_on_their_arguments_and_never_on_self() {
+async fn methods_with_skip_self_share_entries_across_instances() {
     let server = RedisServer::start();
     let first = Repo {
         cache: cache_on(&server).await,
@@ -368,9 +368,16 @@ async fn methods_key_on_their_arguments_and_never_on_self() {
         name: "second",
     };
     assert_eq!(first.item(1).await.name, "first");
-    assert_eq!(second.item(1).await.name, "first", "self is not in the key");
+    assert_eq!(
+        second.item(1).await.name,
+        "first",
+        "skip(self) shares entries"
+    );
     assert_eq!((first.runs.get(), second.runs.get()), (1, 0));
-    assert!(exists(&server, "repo.item:1"));
+    assert!(exists(
+        &server,
+        &Repo::item_key(&first.cache, &1).expect("key").to_string()
+    ));
 
     let runs = Runs::default();
     assert_eq!(Repo::count(&first.cache, &runs, "abc").await, 3);
@@ -403,31 +410,10 @@ async fn generic_functions_are_cached() {
         vec![item(1), item(1)]
     );
     assert_eq!(runs.get(), 1);
-    assert!(exists(&server, "generic:k:(id=1,name=item%201)"));
+    let key = generic_key::<&str, Item>(&cache, &"k", &item(1)).expect("key");
+    assert!(key.as_str().starts_with("generic:=0."), "{key}");
+    assert!(exists(&server, key.as_str()), "{key}");
     assert_eq!(generic(&cache, &runs, 7u8, 1.5f64).await, vec![1.5, 1.5]);
-    assert_eq!(runs.get(), 2);
-}
-
-#[redis_cache(prefix = "versioned", ttl = 600, cache = cache, skip(cache, runs))]
-async fn version_0(cache: &Cache, runs: &Runs, id: u64) -> u64 {
-    runs.hit();
-    id
-}
-
-#[redis_cache(prefix = "versioned", ttl = 600, version = 1, cache = cache, skip(cache, runs))]
-async fn version_1(cache: &Cache, runs: &Runs, id: u64) -> u64 {
-    runs.hit();
-    id + 1
-}
-
-#[tokio::test]
-async fn a_new_version_does_not_read_entries_of_the_old_one() {
-    let server = RedisServer::start();
-    let cache = cache_on(&server).await;
-    let runs = Runs::default();
-    assert_eq!(version_0(&cache, &runs, 1).await, 1);
-    assert_eq!(version_1(&cache, &runs, 1).await, 2);
-    assert_eq!(version_1(&cache, &runs, 1).await, 2);
     assert_eq!(runs.get(), 2);
 }
 
@@ -443,4 +429,179 @@ async fn cached_futures_run_on_spawned_tasks() {
     assert_eq!(task.await.expect("the task completes"), item(5));
     assert_eq!(load_item(&cache, &runs, 5).await, item(5));
     assert_eq!(runs.get(), 1);
+}
+
+// Issue 9: each hole has a test that failed on the first version of the macro.
+
+/// A template whose gaps hold `:`: two different pairs never share a key (`{a}-{b}` gave
+/// `("x-y", "z")` and `("x", "y-z")` one key and is now a compile error: ui/fail).
+#[redis_cache(prefix = "tmpl.pair", ttl = 600, key = "{a}:-{b}", cache = cache)]
+async fn joined(cache: &Cache, runs: &Runs, a: &str, b: &str) -> String {
+    runs.hit();
+    format!("{a}|{b}")
+}
+
+#[tokio::test]
+async fn template_pairs_that_join_to_the_same_text_keep_their_own_entries() {
+    let server = RedisServer::start();
+    let cache = cache_on(&server).await;
+    let runs = Runs::default();
+    assert_eq!(joined(&cache, &runs, "x-y", "z").await, "x-y|z");
+    assert_eq!(joined(&cache, &runs, "x", "y-z").await, "x|y-z");
+    assert_eq!(runs.get(), 2);
+}
+
+struct TenantRepo {
+    cache: Cache,
+    tenant: u32,
+    runs: Runs,
+}
+
+impl TenantRepo {
+    #[redis_cache(prefix = "tenant.item", ttl = 600, key = "{self.tenant}:{id}", cache = self.cache)]
+    async fn item(&self, id: u64) -> Item {
+        self.runs.hit();
+        Item {
+            id,
+            name: format!("tenant {}", self.tenant),
+        }
+    }
+}
+
+#[tokio::test]
+async fn self_fields_in_the_key_keep_instances_apart() {
+    let server = RedisServer::start();
+    let cache = cache_on(&server).await;
+    let one = TenantRepo {
+        cache: cache.clone(),
+        tenant: 1,
+        runs: Runs::default(),
+    };
+    let two = TenantRepo {
+        cache: cache.clone(),
+        tenant: 2,
+        runs: Runs::default(),
+    };
+    assert_eq!(one.item(7).await.name, "tenant 1");
+    assert_eq!(
+        two.item(7).await.name,
+        "tenant 2",
+        "tenant 2 never reads tenant 1's entry"
+    );
+    assert_eq!(one.item(7).await.name, "tenant 1");
+    assert_eq!((one.runs.get(), two.runs.get()), (1, 1));
+    let key = one.item_key(&cache, &7).expect("key");
+    assert_eq!(key.as_str(), "tenant.item:1:7");
+    assert!(exists(&server, key.as_str()));
+}
+
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+struct User {
+    name: String,
+}
+
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+struct Order {
+    total: u64,
+}
+
+trait Load {
+    fn load(id: u64) -> Self;
+}
+
+impl Load for User {
+    fn load(id: u64) -> Self {
+        User {
+            name: format!("user {id}"),
+        }
+    }
+}
+
+impl Load for Order {
+    fn load(id: u64) -> Self {
+        Order { total: id * 100 }
+    }
+}
+
+#[redis_cache(prefix = "typed", ttl = 600, cache = cache, skip(cache, runs))]
+async fn typed<T>(cache: &Cache, runs: &Runs, id: u64) -> Option<T>
+where
+    T: Load + Serialize + serde::de::DeserializeOwned,
+{
+    runs.hit();
+    Some(T::load(id))
+}
+
+#[tokio::test]
+async fn instantiations_of_a_generic_function_never_read_each_others_entries() {
+    let server = RedisServer::start();
+    let cache = cache_on(&server).await;
+    let runs = Runs::default();
+    assert_eq!(typed::<User>(&cache, &runs, 1).await, Some(User::load(1)));
+    // Both types decode from any JSON object (`serde(default)`): only the key keeps them apart.
+    assert_eq!(typed::<Order>(&cache, &runs, 1).await, Some(Order::load(1)));
+    assert_eq!(typed::<User>(&cache, &runs, 1).await, Some(User::load(1)));
+    assert_eq!(runs.get(), 2);
+    let user = typed_key::<User>(&cache, &1).expect("key");
+    let order = typed_key::<Order>(&cache, &1).expect("key");
+    assert_ne!(user, order);
+    assert!(exists(&server, user.as_str()) && exists(&server, order.as_str()));
+}
+
+/// The old binary of a rolling deploy.
+#[redis_cache(prefix = "deployed", ttl = 600, cache = cache, skip(cache, runs))]
+async fn old_binary(cache: &Cache, runs: &Runs, id: u64) -> u64 {
+    runs.hit();
+    id
+}
+
+/// The new binary: the same function with a new value type, so a new version.
+#[redis_cache(prefix = "deployed", ttl = 600, version = 1, cache = cache, skip(cache, runs))]
+async fn new_binary(cache: &Cache, runs: &Runs, id: u64) -> String {
+    runs.hit();
+    format!("#{id}")
+}
+
+#[tokio::test]
+async fn old_and_new_versions_alternating_each_hit_their_own_entry() {
+    let server = RedisServer::start();
+    let cache = cache_on(&server).await;
+    let runs = Runs::default();
+    for _ in 0..2 {
+        assert_eq!(old_binary(&cache, &runs, 1).await, 1);
+        assert_eq!(new_binary(&cache, &runs, 1).await, "#1");
+    }
+    assert_eq!(runs.get(), 2, "each version filled once and then hit");
+    assert!(exists(&server, "deployed:1"));
+    assert!(exists(&server, "deployed:=1:1"));
+    assert_eq!(
+        new_binary_key(&cache, &1).expect("key").as_str(),
+        "deployed:=1:1"
+    );
+    // Prefix invalidation covers every version.
+    assert_eq!(cache.invalidate_prefix("deployed").await.expect("scan"), 2);
+}
+
+#[tokio::test]
+async fn the_companion_invalidates_exactly_the_entry_the_function_wrote() {
+    let server = RedisServer::start();
+    let cache = cache_on(&server).await;
+    let runs = Runs::default();
+    pair(&cache, &runs, 1, Some("en".to_owned())).await;
+    pair(&cache, &runs, 2, None).await;
+    assert!(
+        pair_invalidate(&cache, &1, &Some("en".to_owned()))
+            .await
+            .expect("UNLINK")
+    );
+    assert!(
+        !pair_invalidate(&cache, &1, &Some("en".to_owned()))
+            .await
+            .expect("UNLINK")
+    );
+    pair(&cache, &runs, 1, Some("en".to_owned())).await;
+    pair(&cache, &runs, 2, None).await;
+    assert_eq!(runs.get(), 3, "only the invalidated entry was filled again");
 }

@@ -1,7 +1,7 @@
 use cached_runtime::redis_cache;
 
 trait Repo {
-    #[redis_cache(prefix = "item", ttl = 60)]
+    #[redis_cache(prefix = "item", ttl = 60, skip(self))]
     async fn item(&self, id: u64) -> u64;
 }
 

@@ -67,7 +67,7 @@ async fn handler_below(
     Some(web::Json(Item { id: *id }))
 }
 
-#[redis_cache(prefix = "handler.above", ttl = 60, key = "{path.0}/{path.1}")]
+#[redis_cache(prefix = "handler.above", ttl = 60, key = "{path.0}:{path.1}")]
 #[get("/pairs/{a}/{b}")]
 async fn handler_above(path: web::Path<(u64, String)>) -> web::Json<Item> {
     web::Json(Item { id: path.0 })

@@ -17,25 +17,20 @@ struct Repo {
 }
 
 impl Repo {
-    /// `self` is never part of the key.
-    #[redis_cache(prefix = "repo.item", ttl = 60, cache = self.cache)]
+    /// Shared across instances: `skip(self)`.
+    #[redis_cache(prefix = "repo.item", ttl = 60, cache = self.cache, skip(self))]
     pub(crate) async fn item(&self, id: u64) -> Option<Item> {
         Some(Item {
             id: id + self.offset,
         })
     }
 
-    #[redis_cache(prefix = "repo.owned", ttl = 60)]
+    /// Keyed on a field of `self`.
+    #[redis_cache(prefix = "repo.owned", ttl = 60, key = "{self.offset}:{id}")]
     async fn owned(self: Arc<Self>, id: u64) -> Item {
         Item {
             id: id + self.offset,
         }
-    }
-
-    #[redis_cache(prefix = "repo.mut", ttl = 60)]
-    async fn bump(&mut self, by: u64) -> u64 {
-        self.offset += by;
-        self.offset
     }
 
     /// An associated function.
@@ -57,14 +52,15 @@ trait Catalog {
     async fn name(&self, id: u64) -> String;
 
     /// A default method body can be cached.
-    #[redis_cache(prefix = "catalog.title", ttl = 60)]
+    #[redis_cache(prefix = "catalog.title", ttl = 60, skip(self))]
     async fn title(&self, id: u64) -> String {
         self.name(id).await.to_uppercase()
     }
 }
 
 impl Catalog for Repo {
-    #[redis_cache(prefix = "catalog.name", ttl = 60)]
+    /// A trait impl may hold only the trait's items: no companions.
+    #[redis_cache(prefix = "catalog.name", ttl = 60, skip(self), companions = false)]
     async fn name(&self, id: u64) -> String {
         format!("item {id}")
     }
@@ -113,12 +109,19 @@ async unsafe fn unsafe_fn(ptr: usize) -> u64 {
     ptr as u64
 }
 
+/// A type parameter that reaches the return type is named in the key.
+#[redis_cache(prefix = "typed", ttl = 60)]
+async fn typed<T: DeserializeOwned + Serialize + Default>(id: u64) -> Option<T> {
+    let _ = id;
+    Some(T::default())
+}
+
 fn main() {
+    let _ = typed::<u8>;
     let _ = impl_arg(1u8);
     let _ = (
         Repo::item,
         Repo::owned,
-        Repo::bump,
         Repo::assoc,
         Repo::with_self_type,
     );

@@ -59,7 +59,7 @@ async fn skip_all(db: &Db, (a, b): (u64, u64), _: u8) -> u64 {
 #[redis_cache(
     prefix = "template",
     ttl = 60,
-    key = "v2:{id}/{q.page}:{q.filter.type}@{pair.1}"
+    key = "v2:{id}:{q.page}/x:{q.filter.type}:@{pair.1}"
 )]
 async fn template(id: u64, q: Query, pair: (u8, String), _ignored: Db) -> String {
     format!("{id}{}{}", q.page, pair.1)
@@ -113,7 +113,38 @@ async fn trailing_comma() -> u64 {
     1
 }
 
+/// A facade crate that re-exports the runtime: `crate = "…"` names it.
+mod facade {
+    pub use ::cached_runtime::*;
+}
+
+#[redis_cache(prefix = "facade", ttl = 60, crate = "facade")]
+async fn through_facade(id: u64) -> u64 {
+    id
+}
+
+#[redis_cache(prefix = "facade.path", ttl = 60, crate = facade)]
+async fn through_facade_path(id: u64) -> u64 {
+    id
+}
+
+/// `shape = …` overrides the selected shape: here `None` is stored as a value.
+#[redis_cache(prefix = "shape", ttl = 60, shape = cached_runtime::shape::Plain)]
+async fn none_as_value(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+/// An alias of `Option` is an `Option`: shapes are selected by type, not by name.
+type Maybe<T> = Option<T>;
+
+#[redis_cache(prefix = "alias", ttl = 60)]
+async fn maybe(id: u64) -> Maybe<u64> {
+    Some(id)
+}
+
 fn main() {
+    let _ = (through_facade, through_facade_path, none_as_value, maybe);
+    let _ = skip_all_key;
     let _ = (all, durations, skip_all, template, template_const, raw);
     let _ = (
         cache_owned,

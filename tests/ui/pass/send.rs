@@ -31,7 +31,7 @@ async fn with_cache(cache: &Cache, id: u64) -> Result<Item, String> {
 struct Repo;
 
 impl Repo {
-    #[redis_cache(prefix = "send.method", ttl = 60)]
+    #[redis_cache(prefix = "send.method", ttl = 60, skip(self))]
     async fn item(&self, id: u64) -> Item {
         Item { id }
     }

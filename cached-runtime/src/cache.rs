@@ -2,6 +2,8 @@
 
 use std::{fmt, future::Future, sync::Arc, time::Duration};
 
+use sha2::Digest as _;
+
 use crate::{
     backend::Store,
     codec::{self, Decoded},
@@ -70,8 +72,10 @@ pub(crate) struct KeyTag<'a>(pub(crate) &'a Key);
 
 impl fmt::Display for KeyTag<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hash = xxhash_rust::xxh3::xxh3_64(self.0.as_str().as_bytes());
-        write!(f, "{}#{hash:016x}", self.0.prefix())
+        // Computed only when a log line is written; the same in every process.
+        let digest = sha2::Sha256::digest(self.0.as_str().as_bytes());
+        write!(f, "{}#", self.0.prefix())?;
+        digest[..8].iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 

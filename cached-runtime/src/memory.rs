@@ -82,8 +82,10 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        // Any well-mixed hash will do; xxh3 is already a dependency and fast on short keys.
-        let hash = xxhash_rust::xxh3::xxh3_64(key.as_bytes());
+        // Any well-mixed hash will do: the shard of a key never leaves the process.
+        let mut hasher = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(key, &mut hasher);
+        let hash = std::hash::Hasher::finish(&hasher);
         // The mask keeps the index below SHARDS, so the cast cannot truncate a used bit.
         let index = (hash as usize) & (SHARDS - 1);
         lock(&self.shards[index])

@@ -1,6 +1,15 @@
 //! The cache handle and the hit path: one `GET` and a decode.
 
-use std::{fmt, future::Future, sync::Arc, time::Duration};
+use std::{
+    fmt,
+    future::Future,
+    ops::Deref,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use sha2::Digest as _;
 
@@ -20,6 +29,25 @@ use crate::{
     stats::{Counters, Registry, Stats, WarnLimiter},
 };
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The counters of a call's prefix: borrowed from the policy when it caches them for this
+/// cache, looked up otherwise.
+pub(crate) enum CountersRef<'p> {
+    Cached(&'p Counters),
+    Looked(Arc<Counters>),
+}
+
+impl Deref for CountersRef<'_> {
+    type Target = Counters;
+    fn deref(&self) -> &Counters {
+        match self {
+            CountersRef::Cached(c) => c,
+            CountersRef::Looked(c) => c,
+        }
+    }
+}
+
 /// A handle to a Redis cache: cheap to clone, shared by every caller.
 #[derive(Clone)]
 pub struct Cache {
@@ -27,6 +55,8 @@ pub struct Cache {
 }
 
 pub(crate) struct Inner {
+    /// Tells caches apart in a policy's counters slot.
+    pub(crate) id: u64,
     pub(crate) store: Store,
     pub(crate) namespace: String,
     pub(crate) null_ttl: u64,
@@ -152,6 +182,7 @@ impl Cache {
         let keep = (config.command_timeout * 2).max(Duration::from_secs(1));
         Self {
             inner: Arc::new(Inner {
+                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 store,
                 namespace: config.namespace.clone(),
                 null_ttl: config.null_ttl.as_secs(),
@@ -211,7 +242,7 @@ impl Cache {
         F: Future<Output = R>,
     {
         let inner = &*self.inner;
-        let counters = inner.stats.prefix(policy.prefix());
+        let counters = self.counters(policy);
         let mode = mode::current();
         if mode == Mode::Bypass || inner.pending.covers(key.as_str()) {
             counters.bypasses(1);
@@ -236,6 +267,21 @@ impl Cache {
         };
         self.fill::<S, R, F>(key, policy, &counters, seq, source, body)
             .await
+    }
+
+    /// The counters of `policy`'s prefix: one load and a compare when the policy caches them.
+    #[inline]
+    pub(crate) fn counters<'p>(&self, policy: &'p Policy) -> CountersRef<'p> {
+        let inner = &*self.inner;
+        if let Some((id, counters)) = policy.counters.0.get()
+            && *id == inner.id
+        {
+            return CountersRef::Cached(counters);
+        }
+        let counters = inner.stats.prefix(policy.prefix());
+        // The first cache to use a policy keeps the fast path; others look up.
+        let _ = policy.counters.0.set((inner.id, Arc::clone(&counters)));
+        CountersRef::Looked(counters)
     }
 
     /// One `GET` and decode: the whole hit path.

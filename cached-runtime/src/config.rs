@@ -405,11 +405,19 @@ mod tests {
                 (k == "REDIS_CACHE_SINGLE_FLIGHT").then(|| v.to_owned())
             })
         };
-        for (v, on) in [("true", true), ("FALSE", false), ("1", true), (" 0 ", false)] {
+        for (v, on) in [
+            ("true", true),
+            ("FALSE", false),
+            ("1", true),
+            (" 0 ", false),
+        ] {
             assert_eq!(flag(v).expect(v).single_flight, on, "{v}");
         }
         let err = flag("yes please").expect_err("not a boolean");
-        assert!(err.to_string().contains("REDIS_CACHE_SINGLE_FLIGHT"), "{err}");
+        assert!(
+            err.to_string().contains("REDIS_CACHE_SINGLE_FLIGHT"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,14 +4,18 @@
 
 use std::{
     borrow::Cow,
+    fmt,
     sync::{
-        Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
 };
 
-use crate::{error::CacheError, key::validate_prefix};
+use crate::{config::MAX_TTL, error::CacheError, key::validate_prefix, stats::Counters};
+
+/// The longest lock a fill may hold: a body that needs longer should not be cached this way.
+const MAX_LOCK: Duration = Duration::from_secs(3600);
 
 /// The options of one cached function.
 #[derive(Clone, Debug)]
@@ -22,6 +26,19 @@ pub struct Policy {
     pub(crate) jitter: u64,
     pub(crate) version: u32,
     pub(crate) lock_ms: Option<u64>,
+    /// The counters of the first cache that used this policy, so its calls skip the lookup by
+    /// prefix (a lock and a reference count on every call otherwise).
+    pub(crate) counters: CountersSlot,
+}
+
+/// `(cache id, counters)`; set once.
+#[derive(Clone, Default)]
+pub(crate) struct CountersSlot(pub(crate) OnceLock<(u64, Arc<Counters>)>);
+
+impl fmt::Debug for CountersSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CountersSlot")
+    }
 }
 
 impl Policy {
@@ -36,6 +53,7 @@ impl Policy {
             jitter: 0,
             version: 0,
             lock_ms: None,
+            counters: CountersSlot::default(),
         })
     }
 
@@ -80,6 +98,7 @@ impl Policy {
             jitter,
             version,
             lock_ms: None,
+            counters: CountersSlot(OnceLock::new()),
         }
     }
 
@@ -94,12 +113,12 @@ impl Policy {
     /// caller runs the body while the others wait for its value (at most `ttl`).
     pub fn lock(mut self, ttl: Duration) -> Result<Self, CacheError> {
         match u64::try_from(ttl.as_millis()) {
-            Ok(ms) if ms > 0 => {
+            Ok(ms) if ms > 0 && ttl <= MAX_LOCK => {
                 self.lock_ms = Some(ms);
                 Ok(self)
             }
             _ => Err(CacheError::Config(
-                "a lock ttl must be at least 1 ms".to_owned(),
+                "a lock ttl must be at least 1 ms and at most one hour".to_owned(),
             )),
         }
     }
@@ -108,6 +127,9 @@ impl Policy {
 fn nonzero_secs(ttl: Duration) -> Result<u64, CacheError> {
     match ttl.as_secs() {
         0 => Err(CacheError::ZeroTtl),
+        _ if ttl > MAX_TTL => Err(CacheError::Config(format!(
+            "a cache ttl of {ttl:?} is over the ten-year limit"
+        ))),
         s => Ok(s),
     }
 }

@@ -137,7 +137,9 @@ async fn calls(server: &RedisServer) -> Vec<Row> {
 
     println!("\n## Miss path (GET miss + body + SET EX)\n");
     let mut misses = Vec::new();
-    for &c in &CONCURRENCY {
+    let skip_misses =
+        std::env::var("BENCH_SKIP").is_ok_and(|s| s.split(',').any(|s| s.trim() == "miss"));
+    for &c in CONCURRENCY.iter().filter(|_| !skip_misses) {
         let hand = bench("1 multiplexed GET + SET EX", c, MISS_OPS, {
             let v = Arc::clone(&v);
             move || {

@@ -18,7 +18,7 @@ use crate::{
     codec::{self, Decoded},
     config::CacheBuilder,
     error::CacheError,
-    fill::Source,
+    fill::{Fill, Source},
     flight::Flights,
     invalidate::Pending,
     key::{Key, KeyBuilder},
@@ -265,8 +265,13 @@ impl Cache {
                 Lookup::Failed => Source::Failed,
             }
         };
-        self.fill::<S, R, F>(key, policy, &counters, seq, source, body)
-            .await
+        let fill = Fill {
+            cache: self,
+            key,
+            policy,
+            counters: &counters,
+        };
+        fill.run::<S, R, F>(seq, source, body).await
     }
 
     /// The counters of `policy`'s prefix: one load and a compare when the policy caches them.

@@ -92,36 +92,36 @@ impl Drop for HeldLock {
     }
 }
 
-impl Cache {
-    /// Coalesces with a fill of `key` under way (or just finished) in this process, or leads
-    /// one.
-    pub(crate) async fn fill<S, R, F>(
-        &self,
-        key: &Key,
-        policy: &Policy,
-        counters: &Counters,
-        seq: u64,
-        source: Source,
-        body: F,
-    ) -> R
+/// One miss being served: what every step of the miss path needs, borrowed once.
+pub(crate) struct Fill<'a> {
+    pub(crate) cache: &'a Cache,
+    pub(crate) key: &'a Key,
+    pub(crate) policy: &'a Policy,
+    pub(crate) counters: &'a Counters,
+}
+
+impl Fill<'_> {
+    /// Coalesces with a fill of the key under way (or just finished) in this process, or
+    /// leads one. `seq` was read before the `GET`.
+    pub(crate) async fn run<S, R, F>(self, seq: u64, source: Source, body: F) -> R
     where
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        let inner = &*self.inner;
+        let inner = &*self.cache.inner;
         if !inner.single_flight {
-            return self
-                .lead::<S, R, F>(key, policy, counters, source, None, body)
-                .await;
+            return self.lead::<S, R, F>(source, None, body).await;
         }
         // A leader under the lock may wait for another process as long as the lock lives.
-        let wait = inner.fill_wait + policy.lock_ms.map_or(Duration::ZERO, Duration::from_millis);
+        let wait = inner.fill_wait
+            + self
+                .policy
+                .lock_ms
+                .map_or(Duration::ZERO, Duration::from_millis);
         loop {
-            let published = match inner.flights.join(key.as_str(), seq) {
+            let published = match inner.flights.join(self.key.as_str(), seq) {
                 Join::Leader(guard) => {
-                    return self
-                        .lead::<S, R, F>(key, policy, counters, source, Some(guard), body)
-                        .await;
+                    return self.lead::<S, R, F>(source, Some(guard), body).await;
                 }
                 Join::Recent(published) => published,
                 Join::Follower(rx) => match inner.flights.wait(rx, wait).await {
@@ -129,78 +129,62 @@ impl Cache {
                     // The leader stored nothing shareable or was dropped: one of us leads now.
                     Waited::Abandoned => continue,
                     Waited::TimedOut => {
-                        tracing::debug!(key = %KeyTag(key), "another caller's fill is taking too long, running the body");
-                        source.count(counters);
+                        tracing::debug!(key = %KeyTag(self.key), "another caller's fill is taking too long, running the body");
+                        source.count(self.counters);
                         return body.await;
                     }
                 },
             };
-            if let Some((result, _)) = self.decode::<S, R>(&published, policy, counters, key) {
-                counters.coalesced(1);
+            let adopted =
+                self.cache
+                    .decode::<S, R>(&published, self.policy, self.counters, self.key);
+            if let Some((result, _)) = adopted {
+                self.counters.coalesced(1);
                 return result;
             }
-            source.count(counters);
+            source.count(self.counters);
             return body.await;
         }
     }
 
-    async fn lead<S, R, F>(
-        &self,
-        key: &Key,
-        policy: &Policy,
-        counters: &Counters,
-        source: Source,
-        guard: Option<LeaderGuard<'_>>,
-        body: F,
-    ) -> R
+    async fn lead<S, R, F>(&self, source: Source, guard: Option<LeaderGuard<'_>>, body: F) -> R
     where
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        if let (Source::Miss { stale }, Some(lock_ms)) = (source, policy.lock_ms) {
-            return self
-                .fill_locked::<S, R, F>(key, policy, counters, stale, lock_ms, guard, body)
-                .await;
+        if let (Source::Miss { stale }, Some(lock_ms)) = (source, self.policy.lock_ms) {
+            return self.locked::<S, R, F>(stale, lock_ms, guard, body).await;
         }
-        source.count(counters);
-        self.compute::<S, R, F>(key, policy, counters, source, guard, body)
-            .await
+        source.count(self.counters);
+        self.compute::<S, R, F>(source, guard, body).await
     }
 
     /// Runs the body, stores its result (unless Redis is failing or the key was invalidated
     /// meanwhile) and publishes it to the followers.
-    async fn compute<S, R, F>(
-        &self,
-        key: &Key,
-        policy: &Policy,
-        counters: &Counters,
-        source: Source,
-        guard: Option<LeaderGuard<'_>>,
-        body: F,
-    ) -> R
+    async fn compute<S, R, F>(&self, source: Source, guard: Option<LeaderGuard<'_>>, body: F) -> R
     where
         S: Shape<R>,
         F: Future<Output = R>,
     {
         let result = body.await;
-        let Some(encoded) = self.encode::<S, R>(key, policy, counters, &result) else {
+        let Some(encoded) = self.encode::<S, R>(&result) else {
             // Nothing to share (an `Err`, or a value that does not encode): dropping the guard
             // hands the fill to one follower.
             drop(guard);
             if source.stale() {
-                self.remove_stale(key, counters).await;
+                self.remove_stale().await;
             }
             return result;
         };
         let invalidated = || guard.as_ref().is_some_and(LeaderGuard::invalidated);
         if source != Source::Failed && encoded.storable && !invalidated() {
-            let stored = self.store_entry(key, &encoded, counters).await;
+            let stored = self.store_entry(&encoded).await;
             // An invalidation that raced our SET may have run before it reached Redis.
             if stored && invalidated() {
-                let _ = self.inner.store.delete(&[key.as_str()]).await;
+                let _ = self.cache.inner.store.delete(&[self.key.as_str()]).await;
             }
         } else if source.stale() && !encoded.storable {
-            self.remove_stale(key, counters).await;
+            self.remove_stale().await;
         }
         if let Some(guard) = guard {
             guard.publish(encoded.bytes);
@@ -208,15 +192,21 @@ impl Cache {
         result
     }
 
+    /// What a lookup during a locked fill found another process to have stored: counted as
+    /// coalesced and handed to this process's followers too.
+    fn adopt<R>(&self, result: R, bytes: Vec<u8>, guard: Option<LeaderGuard<'_>>) -> R {
+        self.counters.coalesced(1);
+        if let Some(guard) = guard {
+            guard.publish(bytes.into());
+        }
+        result
+    }
+
     /// Fills under a Redis lock (`SET NX PX`), so one process in the fleet runs the body; the
     /// others poll the cache until the value appears, the lock frees up, or the lock's TTL has
     /// passed, after which they run the body themselves.
-    #[allow(clippy::too_many_arguments)]
-    async fn fill_locked<S, R, F>(
+    async fn locked<S, R, F>(
         &self,
-        key: &Key,
-        policy: &Policy,
-        counters: &Counters,
         stale: bool,
         lock_ms: u64,
         guard: Option<LeaderGuard<'_>>,
@@ -226,59 +216,41 @@ impl Cache {
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        let store = &self.inner.store;
-        let lock_key = format!("{key}#lock");
+        let (cache, counters) = (self.cache, self.counters);
+        let lock_key = format!("{}#lock", self.key);
         let token = format!("{:032x}", fastrand::u128(..));
         let deadline = Instant::now() + Duration::from_millis(lock_ms);
         let mut backoff = Duration::from_millis(5);
         let mut stale = stale;
         loop {
-            match store.lock(&lock_key, &token, lock_ms).await {
+            match cache.inner.store.lock(&lock_key, &token, lock_ms).await {
                 Ok(true) => {
                     let held = HeldLock {
-                        cache: self.clone(),
+                        cache: cache.clone(),
                         key: lock_key,
                         token,
                         released: false,
                     };
                     // Another process may have filled it between our miss and our lock.
-                    let result = match self.lookup::<S, R>(key, policy, counters).await {
+                    let source = match cache.lookup::<S, R>(self.key, self.policy, counters).await {
                         Lookup::Hit { result, bytes, .. } => {
-                            counters.coalesced(1);
-                            if let Some(guard) = guard {
-                                guard.publish(bytes.into());
-                            }
-                            result
+                            let result = self.adopt(result, bytes, guard);
+                            held.release(counters).await;
+                            return result;
                         }
-                        Lookup::Miss { stale } => {
-                            let source = Source::Miss { stale };
-                            source.count(counters);
-                            self.compute::<S, R, F>(key, policy, counters, source, guard, body)
-                                .await
-                        }
-                        Lookup::Failed => {
-                            counters.errors(1);
-                            self.compute::<S, R, F>(
-                                key,
-                                policy,
-                                counters,
-                                Source::Failed,
-                                guard,
-                                body,
-                            )
-                            .await
-                        }
+                        Lookup::Miss { stale } => Source::Miss { stale },
+                        Lookup::Failed => Source::Failed,
                     };
+                    source.count(counters);
+                    let result = self.compute::<S, R, F>(source, guard, body).await;
                     held.release(counters).await;
                     return result;
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    self.failed(counters, "SET NX", &e);
-                    counters.errors(1);
-                    return self
-                        .compute::<S, R, F>(key, policy, counters, Source::Failed, guard, body)
-                        .await;
+                    cache.failed(counters, "SET NX", &e);
+                    Source::Failed.count(counters);
+                    return self.compute::<S, R, F>(Source::Failed, guard, body).await;
                 }
             }
             if Instant::now() >= deadline {
@@ -286,53 +258,39 @@ impl Cache {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(100));
-            match self.lookup::<S, R>(key, policy, counters).await {
-                Lookup::Hit { result, bytes, .. } => {
-                    counters.coalesced(1);
-                    if let Some(guard) = guard {
-                        guard.publish(bytes.into());
-                    }
-                    return result;
-                }
+            match cache.lookup::<S, R>(self.key, self.policy, counters).await {
+                Lookup::Hit { result, bytes, .. } => return self.adopt(result, bytes, guard),
                 Lookup::Failed => {
-                    counters.errors(1);
-                    return self
-                        .compute::<S, R, F>(key, policy, counters, Source::Failed, guard, body)
-                        .await;
+                    Source::Failed.count(counters);
+                    return self.compute::<S, R, F>(Source::Failed, guard, body).await;
                 }
                 Lookup::Miss { stale: s } => stale = s,
             }
         }
-        tracing::debug!(key = %KeyTag(key), "cache lock still held after its ttl, running the body");
+        tracing::debug!(key = %KeyTag(self.key), "cache lock still held after its ttl, running the body");
         let source = Source::Miss { stale };
         source.count(counters);
-        self.compute::<S, R, F>(key, policy, counters, source, guard, body)
-            .await
+        self.compute::<S, R, F>(source, guard, body).await
     }
 
     /// The stored form of a result, or `None` when there is nothing to store or share.
-    fn encode<S: Shape<R>, R>(
-        &self,
-        key: &Key,
-        policy: &Policy,
-        counters: &Counters,
-        result: &R,
-    ) -> Option<Encoded> {
-        let inner = &*self.inner;
+    fn encode<S: Shape<R>, R>(&self, result: &R) -> Option<Encoded> {
+        let (inner, policy, counters) = (&*self.cache.inner, self.policy, self.counters);
         let (bytes, ttl) = match S::entry(result) {
             Entry::Value(v) => match codec::encode_value(v, policy.version) {
                 Ok(bytes) => (bytes, policy.ttl),
                 Err(e) => {
                     counters.encode_failures(1);
+                    let prefix = self.key.prefix();
                     match counters.warnings.admit() {
                         Some(suppressed) => tracing::warn!(
-                            prefix = key.prefix(),
+                            prefix,
                             error = %e,
                             suppressed,
                             "cannot encode the result as JSON, not cached"
                         ),
                         None => {
-                            tracing::debug!(prefix = key.prefix(), error = %e, "cannot encode the result as JSON, not cached")
+                            tracing::debug!(prefix, error = %e, "cannot encode the result as JSON, not cached")
                         }
                     }
                     return None;
@@ -347,7 +305,7 @@ impl Cache {
         let storable = bytes.len() <= inner.max_value_bytes;
         if !storable {
             counters.oversized(1);
-            tracing::debug!(key = %KeyTag(key), bytes = bytes.len(), "result larger than max_value_bytes, not cached");
+            tracing::debug!(key = %KeyTag(self.key), bytes = bytes.len(), "result larger than max_value_bytes, not cached");
         }
         let ttl = match policy.jitter {
             0 => ttl,
@@ -361,28 +319,27 @@ impl Cache {
     }
 
     /// `SET … EX`; whether it was stored.
-    async fn store_entry(&self, key: &Key, encoded: &Encoded, counters: &Counters) -> bool {
-        match self
-            .inner
-            .store
-            .set_ex(key.as_str(), &encoded.bytes, encoded.ttl)
+    async fn store_entry(&self, encoded: &Encoded) -> bool {
+        let store = &self.cache.inner.store;
+        match store
+            .set_ex(self.key.as_str(), &encoded.bytes, encoded.ttl)
             .await
         {
             Ok(()) => {
-                counters.stores(1);
+                self.counters.stores(1);
                 true
             }
             Err(e) => {
-                self.failed(counters, "SET", &e);
+                self.cache.failed(self.counters, "SET", &e);
                 false
             }
         }
     }
 
     /// Deletes an unusable entry that no fresh value is about to replace.
-    async fn remove_stale(&self, key: &Key, counters: &Counters) {
-        if let Err(e) = self.inner.store.delete(&[key.as_str()]).await {
-            self.failed(counters, "UNLINK", &e);
+    async fn remove_stale(&self) {
+        if let Err(e) = self.cache.inner.store.delete(&[self.key.as_str()]).await {
+            self.cache.failed(self.counters, "UNLINK", &e);
         }
     }
 }

@@ -31,6 +31,10 @@ pub(crate) type Published = Arc<[u8]>;
 /// Entries kept beyond this many trigger a sweep of expired `Done` entries.
 const SWEEP_AT_LEAST: usize = 256;
 
+/// Larger results are not kept as `Done` (a late caller fills again instead), so the map
+/// holds a few MiB at most between sweeps.
+const DONE_MAX_BYTES: usize = 16 * 1024;
+
 pub(crate) struct Flights {
     map: Mutex<Map>,
     /// Fills finished so far; read before a `GET`.
@@ -211,7 +215,7 @@ impl LeaderGuard<'_> {
         {
             let mut map = self.flights.lock();
             if self.is_current(&map) {
-                if self.invalidated() {
+                if self.invalidated() || published.len() > DONE_MAX_BYTES {
                     map.entries.remove(&self.key);
                 } else {
                     map.entries.insert(

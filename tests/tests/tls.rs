@@ -148,6 +148,10 @@ fn rediss_urls_connect_over_verified_tls_and_refuse_an_unknown_ca() {
             .await;
         assert_eq!(v, 7);
     });
+    assert!(
+        rustls::crypto::CryptoProvider::get_default().is_none(),
+        "the cache installed a process-wide rustls crypto provider"
+    );
     let stored: String = server.conn().get("tls:1").expect("GET over plain TCP");
     assert_eq!(stored, "rc1:0:v:7");
 

@@ -7,6 +7,8 @@
 //! skipped because reads have been failing.
 
 pub(crate) mod redis;
+#[cfg(feature = "tls")]
+mod tls;
 
 use std::{future::Future, sync::Arc, time::Duration};
 

@@ -93,7 +93,11 @@ impl Fault {
 
 /// bb8-redis's manager, plus a flag through which a slot tells bb8 a connection broke.
 struct Manager {
+    /// Connects plain URLs, and checks every connection on checkout.
     inner: RedisConnectionManager,
+    /// Connects `rediss://` URLs with this crate's own TLS setup.
+    #[cfg(feature = "tls")]
+    tls: Option<super::tls::Connector>,
     response_timeout: Duration,
 }
 
@@ -107,6 +111,13 @@ impl bb8::ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Conn, RedisError> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return Ok(Conn {
+                conn: tls.connect(self.response_timeout).await?,
+                broken: Arc::new(AtomicBool::new(false)),
+            });
+        }
         let mut conn = self.inner.connect().await?;
         conn.set_response_timeout(self.response_timeout);
         Ok(Conn {
@@ -241,14 +252,38 @@ impl RedisStore {
         let keepalive = TcpKeepalive::new()
             .with_time(Duration::from_secs(15))
             .with_interval(Duration::from_secs(5));
-        let info = config
+        let tls_url = config.url.starts_with("rediss://");
+        if tls_url && !cfg!(feature = "tls") {
+            return Err(CacheError::InvalidUrl {
+                url,
+                reason: "rediss:// needs the `tls` feature of cached-runtime".to_owned(),
+            });
+        }
+        let plain = config
             .url
+            .strip_prefix("rediss://")
+            .map_or_else(|| config.url.clone(), |rest| format!("redis://{rest}"));
+        let info = plain
             .as_str()
             .into_connection_info()
             .map_err(invalid)?
-            .set_tcp_settings(TcpSettings::default().set_keepalive(keepalive));
+            .set_tcp_settings(TcpSettings::default().set_keepalive(keepalive.clone()));
+        #[cfg(feature = "tls")]
+        let tls = match tls_url {
+            true => Some(
+                super::tls::Connector::new(&info, keepalive).map_err(|reason| {
+                    CacheError::InvalidUrl {
+                        url: url.clone(),
+                        reason,
+                    }
+                })?,
+            ),
+            false => None,
+        };
         let manager = Manager {
             inner: RedisConnectionManager::new(info).map_err(invalid)?,
+            #[cfg(feature = "tls")]
+            tls,
             response_timeout: config.command_timeout,
         };
         let last_connect_error = ConnectErrors::default();

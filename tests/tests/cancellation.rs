@@ -3,7 +3,6 @@
 //! cancelled at the point where it holds it, and the cache keeps working afterwards.
 
 use std::{
-    future::pending,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -15,7 +14,7 @@ use cached_runtime::{Cache, shape::Plain};
 use redis::Commands;
 use tests::{
     GENEROUS_TIMEOUT, Proxy, RedisServer,
-    fixtures::{policy, value},
+    fixtures::{policy, spawn_counted, spawn_stuck, value},
     wait_until, wait_until_async,
 };
 
@@ -65,28 +64,12 @@ async fn a_cancelled_leader_hands_the_fill_to_one_follower() {
     let server = RedisServer::start();
     let cache = server.cache().await;
     let key = cache.key("p").arg(&1u8).build().expect("valid key");
-    let leader = {
-        let (cache, key) = (cache.clone(), key.clone());
-        tokio::spawn(async move {
-            cache
-                .get_or_fill::<Plain, u64, _>(&key, &policy("p"), pending())
-                .await
-        })
-    };
+    let leader = spawn_stuck(&cache, &key, Arc::new(policy("p")));
     wait_until(Duration::from_secs(10), || cache.stats().total.misses == 1).await;
     let runs = Arc::new(AtomicUsize::new(0));
-    let followers: Vec<_> = (0..100u64)
-        .map(|_| {
-            let (cache, key, runs) = (cache.clone(), key.clone(), Arc::clone(&runs));
-            tokio::spawn(async move {
-                cache
-                    .get_or_fill::<Plain, u64, _>(&key, &policy("p"), async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        7
-                    })
-                    .await
-            })
-        })
+    let p = Arc::new(policy("p"));
+    let followers: Vec<_> = (0..100)
+        .map(|_| spawn_counted(&cache, &key, Arc::clone(&p), &runs, 7))
         .collect();
     wait_until(Duration::from_secs(10), || cache.stats().waiting == 100).await;
     assert_eq!(runs.load(Ordering::SeqCst), 0, "followers did not wait");
@@ -124,18 +107,9 @@ async fn a_panicking_leader_hands_the_fill_to_one_follower() {
     };
     wait_until(Duration::from_secs(10), || cache.stats().total.misses == 1).await;
     let runs = Arc::new(AtomicUsize::new(0));
-    let followers: Vec<_> = (0..10u64)
-        .map(|_| {
-            let (cache, key, runs) = (cache.clone(), key.clone(), Arc::clone(&runs));
-            tokio::spawn(async move {
-                cache
-                    .get_or_fill::<Plain, u64, _>(&key, &policy("p"), async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        3
-                    })
-                    .await
-            })
-        })
+    let p = Arc::new(policy("p"));
+    let followers: Vec<_> = (0..10)
+        .map(|_| spawn_counted(&cache, &key, Arc::clone(&p), &runs, 3))
         .collect();
     wait_until(Duration::from_secs(10), || cache.stats().waiting == 10).await;
     release.notify_one();
@@ -153,13 +127,7 @@ async fn a_cancelled_lock_holder_releases_the_lock_for_other_processes() {
     // A lock that would block the other instance for a minute if it were not released.
     let locked = Arc::new(policy("l").lock(Duration::from_secs(60)).expect("valid"));
     let key = a.key("l").arg(&1u8).build().expect("valid key");
-    let holder = {
-        let (a, key, locked) = (a.clone(), key.clone(), Arc::clone(&locked));
-        tokio::spawn(async move {
-            a.get_or_fill::<Plain, u64, _>(&key, &locked, pending())
-                .await
-        })
-    };
+    let holder = spawn_stuck(&a, &key, Arc::clone(&locked));
     let lock_key = format!("{key}#lock");
     let mut conn = server.conn();
     wait_until(Duration::from_secs(10), || {
@@ -217,22 +185,7 @@ async fn followers_of_a_locked_fill_wait_as_long_as_the_lock_can_live() {
     .await;
     let runs = Arc::new(AtomicUsize::new(0));
     let waiters: Vec<_> = (0..5)
-        .map(|_| {
-            let (cache, key, locked, runs) = (
-                waiting_cache.clone(),
-                key.clone(),
-                Arc::clone(&locked),
-                Arc::clone(&runs),
-            );
-            tokio::spawn(async move {
-                cache
-                    .get_or_fill::<Plain, u64, _>(&key, &locked, async move {
-                        runs.fetch_add(1, Ordering::SeqCst);
-                        0
-                    })
-                    .await
-            })
-        })
+        .map(|_| spawn_counted(&waiting_cache, &key, Arc::clone(&locked), &runs, 0))
         .collect();
     wait_until(Duration::from_secs(10), || {
         waiting_cache.stats().waiting == 4
@@ -254,14 +207,7 @@ async fn a_cancelled_caller_leaves_no_waiter_counted() {
     let server = RedisServer::start();
     let cache: Cache = server.cache().await;
     let key = cache.key("p").arg(&3u8).build().expect("valid key");
-    let leader = {
-        let (cache, key) = (cache.clone(), key.clone());
-        tokio::spawn(async move {
-            cache
-                .get_or_fill::<Plain, u64, _>(&key, &policy("p"), pending())
-                .await
-        })
-    };
+    let leader = spawn_stuck(&cache, &key, Arc::new(policy("p")));
     wait_until(Duration::from_secs(10), || cache.stats().total.misses == 1).await;
     let follower = {
         let (cache, key) = (cache.clone(), key.clone());
@@ -277,4 +223,44 @@ async fn a_cancelled_caller_leaves_no_waiter_counted() {
     assert_eq!(cache.stats().waiting, 0);
     leader.abort();
     let _ = leader.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_dropped_before_redis_answered_is_still_carried_out() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let key = cache.key("p").arg(&4u8).build().expect("valid key");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let p = Arc::new(policy("p"));
+    assert_eq!(
+        spawn_counted(&cache, &key, Arc::clone(&p), &runs, 1)
+            .await
+            .expect("no panic"),
+        1
+    );
+    server.freeze();
+    // The writer gives up while its UNLINK waits on a frozen server.
+    let dropped = tokio::time::timeout(Duration::from_millis(100), cache.invalidate(&key)).await;
+    assert!(dropped.is_err(), "the invalidation was meant to be dropped");
+    assert_eq!(cache.stats().pending_invalidations, 1);
+    server.thaw();
+    // Not read from the cache while pending, and deleted in the background after.
+    assert_eq!(
+        spawn_counted(&cache, &key, Arc::clone(&p), &runs, 2)
+            .await
+            .expect("no panic"),
+        2
+    );
+    wait_until(Duration::from_secs(15), || {
+        cache.stats().pending_invalidations == 0
+    })
+    .await;
+    let mut conn = server.conn();
+    let left: Option<Vec<u8>> = conn.get(key.as_str()).expect("GET");
+    // Gone, or replaced by the new value a later read stored: never the old entry.
+    assert_ne!(
+        left.as_deref(),
+        Some(&b"rc1:0:v:1"[..]),
+        "the dropped invalidation never reached redis"
+    );
 }

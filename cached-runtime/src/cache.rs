@@ -116,6 +116,57 @@ impl Cache {
         CacheBuilder::new(url)
     }
 
+    /// A builder for a cache on a Redis Cluster, found through any of `nodes`
+    /// (`redis://[user[:password]@]host:port`; one reachable node is enough, every primary is
+    /// discovered from it).
+    ///
+    /// Every command goes to the shard that owns its key, and follows the cluster through
+    /// resharding and failovers; prefix and pattern invalidation scan every primary. Keys,
+    /// TTLs, null markers, single-flight, locks, the breaker and stats behave as on one
+    /// Redis. The cluster has one database (no `/db` in the URLs) and `rediss://` is not
+    /// supported for it yet.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cached_runtime::CacheError> {
+    /// let cache = cached_runtime::Cache::cluster(["redis://10.0.0.1:6379", "redis://10.0.0.2:6379"])
+    ///     .build()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn cluster<I>(nodes: I) -> CacheBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        CacheBuilder::cluster(nodes)
+    }
+
+    /// A builder for a cache on the primary that Redis Sentinel names `master_name`, asking
+    /// `sentinels` (`redis://[user[:password]@]host:port` of each sentinel) where it is.
+    ///
+    /// After a failover (a `+switch-master` announcement, or a `READONLY` reply from a demoted
+    /// node) the cache asks the sentinels again and reconnects to the new primary; no restart
+    /// is needed. The primary's own password, when it has one, is set with
+    /// [`CacheBuilder::sentinel_master_auth`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cached_runtime::CacheError> {
+    /// let cache = cached_runtime::Cache::sentinel(
+    ///     "mymaster",
+    ///     ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"],
+    /// )
+    /// .build()
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn sentinel<I>(master_name: impl Into<String>, sentinels: I) -> CacheBuilder
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        CacheBuilder::sentinel(master_name, sentinels)
+    }
+
     /// Builds from `REDIS_URL` and the `REDIS_CACHE_*` variables; see [`CacheBuilder`].
     pub async fn from_env() -> Result<Self, CacheError> {
         CacheBuilder::from_env()?.build().await

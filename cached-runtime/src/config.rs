@@ -22,7 +22,10 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 ///
 /// | setting | default | environment variable |
 /// |---|---|---|
-/// | URL | `redis://127.0.0.1:6379` | `REDIS_URL` |
+/// | URL of a single Redis | `redis://127.0.0.1:6379` | `REDIS_URL` |
+/// | Redis Cluster seed nodes, comma-separated (see [`Cache::cluster`]) | none | `REDIS_CLUSTER_NODES` |
+/// | Sentinel: the master's name and the sentinels, comma-separated (see [`Cache::sentinel`]) | none | `REDIS_SENTINEL_MASTER`, `REDIS_SENTINEL_NODES` |
+/// | Sentinel: the master's username and password, when it has them | none | `REDIS_SENTINEL_MASTER_USERNAME`, `REDIS_SENTINEL_MASTER_PASSWORD` |
 /// | multiplexed connections shared by all callers | 1 | `REDIS_CACHE_CONNECTIONS` |
 /// | pool max size | 4 | `REDIS_CACHE_POOL_MAX_SIZE` |
 /// | pool min idle | 0 | `REDIS_CACHE_POOL_MIN_IDLE` |
@@ -39,6 +42,7 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 #[derive(Clone)]
 pub struct CacheBuilder {
     pub(crate) url: String,
+    pub(crate) topology: Topology,
     pub(crate) connections: usize,
     pub(crate) max_size: u32,
     pub(crate) min_idle: u32,
@@ -54,10 +58,41 @@ pub struct CacheBuilder {
     pub(crate) fill_wait: Duration,
 }
 
+/// Which Redis deployment a cache talks to.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) enum Topology {
+    /// One server at [`CacheBuilder::url`].
+    Standalone,
+    /// A Redis Cluster, found through any of these seed URLs.
+    Cluster { nodes: Vec<String> },
+    /// The current primary of `master`, as the sentinels name it.
+    Sentinel {
+        master: String,
+        sentinels: Vec<String>,
+        /// The primary's own credentials (the sentinels' are in their URLs).
+        username: Option<String>,
+        password: Option<String>,
+    },
+}
+
+impl Topology {
+    /// The topology for logs and `Debug`, passwords redacted.
+    pub(crate) fn describe(&self, url: &str) -> String {
+        let join = |urls: &[String]| urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(",");
+        match self {
+            Topology::Standalone => redact_url(url),
+            Topology::Cluster { nodes } => format!("cluster {}", join(nodes)),
+            Topology::Sentinel {
+                master, sentinels, ..
+            } => format!("sentinel master {master:?} via {}", join(sentinels)),
+        }
+    }
+}
+
 impl fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CacheBuilder")
-            .field("url", &redact_url(&self.url))
+            .field("redis", &self.topology.describe(&self.url))
             .field("connections", &self.connections)
             .field("max_size", &self.max_size)
             .field("min_idle", &self.min_idle)
@@ -79,6 +114,7 @@ impl CacheBuilder {
     pub(crate) fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            topology: Topology::Standalone,
             connections: 1,
             max_size: 4,
             min_idle: 0,
@@ -95,8 +131,37 @@ impl CacheBuilder {
         }
     }
 
-    /// A builder from `REDIS_URL` and the `REDIS_CACHE_*` variables in the table above; unset
-    /// variables keep their defaults, malformed ones are an error naming the variable.
+    pub(crate) fn cluster<I>(nodes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let mut b = Self::new(nodes.first().cloned().unwrap_or_default());
+        b.topology = Topology::Cluster { nodes };
+        b
+    }
+
+    pub(crate) fn sentinel<I>(master: impl Into<String>, sentinels: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        let sentinels: Vec<String> = sentinels.into_iter().map(Into::into).collect();
+        let mut b = Self::new(sentinels.first().cloned().unwrap_or_default());
+        b.topology = Topology::Sentinel {
+            master: master.into(),
+            sentinels,
+            username: None,
+            password: None,
+        };
+        b
+    }
+
+    /// A builder from the variables in the table above: a cluster when `REDIS_CLUSTER_NODES`
+    /// is set, Sentinel when `REDIS_SENTINEL_MASTER` is, otherwise the one Redis at
+    /// `REDIS_URL`. Unset variables keep their defaults, malformed ones (or two topologies at
+    /// once) are an error naming the variable.
     pub fn from_env() -> Result<Self, CacheError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -128,7 +193,52 @@ impl CacheBuilder {
                 },
             }
         }
-        let mut b = Self::new(lookup("REDIS_URL").unwrap_or_else(|| DEFAULT_URL.to_owned()));
+        let list = |name: &str| {
+            lookup(name).map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+        };
+        let url = lookup("REDIS_URL");
+        let mut b = match (list("REDIS_CLUSTER_NODES"), lookup("REDIS_SENTINEL_MASTER")) {
+            (Some(_), Some(_)) => {
+                return Err(CacheError::Config(
+                    "REDIS_CLUSTER_NODES and REDIS_SENTINEL_MASTER are both set: pick one topology"
+                        .to_owned(),
+                ));
+            }
+            (Some(nodes), None) => {
+                if url.is_some() {
+                    return Err(CacheError::Config(
+                        "REDIS_URL and REDIS_CLUSTER_NODES are both set: pick one topology".to_owned(),
+                    ));
+                }
+                Self::cluster(nodes)
+            }
+            (None, Some(master)) => {
+                if url.is_some() {
+                    return Err(CacheError::Config(
+                        "REDIS_URL and REDIS_SENTINEL_MASTER are both set: pick one topology"
+                            .to_owned(),
+                    ));
+                }
+                let Some(sentinels) = list("REDIS_SENTINEL_NODES") else {
+                    return Err(CacheError::Config(
+                        "REDIS_SENTINEL_MASTER is set but REDIS_SENTINEL_NODES is not: list the sentinels"
+                            .to_owned(),
+                    ));
+                };
+                let b = Self::sentinel(master.trim(), sentinels);
+                match lookup("REDIS_SENTINEL_MASTER_PASSWORD") {
+                    Some(pw) => b.sentinel_master_auth(lookup("REDIS_SENTINEL_MASTER_USERNAME"), pw),
+                    None => b,
+                }
+            }
+            (None, None) => Self::new(url.unwrap_or_else(|| DEFAULT_URL.to_owned())),
+        };
         if let Some(n) = num(&lookup, "REDIS_CACHE_CONNECTIONS")? {
             b = b.connections(n);
         }
@@ -169,6 +279,21 @@ impl CacheBuilder {
             b = b.fill_wait(Duration::from_millis(ms));
         }
         Ok(b)
+    }
+
+    /// The Sentinel-managed primary's username (if any) and password, when it needs them.
+    /// Credentials in the sentinel URLs are the sentinels' own. No effect on other topologies.
+    pub fn sentinel_master_auth(mut self, username: Option<String>, password: impl Into<String>) -> Self {
+        if let Topology::Sentinel {
+            username: u,
+            password: p,
+            ..
+        } = &mut self.topology
+        {
+            *u = username;
+            *p = Some(password.into());
+        }
+        self
     }
 
     /// How many multiplexed connections the cached path spreads its commands over.
@@ -260,6 +385,26 @@ impl CacheBuilder {
 
     pub(crate) fn validate(&self) -> Result<(), CacheError> {
         let bad = |m: &str| Err(CacheError::Config(m.to_owned()));
+        if self.namespace.contains(['{', '}']) {
+            // In a Redis Cluster a `{…}` hash tag decides a key's slot: one in the namespace
+            // would put every entry on one shard.
+            return bad(
+                "the namespace must not contain `{` or `}`: in Redis Cluster a hash tag in it would put every key on one shard",
+            );
+        }
+        match &self.topology {
+            Topology::Standalone => {}
+            Topology::Cluster { nodes } if nodes.is_empty() => {
+                return bad("a cluster needs at least one seed node URL");
+            }
+            Topology::Sentinel { sentinels, .. } if sentinels.is_empty() => {
+                return bad("Sentinel needs at least one sentinel URL");
+            }
+            Topology::Sentinel { master, .. } if master.trim().is_empty() => {
+                return bad("Sentinel needs the master's name");
+            }
+            Topology::Cluster { .. } | Topology::Sentinel { .. } => {}
+        }
         if self.connections == 0 {
             return bad("connections must be at least 1");
         }

@@ -217,7 +217,7 @@ impl Fill<'_> {
         F: Future<Output = R>,
     {
         let (cache, counters) = (self.cache, self.counters);
-        let lock_key = format!("{}#lock", self.key);
+        let lock_key = self.key.lock_key();
         let token = format!("{:032x}", fastrand::u128(..));
         let deadline = Instant::now() + Duration::from_millis(lock_ms);
         let mut backoff = Duration::from_millis(5);

@@ -198,6 +198,20 @@ impl Key {
     pub fn prefix(&self) -> &str {
         &self.full[self.prefix_start..self.prefix_end]
     }
+
+    /// The key of this entry's fill lock: `{namespace}{{key}}#lock`. No key holds a brace
+    /// (the encoding escapes them and namespaces may not have any), so the lock's hash tag
+    /// is exactly the entry's key: in Redis Cluster both live in one slot, and a script may
+    /// touch both. It stays inside the namespace, outside the prefix's `{prefix}:*`.
+    pub fn lock_key(&self) -> String {
+        let namespace = &self.full[..self.prefix_start];
+        let mut lock = String::with_capacity(namespace.len() + self.full.len() + 7);
+        lock.push_str(namespace);
+        lock.push('{');
+        lock.push_str(&self.full);
+        lock.push_str("}#lock");
+        lock
+    }
 }
 
 impl fmt::Debug for Key {

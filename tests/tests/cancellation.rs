@@ -128,7 +128,7 @@ async fn a_cancelled_lock_holder_releases_the_lock_for_other_processes() {
     let locked = Arc::new(policy("l").lock(Duration::from_secs(60)).expect("valid"));
     let key = a.key("l").arg(&1u8).build().expect("valid key");
     let holder = spawn_stuck(&a, &key, Arc::clone(&locked));
-    let lock_key = format!("{key}#lock");
+    let lock_key = key.lock_key();
     let mut conn = server.conn();
     wait_until(Duration::from_secs(10), || {
         conn.exists::<_, bool>(&lock_key).expect("EXISTS")

@@ -167,7 +167,7 @@ async fn a_lock_makes_independent_caches_run_the_body_once() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let key = caches[0].key("l").arg(&1u8).build().expect("valid key");
     let mut conn = server.conn();
-    let lock_left: bool = conn.exists(format!("{key}#lock")).expect("EXISTS");
+    let lock_left: bool = conn.exists(key.lock_key()).expect("EXISTS");
     assert!(!lock_left, "the owner did not release its lock");
 }
 
@@ -179,7 +179,7 @@ async fn a_dead_lock_holder_blocks_others_no_longer_than_the_lock_ttl() {
     let key = cache.key("l").arg(&1u8).build().expect("valid key");
     // A holder that took the lock and died: nobody will release it.
     let _: () = redis::cmd("SET")
-        .arg(format!("{key}#lock"))
+        .arg(key.lock_key())
         .arg("dead-holder")
         .arg("PX")
         .arg(300)

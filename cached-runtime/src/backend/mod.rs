@@ -6,6 +6,7 @@
 //! the Redis driver. Invalidations and lock releases bypass the breaker: they must not be
 //! skipped because reads have been failing.
 
+mod cluster;
 pub(crate) mod redis;
 #[cfg(feature = "tls")]
 mod tls;
@@ -18,7 +19,7 @@ use crate::{
 };
 
 /// How many keys one `SCAN` step asks for during invalidation.
-const SCAN_COUNT: usize = 1000;
+pub(crate) const SCAN_COUNT: usize = 1000;
 
 pub(crate) enum Backend {
     Redis(Arc<RedisStore>),
@@ -121,7 +122,7 @@ impl Store {
 
     /// Runs an operation that must not be skipped by the breaker (bounded by the command
     /// timeout all the same).
-    async fn unguarded<T>(
+    pub(crate) async fn unguarded<T>(
         redis: &RedisStore,
         op: impl Future<Output = Result<T, Fault>>,
     ) -> Result<T, CacheError> {
@@ -232,6 +233,9 @@ impl Store {
             Backend::Redis(r) => r,
             Backend::Memory(m) => return Ok(m.delete_matching(pattern)),
         };
+        if r.is_cluster() {
+            return cluster::delete_matching(r, pattern).await;
+        }
         let mut cursor = 0u64;
         let mut deleted = 0;
         loop {

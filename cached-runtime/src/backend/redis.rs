@@ -1,4 +1,10 @@
-//! The standalone Redis backend: a bb8-redis pool and a few shared multiplexed connections.
+//! The Redis backend: a bb8 pool and a few shared multiplexed connections, to one server, to
+//! the primary Sentinel names, or to a whole Redis Cluster.
+//!
+//! The three differ only in how a connection is made ([`Connector`]) and what it is
+//! ([`Link`]): a cluster connection is one handle that routes each command to the shard that
+//! owns its key and pipelines per node; a Sentinel connection is a plain connection to the
+//! primary the sentinels name at the moment it is made. Everything below treats them alike.
 //!
 //! bb8 owns connection life: it connects with a timeout, checks a connection with `PING` when
 //! it is handed out, closes connections that broke or outlived `max_lifetime`, and reaps idle
@@ -28,15 +34,20 @@ use arc_swap::ArcSwapOption;
 use bb8::{ErrorSink, Pool, PooledConnection, RunError};
 use bb8_redis::RedisConnectionManager;
 use redis::{
-    Cmd, FromRedisValue, IntoConnectionInfo, RedisError, RedisResult,
-    aio::MultiplexedConnection,
+    AsyncConnectionConfig, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError,
+    RedisFuture, RedisResult, Value,
+    aio::{ConnectionLike, MultiplexedConnection},
+    cluster::{ClusterClient, ClusterClientBuilder},
+    cluster_async::ClusterConnection,
+    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
     io::tcp::{TcpSettings, socket2::TcpKeepalive},
+    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
 };
 use tokio::sync::watch;
 
 use crate::{
     breaker::Breaker,
-    config::{CacheBuilder, redact_url},
+    config::{CacheBuilder, Topology},
     error::{CacheError, is_failover_code},
     spawn::Spawner,
 };
@@ -91,18 +102,64 @@ impl Fault {
     }
 }
 
-/// bb8-redis's manager, plus a flag through which a slot tells bb8 a connection broke.
-struct Manager {
-    /// Connects plain URLs, and checks every connection on checkout.
-    inner: RedisConnectionManager,
-    /// Connects `rediss://` URLs with this crate's own TLS setup.
+/// One shared, multiplexed connection: to a server, or to a whole cluster.
+#[derive(Clone)]
+pub(crate) enum Link {
+    Single(MultiplexedConnection),
+    /// Routes each command to the shard that owns its key; follows `MOVED` and `ASK`.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Link {
+    #[inline]
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Link::Single(c) => c.req_packed_command(cmd),
+            Link::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Link::Single(c) => c.get_db(),
+            Link::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How new connections are made.
+enum Connector {
+    /// A plain URL, through bb8-redis's manager.
+    Url(RedisConnectionManager),
+    /// A `rediss://` URL, with this crate's own TLS setup.
     #[cfg(feature = "tls")]
-    tls: Option<super::tls::Connector>,
+    Tls(super::tls::Connector),
+    Cluster(ClusterClient),
+    /// Asks the sentinels for the primary on every connect, so a reconnect after a failover
+    /// finds the new one. The client needs `&mut` for its lookups.
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+}
+
+/// The connector, plus a flag through which a slot tells bb8 a connection broke.
+struct Manager {
+    connector: Connector,
     response_timeout: Duration,
 }
 
 struct Conn {
-    conn: MultiplexedConnection,
+    conn: Link,
     broken: Arc<AtomicBool>,
 }
 
@@ -111,15 +168,26 @@ impl bb8::ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Conn, RedisError> {
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.tls {
-            return Ok(Conn {
-                conn: tls.connect(self.response_timeout).await?,
-                broken: Arc::new(AtomicBool::new(false)),
-            });
-        }
-        let mut conn = self.inner.connect().await?;
-        conn.set_response_timeout(self.response_timeout);
+        let conn = match &self.connector {
+            Connector::Url(inner) => {
+                let mut conn = inner.connect().await?;
+                conn.set_response_timeout(self.response_timeout);
+                Link::Single(conn)
+            }
+            #[cfg(feature = "tls")]
+            Connector::Tls(tls) => Link::Single(tls.connect(self.response_timeout).await?),
+            Connector::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
+            Connector::Sentinel(client) => {
+                let config =
+                    AsyncConnectionConfig::new().set_response_timeout(Some(self.response_timeout));
+                let conn = client
+                    .lock()
+                    .await
+                    .get_async_connection_with_config(&config)
+                    .await?;
+                Link::Single(conn)
+            }
+        };
         Ok(Conn {
             conn,
             broken: Arc::new(AtomicBool::new(false)),
@@ -127,7 +195,20 @@ impl bb8::ManageConnection for Manager {
     }
 
     async fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
-        self.inner.is_valid(&mut conn.conn).await
+        if let Connector::Sentinel(_) = self.connector {
+            // A pooled connection to a primary demoted by a failover still answers PING;
+            // ROLE tells it apart (same round trip).
+            let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn.conn).await?;
+            return match role.first() {
+                Some(Value::BulkString(r)) if r == b"master" => Ok(()),
+                _ => Err(RedisError::from((
+                    redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                    "no longer the primary",
+                ))),
+            };
+        }
+        let _: String = redis::cmd("PING").query_async(&mut conn.conn).await?;
+        Ok(())
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
@@ -136,6 +217,7 @@ impl bb8::ManageConnection for Manager {
 }
 
 pub(crate) struct RedisStore {
+    kind: Kind,
     pool: Pool<Manager>,
     slots: Box<[Slot]>,
     next: AtomicUsize,
@@ -160,7 +242,7 @@ struct Slot {
 
 struct Held {
     generation: u64,
-    conn: MultiplexedConnection,
+    conn: Link,
     since: Instant,
     // Keeps the connection leased from bb8; dropping it hands it back (closed if `broken`).
     pooled: Pooled,
@@ -227,6 +309,22 @@ impl Drop for RefillFlag {
     }
 }
 
+/// Which kind of deployment the connections reach.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Single,
+    Cluster,
+}
+
+/// Slots `start..=end` of a cluster and the primary that owns them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SlotRange {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
 /// The slot a command was sent on, to judge its outcome.
 struct Lease {
     index: usize,
@@ -237,53 +335,130 @@ struct Lease {
 const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
      return redis.call('DEL', KEYS[1]) else return 0 end";
 
+fn invalid(url: &str, e: &RedisError) -> CacheError {
+    CacheError::InvalidUrl {
+        url: url.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// A cluster node's or a sentinel's URL: plain `redis://` only.
+fn node_info(raw: &str, shown: &str) -> Result<redis::ConnectionInfo, CacheError> {
+    if raw.starts_with("rediss://") {
+        return Err(CacheError::InvalidUrl {
+            url: shown.to_owned(),
+            reason: "rediss:// is supported for a single Redis only, not yet for Cluster or Sentinel"
+                .to_owned(),
+        });
+    }
+    raw.into_connection_info().map_err(|e| invalid(shown, &e))
+}
+
+/// The connector for one server at `config.url`, plain or TLS.
+fn standalone(
+    config: &CacheBuilder,
+    url: &str,
+    keepalive: TcpKeepalive,
+) -> Result<Connector, CacheError> {
+    let tls_url = config.url.starts_with("rediss://");
+    if tls_url && !cfg!(feature = "tls") {
+        return Err(CacheError::InvalidUrl {
+            url: url.to_owned(),
+            reason: "rediss:// needs the `tls` feature of cached-runtime".to_owned(),
+        });
+    }
+    let plain = config
+        .url
+        .strip_prefix("rediss://")
+        .map_or_else(|| config.url.clone(), |rest| format!("redis://{rest}"));
+    let info = plain
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| invalid(url, &e))?
+        .set_tcp_settings(TcpSettings::default().set_keepalive(keepalive.clone()));
+    #[cfg(feature = "tls")]
+    if tls_url {
+        let tls = super::tls::Connector::new(&info, keepalive).map_err(|reason| {
+            CacheError::InvalidUrl {
+                url: url.to_owned(),
+                reason,
+            }
+        })?;
+        return Ok(Connector::Tls(tls));
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = keepalive;
+    Ok(Connector::Url(
+        RedisConnectionManager::new(info).map_err(|e| invalid(url, &e))?,
+    ))
+}
+
 impl RedisStore {
     pub(crate) fn new(
         config: &CacheBuilder,
         breaker: Arc<Breaker>,
         spawner: Spawner,
     ) -> Result<Arc<Self>, CacheError> {
-        let url = redact_url(&config.url);
-        let invalid = |e: RedisError| CacheError::InvalidUrl {
-            url: url.clone(),
-            reason: e.to_string(),
-        };
+        let url = config.topology.describe(&config.url);
         // Keepalive probes find a peer that vanished without a word (a failed-over host).
         let keepalive = TcpKeepalive::new()
             .with_time(Duration::from_secs(15))
             .with_interval(Duration::from_secs(5));
-        let tls_url = config.url.starts_with("rediss://");
-        if tls_url && !cfg!(feature = "tls") {
-            return Err(CacheError::InvalidUrl {
-                url,
-                reason: "rediss:// needs the `tls` feature of cached-runtime".to_owned(),
-            });
-        }
-        let plain = config
-            .url
-            .strip_prefix("rediss://")
-            .map_or_else(|| config.url.clone(), |rest| format!("redis://{rest}"));
-        let info = plain
-            .as_str()
-            .into_connection_info()
-            .map_err(invalid)?
-            .set_tcp_settings(TcpSettings::default().set_keepalive(keepalive.clone()));
-        #[cfg(feature = "tls")]
-        let tls = match tls_url {
-            true => Some(
-                super::tls::Connector::new(&info, keepalive).map_err(|reason| {
-                    CacheError::InvalidUrl {
-                        url: url.clone(),
-                        reason,
-                    }
-                })?,
-            ),
-            false => None,
+        let tcp = || TcpSettings::default().set_keepalive(keepalive.clone());
+        let connector = match &config.topology {
+            Topology::Standalone => standalone(config, &url, keepalive.clone())?,
+            Topology::Cluster { nodes } => {
+                let infos = nodes
+                    .iter()
+                    .map(|n| node_info(n, &url).map(|i| i.set_tcp_settings(tcp())))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let client = ClusterClientBuilder::new(infos)
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.command_timeout)
+                    // A command is bounded by the command timeout, retries included; a
+                    // redirect after a failover needs one or two.
+                    .retries(2)
+                    .tcp_settings(tcp())
+                    .build()
+                    .map_err(|e| invalid(&url, &e))?;
+                Connector::Cluster(client)
+            }
+            Topology::Sentinel {
+                master,
+                sentinels,
+                username,
+                password,
+            } => {
+                let infos = sentinels
+                    .iter()
+                    .map(|n| node_info(n, &url).map(|i| i.set_tcp_settings(tcp())))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let mut redis = redis::RedisConnectionInfo::default();
+                if let Some(u) = username {
+                    redis = redis.set_username(u);
+                }
+                if let Some(p) = password {
+                    redis = redis.set_password(p);
+                }
+                let node = SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(redis)
+                    .set_tcp_settings(tcp());
+                let client = SentinelClient::build(
+                    infos,
+                    master.clone(),
+                    Some(node),
+                    SentinelServerType::Master,
+                )
+                .map_err(|e| invalid(&url, &e))?;
+                Connector::Sentinel(tokio::sync::Mutex::new(client))
+            }
+        };
+        let kind = match connector {
+            Connector::Cluster(_) => Kind::Cluster,
+            _ => Kind::Single,
         };
         let manager = Manager {
-            inner: RedisConnectionManager::new(info).map_err(invalid)?,
-            #[cfg(feature = "tls")]
-            tls,
+            connector,
             response_timeout: config.command_timeout,
         };
         let last_connect_error = ConnectErrors::default();
@@ -299,6 +474,7 @@ impl RedisStore {
             .error_sink(Box::new(last_connect_error.clone()))
             .build_unchecked(manager);
         Ok(Arc::new_cyclic(|this| Self {
+            kind,
             pool,
             slots: (0..config.connections).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
@@ -383,7 +559,77 @@ impl RedisStore {
         self.judge(&lease, result).map(|n| n > 0)
     }
 
-    fn checkout(&self) -> Result<(Lease, MultiplexedConnection), Fault> {
+    /// Whether this is a cluster, whose keys are spread over several primaries.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster)
+    }
+
+    /// Which primary owns which slots (`CLUSTER SLOTS`), sorted: two snapshots compare equal
+    /// exactly when no slot changed hands between them.
+    pub(crate) async fn slot_owners(&self) -> Result<Vec<SlotRange>, Fault> {
+        let reply: Value = self.query(&redis::cmd("CLUSTER").arg("SLOTS")).await?;
+        let bad = || {
+            Fault::Command(RedisError::from((
+                redis::ErrorKind::Parse,
+                "unexpected CLUSTER SLOTS reply",
+            )))
+        };
+        let Value::Array(ranges) = reply else {
+            return Err(bad());
+        };
+        let mut owners = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let Value::Array(fields) = range else {
+                return Err(bad());
+            };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
+                (fields.first(), fields.get(1), fields.get(2))
+            else {
+                return Err(bad());
+            };
+            let host = match primary.first() {
+                Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+                Some(Value::SimpleString(h)) => h.clone(),
+                _ => return Err(bad()),
+            };
+            let Some(Value::Int(port)) = primary.get(1) else {
+                return Err(bad());
+            };
+            owners.push(SlotRange {
+                start: *start,
+                end: *end,
+                host,
+                port: u16::try_from(*port).map_err(|_| bad())?,
+            });
+        }
+        owners.sort();
+        Ok(owners)
+    }
+
+    /// Runs `cmd` on the cluster node at `host:port` (a primary, for `SCAN`).
+    pub(crate) async fn query_node<T: FromRedisValue>(
+        &self,
+        cmd: Cmd,
+        host: &str,
+        port: u16,
+    ) -> Result<T, Fault> {
+        let (lease, conn) = self.checkout()?;
+        let Link::Cluster(mut conn) = conn else {
+            let result = cmd.query_async::<T>(&mut conn.clone()).await;
+            return self.judge(&lease, result);
+        };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        });
+        let result = conn
+            .route_command(cmd, routing)
+            .await
+            .and_then(|v| T::from_redis_value(v).map_err(RedisError::from));
+        self.judge(&lease, result)
+    }
+
+    fn checkout(&self) -> Result<(Lease, Link), Fault> {
         let index = if self.slots.len() == 1 {
             0
         } else {

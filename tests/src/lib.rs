@@ -15,6 +15,7 @@ pub use nix::sys::signal::Signal;
 
 pub mod fixtures;
 pub mod proxy;
+pub mod topology;
 pub use proxy::Proxy;
 
 /// Command and connect timeout of the caches the harness builds: generous, because a loaded
@@ -58,10 +59,20 @@ impl RedisServer {
     /// [`start`](Self::start) with extra `redis-server` arguments (see
     /// [`start_with`](Self::start_with) for `{dir}`).
     pub fn start_with_args(extra: &[&str]) -> Self {
+        Self::start_mode(None, extra)
+    }
+
+    /// A sentinel (`redis-server <conf> --sentinel`) on a free port; `conf` is its
+    /// configuration file's text, written to its scratch directory (sentinels rewrite it).
+    pub fn start_sentinel(conf: &str) -> Self {
+        Self::start_mode(Some(conf), &[])
+    }
+
+    fn start_mode(sentinel: Option<&str>, extra: &[&str]) -> Self {
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            match Self::try_start(port, extra) {
+            match Self::try_start(port, sentinel, extra) {
                 Ok(server) => return server,
                 Err(Exited { status, log }) => {
                     failures.push(format!("port {port}: exited with {status}{log}"));
@@ -88,7 +99,7 @@ impl RedisServer {
     ///
     /// Panics like [`start_on`](Self::start_on) when the server exits before it answers.
     pub fn start_with(port: u16, extra: &[&str]) -> Self {
-        match Self::try_start(port, extra) {
+        match Self::try_start(port, None, extra) {
             Ok(server) => server,
             Err(Exited { status, log }) => panic!(
                 "redis-server on port {port} exited with {status} before it answered PING \
@@ -97,7 +108,7 @@ impl RedisServer {
         }
     }
 
-    fn try_start(port: u16, extra: &[&str]) -> Result<Self, Exited> {
+    fn try_start(port: u16, sentinel: Option<&str>, extra: &[&str]) -> Result<Self, Exited> {
         // Unique per start, not per port: a second server tried on a taken port must not share
         // (and on drop remove) the directory of the one that holds it.
         static STARTS: AtomicU64 = AtomicU64::new(0);
@@ -107,7 +118,13 @@ impl RedisServer {
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).expect("create the server's temp dir");
-        let child = Command::new(redis_server_binary())
+        let mut command = Command::new(redis_server_binary());
+        if let Some(conf) = sentinel {
+            let path = dir.join("sentinel.conf");
+            std::fs::write(&path, conf).expect("write the sentinel's config");
+            command.arg(path).arg("--sentinel");
+        }
+        let child = command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--dir".as_ref(), dir.as_os_str()])
@@ -204,10 +221,12 @@ impl RedisServer {
 
     /// A synchronous client connection, for checking what the cache wrote.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.url())
-            .expect("a valid url")
-            .get_connection_with_timeout(GENEROUS_TIMEOUT)
-            .expect("connect to the test redis-server")
+        self.try_conn().expect("connect to the test redis-server")
+    }
+
+    /// [`conn`](Self::conn), or why it failed.
+    pub fn try_conn(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection_with_timeout(GENEROUS_TIMEOUT)
     }
 
     /// A builder for a cache on this server with generous command and connect timeouts
@@ -274,6 +293,29 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Kills `servers` when this test process ends, however it ends: for servers shared by a
+/// whole test binary, held in a `static` that is never dropped. A small shell process polls
+/// for this process and, once it is gone, kills the servers and removes their directories.
+pub fn kill_at_exit(servers: &[RedisServer]) {
+    let mut args = vec![std::process::id().to_string()];
+    args.extend(servers.iter().map(|s| s.pid().to_string()));
+    let dirs: Vec<&Path> = servers.iter().map(RedisServer::dir).collect();
+    Command::new("sh")
+        .arg("-c")
+        .arg(
+            r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done; shift
+               for p in "$@"; do case "$p" in /*) rm -rf "$p";; *) kill -9 "$p";; esac; done"#,
+        )
+        .arg("guard")
+        .args(&args)
+        .args(dirs)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the shell that stops shared servers at exit");
 }
 
 /// Sends `sig` to process `pid`, without `/bin/kill` (which slim images lack).

@@ -601,11 +601,11 @@ impl ConnectionLike for AnyConnection {
 /// `standalone::a_hit_…` and `cluster::a_hit_…`.
 #[macro_export]
 macro_rules! topology_suite {
-    ($($topology:ident),+ ; $($test:ident),+ $(,)?) => {
-        $(
-            $crate::topology_suite!(@module $topology; $($test),+);
-        )+
+    (@each [$($test:ident),+] $topology:ident $($rest:ident)*) => {
+        $crate::topology_suite!(@module $topology; $($test),+);
+        $crate::topology_suite!(@each [$($test),+] $($rest)*);
     };
+    (@each [$($test:ident),+]) => {};
     (@module standalone; $($test:ident),+) => {
         $crate::topology_suite!(@tests standalone, Standalone; $($test),+);
     };
@@ -614,6 +614,9 @@ macro_rules! topology_suite {
     };
     (@module sentinel; $($test:ident),+) => {
         $crate::topology_suite!(@tests sentinel, Sentinel; $($test),+);
+    };
+    ($($topology:ident),+ ; $($test:ident),+ $(,)?) => {
+        $crate::topology_suite!(@each [$($test),+] $($topology)+);
     };
     (@tests $module:ident, $variant:ident; $($test:ident),+) => {
         mod $module {

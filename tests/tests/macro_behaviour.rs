@@ -16,7 +16,10 @@ use std::{
 use cached_runtime::{Cache, redis_cache};
 use redis::Commands;
 use serde::{Deserialize, Serialize};
-use tests::RedisServer;
+use tests::{
+    topology::{TestRedis, Topology},
+    topology_suite,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Item {
@@ -46,19 +49,15 @@ impl Runs {
 
 /// A cache with a command timeout long enough that a busy machine never turns a hit into a
 /// fail-open miss.
-async fn cache_on(server: &RedisServer) -> Cache {
-    Cache::builder(server.url())
-        .command_timeout(Duration::from_secs(5))
-        .build()
-        .await
-        .expect("connect to the test redis-server")
+async fn cache_on(server: &TestRedis) -> Cache {
+    server.cache().await
 }
 
-fn ttl_of(server: &RedisServer, key: &str) -> i64 {
+fn ttl_of(server: &TestRedis, key: &str) -> i64 {
     server.conn().ttl(key).expect("TTL")
 }
 
-fn exists(server: &RedisServer, key: &str) -> bool {
+fn exists(server: &TestRedis, key: &str) -> bool {
     server.conn().exists(key).expect("EXISTS")
 }
 
@@ -68,9 +67,7 @@ async fn load_item(cache: &Cache, runs: &Runs, id: u64) -> Item {
     item(id)
 }
 
-#[tokio::test]
-async fn a_hit_returns_the_stored_value_without_running_the_body() {
-    let server = RedisServer::start();
+async fn a_hit_returns_the_stored_value_without_running_the_body(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     assert_eq!(load_item(&cache, &runs, 7).await, item(7));
@@ -80,9 +77,7 @@ async fn a_hit_returns_the_stored_value_without_running_the_body() {
     assert_eq!(runs.get(), 2, "another argument is another entry");
 }
 
-#[tokio::test]
-async fn a_miss_stores_the_result_under_prefix_and_arguments_with_the_ttl() {
-    let server = RedisServer::start();
+async fn a_miss_stores_the_result_under_prefix_and_arguments_with_the_ttl(server: TestRedis) {
     let cache = cache_on(&server).await;
     load_item(&cache, &Runs::default(), 7).await;
     let ttl = ttl_of(&server, "item:7");
@@ -94,9 +89,7 @@ async fn jittered(cache: &Cache, id: u64) -> u64 {
     id
 }
 
-#[tokio::test]
-async fn jitter_only_lengthens_the_ttl() {
-    let server = RedisServer::start();
+async fn jitter_only_lengthens_the_ttl(server: TestRedis) {
     let cache = cache_on(&server).await;
     for id in 0..20 {
         jittered(&cache, id).await;
@@ -105,10 +98,8 @@ async fn jitter_only_lengthens_the_ttl() {
     }
 }
 
-#[tokio::test]
-async fn the_cache_namespace_comes_first_in_the_key() {
-    let server = RedisServer::start();
-    let cache = Cache::builder(server.url())
+async fn the_cache_namespace_comes_first_in_the_key(server: TestRedis) {
+    let cache = server.cache_builder()
         .namespace("shop:")
         .command_timeout(Duration::from_secs(5))
         .build()
@@ -125,9 +116,7 @@ async fn maybe_item(cache: &Cache, runs: &Runs, id: u64) -> Option<Item> {
     (id < 100).then(|| item(id))
 }
 
-#[tokio::test]
-async fn none_is_stored_as_the_null_marker_with_its_own_short_ttl() {
-    let server = RedisServer::start();
+async fn none_is_stored_as_the_null_marker_with_its_own_short_ttl(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     assert_eq!(maybe_item(&cache, &runs, 404).await, None);
@@ -156,9 +145,7 @@ async fn fallible_item(cache: &Cache, runs: &Runs, id: u64) -> Result<Item, Load
     }
 }
 
-#[tokio::test]
-async fn err_is_returned_and_never_stored_while_ok_is() {
-    let server = RedisServer::start();
+async fn err_is_returned_and_never_stored_while_ok_is(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     assert_eq!(fallible_item(&cache, &runs, 0).await, Err(LoadError));
@@ -182,9 +169,7 @@ async fn lookup(cache: &Cache, runs: &Runs, id: u64) -> Result<Option<Item>, Loa
     }
 }
 
-#[tokio::test]
-async fn ok_none_is_a_null_marker_and_err_is_never_stored() {
-    let server = RedisServer::start();
+async fn ok_none_is_a_null_marker_and_err_is_never_stored(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     assert_eq!(lookup(&cache, &runs, 500).await, Ok(None));
@@ -216,9 +201,7 @@ async fn search(
     vec![format!("{term}#{page}")]
 }
 
-#[tokio::test]
-async fn skipped_arguments_do_not_change_the_key() {
-    let server = RedisServer::start();
+async fn skipped_arguments_do_not_change_the_key(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     let first = search(&cache, &runs, "req-1".to_owned(), "café au lait", 2).await;
@@ -241,9 +224,7 @@ async fn templated(cache: &Cache, runs: &Runs, id: u64, filter: Filter) -> Strin
     format!("{id}:{}:{}", filter.lang, filter.page)
 }
 
-#[tokio::test]
-async fn a_template_key_is_the_template_with_encoded_values() {
-    let server = RedisServer::start();
+async fn a_template_key_is_the_template_with_encoded_values(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     let filter = |page| Filter {
@@ -267,9 +248,7 @@ async fn color(cache: &Cache, name: &str) -> String {
     format!("color of {name}")
 }
 
-#[tokio::test]
-async fn functions_with_the_same_arguments_and_other_prefixes_never_share_an_entry() {
-    let server = RedisServer::start();
+async fn functions_with_the_same_arguments_and_other_prefixes_never_share_an_entry(server: TestRedis) {
     let cache = cache_on(&server).await;
     for _ in 0..2 {
         assert_eq!(price(&cache, "apple").await, "price of apple");
@@ -285,9 +264,7 @@ async fn pair(cache: &Cache, runs: &Runs, id: u64, lang: Option<String>) -> Stri
     format!("{id}{lang:?}")
 }
 
-#[tokio::test]
-async fn the_key_built_by_hand_invalidates_exactly_the_entry_the_macro_wrote() {
-    let server = RedisServer::start();
+async fn the_key_built_by_hand_invalidates_exactly_the_entry_the_macro_wrote(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     pair(&cache, &runs, 1, Some("en".to_owned())).await;
@@ -317,7 +294,10 @@ async fn routed(state: &State, id: u64) -> u64 {
 
 #[tokio::test]
 async fn cache_option_picks_the_cache_on_each_call() {
-    let (a, b) = (RedisServer::start(), RedisServer::start());
+    let (a, b) = (
+        TestRedis::start(Topology::Standalone),
+        TestRedis::start(Topology::Standalone),
+    );
     let state_a = State {
         cache: cache_on(&a).await,
     };
@@ -354,9 +334,7 @@ impl Repo {
     }
 }
 
-#[tokio::test]
-async fn methods_with_skip_self_share_entries_across_instances() {
-    let server = RedisServer::start();
+async fn methods_with_skip_self_share_entries_across_instances(server: TestRedis) {
     let first = Repo {
         cache: cache_on(&server).await,
         runs: Runs::default(),
@@ -396,9 +374,7 @@ where
     vec![value.clone(), value]
 }
 
-#[tokio::test]
-async fn generic_functions_are_cached() {
-    let server = RedisServer::start();
+async fn generic_functions_are_cached(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     assert_eq!(
@@ -417,9 +393,7 @@ async fn generic_functions_are_cached() {
     assert_eq!(runs.get(), 2);
 }
 
-#[tokio::test]
-async fn cached_futures_run_on_spawned_tasks() {
-    let server = RedisServer::start();
+async fn cached_futures_run_on_spawned_tasks(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = std::sync::Arc::new(Runs::default());
     let task = {
@@ -441,9 +415,7 @@ async fn joined(cache: &Cache, runs: &Runs, a: &str, b: &str) -> String {
     format!("{a}|{b}")
 }
 
-#[tokio::test]
-async fn template_pairs_that_join_to_the_same_text_keep_their_own_entries() {
-    let server = RedisServer::start();
+async fn template_pairs_that_join_to_the_same_text_keep_their_own_entries(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     assert_eq!(joined(&cache, &runs, "x-y", "z").await, "x-y|z");
@@ -468,9 +440,7 @@ impl TenantRepo {
     }
 }
 
-#[tokio::test]
-async fn self_fields_in_the_key_keep_instances_apart() {
-    let server = RedisServer::start();
+async fn self_fields_in_the_key_keep_instances_apart(server: TestRedis) {
     let cache = cache_on(&server).await;
     let one = TenantRepo {
         cache: cache.clone(),
@@ -534,9 +504,7 @@ where
     Some(T::load(id))
 }
 
-#[tokio::test]
-async fn instantiations_of_a_generic_function_never_read_each_others_entries() {
-    let server = RedisServer::start();
+async fn instantiations_of_a_generic_function_never_read_each_others_entries(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     assert_eq!(typed::<User>(&cache, &runs, 1).await, Some(User::load(1)));
@@ -564,9 +532,7 @@ async fn new_binary(cache: &Cache, runs: &Runs, id: u64) -> String {
     format!("#{id}")
 }
 
-#[tokio::test]
-async fn old_and_new_versions_alternating_each_hit_their_own_entry() {
-    let server = RedisServer::start();
+async fn old_and_new_versions_alternating_each_hit_their_own_entry(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     for _ in 0..2 {
@@ -584,9 +550,7 @@ async fn old_and_new_versions_alternating_each_hit_their_own_entry() {
     assert_eq!(cache.invalidate_prefix("deployed").await.expect("scan"), 2);
 }
 
-#[tokio::test]
-async fn the_companion_invalidates_exactly_the_entry_the_function_wrote() {
-    let server = RedisServer::start();
+async fn the_companion_invalidates_exactly_the_entry_the_function_wrote(server: TestRedis) {
     let cache = cache_on(&server).await;
     let runs = Runs::default();
     pair(&cache, &runs, 1, Some("en".to_owned())).await;
@@ -605,3 +569,31 @@ async fn the_companion_invalidates_exactly_the_entry_the_function_wrote() {
     pair(&cache, &runs, 2, None).await;
     assert_eq!(runs.get(), 3, "only the invalidated entry was filled again");
 }
+
+topology_suite!(standalone, cluster;
+    a_hit_returns_the_stored_value_without_running_the_body,
+    a_miss_stores_the_result_under_prefix_and_arguments_with_the_ttl,
+    jitter_only_lengthens_the_ttl,
+    the_cache_namespace_comes_first_in_the_key,
+    none_is_stored_as_the_null_marker_with_its_own_short_ttl,
+    err_is_returned_and_never_stored_while_ok_is,
+    ok_none_is_a_null_marker_and_err_is_never_stored,
+    skipped_arguments_do_not_change_the_key,
+    a_template_key_is_the_template_with_encoded_values,
+    functions_with_the_same_arguments_and_other_prefixes_never_share_an_entry,
+    the_key_built_by_hand_invalidates_exactly_the_entry_the_macro_wrote,
+    methods_with_skip_self_share_entries_across_instances,
+    generic_functions_are_cached,
+    cached_futures_run_on_spawned_tasks,
+    template_pairs_that_join_to_the_same_text_keep_their_own_entries,
+    self_fields_in_the_key_keep_instances_apart,
+    instantiations_of_a_generic_function_never_read_each_others_entries,
+    old_and_new_versions_alternating_each_hit_their_own_entry,
+    the_companion_invalidates_exactly_the_entry_the_function_wrote,
+);
+
+topology_suite!(sentinel;
+    a_hit_returns_the_stored_value_without_running_the_body,
+    none_is_stored_as_the_null_marker_with_its_own_short_ttl,
+    the_companion_invalidates_exactly_the_entry_the_function_wrote,
+);

@@ -436,6 +436,13 @@ impl LocalSentinel {
     }
 }
 
+fn keys_on(conn: &mut redis::Connection, pattern: &str) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(pattern)
+        .query(conn)
+        .expect("KEYS (test inspection only)")
+}
+
 fn redis_cli() -> String {
     std::env::var("REDIS_CLI_BIN").unwrap_or_else(|_| "redis-cli".to_owned())
 }
@@ -513,6 +520,48 @@ impl TestRedis {
             .build()
             .await
             .expect("connect to the test redis")
+    }
+
+    /// Every key matching `pattern`, from every primary, sorted (`KEYS`: for test inspection
+    /// only).
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut keys: Vec<String> = match (&self.server, self.topology) {
+            (Some(server), _) => keys_on(&mut server.conn(), pattern),
+            (None, Topology::Cluster) => {
+                let cluster = LocalCluster::shared();
+                cluster
+                    .primary_ports()
+                    .into_iter()
+                    .flat_map(|port| keys_on(&mut cluster.node_on(port).conn(), pattern))
+                    .collect()
+            }
+            (None, _) => keys_on(&mut LocalSentinel::shared().conn(), pattern),
+        };
+        keys.sort();
+        keys
+    }
+
+    /// Sets every key in `keys` to `value`, pipelined (per node on the cluster).
+    pub fn set_all(&self, keys: &[String], value: &str) {
+        let mut conn = self.conn();
+        for chunk in keys.chunks(5000) {
+            match &mut conn {
+                AnyConnection::Single(c) => {
+                    let mut pipe = redis::pipe();
+                    for key in chunk {
+                        pipe.set(key, value).ignore();
+                    }
+                    let _: () = pipe.query(c).expect("SET in a pipeline");
+                }
+                AnyConnection::Cluster(c) => {
+                    let mut pipe = redis::cluster::cluster_pipe();
+                    for key in chunk {
+                        pipe.set(key, value).ignore();
+                    }
+                    let _: () = pipe.query(c).expect("SET in a cluster pipeline");
+                }
+            }
+        }
     }
 
     /// A synchronous connection that reaches every key (routed by key on the cluster).

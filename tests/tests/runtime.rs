@@ -12,7 +12,11 @@ use cached_runtime::{
 };
 use redis::Commands;
 use serde::{Deserialize, Serialize};
-use tests::{RedisServer, free_port};
+use tests::{
+    RedisServer, free_port,
+    topology::TestRedis,
+    topology_suite,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Item {
@@ -71,7 +75,7 @@ async fn build_reports_a_server_that_does_not_answer_as_a_timeout() {
         .status()
         .expect("run kill");
     assert!(status.success());
-    let err = Cache::builder(server.url())
+    let err = server.cache_builder()
         .connect_timeout(Duration::from_millis(300))
         .build()
         .await
@@ -145,9 +149,7 @@ async fn acl_users_databases_and_unix_sockets_are_reachable_by_url() {
     }
 }
 
-#[tokio::test]
-async fn a_hit_is_served_without_running_the_body() {
-    let server = RedisServer::start();
+async fn a_hit_is_served_without_running_the_body(server: TestRedis) {
     let cache = server.cache().await;
     let loader = Loader::new();
     let p = policy("item", 600);
@@ -165,9 +167,7 @@ async fn a_hit_is_served_without_running_the_body() {
     assert_eq!(stats.total.stores, 1);
 }
 
-#[tokio::test]
-async fn a_miss_stores_the_value_with_its_ttl_in_a_versioned_envelope() {
-    let server = RedisServer::start();
+async fn a_miss_stores_the_value_with_its_ttl_in_a_versioned_envelope(server: TestRedis) {
     let cache = server.cache().await;
     let key = cache.key("item").arg(&7u64).build().expect("valid key");
     cache
@@ -181,10 +181,8 @@ async fn a_miss_stores_the_value_with_its_ttl_in_a_versioned_envelope() {
     assert_eq!(raw, r#"rc1:0:v:{"id":7,"name":"item 7"}"#);
 }
 
-#[tokio::test]
-async fn a_missing_id_is_cached_as_a_null_marker_with_the_null_ttl() {
-    let server = RedisServer::start();
-    let cache = Cache::builder(server.url())
+async fn a_missing_id_is_cached_as_a_null_marker_with_the_null_ttl(server: TestRedis) {
+    let cache = server.cache_builder()
         .null_ttl(Duration::from_secs(30))
         .build()
         .await
@@ -222,9 +220,7 @@ async fn a_missing_id_is_cached_as_a_null_marker_with_the_null_ttl() {
     assert!((1..=5).contains(&ttl), "per-function null ttl {ttl}");
 }
 
-#[tokio::test]
-async fn result_shapes_store_ok_and_never_err() {
-    let server = RedisServer::start();
+async fn result_shapes_store_ok_and_never_err(server: TestRedis) {
     let cache = server.cache().await;
     let p = policy("res", 60);
     let runs = AtomicUsize::new(0);
@@ -264,9 +260,7 @@ async fn result_shapes_store_ok_and_never_err() {
     );
 }
 
-#[tokio::test]
-async fn a_null_marker_never_decodes_as_a_value_and_no_value_as_a_null_marker() {
-    let server = RedisServer::start();
+async fn a_null_marker_never_decodes_as_a_value_and_no_value_as_a_null_marker(server: TestRedis) {
     let cache = server.cache().await;
     let p = policy("mix", 60);
     let key = cache.key("mix").arg(&1u8).build().expect("valid key");
@@ -298,9 +292,7 @@ async fn a_null_marker_never_decodes_as_a_value_and_no_value_as_a_null_marker() 
     assert_eq!(cache.stats().prefixes["mix"].null_hits, 0);
 }
 
-#[tokio::test]
-async fn corrupt_foreign_and_stale_entries_are_counted_misses_that_get_overwritten() {
-    let server = RedisServer::start();
+async fn corrupt_foreign_and_stale_entries_are_counted_misses_that_get_overwritten(server: TestRedis) {
     let cache = server.cache().await;
     let mut conn = server.conn();
     let garbage: [&[u8]; 6] = [
@@ -338,9 +330,7 @@ async fn corrupt_foreign_and_stale_entries_are_counted_misses_that_get_overwritt
     assert!(!exists, "the corrupt entry was left behind");
 }
 
-#[tokio::test]
-async fn a_new_version_ignores_entries_of_the_old_one() {
-    let server = RedisServer::start();
+async fn a_new_version_ignores_entries_of_the_old_one(server: TestRedis) {
     let cache = server.cache().await;
     let key = cache.key("item").arg(&1u8).build().expect("valid key");
     let v1 = policy("item", 60);
@@ -394,9 +384,7 @@ async fn zero_ttls_are_rejected_and_jitter_stays_within_bounds() {
     );
 }
 
-#[tokio::test]
-async fn exact_invalidation_deletes_the_entry_a_getter_reads() {
-    let server = RedisServer::start();
+async fn exact_invalidation_deletes_the_entry_a_getter_reads(server: TestRedis) {
     let cache = server.cache().await;
     let loader = Loader::new();
     let p = policy("item", 600);
@@ -417,24 +405,17 @@ async fn exact_invalidation_deletes_the_entry_a_getter_reads() {
     assert_eq!(cache.stats().prefixes["item"].invalidated, 1);
 }
 
-#[tokio::test]
-async fn prefix_invalidation_deletes_100k_keys_and_nothing_else() {
-    let server = RedisServer::start();
-    let cache = Cache::builder(server.url())
+async fn prefix_invalidation_deletes_100k_keys_and_nothing_else(server: TestRedis) {
+    let cache = server.cache_builder()
         .namespace("app:")
         .build()
         .await
         .expect("connect");
     let mut conn = server.conn();
-    let mut pipe = redis::pipe();
-    for i in 0..100_000u32 {
-        let key = cache.key("user").arg(&i).build().expect("valid key");
-        pipe.set(key.as_str(), "x").ignore();
-        if i % 10_000 == 9_999 {
-            let _: () = pipe.query(&mut conn).expect("fill");
-            pipe.clear();
-        }
-    }
+    let keys: Vec<String> = (0..100_000u32)
+        .map(|i| cache.key("user").arg(&i).build().expect("valid key").to_string())
+        .collect();
+    server.set_all(&keys, "x");
     let survivors = [
         "app:user2:1",
         "app:users:1",
@@ -448,9 +429,7 @@ async fn prefix_invalidation_deletes_100k_keys_and_nothing_else() {
     }
     let deleted = cache.invalidate_prefix("user").await.expect("invalidate");
     assert_eq!(deleted, 100_000);
-    let left: Vec<String> = conn.keys("*").expect("KEYS (test inspection only)");
-    let mut left = left;
-    left.sort();
+    let left = server.keys("*");
     let mut expected: Vec<String> = survivors.iter().map(|s| (*s).to_owned()).collect();
     expected.sort();
     assert_eq!(left, expected);
@@ -461,11 +440,9 @@ async fn prefix_invalidation_deletes_100k_keys_and_nothing_else() {
     ));
 }
 
-#[tokio::test]
-async fn invalidation_treats_glob_characters_in_keys_and_namespaces_literally() {
-    let server = RedisServer::start();
+async fn invalidation_treats_glob_characters_in_keys_and_namespaces_literally(server: TestRedis) {
     // A namespace with glob characters must not widen the match.
-    let cache = Cache::builder(server.url())
+    let cache = server.cache_builder()
         .namespace("t[1]*:")
         .build()
         .await
@@ -495,15 +472,12 @@ async fn invalidation_treats_glob_characters_in_keys_and_namespaces_literally() 
     assert_eq!(key.as_str(), "t[1]*:q:a%2Ab");
     assert_eq!(cache.invalidate_pattern("q:a%2A*").await.expect("scan"), 1);
     assert_eq!(cache.invalidate_prefix("q").await.expect("scan"), 6);
-    let mut left: Vec<String> = conn.keys("*").expect("KEYS (test inspection only)");
-    left.sort();
+    let left = server.keys("*");
     assert_eq!(left, ["t1x:q:a", "t[1]:q:1", "t]:q:1", "tx:q:1"]);
 }
 
-#[tokio::test]
-async fn pattern_invalidation_stays_inside_the_namespace() {
-    let server = RedisServer::start();
-    let cache = Cache::builder(server.url())
+async fn pattern_invalidation_stays_inside_the_namespace(server: TestRedis) {
+    let cache = server.cache_builder()
         .namespace("ns:")
         .build()
         .await
@@ -519,14 +493,11 @@ async fn pattern_invalidation_stays_inside_the_namespace() {
         let _: () = conn.set(k, "x").expect("SET");
     }
     assert_eq!(cache.invalidate_pattern("*").await.expect("scan"), 3);
-    let mut left: Vec<String> = conn.keys("*").expect("KEYS (test inspection only)");
-    left.sort();
+    let left = server.keys("*");
     assert_eq!(left, ["item:1", "other:item:1"]);
 }
 
-#[tokio::test]
-async fn two_prefixes_with_the_same_arguments_never_share_an_entry() {
-    let server = RedisServer::start();
+async fn two_prefixes_with_the_same_arguments_never_share_an_entry(server: TestRedis) {
     let cache = server.cache().await;
     let a = cache.key("a").arg(&1u8).build().expect("valid key");
     let b = cache.key("b").arg(&1u8).build().expect("valid key");
@@ -539,10 +510,8 @@ async fn two_prefixes_with_the_same_arguments_never_share_an_entry() {
     assert_eq!((x, y), (1, 2));
 }
 
-#[tokio::test]
-async fn oversized_results_are_returned_but_not_stored() {
-    let server = RedisServer::start();
-    let cache = Cache::builder(server.url())
+async fn oversized_results_are_returned_but_not_stored(server: TestRedis) {
+    let cache = server.cache_builder()
         .max_value_bytes(1024)
         .build()
         .await
@@ -604,3 +573,26 @@ async fn a_lazy_cache_starts_without_redis_and_caches_once_it_appears() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+topology_suite!(standalone, cluster;
+    a_hit_is_served_without_running_the_body,
+    a_miss_stores_the_value_with_its_ttl_in_a_versioned_envelope,
+    a_missing_id_is_cached_as_a_null_marker_with_the_null_ttl,
+    result_shapes_store_ok_and_never_err,
+    a_null_marker_never_decodes_as_a_value_and_no_value_as_a_null_marker,
+    corrupt_foreign_and_stale_entries_are_counted_misses_that_get_overwritten,
+    a_new_version_ignores_entries_of_the_old_one,
+    exact_invalidation_deletes_the_entry_a_getter_reads,
+    prefix_invalidation_deletes_100k_keys_and_nothing_else,
+    invalidation_treats_glob_characters_in_keys_and_namespaces_literally,
+    pattern_invalidation_stays_inside_the_namespace,
+    two_prefixes_with_the_same_arguments_never_share_an_entry,
+    oversized_results_are_returned_but_not_stored,
+);
+
+topology_suite!(sentinel;
+    a_hit_is_served_without_running_the_body,
+    a_missing_id_is_cached_as_a_null_marker_with_the_null_ttl,
+    exact_invalidation_deletes_the_entry_a_getter_reads,
+    prefix_invalidation_deletes_100k_keys_and_nothing_else,
+);

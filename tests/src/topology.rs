@@ -410,6 +410,20 @@ impl LocalSentinel {
             .connect_timeout(GENEROUS_TIMEOUT)
     }
 
+    /// A connection to the first live sentinel.
+    pub fn sentinel_conn(&self) -> redis::Connection {
+        self.sentinels
+            .iter()
+            .find(|s| s.pid() != 0)
+            .expect("a live sentinel")
+            .conn()
+    }
+
+    /// A connection to the data node on `port`.
+    pub fn conn_to(&self, port: u16) -> redis::Connection {
+        self.server_on(port).expect("one of our nodes").conn()
+    }
+
     /// A connection to the current primary.
     pub fn conn(&self) -> redis::Connection {
         self.server_on(self.primary_port())

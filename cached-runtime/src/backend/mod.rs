@@ -8,6 +8,7 @@
 
 mod cluster;
 pub(crate) mod redis;
+mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;
 

@@ -218,6 +218,8 @@ impl bb8::ManageConnection for Manager {
 
 pub(crate) struct RedisStore {
     kind: Kind,
+    /// Dropped with the store, which ends background listeners.
+    _closed: watch::Sender<()>,
     pool: Pool<Manager>,
     slots: Box<[Slot]>,
     next: AtomicUsize,
@@ -457,6 +459,19 @@ impl RedisStore {
             Connector::Cluster(_) => Kind::Cluster,
             _ => Kind::Single,
         };
+        let (closed, on_close) = watch::channel(());
+        let watch = match &config.topology {
+            Topology::Sentinel {
+                master, sentinels, ..
+            } => Some((
+                master.clone(),
+                sentinels
+                    .iter()
+                    .map(|n| node_info(n, &url))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )),
+            _ => None,
+        };
         let manager = Manager {
             connector,
             response_timeout: config.command_timeout,
@@ -473,8 +488,9 @@ impl RedisStore {
             .retry_connection(false)
             .error_sink(Box::new(last_connect_error.clone()))
             .build_unchecked(manager);
-        Ok(Arc::new_cyclic(|this| Self {
+        let store = Arc::new_cyclic(|this| Self {
             kind,
+            _closed: closed,
             pool,
             slots: (0..config.connections).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
@@ -488,7 +504,18 @@ impl RedisStore {
             retired: AtomicU64::new(0),
             unlock: redis::Script::new(UNLOCK_SCRIPT),
             this: this.clone(),
-        }))
+        });
+        if let Some((master, sentinels)) = watch {
+            super::sentinel::watch_switches(
+                Arc::downgrade(&store),
+                sentinels,
+                master,
+                config.connect_timeout,
+                on_close,
+                &store.spawner,
+            );
+        }
+        Ok(store)
     }
 
     pub(crate) fn url(&self) -> &str {

@@ -6,8 +6,12 @@
 # loopback port for the demo's lifetime, stopping it when the demo exits. Ctrl-C (SIGINT) or
 # SIGTERM stops the demo gracefully.
 #
+# DEMO_REDIS=cluster starts a private local Redis Cluster instead (3 primaries, 3 replicas,
+# scripts/redis-cluster.sh) and points the service at it with REDIS_CLUSTER_NODES.
+#
 # Every variable of the service passes through: BIND, DATABASE_PATH (default
-# target/demo/catalog.db), ADMIN_TOKEN, REDIS_URL, REDIS_CACHE_*, RUST_LOG.
+# target/demo/catalog.db), ADMIN_TOKEN, REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINEL_*,
+# REDIS_CACHE_*, RUST_LOG.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,7 +41,6 @@ free_port() {
   return 1
 }
 
-export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 export DATABASE_PATH="${DATABASE_PATH:-target/demo/catalog.db}"
 mkdir -p "$(dirname "$DATABASE_PATH")"
 
@@ -54,11 +57,29 @@ cleanup() {
     wait "$redis_pid" 2>/dev/null || true
     say "stopped the private redis-server"
   fi
+  if [[ -n $redis_dir && -f $redis_dir/pids ]]; then
+    kill $(cat "$redis_dir/pids") 2>/dev/null || true
+    say "stopped the private Redis Cluster"
+  fi
   [[ -n $redis_dir ]] && rm -rf "$redis_dir"
   return 0
 }
 trap cleanup EXIT
 
+if [[ ${DEMO_REDIS:-} == cluster ]]; then
+  redis_dir="$(mktemp -d)"
+  say "starting a private local Redis Cluster (3 primaries, 3 replicas)"
+  nodes="$(scripts/redis-cluster.sh "$redis_dir")" || {
+    say "the local cluster did not start; its logs: $redis_dir"
+    exit 1
+  }
+  unset REDIS_URL
+  export REDIS_CLUSTER_NODES="$nodes"
+  say "private cluster at $nodes, stopped when the demo exits"
+elif [[ -n ${REDIS_CLUSTER_NODES:-} || -n ${REDIS_SENTINEL_MASTER:-} ]]; then
+  say "using the Redis Cluster or Sentinel set in the environment"
+else
+export REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 # host and port of redis://[user[:password]@]host[:port][/db]; other schemes are trusted.
 if [[ $REDIS_URL =~ ^redis://([^@/]*@)?([^:/]+)(:([0-9]+))?(/.*)?$ ]]; then
   host="${BASH_REMATCH[2]}"
@@ -94,6 +115,7 @@ if [[ $REDIS_URL =~ ^redis://([^@/]*@)?([^:/]+)(:([0-9]+))?(/.*)?$ ]]; then
     export REDIS_URL="redis://127.0.0.1:$port"
     say "private redis-server on 127.0.0.1:$port (pid $redis_pid), stopped when the demo exits"
   fi
+fi
 fi
 
 say "building demo-app (release)"

@@ -4,7 +4,7 @@
 # Prints one line saying what to do otherwise.
 set -euo pipefail
 
-if command -v redis-server >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
+if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
   exit 0
 fi
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

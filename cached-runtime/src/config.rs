@@ -78,7 +78,12 @@ pub(crate) enum Topology {
 impl Topology {
     /// The topology for logs and `Debug`, passwords redacted.
     pub(crate) fn describe(&self, url: &str) -> String {
-        let join = |urls: &[String]| urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>().join(",");
+        let join = |urls: &[String]| {
+            urls.iter()
+                .map(|u| redact_url(u))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
         match self {
             Topology::Standalone => redact_url(url),
             Topology::Cluster { nodes } => format!("cluster {}", join(nodes)),
@@ -213,7 +218,8 @@ impl CacheBuilder {
             (Some(nodes), None) => {
                 if url.is_some() {
                     return Err(CacheError::Config(
-                        "REDIS_URL and REDIS_CLUSTER_NODES are both set: pick one topology".to_owned(),
+                        "REDIS_URL and REDIS_CLUSTER_NODES are both set: pick one topology"
+                            .to_owned(),
                     ));
                 }
                 Self::cluster(nodes)
@@ -233,7 +239,9 @@ impl CacheBuilder {
                 };
                 let b = Self::sentinel(master.trim(), sentinels);
                 match lookup("REDIS_SENTINEL_MASTER_PASSWORD") {
-                    Some(pw) => b.sentinel_master_auth(lookup("REDIS_SENTINEL_MASTER_USERNAME"), pw),
+                    Some(pw) => {
+                        b.sentinel_master_auth(lookup("REDIS_SENTINEL_MASTER_USERNAME"), pw)
+                    }
                     None => b,
                 }
             }
@@ -283,7 +291,11 @@ impl CacheBuilder {
 
     /// The Sentinel-managed primary's username (if any) and password, when it needs them.
     /// Credentials in the sentinel URLs are the sentinels' own. No effect on other topologies.
-    pub fn sentinel_master_auth(mut self, username: Option<String>, password: impl Into<String>) -> Self {
+    pub fn sentinel_master_auth(
+        mut self,
+        username: Option<String>,
+        password: impl Into<String>,
+    ) -> Self {
         if let Topology::Sentinel {
             username: u,
             password: p,
@@ -563,6 +575,88 @@ mod tests {
             err.to_string().contains("REDIS_CACHE_SINGLE_FLIGHT"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_environment_picks_cluster_or_sentinel_and_refuses_two_topologies() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            CacheBuilder::from_lookup(move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            })
+        };
+        let b =
+            env(&[("REDIS_CLUSTER_NODES", "redis://a:7000, redis://b:7001,")]).expect("cluster");
+        assert!(
+            matches!(&b.topology, Topology::Cluster { nodes } if nodes == &["redis://a:7000", "redis://b:7001"])
+        );
+        let b = env(&[
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+            ("REDIS_SENTINEL_NODES", "redis://s1:26379,redis://s2:26379"),
+            ("REDIS_SENTINEL_MASTER_PASSWORD", "hunter2"),
+        ])
+        .expect("sentinel");
+        let Topology::Sentinel {
+            master,
+            sentinels,
+            password,
+            ..
+        } = &b.topology
+        else {
+            panic!("not sentinel: {b:?}");
+        };
+        assert_eq!((master.as_str(), sentinels.len()), ("mymaster", 2));
+        assert_eq!(password.as_deref(), Some("hunter2"));
+        assert!(!format!("{b:?}").contains("hunter2"));
+        for conflict in [
+            &[
+                ("REDIS_CLUSTER_NODES", "redis://a:1"),
+                ("REDIS_SENTINEL_MASTER", "m"),
+            ][..],
+            &[
+                ("REDIS_CLUSTER_NODES", "redis://a:1"),
+                ("REDIS_URL", "redis://b:2"),
+            ][..],
+            &[("REDIS_SENTINEL_MASTER", "m")][..],
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(conflict.to_vec().into_boxed_slice());
+            assert!(env(pairs).is_err(), "{conflict:?} accepted");
+        }
+    }
+
+    #[test]
+    fn namespaces_with_braces_and_empty_topologies_are_rejected() {
+        assert!(
+            CacheBuilder::new("redis://x")
+                .namespace("{t}:")
+                .validate()
+                .is_err()
+        );
+        assert!(
+            CacheBuilder::new("redis://x")
+                .namespace("a}b")
+                .validate()
+                .is_err()
+        );
+        assert!(
+            CacheBuilder::cluster(Vec::<String>::new())
+                .validate()
+                .is_err()
+        );
+        assert!(
+            CacheBuilder::sentinel("m", Vec::<String>::new())
+                .validate()
+                .is_err()
+        );
+        assert!(
+            CacheBuilder::sentinel(" ", ["redis://s:1"])
+                .validate()
+                .is_err()
+        );
+        assert!(CacheBuilder::cluster(["redis://a:1"]).validate().is_ok());
     }
 
     #[test]

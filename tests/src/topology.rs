@@ -60,9 +60,7 @@ impl LocalCluster {
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run redis-cli (run scripts/ensure-redis.sh): {e}")
-            });
+            .unwrap_or_else(|e| panic!("cannot run redis-cli (run scripts/ensure-redis.sh): {e}"));
         assert!(
             output.status.success(),
             "redis-cli --cluster create failed: {}{}",
@@ -349,7 +347,10 @@ impl LocalSentinel {
                 !text.contains("s_down") && !text.contains("disconnected")
             });
             if !healthy {
-                return Err(format!("sentinel {} sees no healthy replica", sentinel.port()));
+                return Err(format!(
+                    "sentinel {} sees no healthy replica",
+                    sentinel.port()
+                ));
             }
             let others: Vec<Value> = redis::cmd("SENTINEL")
                 .arg("SENTINELS")

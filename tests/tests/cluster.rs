@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cached_runtime::{Policy, shape::Plain};
 use redis::Commands;
-use tests::topology::{LocalCluster, Topology, TestRedis};
+use tests::topology::{LocalCluster, TestRedis, Topology};
 
 fn policy(prefix: &'static str) -> Policy {
     Policy::new(prefix, Duration::from_secs(600)).expect("valid policy")
@@ -44,7 +44,12 @@ async fn entries_land_on_every_primary_and_are_read_back_from_each() {
 #[tokio::test]
 async fn a_lock_key_hashes_to_its_entrys_slot() {
     let redis = TestRedis::start(Topology::Cluster);
-    let cache = redis.cache_builder().namespace("app:").build().await.expect("connect");
+    let cache = redis
+        .cache_builder()
+        .namespace("app:")
+        .build()
+        .await
+        .expect("connect");
     let mut conn = redis.conn();
     for id in 0..50u32 {
         let key = cache.key("locked").arg(&id).build().expect("valid key");
@@ -83,7 +88,14 @@ async fn prefix_invalidation_of_100k_keys_clears_every_primary_and_nothing_else(
     // Written in bulk (a cluster pipeline groups them per node), as a cached function
     // would have written them.
     let keys: Vec<String> = (0..100_000u32)
-        .map(|id| cache.key("bulk").arg(&id).build().expect("valid key").to_string())
+        .map(|id| {
+            cache
+                .key("bulk")
+                .arg(&id)
+                .build()
+                .expect("valid key")
+                .to_string()
+        })
         .collect();
     let mut cluster_conn = cluster.conn();
     for chunk in keys.chunks(5000) {
@@ -93,10 +105,16 @@ async fn prefix_invalidation_of_100k_keys_clears_every_primary_and_nothing_else(
         }
         let _: () = pipe.query(&mut cluster_conn).expect("write the keys");
     }
-    let per_primary = cluster.primary_ports().into_iter().map(|port| cluster.dbsize(port));
+    let per_primary = cluster
+        .primary_ports()
+        .into_iter()
+        .map(|port| cluster.dbsize(port));
     let per_primary: Vec<u64> = per_primary.collect();
     assert_eq!(per_primary.len(), 3);
-    assert!(per_primary.iter().all(|&n| n > 30_000), "uneven spread {per_primary:?}");
+    assert!(
+        per_primary.iter().all(|&n| n > 30_000),
+        "uneven spread {per_primary:?}"
+    );
     // Neighbours that must survive: another prefix, and a prefix that starts the same.
     let _: () = conn.set("other:1", "x").expect("SET");
     let _: () = conn.set("bulk2:1", "x").expect("SET");

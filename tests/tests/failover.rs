@@ -162,7 +162,10 @@ async fn a_sentinel_failover_fails_no_call_and_hits_resume_on_the_new_primary() 
     let old = setup.kill_primary();
     let deadline = Instant::now() + RESUME_WITHIN;
     while setup.primary_port() == old {
-        assert!(Instant::now() < deadline, "the sentinels promoted no replica");
+        assert!(
+            Instant::now() < deadline,
+            "the sentinels promoted no replica"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let promoted_at = Instant::now();

@@ -99,7 +99,8 @@ async fn jitter_only_lengthens_the_ttl(server: TestRedis) {
 }
 
 async fn the_cache_namespace_comes_first_in_the_key(server: TestRedis) {
-    let cache = server.cache_builder()
+    let cache = server
+        .cache_builder()
         .namespace("shop:")
         .command_timeout(Duration::from_secs(5))
         .build()
@@ -248,7 +249,9 @@ async fn color(cache: &Cache, name: &str) -> String {
     format!("color of {name}")
 }
 
-async fn functions_with_the_same_arguments_and_other_prefixes_never_share_an_entry(server: TestRedis) {
+async fn functions_with_the_same_arguments_and_other_prefixes_never_share_an_entry(
+    server: TestRedis,
+) {
     let cache = cache_on(&server).await;
     for _ in 0..2 {
         assert_eq!(price(&cache, "apple").await, "price of apple");

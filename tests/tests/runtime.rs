@@ -12,11 +12,7 @@ use cached_runtime::{
 };
 use redis::Commands;
 use serde::{Deserialize, Serialize};
-use tests::{
-    RedisServer, free_port,
-    topology::TestRedis,
-    topology_suite,
-};
+use tests::{RedisServer, free_port, topology::TestRedis, topology_suite};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Item {
@@ -75,7 +71,8 @@ async fn build_reports_a_server_that_does_not_answer_as_a_timeout() {
         .status()
         .expect("run kill");
     assert!(status.success());
-    let err = server.cache_builder()
+    let err = server
+        .cache_builder()
         .connect_timeout(Duration::from_millis(300))
         .build()
         .await
@@ -182,7 +179,8 @@ async fn a_miss_stores_the_value_with_its_ttl_in_a_versioned_envelope(server: Te
 }
 
 async fn a_missing_id_is_cached_as_a_null_marker_with_the_null_ttl(server: TestRedis) {
-    let cache = server.cache_builder()
+    let cache = server
+        .cache_builder()
         .null_ttl(Duration::from_secs(30))
         .build()
         .await
@@ -292,7 +290,9 @@ async fn a_null_marker_never_decodes_as_a_value_and_no_value_as_a_null_marker(se
     assert_eq!(cache.stats().prefixes["mix"].null_hits, 0);
 }
 
-async fn corrupt_foreign_and_stale_entries_are_counted_misses_that_get_overwritten(server: TestRedis) {
+async fn corrupt_foreign_and_stale_entries_are_counted_misses_that_get_overwritten(
+    server: TestRedis,
+) {
     let cache = server.cache().await;
     let mut conn = server.conn();
     let garbage: [&[u8]; 6] = [
@@ -406,14 +406,22 @@ async fn exact_invalidation_deletes_the_entry_a_getter_reads(server: TestRedis) 
 }
 
 async fn prefix_invalidation_deletes_100k_keys_and_nothing_else(server: TestRedis) {
-    let cache = server.cache_builder()
+    let cache = server
+        .cache_builder()
         .namespace("app:")
         .build()
         .await
         .expect("connect");
     let mut conn = server.conn();
     let keys: Vec<String> = (0..100_000u32)
-        .map(|i| cache.key("user").arg(&i).build().expect("valid key").to_string())
+        .map(|i| {
+            cache
+                .key("user")
+                .arg(&i)
+                .build()
+                .expect("valid key")
+                .to_string()
+        })
         .collect();
     server.set_all(&keys, "x");
     let survivors = [
@@ -442,7 +450,8 @@ async fn prefix_invalidation_deletes_100k_keys_and_nothing_else(server: TestRedi
 
 async fn invalidation_treats_glob_characters_in_keys_and_namespaces_literally(server: TestRedis) {
     // A namespace with glob characters must not widen the match.
-    let cache = server.cache_builder()
+    let cache = server
+        .cache_builder()
         .namespace("t[1]*:")
         .build()
         .await
@@ -477,7 +486,8 @@ async fn invalidation_treats_glob_characters_in_keys_and_namespaces_literally(se
 }
 
 async fn pattern_invalidation_stays_inside_the_namespace(server: TestRedis) {
-    let cache = server.cache_builder()
+    let cache = server
+        .cache_builder()
         .namespace("ns:")
         .build()
         .await
@@ -511,7 +521,8 @@ async fn two_prefixes_with_the_same_arguments_never_share_an_entry(server: TestR
 }
 
 async fn oversized_results_are_returned_but_not_stored(server: TestRedis) {
-    let cache = server.cache_builder()
+    let cache = server
+        .cache_builder()
         .max_value_bytes(1024)
         .build()
         .await

@@ -75,7 +75,12 @@ pub(super) async fn delete_matching(r: &RedisStore, pattern: &str) -> Result<u64
 }
 
 /// `SCAN`s one primary to the end, deleting each batch as it comes.
-async fn scan_node(r: &RedisStore, host: &str, port: u16, pattern: &str) -> Result<u64, CacheError> {
+async fn scan_node(
+    r: &RedisStore,
+    host: &str,
+    port: u16,
+    pattern: &str,
+) -> Result<u64, CacheError> {
     let mut cursor = 0u64;
     let mut deleted = 0;
     loop {

@@ -349,8 +349,9 @@ fn node_info(raw: &str, shown: &str) -> Result<redis::ConnectionInfo, CacheError
     if raw.starts_with("rediss://") {
         return Err(CacheError::InvalidUrl {
             url: shown.to_owned(),
-            reason: "rediss:// is supported for a single Redis only, not yet for Cluster or Sentinel"
-                .to_owned(),
+            reason:
+                "rediss:// is supported for a single Redis only, not yet for Cluster or Sentinel"
+                    .to_owned(),
         });
     }
     raw.into_connection_info().map_err(|e| invalid(shown, &e))

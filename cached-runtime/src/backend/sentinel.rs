@@ -61,7 +61,9 @@ async fn listen(
     let client = Client::open(info.clone())?;
     let mut pubsub = tokio::time::timeout(connect_timeout, client.get_async_pubsub())
         .await
-        .map_err(|_| redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut)))??;
+        .map_err(|_| {
+            redis::RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut))
+        })??;
     pubsub.subscribe("+switch-master").await?;
     let mut messages = pubsub.on_message();
     while let Some(message) = messages.next().await {

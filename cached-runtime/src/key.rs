@@ -57,6 +57,15 @@
 //! first 32 lowercase hex digits (128 bits) of the SHA-256 of its encoding, so keys stay
 //! bounded and an argument from untrusted input cannot be crafted to collide with another.
 //!
+//! # Redis Cluster
+//!
+//! A key's hash slot depends on the key alone. No key holds `{` or `}` (strings escape them,
+//! prefixes and template text cannot have them, and a namespace with them is rejected), so
+//! there is no hash tag and every key hashes as a whole: the entries of a prefix spread over
+//! every shard. The fill lock of an entry, [`Key::lock_key`], is
+//! `{namespace}{{key}}#lock`: its hash tag is the entry's whole key, so it lives in the
+//! entry's slot.
+//!
 //! # Stability
 //!
 //! The encoding uses no `std::hash`, no `Debug` output and no addresses: for the same argument

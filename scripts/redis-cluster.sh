@@ -30,7 +30,8 @@ for i in 1 2 3 4 5 6; do
   mkdir -p "$dir/$port"
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
     --cluster-enabled yes --cluster-config-file "$dir/$port/nodes.conf" \
-    --cluster-node-timeout 1000 --dir "$dir/$port" --logfile "$dir/$port/redis.log" &
+    --cluster-node-timeout 1000 --dir "$dir/$port" --logfile "$dir/$port/redis.log" \
+    </dev/null >/dev/null 2>&1 &
   echo $! >>"$dir/pids"
   nodes+=("127.0.0.1:$port")
 done

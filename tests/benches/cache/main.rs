@@ -1,5 +1,6 @@
 //! The cache's hit and miss paths against the ceiling and the closest peer, on a private
-//! redis-server on loopback; then invalidation, HTTP under `wrk` and a cold stampede.
+//! redis-server on loopback; then the same on a local Redis Cluster, invalidation, HTTP under
+//! `wrk` and a cold stampede.
 //!
 //! `cargo bench -p tests --bench cache` (or `scripts/bench.sh`, which also writes the chart;
 //! docs/BENCHMARKS.md records a run). Results go to stdout as Markdown tables.
@@ -9,6 +10,7 @@
 //! unmeasured warm-up pass. Sections can be skipped with `BENCH_SKIP=invalidation,http,...`.
 
 mod chart;
+mod cluster;
 mod harness;
 mod http;
 mod invalidation;
@@ -53,6 +55,9 @@ fn main() {
                 Err(e) => eprintln!("cannot write the chart to {path}: {e}"),
             }
         }
+    }
+    if !skipped("cluster") {
+        rt.block_on(cluster::run());
     }
     if !skipped("stampede") {
         let server = RedisServer::start();

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tests::RedisServer;
 
 /// The id every hit-path call reads (filled before measuring).
-const HOT_ID: u64 = 42;
+pub(crate) const HOT_ID: u64 = 42;
 const TTL_SECS: u64 = 3600;
 
 /// About 200 bytes of JSON.
@@ -48,7 +48,7 @@ fn item(id: u64) -> Item {
 
 /// Variant 2: the function as a user writes it.
 #[redis_cache(prefix = "item", ttl = 3600, skip(cache), cache = cache)]
-async fn item_ours(cache: &Cache, id: u64) -> Item {
+pub(crate) async fn item_ours(cache: &Cache, id: u64) -> Item {
     load(id).await
 }
 
@@ -64,7 +64,7 @@ async fn item_peer(cache: &AsyncRedisCache<u64, Item>, id: u64) -> Item {
 }
 
 /// Variants 1 and 4: `GET` + `serde_json`, else the body and `SET EX` of its JSON.
-async fn item_hand<C: AsyncCommands>(conn: &mut C, id: u64) -> Item {
+pub(crate) async fn item_hand<C: AsyncCommands>(conn: &mut C, id: u64) -> Item {
     let key = format!("hand:{id}");
     let got: Option<Vec<u8>> = conn.get(&key).await.expect("GET");
     if let Some(bytes) = got {

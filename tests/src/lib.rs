@@ -302,7 +302,7 @@ pub fn kill_at_exit(servers: &[RedisServer]) {
     let mut args = vec![std::process::id().to_string()];
     args.extend(servers.iter().map(|s| s.pid().to_string()));
     let dirs: Vec<&Path> = servers.iter().map(RedisServer::dir).collect();
-    Command::new("sh")
+    let mut guard = Command::new("sh")
         .arg("-c")
         .arg(
             r#"while kill -0 "$1" 2>/dev/null; do sleep 0.5; done; shift
@@ -316,6 +316,8 @@ pub fn kill_at_exit(servers: &[RedisServer]) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start the shell that stops shared servers at exit");
+    // Reaped by a thread if it ends first; it normally outlives this process.
+    std::thread::spawn(move || guard.wait());
 }
 
 /// Sends `sig` to process `pid`, without `/bin/kill` (which slim images lack).

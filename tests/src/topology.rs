@@ -583,7 +583,9 @@ impl TestRedis {
     pub fn conn(&self) -> AnyConnection {
         match (&self.server, self.topology) {
             (Some(server), _) => AnyConnection::Single(server.conn()),
-            (None, Topology::Cluster) => AnyConnection::Cluster(LocalCluster::shared().conn()),
+            (None, Topology::Cluster) => {
+                AnyConnection::Cluster(Box::new(LocalCluster::shared().conn()))
+            }
             (None, _) => AnyConnection::Single(LocalSentinel::shared().conn()),
         }
     }
@@ -592,7 +594,7 @@ impl TestRedis {
 /// A synchronous connection to one server or to a cluster.
 pub enum AnyConnection {
     Single(redis::Connection),
-    Cluster(redis::cluster::ClusterConnection),
+    Cluster(Box<redis::cluster::ClusterConnection>),
 }
 
 impl std::fmt::Debug for AnyConnection {

@@ -595,7 +595,7 @@ impl RedisStore {
     /// Which primary owns which slots (`CLUSTER SLOTS`), sorted: two snapshots compare equal
     /// exactly when no slot changed hands between them.
     pub(crate) async fn slot_owners(&self) -> Result<Vec<SlotRange>, Fault> {
-        let reply: Value = self.query(&redis::cmd("CLUSTER").arg("SLOTS")).await?;
+        let reply: Value = self.query(redis::cmd("CLUSTER").arg("SLOTS")).await?;
         let bad = || {
             Fault::Command(RedisError::from((
                 redis::ErrorKind::Parse,
@@ -641,9 +641,10 @@ impl RedisStore {
         host: &str,
         port: u16,
     ) -> Result<T, Fault> {
-        let (lease, conn) = self.checkout()?;
-        let Link::Cluster(mut conn) = conn else {
-            let result = cmd.query_async::<T>(&mut conn.clone()).await;
+        let (lease, mut conn) = self.checkout()?;
+        let Link::Cluster(conn) = &mut conn else {
+            // One server: every command reaches the only node there is.
+            let result = cmd.query_async::<T>(&mut conn).await;
             return self.judge(&lease, result);
         };
         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {

@@ -130,3 +130,21 @@ async fn prefix_invalidation_of_100k_keys_clears_every_primary_and_nothing_else(
     assert!(conn.exists::<_, bool>("other:1").expect("EXISTS"));
     assert!(conn.exists::<_, bool>("bulk2:1").expect("EXISTS"));
 }
+
+#[tokio::test]
+async fn a_lazy_cluster_cache_answers_at_once_and_caches_once_connected() {
+    let redis = TestRedis::start(Topology::Cluster);
+    let cache = redis.cache_builder().build_lazy().expect("valid config");
+    let p = policy("lazy");
+    let key = cache.key("lazy").arg(&1u8).build().expect("valid key");
+    // Bounded: the first calls may run their body while the connection is made.
+    tests::wait_until_async(Duration::from_secs(20), || async {
+        let v: u32 = cache.get_or_fill::<Plain, _, _>(&key, &p, async { 5 }).await;
+        assert_eq!(v, 5);
+        cache.stats().total.hits > 0
+    })
+    .await;
+    let mut conn = redis.conn();
+    let stored: String = conn.get(key.as_str()).expect("GET");
+    assert_eq!(stored, "rc1:0:v:5");
+}

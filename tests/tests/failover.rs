@@ -250,3 +250,30 @@ async fn after_a_manual_failover_writes_reach_the_new_primary_while_the_old_one_
         assert!(stored, "entry {id} did not reach the new primary");
     }
 }
+
+/// Clients subscribed to a channel on any of the setup's sentinels.
+fn sentinel_subscribers(setup: &LocalSentinel) -> usize {
+    setup
+        .sentinel_urls()
+        .iter()
+        .map(|url| {
+            let mut conn = redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .expect("connect to a sentinel");
+            let clients: String = redis::cmd("CLIENT")
+                .arg("LIST")
+                .query(&mut conn)
+                .expect("CLIENT LIST");
+            clients.lines().filter(|l| l.contains(" sub=1 ")).count()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_sentinel_cache_ends_its_failover_listener() {
+    let setup = LocalSentinel::start();
+    let cache = setup.cache_builder().build().await.expect("connect");
+    tests::wait_until(RESUME_WITHIN, || sentinel_subscribers(&setup) == 1).await;
+    drop(cache);
+    tests::wait_until(RESUME_WITHIN, || sentinel_subscribers(&setup) == 0).await;
+}

@@ -75,6 +75,7 @@ mod policy;
 pub mod shape;
 mod spawn;
 mod stats;
+pub mod telemetry;
 
 #[doc(hidden)]
 pub mod __private;

@@ -15,6 +15,7 @@ pub use nix::sys::signal::Signal;
 
 pub mod fixtures;
 pub mod proxy;
+pub mod recorder;
 pub use proxy::Proxy;
 
 /// Command and connect timeout of the caches the harness builds: generous, because a loaded

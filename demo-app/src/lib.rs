@@ -18,6 +18,7 @@
 
 mod app;
 mod auth;
+mod compute;
 mod config;
 mod db;
 mod error;
@@ -25,6 +26,12 @@ pub mod model;
 pub mod routes;
 
 pub use app::{AppState, Running, start};
-pub use config::{Config, DEFAULT_BIND, DEFAULT_DATABASE_PATH, DEFAULT_NULL_TTL};
+pub use compute::{ComputeLimit, ComputeStats, Paused};
+pub use config::{
+    Config, DEFAULT_BIND, DEFAULT_CACHE_NAME, DEFAULT_DATABASE_PATH, DEFAULT_FIB_QUEUE,
+    DEFAULT_NULL_TTL, MIN_ADMIN_TOKEN_CHARS,
+};
 pub use db::SEED_ITEMS;
 pub use error::{ApiError, StartError};
+/// The admin token's type: `Debug` prints `[REDACTED]`, and it is zeroed when dropped.
+pub use secrecy::SecretString;

@@ -9,6 +9,7 @@ use std::{
 
 use actix_web::{App, HttpServer, dev::ServerHandle, middleware::ErrorHandlers, web};
 use cached_runtime::{Cache, redact_url};
+use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
 
 use crate::{
@@ -16,7 +17,7 @@ use crate::{
     config::Config,
     db::Db,
     error::{ApiError, StartError, ensure_json_body},
-    routes,
+    metrics, routes,
 };
 
 /// What every handler shares. Its `Debug` output shows no secret (the admin token is
@@ -32,6 +33,8 @@ pub struct AppState {
     categories: RwLock<BTreeSet<String>>,
     /// The bound on `/fib` computations.
     pub compute: ComputeLimit,
+    /// Renders `GET /metrics`; `None` when the process has another recorder.
+    pub(crate) metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
@@ -111,6 +114,8 @@ pub struct Running {
     handle: ServerHandle,
     task: tokio::task::JoinHandle<io::Result<()>>,
     state: web::Data<AppState>,
+    /// The metrics recorder's upkeep, stopped with the server.
+    upkeep: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -130,6 +135,9 @@ impl Running {
             Ok(result) => result,
             Err(e) => Err(io::Error::other(e)),
         };
+        if let Some(upkeep) = self.upkeep {
+            upkeep.abort();
+        }
         drop(self.state);
         tracing::info!("demo-app stopped");
         result
@@ -148,6 +156,8 @@ impl Running {
 /// Must be called within a Tokio runtime (`#[actix_web::main]` or `#[tokio::main]`).
 pub async fn start(config: Config) -> Result<Running, StartError> {
     config.validate()?;
+    // Before the cache is built, so its series are registered with it from the start.
+    let prometheus = metrics::prometheus();
     let path = config.database_path.clone();
     let database_error = |source| StartError::Database {
         path: config.database_path.display().to_string(),
@@ -168,6 +178,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         admin_token: config.admin_token.clone(),
         categories: RwLock::new(survey.categories.into_iter().collect()),
         compute: ComputeLimit::new(config.fib_concurrency, config.fib_queue),
+        metrics: prometheus.clone(),
     });
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
@@ -209,6 +220,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
+    let upkeep = prometheus.map(|handle| tokio::spawn(metrics::upkeep(handle)));
     if config.handle_signals {
         tokio::spawn(stop_on_signal(handle.clone()));
     }
@@ -217,6 +229,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         handle,
         task,
         state,
+        upkeep,
     })
 }
 

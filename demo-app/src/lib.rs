@@ -1,5 +1,5 @@
 //! The demo catalog service: actix-web 4 over an SQLite file, every read handler cached in
-//! Redis with `#[redis_cache]`.
+//! Redis with `#[redis_cache]`, its metrics at `GET /metrics` in the Prometheus format.
 //!
 //! The binary (`main.rs`) reads the environment ([`Config::from_env`]) and calls [`start`];
 //! the end-to-end tests call [`start`] with a [`Config`] of their own, bound to port 0.
@@ -22,6 +22,7 @@ mod compute;
 mod config;
 mod db;
 mod error;
+mod metrics;
 pub mod model;
 pub mod routes;
 

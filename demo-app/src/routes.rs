@@ -48,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(delete_item)
     .service(fib)
     .service(stats)
+    .service(crate::metrics::metrics)
     .service(admin_invalidate)
     .service(healthz);
 }

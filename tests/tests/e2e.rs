@@ -845,3 +845,135 @@ async fn fib_computations_are_bounded_and_excess_requests_get_a_503() {
     );
     demo.stop().await;
 }
+
+/// `/metrics`, parsed as Prometheus parses it.
+async fn scrape(demo: &Demo) -> prometheus_parse::Scrape {
+    let reply = demo
+        .client
+        .get(format!("{}/metrics", demo.base))
+        .send()
+        .await
+        .expect("the demo answers");
+    assert_eq!(reply.status(), StatusCode::OK);
+    let content_type = reply
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = reply.text().await.expect("a body");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text format")
+}
+
+/// The one sample of `metric` whose labels include `labels`.
+fn sample<'a>(
+    scrape: &'a prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> &'a prometheus_parse::Value {
+    let found: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .collect();
+    assert_eq!(found.len(), 1, "{metric} {labels:?}: {found:?}");
+    &found[0].value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
+    // Its own cache label: other tests' demos in this process share the recorder.
+    let demo = Demo::start_with(|config| {
+        config.cache = config.cache.clone().name("e2e-metrics");
+    })
+    .await;
+    for path in ["/items/1", "/items/1", "/items/999999", "/items/999999"] {
+        demo.get(path).await;
+    }
+    assert_eq!(demo.get("/fib/20").await.status, StatusCode::OK);
+    assert_eq!(demo.get("/fib/20").await.status, StatusCode::OK);
+
+    let scrape = scrape(&demo).await;
+    let cache = ("cache", "e2e-metrics");
+    let requests = |prefix: &str, outcome: &str| {
+        sample(
+            &scrape,
+            "redis_cache_requests_total",
+            &[cache, ("prefix", prefix), ("outcome", outcome)],
+        )
+        .clone()
+    };
+    use prometheus_parse::Value::{Counter, Gauge, Histogram};
+    assert_eq!(requests("item", "hit"), Counter(1.0));
+    assert_eq!(requests("item", "null_hit"), Counter(1.0));
+    assert_eq!(requests("item", "miss"), Counter(2.0));
+    assert_eq!(requests("item", "error"), Counter(0.0));
+    assert_eq!(requests("fib", "hit"), Counter(1.0));
+    assert_eq!(requests("fib", "miss"), Counter(1.0));
+    assert_eq!(
+        sample(
+            &scrape,
+            "redis_cache_stores_total",
+            &[cache, ("prefix", "item")]
+        ),
+        &Counter(2.0)
+    );
+    assert_eq!(
+        sample(&scrape, "redis_cache_circuit_state", &[cache]),
+        &Gauge(0.0)
+    );
+    // Six GETs, in the library's sub-millisecond buckets.
+    let gets = sample(
+        &scrape,
+        "db_client_operation_duration_seconds",
+        &[
+            cache,
+            ("db_system_name", "redis"),
+            ("db_operation_name", "GET"),
+        ],
+    );
+    let Histogram(buckets) = gets else {
+        panic!("a histogram: {gets:?}")
+    };
+    let bounds: Vec<f64> = buckets.iter().map(|b| b.less_than).collect();
+    assert!(
+        bounds.contains(&0.0001) && bounds.contains(&0.25),
+        "{bounds:?}"
+    );
+    assert_eq!(
+        buckets.last().map(|b| (b.less_than, b.count)),
+        Some((f64::INFINITY, 6.0))
+    );
+    let fills = sample(
+        &scrape,
+        "redis_cache_fill_duration_seconds",
+        &[cache, ("prefix", "item")],
+    );
+    let Histogram(fills) = fills else {
+        panic!("a histogram: {fills:?}")
+    };
+    assert_eq!(fills.last().map(|b| b.count), Some(2.0), "two bodies ran");
+    assert!(
+        scrape.docs.contains_key("redis_cache_requests_total"),
+        "HELP lines"
+    );
+
+    // /stats agrees, and adds the ratio.
+    let stats = demo.stats().await;
+    assert_eq!(
+        stats["by_prefix"]["item"]["hit_ratio"],
+        json!(0.5),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["by_prefix"]["fib"]["hit_ratio"],
+        json!(0.5),
+        "{stats}"
+    );
+    demo.stop().await;
+}

@@ -18,6 +18,8 @@ use std::{
 
 use serde::Serialize;
 
+use metrics::Histogram;
+
 use crate::telemetry::{self, Lazy, PrefixHandles, Wait};
 
 /// How a call ended: exactly one per call.
@@ -191,9 +193,14 @@ pub(crate) struct Counters {
     cache: metrics::SharedString,
     prefix: metrics::SharedString,
     handles: Lazy<PrefixHandles>,
+    fill: Lazy<Histogram>,
+    waits: [Lazy<Histogram>; 2],
     /// Rate-limits warnings about this prefix's values and keys.
     pub(crate) warnings: WarnLimiter,
 }
+
+/// The prefix pattern invalidations count under: it has no calls.
+pub(crate) const PATTERN_PREFIX: &str = "*";
 
 impl Counters {
     fn new(cache: metrics::SharedString, prefix: &str) -> Self {
@@ -203,10 +210,14 @@ impl Counters {
             cache,
             prefix: metrics::SharedString::from_owned(prefix.to_owned()),
             handles: Lazy::new(),
+            fill: Lazy::new(),
+            waits: [Lazy::new(), Lazy::new()],
             warnings: WarnLimiter::default(),
         };
-        // Registered now, so every series of the prefix reads 0 before its first increment.
-        counters.with_handles(|_| ());
+        // Registered now, so every counter of the prefix reads 0 before its first increment.
+        if prefix != PATTERN_PREFIX {
+            counters.with_handles(|_| ());
+        }
         counters
     }
 
@@ -258,13 +269,19 @@ impl Counters {
     /// How long a body the cache ran took.
     pub(crate) fn fill_time(&self, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
-        self.with_handles(|h| h.fill.record(secs));
+        self.fill.with(
+            |r| telemetry::prefix_histogram(r, &self.cache, &self.prefix, None),
+            |h| h.record(secs),
+        );
     }
 
     /// How long a caller waited for another caller's fill.
     pub(crate) fn wait_time(&self, wait: Wait, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
-        self.with_handles(|h| h.waits[wait as usize].record(secs));
+        self.waits[wait as usize].with(
+            |r| telemetry::prefix_histogram(r, &self.cache, &self.prefix, Some(wait)),
+            |h| h.record(secs),
+        );
     }
 
     fn snapshot(&self) -> Counts {

@@ -101,10 +101,11 @@ pub const CIRCUIT_STATE: &str = "redis_cache_circuit_state";
 pub const CIRCUIT_TRANSITIONS: &str = "redis_cache_circuit_transitions_total";
 
 /// Bucket bounds (seconds) for Redis command latencies: 50 µs to 1 s, dense below a
-/// millisecond, where a healthy Redis answers.
+/// millisecond, where a healthy Redis answers, so a quantile there is not smeared over a wide
+/// bucket; the command timeout (250 ms by default) is a bound too.
 pub const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_2, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-    1.0,
+    0.000_05, 0.000_1, 0.000_15, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.002, 0.005, 0.01,
+    0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
 /// Bucket bounds (seconds) for bodies and waits for them: 100 µs to 10 s.
@@ -180,36 +181,54 @@ pub(crate) enum Wait {
     Lock,
 }
 
-/// The metric handles of one prefix of one cache.
+/// The counters of one prefix of one cache, registered together so each reads 0 before its
+/// first increment.
 pub(crate) struct PrefixHandles {
     pub(crate) outcomes: [Counter; 6],
     pub(crate) events: [Counter; 6],
-    pub(crate) fill: Histogram,
-    pub(crate) waits: [Histogram; 2],
+}
+
+fn prefix_labels(cache: &SharedString, prefix: &SharedString) -> Vec<Label> {
+    vec![
+        Label::new("cache", cache.clone()),
+        Label::new("prefix", prefix.clone()),
+    ]
 }
 
 impl PrefixHandles {
     pub(crate) fn register(r: &dyn Recorder, cache: &SharedString, prefix: &SharedString) -> Self {
         describe(r);
-        let labels = || {
-            vec![
-                Label::new("cache", cache.clone()),
-                Label::new("prefix", prefix.clone()),
-            ]
-        };
-        let with = |name: &'static str, value: &'static str| {
-            let mut l = labels();
-            l.push(Label::from_static_parts(name, value));
-            l
-        };
+        let labels = || prefix_labels(cache, prefix);
         Self {
-            outcomes: Outcome::ALL.map(|o| counter(r, REQUESTS, with("outcome", o.label()))),
+            outcomes: Outcome::ALL.map(|o| {
+                let mut l = labels();
+                l.push(Label::from_static_parts("outcome", o.label()));
+                counter(r, REQUESTS, l)
+            }),
             events: Event::ALL.map(|e| counter(r, e.metric(), labels())),
-            fill: histogram(r, FILL_DURATION, labels()),
-            waits: [
-                histogram(r, WAIT_DURATION, with("wait", "flight")),
-                histogram(r, WAIT_DURATION, with("wait", "lock")),
-            ],
+        }
+    }
+}
+
+/// A histogram of one prefix, registered on its first value (an empty histogram is a dozen
+/// lines of zeros in an exposition).
+pub(crate) fn prefix_histogram(
+    r: &dyn Recorder,
+    cache: &SharedString,
+    prefix: &SharedString,
+    wait: Option<Wait>,
+) -> Histogram {
+    describe(r);
+    let mut labels = prefix_labels(cache, prefix);
+    match wait {
+        None => histogram(r, FILL_DURATION, labels),
+        Some(wait) => {
+            let value = match wait {
+                Wait::Flight => "flight",
+                Wait::Lock => "lock",
+            };
+            labels.push(Label::from_static_parts("wait", value));
+            histogram(r, WAIT_DURATION, labels)
         }
     }
 }

@@ -352,10 +352,14 @@ fn audit(req: &HttpRequest, body: &InvalidateRequest, result: &Result<u64, Cache
     let peer = req
         .peer_addr()
         .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    // The client a proxy names, when one does (actix falls back to the peer otherwise).
+    let proxied = ["forwarded", "x-forwarded-for"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
     let info = req.connection_info();
     let forwarded = info
         .realip_remote_addr()
-        .filter(|f| *f != peer)
+        .filter(|_| proxied)
         .map(str::to_owned);
     let (scope, target) = match body {
         InvalidateRequest {

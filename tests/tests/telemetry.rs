@@ -1,15 +1,10 @@
 //! What a cache reports: exact metric values read through a test recorder installed for this
 //! binary (each test's caches have their own `cache` label, so tests running in parallel do
-//! not mix), and the `cache.get` span of each call.
+//! not mix), and the dashboard's queries. The spans are in `telemetry_spans.rs`.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex, PoisonError, atomic::AtomicUsize},
-    time::Duration,
-};
+use std::{sync::atomic::AtomicUsize, time::Duration};
 
 use cached_runtime::{
-    Policy,
     shape::{Optional, Plain},
     telemetry,
 };
@@ -268,107 +263,77 @@ async fn the_circuit_breaker_reports_its_state_and_every_transition() {
     assert!(consistent());
 }
 
-/// A `Write` into a shared buffer, for a subscriber's output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
-
-fn subscriber(level: tracing::Level, out: &Captured) -> impl tracing::Subscriber + Send + Sync {
-    let out = out.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-        .with_writer(move || out.clone())
-        .finish()
-}
-
-#[tokio::test]
-async fn each_call_has_a_debug_span_with_its_outcome_and_no_argument_values() {
-    let server = RedisServer::start();
-    let cache = server
-        .cache_builder()
-        .name("spans")
-        .build()
-        .await
-        .expect("connect");
-    let policy = Policy::new("user", Duration::from_secs(60)).expect("policy");
-    let email = "alice.personal@example.com";
-    let key = cache.key("user").arg(email).build().expect("key");
-    let call = || {
-        cache.get_or_fill::<Plain, u64, _>(&key, &policy, async {
-            tracing::info!("body ran");
-            7
-        })
-    };
-
-    let debug = Captured::default();
-    {
-        let _guard = tracing::subscriber::set_default(subscriber(tracing::Level::DEBUG, &debug));
-        assert_eq!(call().await, 7);
-        assert_eq!(call().await, 7);
-        // A corrupt entry: its debug log names the key by hash too.
-        let _: () = server.conn().set(key.as_str(), "garbage").expect("SET");
-        assert_eq!(call().await, 7);
-    }
-    let out = debug.text();
-    let spans: Vec<&str> = out.lines().filter(|l| l.contains("cache.get{")).collect();
-    assert_eq!(
-        spans.iter().filter(|l| l.contains("close")).count(),
-        3,
-        "{out}"
+#[test]
+fn the_dashboard_queries_only_series_the_cache_reports() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
     );
-    for outcome in ["miss", "hit"] {
+    let text = std::fs::read_to_string(path).expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    fn queries(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("expr" | "definition", serde_json::Value::String(s)) => {
+                            out.push(s.clone())
+                        }
+                        _ => queries(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| queries(v, out)),
+            _ => {}
+        }
+    }
+    let mut exprs = Vec::new();
+    queries(&dashboard, &mut exprs);
+    // The names as Prometheus shows them (recommended naming: the unit suffix on the one
+    // OpenTelemetry name), with a histogram's series suffixes.
+    let histograms = [
+        "db_client_operation_duration_seconds",
+        telemetry::FILL_DURATION,
+        telemetry::WAIT_DURATION,
+    ];
+    let mut known: Vec<String> = [
+        telemetry::REQUESTS,
+        telemetry::STORES,
+        telemetry::OVERSIZED,
+        telemetry::DECODE_FAILURES,
+        telemetry::ENCODE_FAILURES,
+        telemetry::REDIS_ERRORS,
+        telemetry::INVALIDATED_KEYS,
+        telemetry::CIRCUIT_STATE,
+        telemetry::CIRCUIT_TRANSITIONS,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    for h in histograms {
+        known.extend(["_bucket", "_count", "_sum"].map(|s| format!("{h}{s}")));
+    }
+    let mut used = std::collections::BTreeSet::new();
+    for expr in &exprs {
+        for token in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if token.starts_with("redis_cache_") || token.starts_with("db_client_") {
+                assert!(
+                    known.iter().any(|k| k == token),
+                    "unknown series {token} in {expr}"
+                );
+                used.insert(token);
+            }
+        }
+    }
+    // What the dashboard is for: hit ratio, latency percentiles, errors, breaker state.
+    for needed in [
+        "redis_cache_requests_total",
+        "db_client_operation_duration_seconds_bucket",
+        "redis_cache_fill_duration_seconds_bucket",
+        "redis_cache_circuit_state",
+    ] {
         assert!(
-            spans
-                .iter()
-                .any(|l| l.contains(&format!("outcome=\"{outcome}\""))
-                    && l.contains("cache=\"spans\"")
-                    && l.contains("prefix=\"user\"")
-                    && l.contains("redis_ms=")),
-            "no {outcome} span with its fields in:\n{out}"
+            used.contains(needed),
+            "the dashboard does not show {needed}"
         );
     }
-    assert!(
-        out.lines()
-            .any(|l| l.contains("body ran") && l.contains("cache.get{")),
-        "the body runs inside the span:\n{out}"
-    );
-    assert!(
-        out.contains("key=user#"),
-        "keys appear as prefix#hash:\n{out}"
-    );
-    assert!(out.contains("unusable cache entry"), "{out}");
-    assert!(
-        !out.contains(email) && !out.contains("alice"),
-        "an argument value leaked at debug:\n{out}"
-    );
-
-    // The full key is for trace level only.
-    let trace = Captured::default();
-    {
-        let _guard = tracing::subscriber::set_default(subscriber(tracing::Level::TRACE, &trace));
-        let _: () = server.conn().set(key.as_str(), "garbage").expect("SET");
-        assert_eq!(call().await, 7);
-    }
-    assert!(trace.text().contains("alice.personal"), "{}", trace.text());
 }

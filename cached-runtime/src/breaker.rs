@@ -7,15 +7,20 @@
 //! a probe; its success closes the circuit, its failure opens it for another `cooldown`. The
 //! probe's permit is a guard: a probe whose future is dropped hands the probe to the next
 //! caller instead of leaving the circuit open forever.
+//!
+//! Every transition is reported to the cache's [`CacheMetrics`] (state gauge and transition
+//! counter), which the store also times its commands with.
 
 use std::{
     collections::VecDeque,
     sync::{
-        Mutex, PoisonError,
+        Arc, Mutex, OnceLock, PoisonError,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
+
+use crate::telemetry::{CacheMetrics, Circuit};
 
 pub(crate) struct Breaker {
     threshold: usize,
@@ -28,7 +33,9 @@ pub(crate) struct Breaker {
     probing: AtomicBool,
     opened: AtomicU64,
     epoch: Instant,
-    metric: metrics::Counter,
+    /// Where transitions (and the store's command timings) are reported; set once the cache
+    /// that owns this breaker is assembled.
+    telemetry: OnceLock<Arc<CacheMetrics>>,
 }
 
 /// Leave to send one command, from [`Breaker::permit`].
@@ -50,6 +57,11 @@ impl Drop for ProbeGuard<'_> {
     fn drop(&mut self) {
         // Resolved or not, the probe is over; `open_until` says what happens next.
         self.breaker.probing.store(false, Ordering::Release);
+        // A probe dropped unresolved leaves the circuit open (a resolved one has reported
+        // already, and reporting the same state twice is a no-op).
+        if self.breaker.is_open() {
+            self.breaker.report(Circuit::Open);
+        }
     }
 }
 
@@ -75,7 +87,24 @@ impl Breaker {
             probing: AtomicBool::new(false),
             opened: AtomicU64::new(0),
             epoch: Instant::now(),
-            metric: metrics::counter!("redis_cache_circuit_opened_total"),
+            telemetry: OnceLock::new(),
+        }
+    }
+
+    /// Reports transitions, and lends the store its command timings, through `telemetry`.
+    pub(crate) fn observe(&self, telemetry: Arc<CacheMetrics>) {
+        let _ = self.telemetry.set(telemetry);
+    }
+
+    /// The cache's metrics, once it is assembled.
+    #[inline]
+    pub(crate) fn telemetry(&self) -> Option<&CacheMetrics> {
+        self.telemetry.get().map(|t| &**t)
+    }
+
+    fn report(&self, to: Circuit) {
+        if let Some(t) = self.telemetry() {
+            t.circuit(to);
         }
     }
 
@@ -94,6 +123,7 @@ impl Breaker {
         if self.now_ms() < until || self.probing.swap(true, Ordering::AcqRel) {
             return None;
         }
+        self.report(Circuit::HalfOpen);
         Some(Permit::Probe(ProbeGuard { breaker: self }))
     }
 
@@ -113,6 +143,7 @@ impl Breaker {
             Permit::Probe(_guard) => {
                 let reopen_at = self.now_ms().saturating_add(self.cooldown_ms);
                 self.open_until.store(reopen_at, Ordering::Release);
+                self.report(Circuit::Open);
                 tracing::debug!("redis probe failed: cache circuit stays open");
                 false
             }
@@ -162,7 +193,7 @@ impl Breaker {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
         self.opened.fetch_add(1, Ordering::Relaxed);
-        self.metric.increment(1);
+        self.report(Circuit::Open);
         tracing::warn!(
             failures = count,
             window_ms = self.window_ms,
@@ -174,6 +205,7 @@ impl Breaker {
 
     fn close(&self) {
         if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+            self.report(Circuit::Closed);
             tracing::info!("redis answers again: cache circuit closed");
         }
     }
@@ -240,14 +272,40 @@ mod tests {
     #[test]
     fn a_dropped_probe_hands_the_probe_to_the_next_caller() {
         let b = Breaker::new(1, Duration::from_secs(60), Duration::from_millis(1));
+        let telemetry = Arc::new(CacheMetrics::new(metrics::SharedString::const_str("b")));
+        b.observe(Arc::clone(&telemetry));
         assert!(b.event());
         let probe = wait_for_probe(&b);
+        assert_eq!(telemetry.circuit_state(), Circuit::HalfOpen as u8);
         // The prober is cancelled at its await: its permit is dropped unresolved.
         drop(probe);
+        assert_eq!(
+            telemetry.circuit_state(),
+            Circuit::Open as u8,
+            "reported open again, not left half-open"
+        );
         assert!(
             matches!(b.permit(), Some(Permit::Probe(_))),
             "the circuit must not stay open forever"
         );
+    }
+
+    #[test]
+    fn every_transition_is_reported() {
+        let b = Breaker::new(1, Duration::from_secs(60), Duration::from_millis(1));
+        let telemetry = Arc::new(CacheMetrics::new(metrics::SharedString::const_str("b")));
+        b.observe(Arc::clone(&telemetry));
+        let state = || telemetry.circuit_state();
+        assert_eq!(state(), Circuit::Closed as u8);
+        assert!(b.event());
+        assert_eq!(state(), Circuit::Open as u8);
+        let probe = wait_for_probe(&b);
+        assert_eq!(state(), Circuit::HalfOpen as u8);
+        assert!(!b.failure(probe, true));
+        assert_eq!(state(), Circuit::Open as u8);
+        let probe = wait_for_probe(&b);
+        b.success(probe);
+        assert_eq!(state(), Circuit::Closed as u8);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::{
 };
 
 use sha2::Digest as _;
+use tracing::{Instrument as _, Span};
 
 use crate::{
     backend::Store,
@@ -26,7 +27,8 @@ use crate::{
     policy::Policy,
     shape::Shape,
     spawn::Spawner,
-    stats::{Counters, Registry, Stats, WarnLimiter},
+    stats::{Counters, Outcome, Registry, Stats, WarnLimiter},
+    telemetry::{self, CacheMetrics},
 };
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -62,6 +64,8 @@ pub(crate) struct Inner {
     pub(crate) null_ttl: u64,
     pub(crate) max_value_bytes: usize,
     pub(crate) stats: Registry,
+    /// The `cache` label and the series that are not per prefix.
+    pub(crate) telemetry: Arc<CacheMetrics>,
     /// Rate-limits the "Redis unavailable" warning.
     pub(crate) warnings: WarnLimiter,
     pub(crate) single_flight: bool,
@@ -90,6 +94,7 @@ pub(crate) enum Lookup<R> {
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
+            .field("name", &&**self.inner.telemetry.name())
             .field("store", &self.inner.store.describe())
             .field("namespace", &self.inner.namespace)
             .finish_non_exhaustive()
@@ -231,6 +236,9 @@ impl Cache {
     fn assemble(config: &CacheBuilder, store: Store, spawner: Option<Spawner>) -> Self {
         // A finished fill answers callers whose GET raced it for as long as a GET can take.
         let keep = (config.command_timeout * 2).max(Duration::from_secs(1));
+        let name = telemetry::cache_name(config.name.as_deref());
+        let telemetry = Arc::new(CacheMetrics::new(name.clone()));
+        store.observe(Arc::clone(&telemetry));
         Self {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -238,7 +246,8 @@ impl Cache {
                 namespace: config.namespace.clone(),
                 null_ttl: config.null_ttl.as_secs(),
                 max_value_bytes: config.max_value_bytes,
-                stats: Registry::default(),
+                stats: Registry::new(name),
+                telemetry,
                 warnings: WarnLimiter::default(),
                 single_flight: config.single_flight,
                 fill_wait: config.fill_wait,
@@ -252,6 +261,12 @@ impl Cache {
     /// The namespace put before every key.
     pub fn namespace(&self) -> &str {
         &self.inner.namespace
+    }
+
+    /// The `cache` label of this cache's metrics and spans; see
+    /// [`CacheBuilder::name`].
+    pub fn name(&self) -> &str {
+        self.inner.telemetry.name()
     }
 
     /// Starts a key under `prefix`, with this cache's namespace: the same key a function
@@ -287,7 +302,21 @@ impl Cache {
     /// Cache-aside: returns the stored result for `key`, or runs `body`, stores what it
     /// returns as `S` says, and returns it. Redis failing never fails the call, and
     /// concurrent misses of one key in this process run `body` once, Redis up or down.
+    ///
+    /// The call runs in a `cache.get` span (debug level), the body inside it; see
+    /// [`telemetry`](crate::telemetry).
     pub async fn get_or_fill<S, R, F>(&self, key: &Key, policy: &Policy, body: F) -> R
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        let span = telemetry::call_span(&self.inner.telemetry, key);
+        self.get_or_fill_in::<S, R, F>(key, policy, body, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn get_or_fill_in<S, R, F>(&self, key: &Key, policy: &Policy, body: F, span: &Span) -> R
     where
         S: Shape<R>,
         F: Future<Output = R>,
@@ -296,20 +325,19 @@ impl Cache {
         let counters = self.counters(policy);
         let mode = mode::current();
         if mode == Mode::Bypass || inner.pending.covers(key.as_str()) {
-            counters.bypasses(1);
+            counters.outcome(Outcome::Bypass);
+            telemetry::record_outcome(span, Outcome::Bypass);
             return body.await;
         }
         let seq = inner.flights.seq();
         let source = if mode == Mode::Refresh {
             Source::Refresh
         } else {
-            match self.lookup::<S, R>(key, policy, &counters).await {
+            match self.lookup::<S, R>(key, policy, &counters, span).await {
                 Lookup::Hit { result, null, .. } => {
-                    if null {
-                        counters.null_hits(1);
-                    } else {
-                        counters.hits(1);
-                    }
+                    let outcome = if null { Outcome::NullHit } else { Outcome::Hit };
+                    counters.outcome(outcome);
+                    telemetry::record_outcome(span, outcome);
                     return result;
                 }
                 Lookup::Miss { stale } => Source::Miss { stale },
@@ -321,6 +349,7 @@ impl Cache {
             key,
             policy,
             counters: &counters,
+            span,
         };
         fill.run::<S, R, F>(seq, source, body).await
     }
@@ -346,8 +375,17 @@ impl Cache {
         key: &Key,
         policy: &Policy,
         counters: &Counters,
+        span: &Span,
     ) -> Lookup<R> {
-        let bytes = match self.inner.store.get(key.as_str()).await {
+        let timer = telemetry::span_timer(span);
+        let got = self.inner.store.get(key.as_str()).await;
+        // Only where a command was sent: not skipped by the circuit, not without a connection.
+        if let Some(started) = timer
+            && !matches!(got, Err(CacheError::CircuitOpen | CacheError::Unavailable))
+        {
+            span.record("redis_ms", started.elapsed().as_secs_f64() * 1e3);
+        }
+        let bytes = match got {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Lookup::Miss { stale: false },
             Err(e) => {
@@ -407,7 +445,7 @@ impl Cache {
     /// uncached.
     pub(crate) fn key_failed(&self, policy: &Policy, error: &CacheError) {
         let counters = self.inner.stats.prefix(policy.prefix());
-        counters.errors(1);
+        counters.outcome(Outcome::Error);
         match counters.warnings.admit() {
             Some(suppressed) => tracing::warn!(
                 prefix = policy.prefix(),

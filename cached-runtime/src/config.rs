@@ -39,6 +39,7 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// | circuit breaker cool-down before a probe | 1000 ms | `REDIS_CACHE_BREAKER_COOLDOWN_MS` |
 /// | in-process single-flight of misses | on | `REDIS_CACHE_SINGLE_FLIGHT` (`true`/`false`/`1`/`0`) |
 /// | longest wait for another caller's fill | 5000 ms | `REDIS_CACHE_FILL_WAIT_MS` |
+/// | the `cache` label of metrics and spans | `default`, `default-2`, … | `REDIS_CACHE_NAME` |
 #[derive(Clone)]
 pub struct CacheBuilder {
     pub(crate) url: String,
@@ -56,6 +57,7 @@ pub struct CacheBuilder {
     pub(crate) breaker_cooldown: Duration,
     pub(crate) single_flight: bool,
     pub(crate) fill_wait: Duration,
+    pub(crate) name: Option<String>,
 }
 
 /// Which Redis deployment a cache talks to.
@@ -111,6 +113,7 @@ impl fmt::Debug for CacheBuilder {
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("single_flight", &self.single_flight)
             .field("fill_wait", &self.fill_wait)
+            .field("name", &self.name)
             .finish()
     }
 }
@@ -133,6 +136,7 @@ impl CacheBuilder {
             breaker_cooldown: Duration::from_secs(1),
             single_flight: true,
             fill_wait: Duration::from_secs(5),
+            name: None,
         }
     }
 
@@ -286,6 +290,9 @@ impl CacheBuilder {
         if let Some(ms) = num(&lookup, "REDIS_CACHE_FILL_WAIT_MS")? {
             b = b.fill_wait(Duration::from_millis(ms));
         }
+        if let Some(name) = lookup("REDIS_CACHE_NAME") {
+            b = b.name(name);
+        }
         Ok(b)
     }
 
@@ -395,6 +402,14 @@ impl CacheBuilder {
         self
     }
 
+    /// The `cache` label of this cache's metrics and spans (1 to 64 characters, no control
+    /// characters), so two caches in one process report apart; see
+    /// [`telemetry`](crate::telemetry). Unnamed caches are `default`, then `default-2`, ….
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), CacheError> {
         let bad = |m: &str| Err(CacheError::Config(m.to_owned()));
         if self.namespace.contains(['{', '}']) {
@@ -416,6 +431,11 @@ impl CacheBuilder {
                 return bad("Sentinel needs the master's name");
             }
             Topology::Cluster { .. } | Topology::Sentinel { .. } => {}
+        }
+        if let Some(name) = &self.name
+            && (name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control))
+        {
+            return bad("the cache name must be 1 to 64 characters without control characters");
         }
         if self.connections == 0 {
             return bad("connections must be at least 1");

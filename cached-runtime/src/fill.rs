@@ -9,6 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use tracing::Span;
+
 use crate::{
     cache::{Cache, KeyTag, Lookup},
     codec,
@@ -16,7 +18,8 @@ use crate::{
     key::Key,
     policy::Policy,
     shape::{Entry, Shape},
-    stats::Counters,
+    stats::{Counters, Outcome},
+    telemetry::{self, Wait},
 };
 
 /// Why the body is about to run.
@@ -31,12 +34,12 @@ pub(crate) enum Source {
 }
 
 impl Source {
-    /// Counts the outcome of a call that runs the body for this reason.
-    fn count(self, counters: &Counters) {
+    /// The outcome of a call that runs the body for this reason.
+    fn outcome(self) -> Outcome {
         match self {
-            Source::Miss { .. } => counters.misses(1),
-            Source::Failed => counters.errors(1),
-            Source::Refresh => counters.bypasses(1),
+            Source::Miss { .. } => Outcome::Miss,
+            Source::Failed => Outcome::Error,
+            Source::Refresh => Outcome::Bypass,
         }
     }
 
@@ -98,9 +101,25 @@ pub(crate) struct Fill<'a> {
     pub(crate) key: &'a Key,
     pub(crate) policy: &'a Policy,
     pub(crate) counters: &'a Counters,
+    /// The call's `cache.get` span.
+    pub(crate) span: &'a Span,
 }
 
 impl Fill<'_> {
+    /// Counts the call's one outcome, and records it on its span.
+    fn outcome(&self, outcome: Outcome) {
+        self.counters.outcome(outcome);
+        telemetry::record_outcome(self.span, outcome);
+    }
+
+    /// Runs the body, timed.
+    async fn body<R, F: Future<Output = R>>(&self, body: F) -> R {
+        let started = Instant::now();
+        let result = body.await;
+        self.counters.fill_time(started);
+        result
+    }
+
     /// Coalesces with a fill of the key under way (or just finished) in this process, or
     /// leads one. `seq` was read before the `GET`.
     pub(crate) async fn run<S, R, F>(self, seq: u64, source: Source, body: F) -> R
@@ -124,26 +143,32 @@ impl Fill<'_> {
                     return self.lead::<S, R, F>(source, Some(guard), body).await;
                 }
                 Join::Recent(published) => published,
-                Join::Follower(rx) => match inner.flights.wait(rx, wait).await {
-                    Waited::Published(published) => published,
-                    // The leader stored nothing shareable or was dropped: one of us leads now.
-                    Waited::Abandoned => continue,
-                    Waited::TimedOut => {
-                        tracing::debug!(key = %KeyTag(self.key), "another caller's fill is taking too long, running the body");
-                        source.count(self.counters);
-                        return body.await;
+                Join::Follower(rx) => {
+                    let started = Instant::now();
+                    let waited = inner.flights.wait(rx, wait).await;
+                    self.counters.wait_time(Wait::Flight, started);
+                    match waited {
+                        Waited::Published(published) => published,
+                        // The leader stored nothing shareable or was dropped: one of us leads
+                        // now.
+                        Waited::Abandoned => continue,
+                        Waited::TimedOut => {
+                            tracing::debug!(key = %KeyTag(self.key), "another caller's fill is taking too long, running the body");
+                            self.outcome(source.outcome());
+                            return self.body(body).await;
+                        }
                     }
-                },
+                }
             };
             let adopted =
                 self.cache
                     .decode::<S, R>(&published, self.policy, self.counters, self.key);
             if let Some((result, _)) = adopted {
-                self.counters.coalesced(1);
+                self.outcome(Outcome::Coalesced);
                 return result;
             }
-            source.count(self.counters);
-            return body.await;
+            self.outcome(source.outcome());
+            return self.body(body).await;
         }
     }
 
@@ -155,7 +180,7 @@ impl Fill<'_> {
         if let (Source::Miss { stale }, Some(lock_ms)) = (source, self.policy.lock_ms) {
             return self.locked::<S, R, F>(stale, lock_ms, guard, body).await;
         }
-        source.count(self.counters);
+        self.outcome(source.outcome());
         self.compute::<S, R, F>(source, guard, body).await
     }
 
@@ -166,7 +191,7 @@ impl Fill<'_> {
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        let result = body.await;
+        let result = self.body(body).await;
         let Some(encoded) = self.encode::<S, R>(&result) else {
             // Nothing to share (an `Err`, or a value that does not encode): dropping the guard
             // hands the fill to one follower.
@@ -195,7 +220,7 @@ impl Fill<'_> {
     /// What a lookup during a locked fill found another process to have stored: counted as
     /// coalesced and handed to this process's followers too.
     fn adopt<R>(&self, result: R, bytes: Vec<u8>, guard: Option<LeaderGuard<'_>>) -> R {
-        self.counters.coalesced(1);
+        self.outcome(Outcome::Coalesced);
         if let Some(guard) = guard {
             guard.publish(bytes.into());
         }
@@ -222,9 +247,18 @@ impl Fill<'_> {
         let deadline = Instant::now() + Duration::from_millis(lock_ms);
         let mut backoff = Duration::from_millis(5);
         let mut stale = stale;
+        // Set once another process was found holding the lock: the wait ends where this
+        // function decides what to do.
+        let mut waiting_since: Option<Instant> = None;
+        let waited = |since: Option<Instant>| {
+            if let Some(started) = since {
+                counters.wait_time(Wait::Lock, started);
+            }
+        };
         loop {
             match cache.inner.store.lock(&lock_key, &token, lock_ms).await {
                 Ok(true) => {
+                    waited(waiting_since);
                     let held = HeldLock {
                         cache: cache.clone(),
                         key: lock_key,
@@ -232,7 +266,10 @@ impl Fill<'_> {
                         released: false,
                     };
                     // Another process may have filled it between our miss and our lock.
-                    let source = match cache.lookup::<S, R>(self.key, self.policy, counters).await {
+                    let source = match cache
+                        .lookup::<S, R>(self.key, self.policy, counters, self.span)
+                        .await
+                    {
                         Lookup::Hit { result, bytes, .. } => {
                             let result = self.adopt(result, bytes, guard);
                             held.release(counters).await;
@@ -241,15 +278,18 @@ impl Fill<'_> {
                         Lookup::Miss { stale } => Source::Miss { stale },
                         Lookup::Failed => Source::Failed,
                     };
-                    source.count(counters);
+                    self.outcome(source.outcome());
                     let result = self.compute::<S, R, F>(source, guard, body).await;
                     held.release(counters).await;
                     return result;
                 }
-                Ok(false) => {}
+                Ok(false) => {
+                    waiting_since.get_or_insert_with(Instant::now);
+                }
                 Err(e) => {
+                    waited(waiting_since);
                     cache.failed(counters, "SET NX", &e);
-                    Source::Failed.count(counters);
+                    self.outcome(Outcome::Error);
                     return self.compute::<S, R, F>(Source::Failed, guard, body).await;
                 }
             }
@@ -258,18 +298,26 @@ impl Fill<'_> {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(100));
-            match cache.lookup::<S, R>(self.key, self.policy, counters).await {
-                Lookup::Hit { result, bytes, .. } => return self.adopt(result, bytes, guard),
+            match cache
+                .lookup::<S, R>(self.key, self.policy, counters, self.span)
+                .await
+            {
+                Lookup::Hit { result, bytes, .. } => {
+                    waited(waiting_since);
+                    return self.adopt(result, bytes, guard);
+                }
                 Lookup::Failed => {
-                    Source::Failed.count(counters);
+                    waited(waiting_since);
+                    self.outcome(Outcome::Error);
                     return self.compute::<S, R, F>(Source::Failed, guard, body).await;
                 }
                 Lookup::Miss { stale: s } => stale = s,
             }
         }
+        waited(waiting_since);
         tracing::debug!(key = %KeyTag(self.key), "cache lock still held after its ttl, running the body");
         let source = Source::Miss { stale };
-        source.count(counters);
+        self.outcome(source.outcome());
         self.compute::<S, R, F>(source, guard, body).await
     }
 

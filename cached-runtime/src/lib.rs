@@ -49,6 +49,12 @@
 //! concurrent calls are pipelined. Broken, half-open and failed-over connections are retired
 //! and replaced in the background; a circuit breaker skips Redis while it keeps failing.
 //!
+//! # Metrics and tracing
+//!
+//! Counters and latencies go to the `metrics` facade (the crate installs no recorder) and each
+//! call runs in a `cache.get` span; [`telemetry`] lists every series with its labels, and the
+//! histogram bucket presets. [`Cache::stats`] reads the same counters in process.
+//!
 //! # Without Redis
 //!
 //! [`Cache::in_memory`] behaves the same within one process, for tests and development.
@@ -75,6 +81,7 @@ mod policy;
 pub mod shape;
 mod spawn;
 mod stats;
+pub mod telemetry;
 
 #[doc(hidden)]
 pub mod __private;

@@ -5,9 +5,7 @@
 //! `hits + null_hits + coalesced` over it is the hit ratio. The other counters are *events*
 //! a call may cause besides its outcome (a store, a decode failure, …).
 //!
-//! Metric names (each with a `prefix` label): `redis_cache_{field}_total`, one per field of
-//! [`Counts`]. Install the metrics recorder before the first cached call so the handles
-//! register with it.
+//! The series these become are listed in [`telemetry`](crate::telemetry).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -20,65 +18,278 @@ use std::{
 
 use serde::Serialize;
 
-macro_rules! counters {
-    ($($field:ident => $metric:literal: $doc:literal),* $(,)?) => {
-        /// A snapshot of the counters of one prefix, or of all.
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-        #[non_exhaustive]
-        pub struct Counts {
-            $(#[doc = $doc] pub $field: u64,)*
-        }
+use metrics::Histogram;
 
-        pub(crate) struct Counters {
-            $($field: (AtomicU64, metrics::Counter),)*
-            /// Rate-limits warnings about this prefix's values and keys.
-            pub(crate) warnings: WarnLimiter,
-        }
+use crate::telemetry::{self, Lazy, PrefixHandles, Wait};
 
-        impl Counters {
-            fn new(prefix: &str) -> Self {
-                Self {
-                    $($field: (
-                        AtomicU64::new(0),
-                        metrics::counter!($metric, "prefix" => prefix.to_owned()),
-                    ),)*
-                    warnings: WarnLimiter::default(),
-                }
-            }
-
-            $(
-                pub(crate) fn $field(&self, n: u64) {
-                    self.$field.0.fetch_add(n, Ordering::Relaxed);
-                    self.$field.1.increment(n);
-                }
-            )*
-
-            fn snapshot(&self) -> Counts {
-                Counts { $($field: self.$field.0.load(Ordering::Relaxed),)* }
-            }
-        }
-
-        impl std::ops::AddAssign for Counts {
-            fn add_assign(&mut self, other: Counts) {
-                $(self.$field += other.$field;)*
-            }
-        }
-    };
+/// How a call ended: exactly one per call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Hit,
+    NullHit,
+    Miss,
+    Coalesced,
+    Bypass,
+    Error,
 }
 
-counters! {
-    hits => "redis_cache_hits_total": "Outcome: answered from a stored value.",
-    null_hits => "redis_cache_null_hits_total": "Outcome: answered from a null marker.",
-    misses => "redis_cache_misses_total": "Outcome: ran the body after the cache had nothing usable.",
-    coalesced => "redis_cache_coalesced_total": "Outcome: answered by another caller's fill (in this process, or in another through the lock) instead of running the body.",
-    bypasses => "redis_cache_bypasses_total": "Outcome: the cache was not read on purpose (a `bypass` or `refresh` scope, or an invalidation still pending).",
-    errors => "redis_cache_errors_total": "Outcome: ran the body because the cache could not be read (Redis failing or skipped by the circuit breaker, or a key that could not be built).",
-    stores => "redis_cache_stores_total": "Event: entries written (values and null markers).",
-    decode_failures => "redis_cache_decode_failures_total": "Event: stored entries that did not decode and were treated as misses.",
-    encode_failures => "redis_cache_encode_failures_total": "Event: results that could not be encoded and were returned unstored.",
-    oversized => "redis_cache_oversized_total": "Event: results returned but not stored because they exceeded the size limit.",
-    redis_errors => "redis_cache_redis_errors_total": "Event: Redis commands that failed, timed out or were skipped by the breaker.",
-    invalidated => "redis_cache_invalidated_total": "Event: keys deleted by invalidation.",
+impl Outcome {
+    pub(crate) const ALL: [Outcome; 6] = [
+        Outcome::Hit,
+        Outcome::NullHit,
+        Outcome::Miss,
+        Outcome::Coalesced,
+        Outcome::Bypass,
+        Outcome::Error,
+    ];
+
+    /// The `outcome` label value.
+    pub(crate) const fn label(self) -> &'static str {
+        match self {
+            Outcome::Hit => "hit",
+            Outcome::NullHit => "null_hit",
+            Outcome::Miss => "miss",
+            Outcome::Coalesced => "coalesced",
+            Outcome::Bypass => "bypass",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// What a call may cause besides its outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Event {
+    Stores,
+    DecodeFailures,
+    EncodeFailures,
+    Oversized,
+    RedisErrors,
+    Invalidated,
+}
+
+impl Event {
+    pub(crate) const ALL: [Event; 6] = [
+        Event::Stores,
+        Event::DecodeFailures,
+        Event::EncodeFailures,
+        Event::Oversized,
+        Event::RedisErrors,
+        Event::Invalidated,
+    ];
+
+    /// The series this event is counted in.
+    pub(crate) const fn metric(self) -> &'static str {
+        match self {
+            Event::Stores => telemetry::STORES,
+            Event::DecodeFailures => telemetry::DECODE_FAILURES,
+            Event::EncodeFailures => telemetry::ENCODE_FAILURES,
+            Event::Oversized => telemetry::OVERSIZED,
+            Event::RedisErrors => telemetry::REDIS_ERRORS,
+            Event::Invalidated => telemetry::INVALIDATED_KEYS,
+        }
+    }
+}
+
+/// A snapshot of the counters of one prefix, or of all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Counts {
+    /// Outcome: answered from a stored value.
+    pub hits: u64,
+    /// Outcome: answered from a null marker.
+    pub null_hits: u64,
+    /// Outcome: ran the body after the cache had nothing usable.
+    pub misses: u64,
+    /// Outcome: answered by another caller's fill (in this process, or in another through the
+    /// lock) instead of running the body.
+    pub coalesced: u64,
+    /// Outcome: the cache was not read on purpose (a `bypass` or `refresh` scope, or an
+    /// invalidation still pending).
+    pub bypasses: u64,
+    /// Outcome: ran the body because the cache could not be read (Redis failing or skipped by
+    /// the circuit breaker, or a key that could not be built).
+    pub errors: u64,
+    /// Event: entries written (values and null markers).
+    pub stores: u64,
+    /// Event: stored entries that did not decode and were treated as misses.
+    pub decode_failures: u64,
+    /// Event: results that could not be encoded and were returned unstored.
+    pub encode_failures: u64,
+    /// Event: results returned but not stored because they exceeded the size limit.
+    pub oversized: u64,
+    /// Event: Redis commands that failed, timed out or were skipped by the breaker.
+    pub redis_errors: u64,
+    /// Event: keys deleted by invalidation.
+    pub invalidated: u64,
+}
+
+impl Counts {
+    /// Calls counted: the sum of the six outcomes.
+    pub fn calls(&self) -> u64 {
+        self.hits + self.null_hits + self.misses + self.coalesced + self.bypasses + self.errors
+    }
+
+    /// Calls answered without running the body (`hits + null_hits + coalesced`) over all
+    /// calls; `None` before the first call.
+    #[allow(clippy::cast_precision_loss)] // a ratio: 2^52 calls are far away
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let calls = self.calls();
+        (calls > 0).then(|| (self.hits + self.null_hits + self.coalesced) as f64 / calls as f64)
+    }
+
+    fn add(&mut self, outcomes: &[u64; 6], events: &[u64; 6]) {
+        let [hits, null_hits, misses, coalesced, bypasses, errors] = *outcomes;
+        let [
+            stores,
+            decode_failures,
+            encode_failures,
+            oversized,
+            redis_errors,
+            invalidated,
+        ] = *events;
+        self.hits += hits;
+        self.null_hits += null_hits;
+        self.misses += misses;
+        self.coalesced += coalesced;
+        self.bypasses += bypasses;
+        self.errors += errors;
+        self.stores += stores;
+        self.decode_failures += decode_failures;
+        self.encode_failures += encode_failures;
+        self.oversized += oversized;
+        self.redis_errors += redis_errors;
+        self.invalidated += invalidated;
+    }
+}
+
+impl std::ops::AddAssign for Counts {
+    fn add_assign(&mut self, other: Counts) {
+        let o = other;
+        self.add(
+            &[
+                o.hits,
+                o.null_hits,
+                o.misses,
+                o.coalesced,
+                o.bypasses,
+                o.errors,
+            ],
+            &[
+                o.stores,
+                o.decode_failures,
+                o.encode_failures,
+                o.oversized,
+                o.redis_errors,
+                o.invalidated,
+            ],
+        );
+    }
+}
+
+/// The counters of one prefix of one cache, and its metric handles.
+pub(crate) struct Counters {
+    outcomes: [AtomicU64; 6],
+    events: [AtomicU64; 6],
+    cache: metrics::SharedString,
+    prefix: metrics::SharedString,
+    handles: Lazy<PrefixHandles>,
+    fill: Lazy<Histogram>,
+    waits: [Lazy<Histogram>; 2],
+    /// Rate-limits warnings about this prefix's values and keys.
+    pub(crate) warnings: WarnLimiter,
+}
+
+/// The prefix pattern invalidations count under: it has no calls.
+pub(crate) const PATTERN_PREFIX: &str = "*";
+
+impl Counters {
+    fn new(cache: metrics::SharedString, prefix: &str) -> Self {
+        let counters = Self {
+            outcomes: Default::default(),
+            events: Default::default(),
+            cache,
+            prefix: metrics::SharedString::from_owned(prefix.to_owned()),
+            handles: Lazy::new(),
+            fill: Lazy::new(),
+            waits: [Lazy::new(), Lazy::new()],
+            warnings: WarnLimiter::default(),
+        };
+        // Registered now, so every counter of the prefix reads 0 before its first increment.
+        if prefix != PATTERN_PREFIX {
+            counters.with_handles(|_| ());
+        }
+        counters
+    }
+
+    #[inline]
+    fn with_handles<T>(&self, f: impl FnOnce(&PrefixHandles) -> T) -> T {
+        self.handles.with(
+            |recorder| PrefixHandles::register(recorder, &self.cache, &self.prefix),
+            f,
+        )
+    }
+
+    /// Counts the one outcome of a call.
+    #[inline]
+    pub(crate) fn outcome(&self, outcome: Outcome) {
+        self.outcomes[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.with_handles(|h| h.outcomes[outcome as usize].increment(1));
+    }
+
+    #[inline]
+    fn event(&self, event: Event, n: u64) {
+        self.events[event as usize].fetch_add(n, Ordering::Relaxed);
+        self.with_handles(|h| h.events[event as usize].increment(n));
+    }
+
+    pub(crate) fn stores(&self, n: u64) {
+        self.event(Event::Stores, n);
+    }
+
+    pub(crate) fn decode_failures(&self, n: u64) {
+        self.event(Event::DecodeFailures, n);
+    }
+
+    pub(crate) fn encode_failures(&self, n: u64) {
+        self.event(Event::EncodeFailures, n);
+    }
+
+    pub(crate) fn oversized(&self, n: u64) {
+        self.event(Event::Oversized, n);
+    }
+
+    pub(crate) fn redis_errors(&self, n: u64) {
+        self.event(Event::RedisErrors, n);
+    }
+
+    pub(crate) fn invalidated(&self, n: u64) {
+        self.event(Event::Invalidated, n);
+    }
+
+    /// How long a body the cache ran took.
+    pub(crate) fn fill_time(&self, started: Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        self.fill.with(
+            |r| telemetry::prefix_histogram(r, &self.cache, &self.prefix, None),
+            |h| h.record(secs),
+        );
+    }
+
+    /// How long a caller waited for another caller's fill.
+    pub(crate) fn wait_time(&self, wait: Wait, started: Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        self.waits[wait as usize].with(
+            |r| telemetry::prefix_histogram(r, &self.cache, &self.prefix, Some(wait)),
+            |h| h.record(secs),
+        );
+    }
+
+    fn snapshot(&self) -> Counts {
+        let load = |a: &[AtomicU64; 6]| a.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let mut counts = Counts::default();
+        counts.add(&load(&self.outcomes), &load(&self.events));
+        counts
+    }
 }
 
 /// Counters of a cache: in total and per prefix.
@@ -102,19 +313,20 @@ pub struct Stats {
     pub pending_invalidations: u64,
 }
 
-impl Counts {
-    /// Calls counted: the sum of the six outcomes.
-    pub fn calls(&self) -> u64 {
-        self.hits + self.null_hits + self.misses + self.coalesced + self.bypasses + self.errors
-    }
-}
-
-#[derive(Default)]
 pub(crate) struct Registry {
+    /// The cache's `cache` label.
+    cache: metrics::SharedString,
     by_prefix: RwLock<HashMap<Box<str>, Arc<Counters>>>,
 }
 
 impl Registry {
+    pub(crate) fn new(cache: metrics::SharedString) -> Self {
+        Self {
+            cache,
+            by_prefix: RwLock::default(),
+        }
+    }
+
     pub(crate) fn prefix(&self, prefix: &str) -> Arc<Counters> {
         if let Some(c) = self
             .by_prefix
@@ -130,7 +342,7 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(
             map.entry(prefix.into())
-                .or_insert_with(|| Arc::new(Counters::new(prefix))),
+                .or_insert_with(|| Arc::new(Counters::new(self.cache.clone(), prefix))),
         )
     }
 
@@ -193,5 +405,53 @@ mod tests {
             assert_eq!(w.admit(), None);
         }
         assert_eq!(w.suppressed.load(Ordering::Relaxed), 5);
+    }
+
+    #[test]
+    fn the_hit_ratio_counts_null_hits_and_coalesced_calls_as_answered() {
+        assert_eq!(Counts::default().hit_ratio(), None);
+        let counts = Counts {
+            hits: 5,
+            null_hits: 1,
+            coalesced: 2,
+            misses: 1,
+            errors: 1,
+            ..Counts::default()
+        };
+        assert_eq!(counts.hit_ratio(), Some(0.8));
+    }
+
+    #[test]
+    fn outcomes_and_events_land_in_their_own_fields() {
+        let c = Counters::new(metrics::SharedString::const_str("test"), "p");
+        for (i, o) in Outcome::ALL.into_iter().enumerate() {
+            for _ in 0..=i {
+                c.outcome(o);
+            }
+        }
+        c.stores(7);
+        c.decode_failures(8);
+        c.encode_failures(9);
+        c.oversized(10);
+        c.redis_errors(11);
+        c.invalidated(12);
+        let expected = Counts {
+            hits: 1,
+            null_hits: 2,
+            misses: 3,
+            coalesced: 4,
+            bypasses: 5,
+            errors: 6,
+            stores: 7,
+            decode_failures: 8,
+            encode_failures: 9,
+            oversized: 10,
+            redis_errors: 11,
+            invalidated: 12,
+        };
+        assert_eq!(c.snapshot(), expected);
+        let mut twice = expected;
+        twice += expected;
+        assert_eq!(twice.calls(), 42);
     }
 }

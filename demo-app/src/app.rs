@@ -1,24 +1,40 @@
 //! The shared state, the app, and starting and stopping the server.
 
-use std::{io, net::SocketAddr, sync::Arc};
+use std::{
+    collections::BTreeSet,
+    io,
+    net::SocketAddr,
+    sync::{Arc, PoisonError, RwLock},
+};
 
 use actix_web::{App, HttpServer, dev::ServerHandle, middleware::ErrorHandlers, web};
 use cached_runtime::{Cache, redact_url};
+use metrics_exporter_prometheus::PrometheusHandle;
+use secrecy::SecretString;
 
 use crate::{
+    compute::ComputeLimit,
     config::Config,
     db::Db,
     error::{ApiError, StartError, ensure_json_body},
-    routes,
+    metrics, routes,
 };
 
-/// What every handler shares.
+/// What every handler shares. Its `Debug` output shows no secret (the admin token is
+/// redacted).
 #[derive(Debug)]
 pub struct AppState {
     pub(crate) db: Arc<Db>,
     /// The cache the handlers' `#[redis_cache(cache = state.cache)]` use.
     pub cache: Cache,
-    pub(crate) admin_token: Option<String>,
+    pub(crate) admin_token: Option<SecretString>,
+    /// The categories that exist: a list query for another one is refused before it reaches
+    /// the cache, so anonymous traffic cannot grow the cache with empty lists.
+    categories: RwLock<BTreeSet<String>>,
+    /// The bound on `/fib` computations.
+    pub compute: ComputeLimit,
+    /// Renders `GET /metrics`; `None` when the process has another recorder.
+    pub(crate) metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
@@ -42,6 +58,53 @@ impl AppState {
     pub fn db_queries(&self) -> u64 {
         self.db.queries()
     }
+
+    /// Whether items of `category` exist (or have existed since start).
+    pub(crate) fn knows_category(&self, category: &str) -> bool {
+        self.categories
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(category)
+    }
+
+    /// The known categories, for an error message.
+    pub(crate) fn known_categories(&self) -> Vec<String> {
+        let known = self
+            .categories
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        known.iter().cloned().collect()
+    }
+
+    /// Records a category a write has just used.
+    pub(crate) fn learn_category(&self, category: &str) {
+        if !self.knows_category(category) {
+            self.categories
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(category.to_owned());
+        }
+    }
+}
+
+/// What start-up reads from the database.
+#[derive(Debug)]
+pub(crate) struct Survey {
+    pub(crate) items: u64,
+    pub(crate) categories: Vec<String>,
+}
+
+/// Reads the [`Survey`] on a blocking thread: the database lock may be held (by a writer, a
+/// backup), and an async thread must not wait for it.
+pub(crate) async fn survey(db: Arc<Db>) -> rusqlite::Result<Survey> {
+    tokio::task::spawn_blocking(move || {
+        Ok(Survey {
+            items: db.count_items()?,
+            categories: db.categories()?,
+        })
+    })
+    .await
+    .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// A started server.
@@ -51,6 +114,8 @@ pub struct Running {
     handle: ServerHandle,
     task: tokio::task::JoinHandle<io::Result<()>>,
     state: web::Data<AppState>,
+    /// The metrics recorder's upkeep, stopped with the server.
+    upkeep: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -70,6 +135,9 @@ impl Running {
             Ok(result) => result,
             Err(e) => Err(io::Error::other(e)),
         };
+        if let Some(upkeep) = self.upkeep {
+            upkeep.abort();
+        }
         drop(self.state);
         tracing::info!("demo-app stopped");
         result
@@ -87,21 +155,30 @@ impl Running {
 ///
 /// Must be called within a Tokio runtime (`#[actix_web::main]` or `#[tokio::main]`).
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    config.validate()?;
+    // Before the cache is built, so its series are registered with it from the start.
+    let prometheus = metrics::prometheus();
     let path = config.database_path.clone();
+    let database_error = |source| StartError::Database {
+        path: config.database_path.display().to_string(),
+        source,
+    };
     let db = tokio::task::spawn_blocking(move || Db::open(&path))
         .await
         .map_err(|e| StartError::Config(format!("database setup panicked: {e}")))?
-        .map_err(|source| StartError::Database {
-            path: config.database_path.display().to_string(),
-            source,
-        })?;
+        .map_err(database_error)?;
+    let db = Arc::new(db);
+    let survey = survey(Arc::clone(&db)).await.map_err(database_error)?;
     // Lazy: the service starts and serves (uncached) while Redis is down, and picks it up
     // when it answers.
     let cache = config.cache.clone().build_lazy()?;
     let state = web::Data::new(AppState {
-        db: Arc::new(db),
+        db,
         cache,
         admin_token: config.admin_token.clone(),
+        categories: RwLock::new(survey.categories.into_iter().collect()),
+        compute: ComputeLimit::new(config.fib_concurrency, config.fib_queue),
+        metrics: prometheus.clone(),
     });
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
@@ -127,20 +204,23 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     tracing::info!(
         "demo-app listening on http://{addr} database={} items={} redis={} admin={} \
-         ttl(item=600s list=60s fib=3600s) cache={:?}",
+         ttl(item=600s list=60s fib=3600s) fib(concurrency={} queue={}) cache={:?}",
         config.database_path.display(),
-        state.db.count_items().unwrap_or(0),
+        survey.items,
         redact_url(&config.redis_url),
         if config.admin_token.is_some() {
             "enabled"
         } else {
             "disabled (ADMIN_TOKEN unset)"
         },
+        config.fib_concurrency,
+        config.fib_queue,
         config.cache,
     );
     let server = server.run();
     let handle = server.handle();
     let task = tokio::spawn(server);
+    let upkeep = prometheus.map(|handle| tokio::spawn(metrics::upkeep(handle)));
     if config.handle_signals {
         tokio::spawn(stop_on_signal(handle.clone()));
     }
@@ -149,6 +229,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         handle,
         task,
         state,
+        upkeep,
     })
 }
 
@@ -181,4 +262,49 @@ async fn stop_on_signal(handle: ServerHandle) {
     };
     tracing::info!("{name} received: finishing requests in flight, then stopping");
     handle.stop(true).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::mpsc::{RecvTimeoutError, channel},
+        time::Duration,
+    };
+
+    use super::*;
+    use crate::db::tests::TempDb;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_startup_survey_waits_for_the_database_off_the_async_thread() {
+        let t = TempDb::new("survey");
+        // Another thread holds the database until a task on this runtime's only thread tells
+        // it to let go (or, if that task never gets to run, until a fallback much later).
+        let (release, released) = channel::<()>();
+        let (held_tx, held) = channel::<()>();
+        let holder = {
+            let db = Arc::clone(&t.db);
+            std::thread::spawn(move || {
+                let _lock = db.lock_for_test();
+                held_tx.send(()).expect("the test waits");
+                match released.recv_timeout(Duration::from_secs(20)) {
+                    Ok(()) => "released by the task",
+                    Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                        "released by the fallback"
+                    }
+                }
+            })
+        };
+        held.recv().expect("the holder took the lock");
+        let task = tokio::spawn(async move {
+            release.send(()).expect("the holder waits");
+        });
+        let survey = survey(Arc::clone(&t.db)).await.expect("the survey");
+        task.await.expect("the task ran");
+        assert_eq!(survey.items, crate::SEED_ITEMS as u64);
+        assert_eq!(
+            holder.join().unwrap_or("the holder panicked"),
+            "released by the task",
+            "the survey blocked the async thread while the database was locked"
+        );
+    }
 }

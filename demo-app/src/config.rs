@@ -1,8 +1,9 @@
 //! Configuration, from the environment or from code (the end-to-end tests).
 
-use std::{fmt, path::PathBuf, time::Duration};
+use std::{fmt, num::NonZeroUsize, path::PathBuf, time::Duration};
 
 use cached_runtime::{Cache, CacheBuilder, DEFAULT_URL, redact_url};
+use secrecy::SecretString;
 
 use crate::error::StartError;
 
@@ -13,6 +14,14 @@ pub const DEFAULT_DATABASE_PATH: &str = "catalog.db";
 /// The null-marker TTL when `REDIS_CACHE_NULL_TTL_SECS` is unset: a missing id is answered
 /// from the cache for this long.
 pub const DEFAULT_NULL_TTL: Duration = Duration::from_secs(30);
+/// The shortest `ADMIN_TOKEN` the service starts with: a guessable token would make the admin
+/// endpoint public.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 16;
+/// The `cache` label of the demo's metrics when `REDIS_CACHE_NAME` is unset.
+pub const DEFAULT_CACHE_NAME: &str = "catalog";
+/// How many `GET /fib/{n}` requests may wait for a computation slot before more are refused
+/// with 503, when `FIB_QUEUE` is unset.
+pub const DEFAULT_FIB_QUEUE: usize = 64;
 
 /// Everything the service is started with.
 ///
@@ -20,10 +29,13 @@ pub const DEFAULT_NULL_TTL: Duration = Duration::from_secs(30);
 /// |---|---|---|
 /// | `BIND` | `127.0.0.1:8080` | listening address (`:0` picks a free port) |
 /// | `DATABASE_PATH` | `catalog.db` | SQLite file, created and seeded when new |
-/// | `ADMIN_TOKEN` | unset | bearer token of `POST /admin/cache/invalidate`; unset or empty disables it (404) |
+/// | `ADMIN_TOKEN` | unset | bearer token of `POST /admin/cache/invalidate`, at least 16 characters; unset or empty disables it (404) |
 /// | `REDIS_URL` | `redis://127.0.0.1:6379` | the cache; the service runs uncached while it is down |
 /// | `REDIS_CACHE_NULL_TTL_SECS` | 30 | how long a missing id stays cached as absent |
+/// | `REDIS_CACHE_NAME` | `catalog` | the `cache` label of the metrics |
 /// | `REDIS_CACHE_*` | see [`CacheBuilder`] | timeouts, pool size, key namespace |
+/// | `FIB_CONCURRENCY` | the number of cores | `/fib` computations running at once |
+/// | `FIB_QUEUE` | 64 | `/fib` requests waiting for a computation slot; more get 503 |
 /// | `RUST_LOG` | `info` | log filter |
 #[derive(Clone)]
 pub struct Config {
@@ -31,14 +43,19 @@ pub struct Config {
     pub bind: String,
     /// SQLite database file.
     pub database_path: PathBuf,
-    /// Bearer token of the admin endpoint; `None` disables it.
-    pub admin_token: Option<String>,
+    /// Bearer token of the admin endpoint (at least [`MIN_ADMIN_TOKEN_CHARS`]); `None`
+    /// disables it. Its `Debug` output is redacted.
+    pub admin_token: Option<SecretString>,
     /// The Redis URL, kept for the startup log (shown redacted).
     pub redis_url: String,
     /// The cache's settings.
     pub cache: CacheBuilder,
     /// Actix worker threads; `None` is Actix's default (one per core).
     pub workers: Option<usize>,
+    /// `/fib` computations running at once.
+    pub fib_concurrency: NonZeroUsize,
+    /// `/fib` requests waiting for a computation slot before more are refused.
+    pub fib_queue: usize,
     /// Whether SIGINT/SIGTERM stop the server gracefully (off for in-process tests, which
     /// stop it with [`Running::stop`](crate::Running::stop)).
     pub handle_signals: bool,
@@ -49,10 +66,12 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("bind", &self.bind)
             .field("database_path", &self.database_path)
-            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("admin_token", &self.admin_token)
             .field("redis_url", &redact_url(&self.redis_url))
             .field("cache", &self.cache)
             .field("workers", &self.workers)
+            .field("fib_concurrency", &self.fib_concurrency)
+            .field("fib_queue", &self.fib_queue)
             .field("handle_signals", &self.handle_signals)
             .finish()
     }
@@ -67,9 +86,13 @@ impl Config {
             bind: DEFAULT_BIND.to_owned(),
             database_path: database_path.into(),
             admin_token: None,
-            cache: Cache::builder(redis_url.as_str()).null_ttl(DEFAULT_NULL_TTL),
+            cache: Cache::builder(redis_url.as_str())
+                .null_ttl(DEFAULT_NULL_TTL)
+                .name(DEFAULT_CACHE_NAME),
             redis_url,
             workers: None,
+            fib_concurrency: default_fib_concurrency(),
+            fib_queue: DEFAULT_FIB_QUEUE,
             handle_signals: false,
         }
     }
@@ -81,16 +104,82 @@ impl Config {
         if var("REDIS_CACHE_NULL_TTL_SECS").is_none() {
             cache = cache.null_ttl(DEFAULT_NULL_TTL);
         }
-        Ok(Self {
+        if var("REDIS_CACHE_NAME").is_none() {
+            cache = cache.name(DEFAULT_CACHE_NAME);
+        }
+        let count = |name: &str| -> Result<Option<usize>, StartError> {
+            var(name)
+                .map(|v| {
+                    v.trim().parse().map_err(|_| {
+                        StartError::Config(format!("{name}={v:?} is not a non-negative integer"))
+                    })
+                })
+                .transpose()
+        };
+        let fib_concurrency = match count("FIB_CONCURRENCY")? {
+            None => default_fib_concurrency(),
+            Some(n) => NonZeroUsize::new(n)
+                .ok_or_else(|| StartError::Config("FIB_CONCURRENCY must be at least 1".into()))?,
+        };
+        let config = Self {
             bind: var("BIND").unwrap_or_else(|| DEFAULT_BIND.to_owned()),
             database_path: var("DATABASE_PATH")
                 .unwrap_or_else(|| DEFAULT_DATABASE_PATH.to_owned())
                 .into(),
-            admin_token: var("ADMIN_TOKEN").filter(|t| !t.is_empty()),
+            admin_token: var("ADMIN_TOKEN")
+                .filter(|t| !t.is_empty())
+                .map(SecretString::from),
             redis_url: var("REDIS_URL").unwrap_or_else(|| DEFAULT_URL.to_owned()),
             cache,
             workers: None,
+            fib_concurrency,
+            fib_queue: count("FIB_QUEUE")?.unwrap_or(DEFAULT_FIB_QUEUE),
             handle_signals: true,
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: the admin token's length.
+    pub(crate) fn validate(&self) -> Result<(), StartError> {
+        use secrecy::ExposeSecret as _;
+        match &self.admin_token {
+            Some(t) if t.expose_secret().chars().count() < MIN_ADMIN_TOKEN_CHARS => {
+                Err(StartError::Config(format!(
+                    "ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters \
+                     (unset it to disable the admin endpoint)"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn default_fib_concurrency() -> NonZeroUsize {
+    std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_admin_token() {
+        let mut config = Config::new("redis://:hunter2@127.0.0.1:6379", "x.db");
+        config.admin_token = Some("correct-horse-battery-staple".into());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("correct-horse"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        let mut config = Config::new("redis://127.0.0.1:6379", "x.db");
+        config.admin_token = Some("short-token".into());
+        let err = config.validate().expect_err("too short");
+        assert!(err.to_string().contains("ADMIN_TOKEN"), "{err}");
+        config.admin_token = Some("a-token-of-16-ch".into());
+        config.validate().expect("16 characters are enough");
     }
 }

@@ -18,6 +18,15 @@ use crate::model::{Item, ItemInput, PAGE_SIZE, price_from_cents};
 /// How many items a new database is seeded with.
 pub const SEED_ITEMS: usize = 300;
 
+/// The list queries: one per case, so the filtered ones search the `(category, id)` index
+/// (an `?1 IS NULL OR category = ?1` in one statement would make SQLite scan the table).
+const COUNT_ALL: &str = "SELECT COUNT(*) FROM items";
+const COUNT_IN: &str = "SELECT COUNT(*) FROM items WHERE category = ?1";
+const PAGE_ALL: &str = "SELECT id, name, price_cents, category FROM items
+                        ORDER BY id LIMIT ?1 OFFSET ?2";
+const PAGE_IN: &str = "SELECT id, name, price_cents, category FROM items
+                       WHERE category = ?1 ORDER BY id LIMIT ?2 OFFSET ?3";
+
 /// The schema version written to `PRAGMA user_version` once the database is created and
 /// seeded; a database at this version is opened as it is.
 const SCHEMA_VERSION: i64 = 1;
@@ -99,16 +108,22 @@ impl Db {
     ) -> rusqlite::Result<(Vec<Item>, u64)> {
         let offset = i64::from(page.saturating_sub(1)) * i64::from(PAGE_SIZE);
         let conn = self.conn(2);
-        let total: i64 = conn
-            .prepare_cached("SELECT COUNT(*) FROM items WHERE ?1 IS NULL OR category = ?1")?
-            .query_row([category], |r| r.get(0))?;
-        let items = conn
-            .prepare_cached(
-                "SELECT id, name, price_cents, category FROM items
-                 WHERE ?1 IS NULL OR category = ?1 ORDER BY id LIMIT ?2 OFFSET ?3",
-            )?
-            .query_map(params![category, PAGE_SIZE, offset], item_from_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let (total, items): (i64, Vec<Item>) = match category {
+            Some(c) => (
+                conn.prepare_cached(COUNT_IN)?
+                    .query_row([c], |r| r.get(0))?,
+                conn.prepare_cached(PAGE_IN)?
+                    .query_map(params![c, PAGE_SIZE, offset], item_from_row)?
+                    .collect::<rusqlite::Result<_>>()?,
+            ),
+            None => (
+                conn.prepare_cached(COUNT_ALL)?
+                    .query_row([], |r| r.get(0))?,
+                conn.prepare_cached(PAGE_ALL)?
+                    .query_map(params![PAGE_SIZE, offset], item_from_row)?
+                    .collect::<rusqlite::Result<_>>()?,
+            ),
+        };
         Ok((items, u64::try_from(total).unwrap_or(0)))
     }
 
@@ -178,6 +193,22 @@ impl Db {
             .unwrap_or_else(PoisonError::into_inner)
             .query_row("SELECT COUNT(*) FROM items", [], |r| r.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The categories that have items (for the startup survey; not counted).
+    pub(crate) fn categories(&self) -> rusqlite::Result<Vec<String>> {
+        self.conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .prepare("SELECT DISTINCT category FROM items ORDER BY category")?
+            .query_map([], |r| r.get(0))?
+            .collect()
+    }
+
+    /// Holds the connection, as a long statement would.
+    #[cfg(test)]
+    pub(crate) fn lock_for_test(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Checks the database answers (not counted in [`queries`](Self::queries)).
@@ -274,4 +305,94 @@ fn seed(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     }
     debug_assert_eq!(usize::try_from(n).ok(), Some(SEED_ITEMS));
     Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A seeded database in a temp file, removed on drop.
+    pub(crate) struct TempDb {
+        pub(crate) db: std::sync::Arc<Db>,
+        path: std::path::PathBuf,
+    }
+
+    impl TempDb {
+        pub(crate) fn new(name: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("demo-unit-{name}-{}.db", std::process::id()));
+            let _ = std::fs::remove_file(&path);
+            let db = Db::open(&path).expect("open a fresh database").into();
+            Self { db, path }
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = self.path.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+
+    /// SQLite's plan for `sql`, one step per line.
+    fn plan(db: &Db, sql: &str) -> String {
+        let conn = db.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("a valid statement");
+        // Unbound parameters are NULL; the plan does not depend on their values.
+        let params = vec![rusqlite::types::Null; stmt.parameter_count()];
+        let steps: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(params), |r| {
+                r.get::<_, String>(3)
+            })
+            .expect("a plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("plan rows");
+        steps.join("\n")
+    }
+
+    #[test]
+    fn the_filtered_list_searches_the_category_index_and_sorts_nothing() {
+        let t = TempDb::new("plan");
+        for sql in [COUNT_IN, PAGE_IN] {
+            let steps = plan(&t.db, sql);
+            assert!(
+                steps.contains("SEARCH items USING")
+                    && steps.contains("INDEX items_by_category (category=?)"),
+                "{sql}: {steps}"
+            );
+            assert!(!steps.contains("TEMP B-TREE"), "{sql}: {steps}");
+        }
+        // The unfiltered page walks the table in id order, without a sort either.
+        let steps = plan(&t.db, PAGE_ALL);
+        assert!(!steps.contains("TEMP B-TREE"), "{steps}");
+        // What the single statement did: a scan, which this test tells apart.
+        let old = plan(
+            &t.db,
+            "SELECT id FROM items WHERE ?1 IS NULL OR category = ?1 ORDER BY id",
+        );
+        assert!(!old.contains("(category=?)"), "{old}");
+    }
+
+    #[test]
+    fn lists_count_and_page_by_category() {
+        let t = TempDb::new("list");
+        let (all, total) = t.db.list(None, 1).expect("list");
+        assert_eq!(total, SEED_ITEMS as u64);
+        assert_eq!(all.len(), PAGE_SIZE as usize);
+        let (books, in_books) = t.db.list(Some("books"), 3).expect("list");
+        assert_eq!(in_books, 50);
+        assert_eq!(books.len(), 10);
+        assert!(books.iter().all(|i| i.category == "books"));
+        assert!(books.windows(2).all(|w| w[0].id < w[1].id));
+        assert_eq!(t.db.list(Some("nothing"), 1).expect("list"), (vec![], 0));
+        assert_eq!(
+            t.db.categories().expect("categories"),
+            ["books", "games", "garden", "kitchen", "music", "tools"]
+        );
+    }
 }

@@ -35,6 +35,9 @@ pub enum ApiError {
     /// Redis is needed for this request (explicit invalidation) and is not answering: 503.
     #[error("cache unavailable: {0}")]
     CacheUnavailable(String),
+    /// Too much work is waiting already: 503 with `Retry-After`.
+    #[error("{0}")]
+    Busy(String),
     /// The database failed; details are logged, not sent: 500.
     #[error("internal error")]
     Internal,
@@ -77,7 +80,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NotFound(_) | Self::AdminDisabled => StatusCode::NOT_FOUND,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::CacheUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CacheUnavailable(_) | Self::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +92,11 @@ impl ResponseError for ApiError {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+        }
+        if matches!(self, Self::Busy(_)) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         }
         response
     }

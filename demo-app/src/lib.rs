@@ -1,5 +1,5 @@
 //! The demo catalog service: actix-web 4 over an SQLite file, every read handler cached in
-//! Redis with `#[redis_cache]`.
+//! Redis with `#[redis_cache]`, its metrics at `GET /metrics` in the Prometheus format.
 //!
 //! The binary (`main.rs`) reads the environment ([`Config::from_env`]) and calls [`start`];
 //! the end-to-end tests call [`start`] with a [`Config`] of their own, bound to port 0.
@@ -18,13 +18,21 @@
 
 mod app;
 mod auth;
+mod compute;
 mod config;
 mod db;
 mod error;
+mod metrics;
 pub mod model;
 pub mod routes;
 
 pub use app::{AppState, Running, start};
-pub use config::{Config, DEFAULT_BIND, DEFAULT_DATABASE_PATH, DEFAULT_NULL_TTL};
+pub use compute::{ComputeLimit, ComputeStats, Paused};
+pub use config::{
+    Config, DEFAULT_BIND, DEFAULT_CACHE_NAME, DEFAULT_DATABASE_PATH, DEFAULT_FIB_QUEUE,
+    DEFAULT_NULL_TTL, MIN_ADMIN_TOKEN_CHARS,
+};
 pub use db::SEED_ITEMS;
 pub use error::{ApiError, StartError};
+/// The admin token's type: `Debug` prints `[REDACTED]`, and it is zeroed when dropped.
+pub use secrecy::SecretString;

@@ -4,8 +4,10 @@ use serde::{Deserialize, Serialize};
 
 /// Items per page of `GET /items`.
 pub const PAGE_SIZE: u32 = 20;
-/// The highest page number accepted.
-pub const MAX_PAGE: u32 = 10_000;
+/// The highest page number accepted: with the known categories, this bounds how many list
+/// pages anonymous traffic can make the cache hold (1,000 items per category are listable;
+/// deeper browsing would need a cursor, which `OFFSET` paging is not).
+pub const MAX_PAGE: u32 = 50;
 /// The highest price accepted, in currency units.
 pub const MAX_PRICE: f64 = 1_000_000.0;
 /// The longest item name accepted, in characters.
@@ -261,7 +263,7 @@ mod tests {
     fn list_query_defaults_and_bounds_the_page() {
         let q: ListQuery = serde_json::from_str(r#"{"category": "books"}"#).expect("valid");
         assert_eq!(q.page, 1);
-        for page in ["0", "abc", "-1", "10001"] {
+        for page in ["0", "abc", "-1", "51", "10001"] {
             let e = ListQuery::try_from(RawListQuery {
                 category: None,
                 page: Some(page.to_owned()),

@@ -2,13 +2,21 @@
 //! every write invalidates what it changed through the companion functions the attribute
 //! generates (`get_item_invalidate`, `list_items_key`), so no writer repeats a key layout.
 
-use actix_web::{HttpResponse, delete, get, http::header, post, put, web};
-use cached_runtime::{Cache, CacheError, redis_cache};
+use std::{
+    collections::BTreeMap,
+    future::{Ready, ready},
+};
+
+use actix_web::{
+    FromRequest, HttpRequest, HttpResponse, delete, dev::Payload, get, http::header, post, put, web,
+};
+use cached_runtime::{Cache, CacheError, Counts, redis_cache};
 use serde::{Deserialize, Serialize};
 
 use crate::{
     app::AppState,
     auth::Admin,
+    compute::ComputeStats,
     error::{ApiError, json_body_error, path_error, query_error},
     model::{Fib, FibN, Item, ItemInput, ItemPage, ListQuery, PAGE_SIZE},
 };
@@ -17,6 +25,10 @@ use crate::{
 pub const ITEM_PREFIX: &str = "item";
 /// The prefix of `GET /items` entries; must equal the `prefix` in its attribute.
 pub const LIST_PREFIX: &str = "items";
+/// The prefix of `GET /fib/{n}` entries; must equal the `prefix` in its attribute.
+pub const FIB_PREFIX: &str = "fib";
+/// Every prefix the service caches under: what the admin endpoint accepts.
+pub const PREFIXES: [&str; 3] = [ITEM_PREFIX, LIST_PREFIX, FIB_PREFIX];
 /// Largest JSON body accepted.
 pub const JSON_LIMIT: usize = 16 * 1024;
 
@@ -36,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(delete_item)
     .service(fib)
     .service(stats)
+    .service(crate::metrics::metrics)
     .service(admin_invalidate)
     .service(healthz);
 }
@@ -54,14 +67,15 @@ async fn get_item(
     Ok(item.map(web::Json))
 }
 
-/// `GET /items?category=…&page=…`: one page of items, keyed on the whole query.
+/// `GET /items?category=…&page=…`: one page of items, keyed on the whole query (which only
+/// names categories that exist and pages up to [`MAX_PAGE`](crate::model::MAX_PAGE)).
 #[redis_cache(prefix = "items", ttl = 60, skip(state), cache = state.cache)]
 #[get("/items")]
 async fn list_items(
     state: web::Data<AppState>,
-    query: web::Query<ListQuery>,
+    query: ListQuery,
 ) -> Result<web::Json<ItemPage>, ApiError> {
-    let ListQuery { category, page } = query.into_inner();
+    let ListQuery { category, page } = query;
     let filter = category.clone();
     let (items, total) = state.db(move |db| db.list(filter.as_deref(), page)).await?;
     Ok(web::Json(ItemPage {
@@ -81,6 +95,7 @@ async fn create_item(
 ) -> Result<HttpResponse, ApiError> {
     let input = body.into_inner();
     let item = state.db(move |db| db.insert(&input)).await?;
+    state.learn_category(&item.category);
     // The id is new, but a GET may have cached its absence before it existed.
     forget(&state.cache, item.id, &[&item.category]).await;
     Ok(HttpResponse::Created()
@@ -101,6 +116,7 @@ async fn update_item(
     let Some((old_category, item)) = state.db(move |db| db.update(id, &input)).await? else {
         return Err(ApiError::NotFound(format!("item {id} not found")));
     };
+    state.learn_category(&item.category);
     forget(&state.cache, id, &[&old_category, &item.category]).await;
     Ok(web::Json(item))
 }
@@ -145,6 +161,39 @@ async fn forget(cache: &Cache, id: u64, categories: &[&str]) {
     }
 }
 
+/// The query of `GET /items` as an extractor: parsed and range-checked as [`ListQuery`]
+/// deserializes, then checked against the categories that exist. Anything else is a 400
+/// before the cache is asked, so anonymous requests cannot fill it with lists of made-up
+/// categories.
+impl FromRequest for ListQuery {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, actix_web::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(list_query(req))
+    }
+}
+
+fn list_query(req: &HttpRequest) -> Result<ListQuery, actix_web::Error> {
+    let query = web::Query::<ListQuery>::from_query(req.query_string())
+        .map_err(|e| query_error(e, req))?
+        .into_inner();
+    let Some(category) = &query.category else {
+        return Ok(query);
+    };
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::internal("list query", &"application state is not registered"))?;
+    if !state.knows_category(category) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown category {category:?}; categories: {}",
+            state.known_categories().join(", ")
+        ))
+        .into());
+    }
+    Ok(query)
+}
+
 /// The glob (relative to the namespace) matching every cached page of one category's list
 /// (`None`: the unfiltered list) and nothing else.
 ///
@@ -171,12 +220,14 @@ pub fn list_pattern(cache: &Cache, category: Option<&str>) -> Result<String, Cac
 }
 
 /// `GET /fib/{n}`: the `n`th Fibonacci number by naive recursion on a blocking thread — the
-/// deliberately slow computation the cache saves.
+/// deliberately slow computation the cache saves. Concurrent requests for one `n` compute it
+/// once, also while Redis is down (single-flight); distinct computations are bounded by
+/// [`ComputeLimit`](crate::ComputeLimit), 503 beyond its queue.
 #[get("/fib/{n}")]
 #[redis_cache(prefix = "fib", ttl = 3600, skip(state), cache = state.cache)]
 async fn fib(state: web::Data<AppState>, n: web::Path<FibN>) -> Result<web::Json<Fib>, ApiError> {
     let n = n.into_inner().get();
-    let value = web::block(move || naive_fib(n)).await?;
+    let value = state.compute.run(move || naive_fib(n)).await?;
     Ok(web::Json(Fib { n, value }))
 }
 
@@ -191,18 +242,42 @@ fn naive_fib(n: u32) -> u64 {
 #[derive(Serialize)]
 struct StatsBody {
     db_queries: u64,
-    cache: cached_runtime::Counts,
-    by_prefix: std::collections::BTreeMap<String, cached_runtime::Counts>,
+    cache: WithRatio,
+    by_prefix: BTreeMap<String, WithRatio>,
+    fib: ComputeStats,
 }
 
-/// `GET /stats`: SQL statements run, and the cache's counters in total and per prefix.
+/// A prefix's counters and its hit ratio (`null` before the first call).
+#[derive(Serialize)]
+struct WithRatio {
+    #[serde(flatten)]
+    counts: Counts,
+    hit_ratio: Option<f64>,
+}
+
+impl From<Counts> for WithRatio {
+    fn from(counts: Counts) -> Self {
+        Self {
+            hit_ratio: counts.hit_ratio(),
+            counts,
+        }
+    }
+}
+
+/// `GET /stats`: SQL statements run, the cache's counters and hit ratio in total and per
+/// prefix, and the `/fib` computations.
 #[get("/stats")]
 async fn stats(state: web::Data<AppState>) -> web::Json<StatsBody> {
     let cache = state.cache.stats();
     web::Json(StatsBody {
         db_queries: state.db_queries(),
-        cache: cache.total,
-        by_prefix: cache.prefixes,
+        cache: cache.total.into(),
+        by_prefix: cache
+            .prefixes
+            .into_iter()
+            .map(|(p, c)| (p, c.into()))
+            .collect(),
+        fib: state.compute.stats(),
     })
 }
 
@@ -223,22 +298,35 @@ struct Deleted {
 
 /// `POST /admin/cache/invalidate`: `{"prefix": "item"}` or `{"pattern": "item:*"}` →
 /// `{"deleted": N}`. Needs `Authorization: Bearer $ADMIN_TOKEN` (401 otherwise); 404 while
-/// `ADMIN_TOKEN` is unset.
+/// `ADMIN_TOKEN` is unset. Only the service's own prefixes are accepted. Every invalidation
+/// is logged at info with who asked (the peer address, and `Forwarded`/`X-Forwarded-For` when
+/// present) and what it covered.
 #[post("/admin/cache/invalidate")]
 async fn admin_invalidate(
     _admin: Admin,
+    req: HttpRequest,
     state: web::Data<AppState>,
     body: web::Json<InvalidateRequest>,
 ) -> Result<web::Json<Deleted>, ApiError> {
-    let deleted = match body.into_inner() {
+    let body = body.into_inner();
+    let deleted = match &body {
         InvalidateRequest {
             prefix: Some(prefix),
             pattern: None,
-        } => state.cache.invalidate_prefix(&prefix).await,
+        } if !PREFIXES.contains(&prefix.as_str()) => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown prefix {prefix:?}; prefixes: {}",
+                PREFIXES.join(", ")
+            )));
+        }
+        InvalidateRequest {
+            prefix: Some(prefix),
+            pattern: None,
+        } => state.cache.invalidate_prefix(prefix).await,
         InvalidateRequest {
             prefix: None,
             pattern: Some(pattern),
-        } if !pattern.is_empty() => state.cache.invalidate_pattern(&pattern).await,
+        } if !pattern.is_empty() => state.cache.invalidate_pattern(pattern).await,
         InvalidateRequest {
             prefix: None,
             pattern: Some(_),
@@ -249,10 +337,56 @@ async fn admin_invalidate(
             ));
         }
     };
+    audit(&req, &body, &deleted);
     match deleted {
         Ok(deleted) => Ok(web::Json(Deleted { deleted })),
         Err(e @ CacheError::InvalidPrefix(_)) => Err(ApiError::BadRequest(e.to_string())),
         Err(e) => Err(ApiError::CacheUnavailable(e.to_string())),
+    }
+}
+
+/// Logs an admin invalidation: who (peer address, and the forwarded client when a proxy
+/// says so), what, and how it went. Values are `Debug`-quoted, so a pattern cannot forge log
+/// lines. The token is never logged.
+fn audit(req: &HttpRequest, body: &InvalidateRequest, result: &Result<u64, CacheError>) {
+    let peer = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    // The client a proxy names, when one does (actix falls back to the peer otherwise).
+    let proxied = ["forwarded", "x-forwarded-for"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    let info = req.connection_info();
+    let forwarded = info
+        .realip_remote_addr()
+        .filter(|_| proxied)
+        .map(str::to_owned);
+    let (scope, target) = match body {
+        InvalidateRequest {
+            prefix: Some(p), ..
+        } => ("prefix", p.as_str()),
+        InvalidateRequest {
+            pattern: Some(p), ..
+        } => ("pattern", p.as_str()),
+        _ => ("none", ""),
+    };
+    match result {
+        Ok(deleted) => tracing::info!(
+            peer,
+            forwarded_for = ?forwarded,
+            scope,
+            target = ?target,
+            deleted,
+            "admin cache invalidation"
+        ),
+        Err(e) => tracing::warn!(
+            peer,
+            forwarded_for = ?forwarded,
+            scope,
+            target = ?target,
+            error = %e,
+            "admin cache invalidation failed"
+        ),
     }
 }
 

@@ -139,7 +139,9 @@ async fn a_lazy_cluster_cache_answers_at_once_and_caches_once_connected() {
     let key = cache.key("lazy").arg(&1u8).build().expect("valid key");
     // Bounded: the first calls may run their body while the connection is made.
     tests::wait_until_async(Duration::from_secs(20), || async {
-        let v: u32 = cache.get_or_fill::<Plain, _, _>(&key, &p, async { 5 }).await;
+        let v: u32 = cache
+            .get_or_fill::<Plain, _, _>(&key, &p, async { 5 })
+            .await;
         assert_eq!(v, 5);
         cache.stats().total.hits > 0
     })

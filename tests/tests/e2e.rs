@@ -60,12 +60,28 @@ struct Reply {
 impl Demo {
     /// Starts everything and waits until the service reports Redis up.
     async fn start(admin_token: Option<&str>) -> Self {
+        Self::start_with(|config| {
+            config.admin_token = admin_token.map(demo_app::SecretString::from);
+        })
+        .await
+    }
+
+    /// Starts everything with `adjust` applied to the configuration, and waits until the
+    /// service reports Redis up.
+    async fn start_with(adjust: impl FnOnce(&mut demo_app::Config)) -> Self {
+        let demo = Self::start_unchecked(adjust).await;
+        demo.wait_for_redis("up").await;
+        demo
+    }
+
+    /// Starts everything, without waiting for Redis.
+    async fn start_unchecked(adjust: impl FnOnce(&mut demo_app::Config)) -> Self {
         let redis = RedisServer::start();
         let db = TempDb::new();
         let mut config = demo_app::Config::new(redis.url(), &db.0);
         config.bind = "127.0.0.1:0".to_owned();
         config.workers = Some(1);
-        config.admin_token = admin_token.map(str::to_owned);
+        adjust(&mut config);
         let running = demo_app::start(config).await.expect("start the demo");
         let base = format!("http://{}", running.addr());
         let client = reqwest::Client::builder()
@@ -73,15 +89,13 @@ impl Demo {
             .timeout(DEADLINE)
             .build()
             .expect("build the http client");
-        let demo = Self {
+        Self {
             redis,
             running: Some(running),
             base,
             client,
             _db: db,
-        };
-        demo.wait_for_redis("up").await;
-        demo
+        }
     }
 
     async fn call(
@@ -100,6 +114,10 @@ impl Demo {
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
+        self.finish(path, request).await
+    }
+
+    async fn finish(&self, path: &str, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("the demo answers");
         let status = response.status();
         let location = response
@@ -376,7 +394,7 @@ async fn a_list_reflects_a_post_and_other_categories_stay_cached() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_invalidation_needs_the_token_and_deletes_what_it_says() {
-    let token = "e2e-admin-token";
+    let token = "e2e-admin-token-0123";
     let demo = Demo::start(Some(token)).await;
     for path in [
         "/items/1",
@@ -394,7 +412,7 @@ async fn admin_invalidation_needs_the_token_and_deletes_what_it_says() {
     assert_eq!(none.status, StatusCode::UNAUTHORIZED, "{none:?}");
     assert!(none.body["error"].is_string());
     let wrong = demo
-        .call(Method::POST, url, Some(body), Some("e2e-admin-tokeN"))
+        .call(Method::POST, url, Some(body), Some("e2e-admin-token-012"))
         .await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     let short = demo.call(Method::POST, url, Some(body), Some("e2e")).await;
@@ -446,6 +464,7 @@ async fn admin_invalidation_needs_the_token_and_deletes_what_it_says() {
         "{}",
         r#"{"prefix": "item", "pattern": "item:*"}"#,
         r#"{"prefix": "it*m"}"#,
+        r#"{"prefix": "users"}"#,
         r#"{"pattern": ""}"#,
         r#"{"prefixes": "item"}"#,
         "[",
@@ -492,6 +511,19 @@ async fn every_bad_input_gets_a_400_json_naming_the_problem() {
         (Method::GET, "/items?category=Bad!", None, "category"),
         (Method::GET, "/items?category=", None, "category"),
         (Method::GET, "/items?colour=red", None, "colour"),
+        (
+            Method::GET,
+            "/items?category=unicorns",
+            None,
+            "unknown category",
+        ),
+        (Method::GET, "/items?page=51", None, "page"),
+        (
+            Method::GET,
+            "/items?category=books&page=99999",
+            None,
+            "page",
+        ),
         (Method::GET, "/fib/41", None, "at most 40"),
         (Method::GET, "/fib/-3", None, "-3"),
         (
@@ -640,6 +672,308 @@ async fn healthz_reports_redis_down_and_reads_fall_back_to_the_database() {
             .as_u64()
             .expect("errors")
             > 0
+    );
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_matches_in_any_case() {
+    let token = "case-insensitive-token";
+    let demo = Demo::start(Some(token)).await;
+    let url = format!("{}/admin/cache/invalidate", demo.base);
+    for (authorization, expected) in [
+        (format!("bearer {token}"), StatusCode::OK),
+        (format!("BEARER  {token}"), StatusCode::OK),
+        (format!("Bearer {token}"), StatusCode::OK),
+        (format!("Basic {token}"), StatusCode::UNAUTHORIZED),
+        (format!("Bearer{token}"), StatusCode::UNAUTHORIZED),
+    ] {
+        let request = demo
+            .client
+            .post(&url)
+            .header("authorization", &authorization)
+            .header("content-type", "application/json")
+            .body(r#"{"prefix": "item"}"#);
+        let reply = demo.finish(&url, request).await;
+        assert_eq!(reply.status, expected, "{authorization:?}: {reply:?}");
+    }
+    demo.stop().await;
+}
+
+#[tokio::test]
+async fn a_short_admin_token_stops_the_service_from_starting() {
+    let db = TempDb::new();
+    // Nothing listens on port 1: the cache is lazy, and the token is checked first anyway.
+    let mut config = demo_app::Config::new("redis://127.0.0.1:1", &db.0);
+    config.bind = "127.0.0.1:0".to_owned();
+    config.admin_token = Some("too-short".into());
+    let err = demo_app::start(config)
+        .await
+        .expect_err("a 9-character token is refused");
+    let message = err.to_string();
+    assert!(
+        message.contains("ADMIN_TOKEN") && message.contains("16"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("too-short"),
+        "the error shows the token: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_of_unknown_categories_are_refused_before_the_cache() {
+    let demo = Demo::start(None).await;
+    let before = demo.stats().await;
+    for path in [
+        "/items?category=unicorns",
+        "/items?category=books2",
+        "/items?category=books&page=51",
+    ] {
+        let reply = demo.get(path).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{path}: {reply:?}");
+    }
+    let after = demo.stats().await;
+    assert_eq!(after["cache"], before["cache"], "the cache was not asked");
+    assert_eq!(after["db_queries"], before["db_queries"]);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("items:*")
+        .query(&mut demo.redis.conn())
+        .expect("KEYS");
+    assert!(keys.is_empty(), "{keys:?}");
+
+    // A category comes to exist with its first item.
+    assert_eq!(
+        demo.get("/items?category=kites").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let created = demo
+        .send(Method::POST, "/items", item_body("Box Kite", 19.0, "kites"))
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{created:?}");
+    let kites = demo.get("/items?category=kites").await;
+    assert_eq!(kites.status, StatusCode::OK, "{kites:?}");
+    assert_eq!(kites.body["total"], 1);
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fib_with_redis_down_computes_once_for_concurrent_requests() {
+    let mut demo = Demo::start(None).await;
+    demo.redis.kill();
+    demo.wait_for_redis("down").await;
+    let state = demo.running.as_ref().expect("running").state();
+    // Hold every computation slot, so all requests are in flight before the first computes.
+    let paused = state.compute.pause().await;
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url) = (demo.client.clone(), format!("{}/fib/27", demo.base));
+            tokio::spawn(async move {
+                let reply = client.get(url).send().await.expect("the demo answers");
+                (reply.status(), reply.text().await.expect("a body"))
+            })
+        })
+        .collect();
+    tests::wait_until(DEADLINE, || {
+        state.compute.stats().queued == 1 && state.cache.stats().waiting == 7
+    })
+    .await;
+    drop(paused);
+    for call in calls {
+        let (status, body) = call.await.expect("no panic");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let body: Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(body, json!({"n": 27, "value": 196_418}));
+    }
+    assert_eq!(
+        state.compute.stats().computed,
+        1,
+        "one computation for eight requests"
+    );
+    let stats = demo.stats().await;
+    let fib = &stats["by_prefix"]["fib"];
+    assert_eq!(
+        (&fib["errors"], &fib["coalesced"]),
+        (&json!(1), &json!(7)),
+        "{stats}"
+    );
+    demo.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fib_computations_are_bounded_and_excess_requests_get_a_503() {
+    let demo = Demo::start_with(|config| {
+        config.fib_concurrency = std::num::NonZeroUsize::MIN;
+        config.fib_queue = 1;
+    })
+    .await;
+    let state = demo.running.as_ref().expect("running").state();
+    let paused = state.compute.pause().await;
+    let waiting = {
+        let (client, url) = (demo.client.clone(), format!("{}/fib/20", demo.base));
+        tokio::spawn(async move { client.get(url).send().await.expect("answers").status() })
+    };
+    tests::wait_until(DEADLINE, || state.compute.stats().queued == 1).await;
+    let refused = demo
+        .client
+        .get(format!("{}/fib/21", demo.base))
+        .send()
+        .await
+        .expect("the demo answers");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = refused.json().await.expect("a JSON error");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("retry")),
+        "{body}"
+    );
+    let stats = demo.stats().await;
+    assert_eq!(stats["fib"]["running"], 0, "{stats}");
+    assert_eq!(stats["fib"]["queued"], 1, "{stats}");
+    drop(paused);
+    assert_eq!(waiting.await.expect("no panic"), StatusCode::OK);
+    // The refusal was not cached: the same n computes once a slot is free.
+    assert_eq!(
+        demo.get("/fib/21").await.body,
+        json!({"n": 21, "value": 10946})
+    );
+    demo.stop().await;
+}
+
+/// `/metrics`, parsed as Prometheus parses it.
+async fn scrape(demo: &Demo) -> prometheus_parse::Scrape {
+    let reply = demo
+        .client
+        .get(format!("{}/metrics", demo.base))
+        .send()
+        .await
+        .expect("the demo answers");
+    assert_eq!(reply.status(), StatusCode::OK);
+    let content_type = reply
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = reply.text().await.expect("a body");
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text format")
+}
+
+/// The one sample of `metric` whose labels include `labels`.
+fn sample<'a>(
+    scrape: &'a prometheus_parse::Scrape,
+    metric: &str,
+    labels: &[(&str, &str)],
+) -> &'a prometheus_parse::Value {
+    let found: Vec<_> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+        .collect();
+    assert_eq!(found.len(), 1, "{metric} {labels:?}: {found:?}");
+    &found[0].value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
+    // Its own cache label: other tests' demos in this process share the recorder.
+    let demo = Demo::start_with(|config| {
+        config.cache = config.cache.clone().name("e2e-metrics");
+    })
+    .await;
+    for path in ["/items/1", "/items/1", "/items/999999", "/items/999999"] {
+        demo.get(path).await;
+    }
+    assert_eq!(demo.get("/fib/20").await.status, StatusCode::OK);
+    assert_eq!(demo.get("/fib/20").await.status, StatusCode::OK);
+
+    let scrape = scrape(&demo).await;
+    let cache = ("cache", "e2e-metrics");
+    let requests = |prefix: &str, outcome: &str| {
+        sample(
+            &scrape,
+            "redis_cache_requests_total",
+            &[cache, ("prefix", prefix), ("outcome", outcome)],
+        )
+        .clone()
+    };
+    use prometheus_parse::Value::{Counter, Gauge, Histogram};
+    assert_eq!(requests("item", "hit"), Counter(1.0));
+    assert_eq!(requests("item", "null_hit"), Counter(1.0));
+    assert_eq!(requests("item", "miss"), Counter(2.0));
+    assert_eq!(requests("item", "error"), Counter(0.0));
+    assert_eq!(requests("fib", "hit"), Counter(1.0));
+    assert_eq!(requests("fib", "miss"), Counter(1.0));
+    assert_eq!(
+        sample(
+            &scrape,
+            "redis_cache_stores_total",
+            &[cache, ("prefix", "item")]
+        ),
+        &Counter(2.0)
+    );
+    assert_eq!(
+        sample(&scrape, "redis_cache_circuit_state", &[cache]),
+        &Gauge(0.0)
+    );
+    // Six GETs, in the library's sub-millisecond buckets.
+    let gets = sample(
+        &scrape,
+        "db_client_operation_duration_seconds",
+        &[
+            cache,
+            ("db_system_name", "redis"),
+            ("db_operation_name", "GET"),
+        ],
+    );
+    let Histogram(buckets) = gets else {
+        panic!("a histogram: {gets:?}")
+    };
+    let bounds: Vec<f64> = buckets.iter().map(|b| b.less_than).collect();
+    assert!(
+        bounds.contains(&0.0001) && bounds.contains(&0.25),
+        "{bounds:?}"
+    );
+    assert_eq!(
+        buckets.last().map(|b| (b.less_than, b.count)),
+        Some((f64::INFINITY, 6.0))
+    );
+    let fills = sample(
+        &scrape,
+        "redis_cache_fill_duration_seconds",
+        &[cache, ("prefix", "item")],
+    );
+    let Histogram(fills) = fills else {
+        panic!("a histogram: {fills:?}")
+    };
+    assert_eq!(fills.last().map(|b| b.count), Some(2.0), "two bodies ran");
+    assert!(
+        scrape.docs.contains_key("redis_cache_requests_total"),
+        "HELP lines"
+    );
+
+    // /stats agrees, and adds the ratio.
+    let stats = demo.stats().await;
+    assert_eq!(
+        stats["by_prefix"]["item"]["hit_ratio"],
+        json!(0.5),
+        "{stats}"
+    );
+    assert_eq!(
+        stats["by_prefix"]["fib"]["hit_ratio"],
+        json!(0.5),
+        "{stats}"
     );
     demo.stop().await;
 }

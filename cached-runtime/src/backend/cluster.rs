@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 
 use super::{SCAN_COUNT, Store, redis::RedisStore};
-use crate::error::CacheError;
+use crate::{error::CacheError, telemetry::Op};
 
 /// Passes over every primary before giving up on a cluster that keeps changing.
 const MAX_PASSES: u32 = 8;
@@ -31,8 +31,12 @@ const MAX_PASSES: u32 = 8;
 const SETTLE_MIN: Duration = Duration::from_millis(100);
 
 /// Deletes the keys matching `pattern` on every primary (see the module docs).
-pub(super) async fn delete_matching(r: &RedisStore, pattern: &str) -> Result<u64, CacheError> {
-    let mut before = Store::unguarded(r, r.slot_owners()).await?;
+pub(super) async fn delete_matching(
+    store: &Store,
+    r: &RedisStore,
+    pattern: &str,
+) -> Result<u64, CacheError> {
+    let mut before = store.unguarded(Op::Cluster, r, r.slot_owners()).await?;
     let mut deleted = 0;
     let mut settle = SETTLE_MIN;
     let mut last_error = None;
@@ -43,7 +47,7 @@ pub(super) async fn delete_matching(r: &RedisStore, pattern: &str) -> Result<u64
         primaries.sort_unstable();
         primaries.dedup();
         for (host, port) in primaries {
-            match scan_node(r, host, port, pattern).await {
+            match scan_node(store, r, host, port, pattern).await {
                 Ok(n) => deleted += n,
                 Err(e) => {
                     tracing::debug!(error = %e, host, port, "cluster node scan failed; the pass will be repeated");
@@ -52,7 +56,7 @@ pub(super) async fn delete_matching(r: &RedisStore, pattern: &str) -> Result<u64
                 }
             }
         }
-        let after = match Store::unguarded(r, r.slot_owners()).await {
+        let after = match store.unguarded(Op::Cluster, r, r.slot_owners()).await {
             Ok(after) => after,
             Err(e) => {
                 complete = false;
@@ -76,6 +80,7 @@ pub(super) async fn delete_matching(r: &RedisStore, pattern: &str) -> Result<u64
 
 /// `SCAN`s one primary to the end, deleting each batch as it comes.
 async fn scan_node(
+    store: &Store,
     r: &RedisStore,
     host: &str,
     port: u16,
@@ -90,9 +95,10 @@ async fn scan_node(
             .arg(pattern)
             .arg("COUNT")
             .arg(SCAN_COUNT);
-        let (next, keys): (u64, Vec<String>) =
-            Store::unguarded(r, r.query_node(scan, host, port)).await?;
-        deleted += unlink_by_slot(r, keys).await?;
+        let (next, keys): (u64, Vec<String>) = store
+            .unguarded(Op::Scan, r, r.query_node(scan, host, port))
+            .await?;
+        deleted += unlink_by_slot(store, r, keys).await?;
         if next == 0 {
             return Ok(deleted);
         }
@@ -102,7 +108,11 @@ async fn scan_node(
 
 /// `UNLINK`s `keys`, one command per hash slot (a multi-key command across slots fails with
 /// `CROSSSLOT`); the commands go out together, pipelined per node by the cluster connection.
-async fn unlink_by_slot(r: &RedisStore, mut keys: Vec<String>) -> Result<u64, CacheError> {
+async fn unlink_by_slot(
+    store: &Store,
+    r: &RedisStore,
+    mut keys: Vec<String>,
+) -> Result<u64, CacheError> {
     if keys.is_empty() {
         return Ok(0);
     }
@@ -111,7 +121,9 @@ async fn unlink_by_slot(r: &RedisStore, mut keys: Vec<String>) -> Result<u64, Ca
     let unlinks = groups.map(|group| async move {
         let mut unlink = ::redis::cmd("UNLINK");
         unlink.arg(group);
-        Store::unguarded(r, r.query::<u64>(&unlink)).await
+        store
+            .unguarded(Op::Unlink, r, r.query::<u64>(&unlink))
+            .await
     });
     Ok(try_join_all(unlinks).await?.into_iter().sum())
 }

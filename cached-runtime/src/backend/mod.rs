@@ -12,11 +12,20 @@ mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use self::redis::{Fault, RedisStore};
 use crate::{
-    breaker::Breaker, config::CacheBuilder, error::CacheError, memory::MemoryStore, spawn::Spawner,
+    breaker::Breaker,
+    config::CacheBuilder,
+    error::CacheError,
+    memory::MemoryStore,
+    spawn::Spawner,
+    telemetry::{CacheMetrics, Op, OpResult},
 };
 
 /// How many keys one `SCAN` step asks for during invalidation.
@@ -91,17 +100,45 @@ impl Store {
         }
     }
 
+    /// Where the breaker's transitions and the command timings are reported.
+    pub(crate) fn observe(&self, telemetry: Arc<CacheMetrics>) {
+        self.breaker.observe(telemetry);
+    }
+
+    /// Times one command sent to Redis (`db.client.operation.duration`); one that found no
+    /// connection was not sent and is not timed.
+    async fn timed<T>(
+        &self,
+        name: Op,
+        op: impl Future<Output = Result<T, Fault>>,
+    ) -> Result<T, Fault> {
+        let started = Instant::now();
+        let result = op.await;
+        let how = match &result {
+            Ok(_) => OpResult::Ok,
+            Err(Fault::Command(_)) => OpResult::Reply,
+            Err(Fault::Timeout { .. }) => OpResult::Timeout,
+            Err(Fault::Broken { .. }) => OpResult::Connection,
+            Err(Fault::NoConnection) => return result,
+        };
+        if let Some(t) = self.breaker.telemetry() {
+            t.operation(name, how, started.elapsed());
+        }
+        result
+    }
+
     /// Runs a request-path operation unless the circuit is open, and tells the breaker how it
     /// went.
     async fn guarded<T>(
         &self,
+        name: Op,
         redis: &RedisStore,
         op: impl Future<Output = Result<T, Fault>>,
     ) -> Result<T, CacheError> {
         let Some(permit) = self.breaker.permit() else {
             return Err(CacheError::CircuitOpen);
         };
-        let fault = match op.await {
+        let fault = match self.timed(name, op).await {
             Ok(value) => {
                 self.breaker.success(permit);
                 return Ok(value);
@@ -124,10 +161,14 @@ impl Store {
     /// Runs an operation that must not be skipped by the breaker (bounded by the command
     /// timeout all the same).
     pub(crate) async fn unguarded<T>(
+        &self,
+        name: Op,
         redis: &RedisStore,
         op: impl Future<Output = Result<T, Fault>>,
     ) -> Result<T, CacheError> {
-        op.await.map_err(|f| f.into_error(redis.command_timeout()))
+        self.timed(name, op)
+            .await
+            .map_err(|f| f.into_error(redis.command_timeout()))
     }
 
     #[inline]
@@ -136,7 +177,7 @@ impl Store {
             Backend::Redis(r) => {
                 let mut cmd = ::redis::cmd("GET");
                 cmd.arg(key);
-                self.guarded(r, r.query(&cmd)).await
+                self.guarded(Op::Get, r, r.query(&cmd)).await
             }
             Backend::Memory(m) => Ok(m.get(key)),
         }
@@ -152,7 +193,7 @@ impl Store {
             Backend::Redis(r) => {
                 let mut cmd = ::redis::cmd("SET");
                 cmd.arg(key).arg(value).arg("EX").arg(secs);
-                self.guarded(r, r.query::<()>(&cmd)).await
+                self.guarded(Op::Set, r, r.query::<()>(&cmd)).await
             }
             Backend::Memory(m) => {
                 m.set_ex(key, value, secs);
@@ -167,7 +208,7 @@ impl Store {
             Backend::Redis(r) => {
                 let mut cmd = ::redis::cmd("SET");
                 cmd.arg(key).arg(value).arg("EX").arg(secs);
-                Self::unguarded(r, r.query::<()>(&cmd)).await
+                self.unguarded(Op::Set, r, r.query::<()>(&cmd)).await
             }
             Backend::Memory(m) => {
                 m.set_ex(key, value, secs);
@@ -182,7 +223,7 @@ impl Store {
             Backend::Redis(r) => {
                 let mut cmd = ::redis::cmd("SET");
                 cmd.arg(key).arg(token).arg("NX").arg("PX").arg(ms);
-                let reply: Option<String> = self.guarded(r, r.query(&cmd)).await?;
+                let reply: Option<String> = self.guarded(Op::Lock, r, r.query(&cmd)).await?;
                 Ok(reply.is_some())
             }
             Backend::Memory(m) => Ok(m.set_nx_px(key, token.as_bytes(), ms)),
@@ -192,7 +233,10 @@ impl Store {
     /// Releases the lock only if it still holds `token`.
     pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<(), CacheError> {
         match &self.backend {
-            Backend::Redis(r) => Self::unguarded(r, r.unlock(key, token)).await.map(drop),
+            Backend::Redis(r) => self
+                .unguarded(Op::Unlock, r, r.unlock(key, token))
+                .await
+                .map(drop),
             Backend::Memory(m) => {
                 m.delete_if_eq(key, token.as_bytes());
                 Ok(())
@@ -221,7 +265,7 @@ impl Store {
             Backend::Redis(r) => {
                 let mut cmd = ::redis::cmd("UNLINK");
                 cmd.arg(keys);
-                Self::unguarded(r, r.query(&cmd)).await
+                self.unguarded(Op::Unlink, r, r.query(&cmd)).await
             }
             Backend::Memory(m) => Ok(m.delete(keys)),
         }
@@ -235,7 +279,7 @@ impl Store {
             Backend::Memory(m) => return Ok(m.delete_matching(pattern)),
         };
         if r.is_cluster() {
-            return cluster::delete_matching(r, pattern).await;
+            return cluster::delete_matching(self, r, pattern).await;
         }
         let mut cursor = 0u64;
         let mut deleted = 0;
@@ -246,11 +290,14 @@ impl Store {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(SCAN_COUNT);
-            let (next, keys): (u64, Vec<String>) = Self::unguarded(r, r.query(&scan)).await?;
+            let (next, keys): (u64, Vec<String>) =
+                self.unguarded(Op::Scan, r, r.query(&scan)).await?;
             if !keys.is_empty() {
                 let mut unlink = ::redis::cmd("UNLINK");
                 unlink.arg(&keys);
-                deleted += Self::unguarded(r, r.query::<u64>(&unlink)).await?;
+                deleted += self
+                    .unguarded(Op::Unlink, r, r.query::<u64>(&unlink))
+                    .await?;
             }
             if next == 0 {
                 return Ok(deleted);
@@ -263,7 +310,9 @@ impl Store {
     pub(crate) async fn ping(&self) -> Result<(), CacheError> {
         match &self.backend {
             Backend::Redis(r) => {
-                let _: String = Self::unguarded(r, r.query(&::redis::cmd("PING"))).await?;
+                let _: String = self
+                    .unguarded(Op::Ping, r, r.query(&::redis::cmd("PING")))
+                    .await?;
                 Ok(())
             }
             Backend::Memory(_) => Ok(()),

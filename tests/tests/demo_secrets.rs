@@ -1,0 +1,149 @@
+//! The demo's admin token never shows: not in its logs (captured at trace level from every
+//! thread, the server's workers included, by a global subscriber, so this file is a binary of
+//! its own), not in `Debug` output; and an admin invalidation is logged with who and what.
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    sync::{Arc, LazyLock, Mutex, PoisonError},
+    time::Duration,
+};
+
+use reqwest::StatusCode;
+use tests::RedisServer;
+
+const TOKEN: &str = "s3cr3t-admin-token-never-logged";
+/// A wrong token a client sends: not a secret of the service, but nothing a log should keep
+/// either.
+const WRONG: &str = "wrong-admin-token-also-never-logged";
+
+/// Everything every thread logs, from the first test on.
+static LOGS: LazyLock<Arc<Mutex<Vec<u8>>>> = LazyLock::new(|| {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let writer = Captured(Arc::clone(&logs));
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .init();
+    logs
+});
+
+#[derive(Clone)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn logs() -> String {
+    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+}
+
+/// A database file in the temp directory, removed on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new(name: &str) -> Self {
+        Self(std::env::temp_dir().join(format!("demo-secrets-{name}-{}.db", std::process::id())))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = self.0.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_token_never_appears_in_logs_or_debug_output() {
+    LazyLock::force(&LOGS);
+    let redis = RedisServer::start();
+    let db = TempDb::new("token");
+    let mut config = demo_app::Config::new(redis.url(), &db.0);
+    config.bind = "127.0.0.1:0".to_owned();
+    config.workers = Some(1);
+    config.admin_token = Some(TOKEN.into());
+    assert!(!format!("{config:?}").contains(TOKEN), "{config:?}");
+    let running = demo_app::start(config).await.expect("start the demo");
+    let base = format!("http://{}", running.addr());
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("a client");
+    tests::wait_until_async(Duration::from_secs(15), || async {
+        let health = client.get(format!("{base}/healthz")).send().await;
+        health
+            .expect("answers")
+            .text()
+            .await
+            .expect("body")
+            .contains(r#""redis":"up""#)
+    })
+    .await;
+    assert_eq!(
+        client
+            .get(format!("{base}/items/1"))
+            .send()
+            .await
+            .expect("answers")
+            .status(),
+        StatusCode::OK
+    );
+    let admin = |token: &'static str, body: &'static str| {
+        client
+            .post(format!("{base}/admin/cache/invalidate"))
+            .header("authorization", format!("bearer {token}"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", "203.0.113.7")
+            .body(body)
+            .send()
+    };
+    let wrong = admin(WRONG, r#"{"prefix": "item"}"#)
+        .await
+        .expect("answers");
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let ok = admin(TOKEN, r#"{"pattern": "item:1*"}"#)
+        .await
+        .expect("answers");
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(ok.text().await.expect("body"), r#"{"deleted":1}"#);
+
+    let shown = format!("{running:?} {:?}", running.state());
+    assert!(!shown.contains(TOKEN), "{shown}");
+    assert!(shown.contains("REDACTED"), "{shown}");
+    running.stop().await.expect("stops");
+
+    let logs = logs();
+    assert!(!logs.contains(TOKEN), "the token is in the logs:\n{logs}");
+    assert!(
+        !logs.contains(WRONG),
+        "a presented token is in the logs:\n{logs}"
+    );
+    // Who and what: the audit line names the peer, the forwarded client and the pattern.
+    let audit = logs
+        .lines()
+        .find(|l| l.contains("admin cache invalidation"))
+        .unwrap_or_else(|| panic!("no audit line in:\n{logs}"));
+    assert!(audit.contains("INFO"), "{audit}");
+    assert!(audit.contains(r#"peer="127.0.0.1:"#), "{audit}");
+    assert!(audit.contains("203.0.113.7"), "{audit}");
+    assert!(audit.contains(r#"scope="pattern""#), "{audit}");
+    assert!(audit.contains(r#"target="item:1*""#), "{audit}");
+    assert!(audit.contains("deleted=1"), "{audit}");
+}

@@ -76,6 +76,16 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     };
     let types = types_tokens(&plan.types);
     let key = plan.key.iter().map(|part| key_part(part, &private, None));
+    // The companions take these types: a pattern that does not bind what it seems to fails
+    // here, on the type.
+    let binding_checks = plan
+        .binding_types
+        .iter()
+        .filter(|(_, ty)| generic_friendly(ty))
+        .map(|(name, ty)| {
+            let ty = strip_group(ty);
+            quote_spanned!(ty.span()=> let _: &(#ty) = &#name;)
+        });
 
     let ret = &plan.ret;
     let ret_span = ret.span();
@@ -108,7 +118,8 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
             #prefix_check
             #template_check
             #[allow(unused_imports)]
-            use #private::{KeyLevel0 as _, KeyLevel1 as _, Level0 as _, Level1 as _, Level2 as _, Level3 as _};
+            use #private::{KeyLevel0 as _, KeyLevel1 as _, KeyLevel2 as _, Level0 as _, Level1 as _, Level2 as _, Level3 as _};
+            #(#binding_checks)*
             static #policy: #private::Policy = #policy_value;
             static #site: #private::Site = #private::Site::__new(::core::module_path!(), #fn_name);
             let #call = #start #types #(#key)*;
@@ -223,13 +234,19 @@ fn companions(
         })
         .collect();
     let mut direct = Vec::new();
-    let params = companions.params.iter().map(|(name, ty)| {
-        if with_fields.contains(&name) || !generic_friendly(ty) {
+    let params = companions.params.iter().map(|(name, ty)| match ty {
+        Some(ty) if with_fields.contains(&name) || !generic_friendly(ty) => {
             let ty = strip_group(ty);
             quote!(#name: &(#ty))
-        } else {
+        }
+        Some(ty) => {
             direct.push(name.clone());
             quote!(#name: &(impl #private::KeyFor<#ty> + ?::core::marker::Sized))
+        }
+        // A name bound by a pattern whose type the signature does not show.
+        None => {
+            direct.push(name.clone());
+            quote!(#name: &(impl #private::SerializeTrait + ?::core::marker::Sized))
         }
     });
     let params: Vec<TokenStream> = params.collect();
@@ -253,7 +270,7 @@ fn companions(
     let body = quote! {
         static #policy: #private::Policy = #private::Policy::__from_macro(#prefix, 1, 0, 0, #version);
         #[allow(unused_imports)]
-        use #private::{KeyLevel0 as _, KeyLevel1 as _};
+        use #private::{KeyLevel0 as _, KeyLevel1 as _, KeyLevel2 as _};
         #private::Call::companion(#cache, &#policy) #types #(#key)*
     };
     quote! {

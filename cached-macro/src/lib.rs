@@ -65,6 +65,7 @@ mod validate;
 /// | `Result<T, E>` | `Ok` only; `Err` is returned as is and never stored |
 /// | `Result<Option<T>, E>` | `Ok(Some)` as the value, `Ok(None)` as the null marker, `Err` never |
 /// | `web::Json<T>`, and inside `Option`/`Result` as above | `T` (the `actix` feature) |
+/// | `axum::Json<T>`, and inside `Option`/`Result` as above | `T` (the `axum` feature) |
 ///
 /// `T` must implement `serde::Serialize` and `serde::Deserialize` (owned); when it does not,
 /// the error points at the return type. `()` and `impl Trait` returns are compile errors:
@@ -92,10 +93,17 @@ mod validate;
 ///   `type_name` may change between compiler releases; then such entries are missed once,
 ///   never misread.
 /// - Key arguments need `serde::Serialize`; when one lacks it, the error points at it and
-///   suggests `skip(...)`. A framework extractor (`web::Path<T>`, `web::Query<T>`,
-///   `web::Json<T>`, `web::Form<T>`) is keyed on the value it holds, recognised by its type.
-/// - An argument bound by a pattern (`(a, b): (u8, u8)`, `_: T`) cannot be keyed: bind it to
-///   a name, or use `skip_all` or `key`.
+///   suggests `skip(...)`. A framework extractor (Actix's `web::Path<T>`, `web::Query<T>`,
+///   `web::Json<T>`, `web::Form<T>`; axum's `Path<T>`, `Query<T>`, `Json<T>`, `Form<T>`) is
+///   keyed on the value it holds, recognised by its type. Request context (`State<S>`,
+///   `Extension<T>`, `web::Data<T>`, `HttpRequest`, `HeaderMap`, `Request`) must be skipped:
+///   the error on it says so.
+/// - An argument bound by a pattern is keyed on the names the pattern binds, in order:
+///   `Path((id, lang)): Path<(u64, String)>` on `id` and `lang`, `Query(Page { page, .. })`
+///   on `page` (the fields it does not bind are invisible to the body), `_: T` on nothing.
+///   `skip(state)` skips a bound name, as for `State(state): State<App>`, and
+///   `cache = state.cache` may use one. (Actix's `web::Path` has a private field: bind it to
+///   a name; `web::Query(q)`, `web::Json(body)` and `web::Form(f)` destructure.)
 /// - Two functions declaring one prefix in a process: the second to be called logs an error
 ///   naming both.
 ///
@@ -109,7 +117,9 @@ mod validate;
 /// ```
 ///
 /// taking the key's arguments by reference (an extractor's inner value: `&u64` for a
-/// `web::Path<u64>`), and `&self` first when the key names `self` fields. A writer names the
+/// `web::Path<u64>`; a name bound by a pattern by its type where the pattern shows it, `&u64`
+/// for `Path(id): Path<u64>`, and any `Serialize` value where it does not), and `&self` first
+/// when the key names `self` fields. A writer names the
 /// function, never its prefix, argument order or version. In an `impl` block they are
 /// associated functions (`Repo::item_key`); put `#[redis_cache]` above a routing attribute
 /// (`#[get]`) so they stay module items; in a trait `impl` turn them off with

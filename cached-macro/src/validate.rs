@@ -38,14 +38,18 @@ pub(crate) struct Plan {
     pub(crate) ret: Type,
     /// The companion functions' inputs, unless `companions = false`.
     pub(crate) companions: Option<Companions>,
+    /// Names bound by patterns whose type was read off the pattern (`Path(id): Path<u64>`
+    /// gives `id: u64`): the getter asserts each, so a companion never takes the wrong type.
+    pub(crate) binding_types: Vec<(Ident, Type)>,
 }
 
 /// What `{name}_key` and `{name}_invalidate` take besides the cache.
 pub(crate) struct Companions {
     /// `&self` when the key names `self` fields.
     pub(crate) receiver: bool,
-    /// Each argument the key is made of, once, in the order it first appears, with its type.
-    pub(crate) params: Vec<(Ident, Type)>,
+    /// Each argument (or name bound by an argument's pattern) the key is made of, once, in
+    /// the order it first appears, with its type when the signature shows it.
+    pub(crate) params: Vec<(Ident, Option<Type>)>,
 }
 
 /// A validated duration option.
@@ -136,7 +140,7 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
             .then_some(Secs::Literal(DEFAULT_LOCK_SECS, flag.span)),
         Some((_, Lock::Ttl(v))) => seconds("lock", v, 1, &mut errors),
     };
-    let params = params(func);
+    let params = params(func, &mut errors);
     let template = args.key.as_ref().map(|(_, lit)| lit.clone());
     let keyed = key_parts(args.skip, args.key, func, &params, &mut errors);
     let ret = return_type(func, &mut errors);
@@ -152,10 +156,17 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
                 .roots
                 .iter()
                 .filter_map(|name| find(&params, &name.unraw().to_string()))
-                .filter_map(|p| Some((p.name?.clone(), p.ty.clone())))
+                .map(|n| (n.ident.clone(), n.ty.clone()))
                 .collect(),
         }),
     };
+    let binding_types = keyed
+        .roots
+        .iter()
+        .filter_map(|name| find(&params, &name.unraw().to_string()))
+        .filter(|n| n.bound)
+        .filter_map(|n| Some((n.ident.clone(), n.ty.clone()?)))
+        .collect();
     let krate = match args.krate {
         Some((_, path)) => path.into_token_stream(),
         None => quote!(::cached_runtime),
@@ -176,6 +187,7 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
             shape: args.shape.map(|(_, p)| p),
             ret,
             companions,
+            binding_types,
         }),
         (Some(e), ..) => Err(e),
         // Every `None` above pushed an error.
@@ -288,9 +300,22 @@ struct Param<'a> {
     name: Option<&'a Ident>,
     pat: &'a Pat,
     ty: &'a Type,
+    /// What the key can be made of: the plain identifier, or every name the pattern binds,
+    /// in order (`Path((a, b)): Path<(u64, String)>` binds `a` and `b`).
+    names: Vec<Name>,
 }
 
-fn params(func: &Func) -> Vec<Param<'_>> {
+/// A name an argument makes visible to the body.
+#[derive(Clone)]
+struct Name {
+    ident: Ident,
+    /// Its type, when the signature shows it.
+    ty: Option<Type>,
+    /// Bound by a pattern, rather than the argument itself.
+    bound: bool,
+}
+
+fn params<'a>(func: &'a Func, errors: &mut Errors) -> Vec<Param<'a>> {
     func.sig
         .inputs
         .iter()
@@ -305,14 +330,107 @@ fn params(func: &Func) -> Vec<Param<'_>> {
                     }) => Some(ident),
                     _ => None,
                 };
+                let names = match name {
+                    Some(ident) => vec![Name {
+                        ident: ident.clone(),
+                        ty: Some((*typed.ty).clone()),
+                        bound: false,
+                    }],
+                    None => {
+                        let mut names = Vec::new();
+                        bindings(&typed.pat, Some(&typed.ty), &mut names, errors);
+                        names
+                    }
+                };
                 Some(Param {
                     name,
                     pat: &typed.pat,
                     ty: &typed.ty,
+                    names,
                 })
             }
         })
         .collect()
+}
+
+/// The names `pat` binds, in order. A name's type is known where the pattern mirrors the type:
+/// a one-field tuple struct over a type with one type argument (`Path(id): Path<u64>`), a tuple
+/// over a tuple type, a reference over a reference.
+fn bindings(pat: &Pat, ty: Option<&Type>, out: &mut Vec<Name>, errors: &mut Errors) {
+    let ty = ty.map(strip_parens);
+    match pat {
+        Pat::Ident(p) => {
+            out.push(Name {
+                ident: p.ident.clone(),
+                ty: ty.cloned(),
+                bound: true,
+            });
+            if let Some((_, sub)) = &p.subpat {
+                bindings(sub, ty, out, errors);
+            }
+        }
+        Pat::TupleStruct(p) => {
+            let inner = match (p.elems.len(), ty.and_then(last_segment)) {
+                (1, Some((_, args))) if args.len() == 1 => Some(args[0]),
+                _ => None,
+            };
+            for elem in &p.elems {
+                bindings(elem, inner, out, errors);
+            }
+        }
+        Pat::Tuple(p) => {
+            let types = match ty {
+                Some(Type::Tuple(t))
+                    if t.elems.len() == p.elems.len()
+                        && !p.elems.iter().any(|e| matches!(e, Pat::Rest(_))) =>
+                {
+                    t.elems.iter().map(Some).collect()
+                }
+                _ => vec![None; p.elems.len()],
+            };
+            for (elem, ty) in p.elems.iter().zip(types) {
+                bindings(elem, ty, out, errors);
+            }
+        }
+        Pat::Reference(p) => {
+            let inner = match ty {
+                Some(Type::Reference(r)) => Some(&*r.elem),
+                _ => None,
+            };
+            bindings(&p.pat, inner, out, errors);
+        }
+        Pat::Paren(p) => bindings(&p.pat, ty, out, errors),
+        Pat::Struct(p) => {
+            for field in &p.fields {
+                bindings(&field.pat, None, out, errors);
+            }
+        }
+        Pat::Slice(p) => {
+            for elem in &p.elems {
+                bindings(elem, None, out, errors);
+            }
+        }
+        // Every alternative binds the same names.
+        Pat::Or(p) => {
+            if let Some(first) = p.cases.first() {
+                bindings(first, None, out, errors);
+            }
+        }
+        Pat::Type(p) => bindings(&p.pat, Some(&p.ty), out, errors),
+        Pat::Wild(_) | Pat::Rest(_) | Pat::Lit(_) | Pat::Range(_) | Pat::Path(_) => {}
+        _ => errors.spanned(
+            pat,
+            "#[redis_cache] cannot see the names this argument pattern binds: bind the argument to a name",
+        ),
+    }
+}
+
+fn strip_parens(ty: &Type) -> &Type {
+    match ty {
+        Type::Paren(p) => strip_parens(&p.elem),
+        Type::Group(g) => strip_parens(&g.elem),
+        _ => ty,
+    }
 }
 
 /// The last path segment of a type, behind references and parentheses, with its type
@@ -344,8 +462,8 @@ fn last_segment(ty: &Type) -> Option<(&Ident, Vec<&Type>)> {
 fn arg_names(params: &[Param<'_>]) -> String {
     let names: Vec<String> = params
         .iter()
-        .filter_map(|p| p.name)
-        .map(|n| format!("`{n}`"))
+        .flat_map(|p| &p.names)
+        .map(|n| format!("`{}`", n.ident))
         .collect();
     if names.is_empty() {
         "the function has no named arguments".to_owned()
@@ -354,10 +472,12 @@ fn arg_names(params: &[Param<'_>]) -> String {
     }
 }
 
-fn find<'p, 'a>(params: &'p [Param<'a>], name: &str) -> Option<&'p Param<'a>> {
+/// The argument, or name bound by an argument's pattern, called `name`.
+fn find<'p>(params: &'p [Param<'_>], name: &str) -> Option<&'p Name> {
     params
         .iter()
-        .find(|p| p.name.is_some_and(|n| n.unraw() == name))
+        .flat_map(|p| &p.names)
+        .find(|n| n.ident.unraw() == name)
 }
 
 /// The key's parts, and what they are made of.
@@ -424,19 +544,13 @@ fn key_parts(
     if let Some((_, lit)) = &template {
         template_parts(lit, func, params, &mut keyed, errors);
     } else if !skip_all {
-        for param in params {
-            let Some(name) = param.name else {
-                errors.spanned(
-                    param.pat,
-                    "this argument pattern cannot be part of the cache key: bind the argument to a name (and `skip` it if it does not belong in the key), or name the key's arguments with `key = \"...\"`",
-                );
-                continue;
-            };
-            if skipped.contains(&name.unraw().to_string()) {
+        for name in params.iter().flat_map(|p| &p.names) {
+            let ident = &name.ident;
+            if skipped.contains(&ident.unraw().to_string()) {
                 continue;
             }
-            keyed.parts.push(KeyPart::Arg(name.clone()));
-            keyed.roots.push(name.clone());
+            keyed.parts.push(KeyPart::Arg(ident.clone()));
+            keyed.roots.push(ident.clone());
         }
     }
     if let Some(receiver) = receiver {
@@ -605,7 +719,7 @@ fn placeholder_value(
             span,
         });
     }
-    let Some(param) = find(params, root) else {
+    let Some(found) = find(params, root) else {
         errors.at(
             span,
             format!(
@@ -615,8 +729,7 @@ fn placeholder_value(
         );
         return None;
     };
-    // `find` only matches named parameters.
-    let name = param.name?;
+    let name = &found.ident;
     let mut ident = name.clone();
     ident.set_span(name.span().located_at(span));
     if !keyed.roots.iter().any(|r| r == name) {
@@ -701,7 +814,9 @@ fn discriminators(
     idents_in(ret.to_token_stream(), &mut reached);
     let mut values = Vec::new();
     for param in params {
-        let in_key = param.name.is_some_and(|n| keyed.roots.contains(n));
+        // A pattern that binds nothing hides its value from the body, but not its type.
+        let in_key =
+            !param.names.is_empty() && param.names.iter().all(|n| keyed.roots.contains(&n.ident));
         if in_key {
             continue;
         }
@@ -775,6 +890,7 @@ fn find_impl_trait(ty: &Type) -> Option<&Type> {
 mod tests {
     use super::*;
     use quote::quote;
+    use syn::parse::Parser;
 
     #[test]
     fn placeholder_fields_are_identifiers_or_indexes() {
@@ -786,6 +902,56 @@ mod tests {
         for bad in ["", "_", "1a", "a-b", "a b", "r#self", "self", "é"] {
             assert!(field(bad, span).is_none(), "{bad:?}");
         }
+    }
+
+    fn bound(pat: TokenStream, ty: TokenStream) -> Vec<(String, Option<String>)> {
+        let pat = Pat::parse_single.parse2(pat).expect("a pattern");
+        let ty: Type = syn::parse2(ty).expect("a type");
+        let mut names = Vec::new();
+        let mut errors = Errors::default();
+        bindings(&pat, Some(&ty), &mut names, &mut errors);
+        assert!(errors.0.is_none());
+        names
+            .into_iter()
+            .map(|n| {
+                let ty = n.ty.map(|t| t.to_token_stream().to_string());
+                (n.ident.to_string(), ty)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn patterns_bind_their_names_in_order_with_the_types_they_mirror() {
+        let some = |n: &str, t: &str| (n.to_owned(), Some(t.to_owned()));
+        let none = |n: &str| (n.to_owned(), None);
+        assert_eq!(
+            bound(quote!(Path(id)), quote!(Path<u64>)),
+            [some("id", "u64")]
+        );
+        assert_eq!(
+            bound(
+                quote!(Path((a, b))),
+                quote!(axum::extract::Path<(u64, String)>)
+            ),
+            [some("a", "u64"), some("b", "String")]
+        );
+        assert_eq!(
+            bound(quote!(&(a, ref mut b)), quote!(&(u8, Vec<u8>))),
+            [some("a", "u8"), some("b", "Vec < u8 >")]
+        );
+        assert_eq!(
+            bound(
+                quote!(Query(Page { page, lang: l, .. })),
+                quote!(Query<Page>)
+            ),
+            [none("page"), none("l")]
+        );
+        assert_eq!(bound(quote!((a, ..)), quote!((u8, u8))), [none("a")]);
+        assert_eq!(
+            bound(quote!(Pair(a, b)), quote!(Pair<u8>)),
+            [none("a"), none("b")]
+        );
+        assert!(bound(quote!(_), quote!(u8)).is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! What `#[redis_cache]` expands to calls. Not a public API: it changes with the macro.
 
-use std::{future::Future, ops::Deref, time::Duration};
+use std::{future::Future, marker::PhantomData, ops::Deref, time::Duration};
 
 use serde::Serialize;
 
@@ -192,6 +192,15 @@ pub trait KeyLevel1<'a> {
     fn __cached_key(&self) -> &'a Self::Target;
 }
 
+/// Request context (shared state, the request or its headers): never keyed; the value keyed
+/// on is a [`MustSkip`], whose error says to skip the argument.
+pub trait KeyLevel2<'a> {
+    /// The value keyed on.
+    type Target: ?Sized;
+    /// The value keyed on.
+    fn __cached_key(&self) -> &'a Self::Target;
+}
+
 /// Anything else: keyed on itself.
 pub trait KeyLevel0<'a> {
     /// The value keyed on.
@@ -233,6 +242,84 @@ macro_rules! extractor {
 }
 #[allow(unused_imports)]
 pub(crate) use extractor;
+
+/// What a request-context argument (`State<S>`, `web::Data<T>`, `HttpRequest`, `HeaderMap`…)
+/// is keyed on: nothing that compiles. `W` says why, in the error.
+#[derive(Debug)]
+pub struct MustSkip<C: ?Sized, W>(PhantomData<(W, fn() -> C)>);
+
+impl<C: ?Sized, W> MustSkip<C, W> {
+    const NEW: Self = MustSkip(PhantomData);
+}
+
+/// Why a [`MustSkip`] argument cannot be keyed: it is shared state.
+#[derive(Debug)]
+pub struct SharedState;
+
+/// Why a [`MustSkip`] argument cannot be keyed: it is the request or its headers.
+#[derive(Debug)]
+pub struct WholeRequest;
+
+/// Implemented by nothing: the error for shared state in the key.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is shared state, not part of the cache key: leave it out with `skip(...)`",
+    label = "this argument is part of the cache key",
+    note = "every argument not skipped is part of the key; state shared by all requests does not tell calls apart"
+)]
+pub trait SkipSharedState {}
+
+/// Implemented by nothing: the error for a request or its headers in the key.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` holds the whole request, which cannot be part of the cache key: leave it out with `skip(...)`",
+    label = "this argument is part of the cache key",
+    note = "when the result depends on request headers (the caller's identity, the language), key on them with `vary(name = [\"authorization\"])`"
+)]
+pub trait SkipWholeRequest {}
+
+// Bounded by traits nothing implements: the error is theirs, naming the argument's type.
+impl<C: SkipSharedState + ?Sized> Serialize for MustSkip<C, SharedState> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit()
+    }
+}
+
+impl<C: SkipWholeRequest + ?Sized> Serialize for MustSkip<C, WholeRequest> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit()
+    }
+}
+
+/// Registers request-context types `$ty` (with parameters `$g`) that must be skipped.
+#[allow(unused_macros)]
+macro_rules! context {
+    ($why:ident: $($ty:ident)::+ $(<$($g:ident),*>)?) => {
+        impl<'a $($(, $g)*)?> $crate::__private::KeyLevel2<'a>
+            for &&$crate::__private::KeyProbe<'a, $($ty)::+ $(<$($g),*>)?>
+        {
+            type Target = $crate::__private::MustSkip<$($ty)::+ $(<$($g),*>)?, $crate::__private::$why>;
+            #[inline]
+            fn __cached_key(&self) -> &'a Self::Target {
+                &$crate::__private::MustSkip::NEW
+            }
+        }
+    };
+}
+
+#[cfg(feature = "actix")]
+mod actix_context {
+    context!(SharedState: actix_web::web::Data<T>);
+    context!(WholeRequest: actix_web::HttpRequest);
+    context!(WholeRequest: actix_web::http::header::HeaderMap);
+}
+
+#[cfg(feature = "axum")]
+mod axum_context {
+    context!(SharedState: axum::extract::State<T>);
+    context!(SharedState: axum::Extension<T>);
+    context!(WholeRequest: axum::http::HeaderMap<T>);
+    context!(WholeRequest: axum::http::Request<B>);
+    context!(WholeRequest: axum::http::request::Parts);
+}
 
 /// A key argument: anything `Serialize`. Exists for the error when an argument is not.
 #[diagnostic::on_unimplemented(

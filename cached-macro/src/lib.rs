@@ -48,6 +48,7 @@ mod validate;
 /// | `shape = cached_runtime::shape::Plain` | The shape to store the return type as, instead of the one selected from its type (below): any type implementing `cached_runtime::shape::Shape<R>`. |
 /// | `companions = false` | No companion functions (below): needed in a trait `impl`, which may hold only the trait's items. |
 /// | `crate = "facade::cache"` | The path of the runtime crate when it is renamed or re-exported, instead of `::cached_runtime`. |
+/// | `vary(req = ["authorization"])` | Request headers the result depends on, read from the argument `req` (an Actix `HttpRequest`, or an axum `HeaderMap`, `Request` or `request::Parts`), go into the key as a hash of their values; the argument itself is left out. `vary(req = [])` says the result depends on none of its headers. Header names are lowercase; checked at compile time. See *Per-caller results* below. |
 /// | `lock = true` | Across processes, one caller fills a missing entry under a Redis lock (`SET NX PX`, released only by its owner) while the others poll for its value. `lock = true` holds the lock at most 10 s; `lock = 3` or `lock = Duration::from_millis(500)` sets that TTL. Waiters give up and run the body themselves after the lock TTL, so a crashed holder blocks nobody for longer. In-process single-flight needs no option: it is on for every cache unless turned off there. |
 ///
 /// An unknown, repeated or malformed option is a compile error that lists the valid ones.
@@ -106,6 +107,31 @@ mod validate;
 ///   a name; `web::Query(q)`, `web::Json(body)` and `web::Form(f)` destructure.)
 /// - Two functions declaring one prefix in a process: the second to be called logs an error
 ///   naming both.
+///
+/// # Per-caller results
+///
+/// A handler that reads the caller from the request (a token, a cookie, a tenant header) and
+/// leaves the request out of the key serves the first caller's result to everyone. `vary`
+/// puts what the result depends on into the key; leaving a request or header map out of the
+/// key without it is a warning on that argument (a `deprecated` note, as a stable attribute
+/// macro can emit no other warning).
+///
+/// ```text
+/// // Wrong: every caller gets the orders of whoever called first (and a warning says so).
+/// #[redis_cache(prefix = "my.orders", ttl = 60, skip(headers))]
+/// async fn my_orders(headers: HeaderMap) -> Json<Vec<Order>> { orders_of(user(&headers)) }
+///
+/// // Right: one entry per `Authorization` value, hashed, so no credential reaches Redis.
+/// #[redis_cache(prefix = "my.orders", ttl = 60, vary(headers = ["authorization"]))]
+/// async fn my_orders(headers: HeaderMap) -> Json<Vec<Order>> { orders_of(user(&headers)) }
+/// ```
+///
+/// The key gets one segment per `vary` argument: 32 hex digits of the SHA-256 of the
+/// headers' names and values, absent, empty and repeated headers told apart. The companion
+/// `{name}_key` then takes the request too; `{name}_invalidate` cannot know every caller's
+/// headers and deletes the entries of all of them (`SCAN` + `UNLINK` of `{key}:*`). When the
+/// caller is already an extracted value (`Extension(user): Extension<User>`), key on it
+/// like any argument instead.
 ///
 /// # Companion functions
 ///

@@ -9,7 +9,7 @@ use syn::{
     PathArguments, Receiver, ReturnType, Type, TypePath, ext::IdentExt,
 };
 
-use crate::args::{Args, Func, Lock, Seconds, Skip};
+use crate::args::{Args, Func, Lock, Seconds, Skip, Vary};
 
 /// The lock TTL of `lock = true`, in seconds: longer than most fills, short enough that a
 /// crashed holder is soon forgotten.
@@ -38,6 +38,11 @@ pub(crate) struct Plan {
     pub(crate) ret: Type,
     /// The companion functions' inputs, unless `companions = false`.
     pub(crate) companions: Option<Companions>,
+    /// `vary(...)`: each argument headers are read from, with the header names.
+    pub(crate) vary: Vec<(Ident, Vec<LitStr>)>,
+    /// Arguments (or bound names) left out of the key: the expansion warns for those that
+    /// carry request headers.
+    pub(crate) unkeyed: Vec<Ident>,
     /// Names bound by patterns whose type was read off the pattern (`Path(id): Path<u64>`
     /// gives `id: u64`): the getter asserts each, so a companion never takes the wrong type.
     pub(crate) binding_types: Vec<(Ident, Type)>,
@@ -47,6 +52,9 @@ pub(crate) struct Plan {
 pub(crate) struct Companions {
     /// `&self` when the key names `self` fields.
     pub(crate) receiver: bool,
+    /// The arguments `vary` reads headers from, with their types: `{name}_key` takes them,
+    /// and `{name}_invalidate` deletes the entries of every header value.
+    pub(crate) vary: Vec<(Ident, Type)>,
     /// Each argument (or name bound by an argument's pattern) the key is made of, once, in
     /// the order it first appears, with its type when the signature shows it.
     pub(crate) params: Vec<(Ident, Option<Type>)>,
@@ -142,7 +150,24 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
     };
     let params = params(func, &mut errors);
     let template = args.key.as_ref().map(|(_, lit)| lit.clone());
-    let keyed = key_parts(args.skip, args.key, func, &params, &mut errors);
+    let vary = vary_sources(args.vary, args.skip.as_ref(), &params, &mut errors);
+    let vary_args: Vec<String> = vary.iter().map(|(a, _)| a.unraw().to_string()).collect();
+    let keyed = key_parts(args.skip, args.key, func, &params, &vary_args, &mut errors);
+    for (arg, _) in &vary {
+        if keyed.roots.contains(arg) {
+            errors.at(
+                arg.span(),
+                format!("`{arg}` is named in `vary` and in the key template: `vary` keys on its headers, the template cannot key on it"),
+            );
+        }
+    }
+    let unkeyed = params
+        .iter()
+        .flat_map(|p| &p.names)
+        .map(|n| &n.ident)
+        .filter(|n| !keyed.roots.contains(n) && !vary_args.contains(&n.unraw().to_string()))
+        .cloned()
+        .collect();
     let ret = return_type(func, &mut errors);
     let types = ret
         .as_ref()
@@ -152,6 +177,14 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
         Some((_, flag)) if !flag.value => None,
         _ => Some(Companions {
             receiver: keyed.self_in_key,
+            vary: vary
+                .iter()
+                .filter(|(_, headers)| !headers.is_empty())
+                .filter_map(|(arg, _)| {
+                    let name = find(&params, &arg.unraw().to_string())?;
+                    Some((name.ident.clone(), name.ty.clone()?))
+                })
+                .collect(),
             params: keyed
                 .roots
                 .iter()
@@ -188,6 +221,8 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
             ret,
             companions,
             binding_types,
+            vary,
+            unkeyed,
         }),
         (Some(e), ..) => Err(e),
         // Every `None` above pushed an error.
@@ -494,6 +529,7 @@ fn key_parts(
     template: Option<(Span, LitStr)>,
     func: &Func,
     params: &[Param<'_>],
+    vary_args: &[String],
     errors: &mut Errors,
 ) -> Keyed {
     let receiver = func.sig.receiver();
@@ -546,7 +582,8 @@ fn key_parts(
     } else if !skip_all {
         for name in params.iter().flat_map(|p| &p.names) {
             let ident = &name.ident;
-            if skipped.contains(&ident.unraw().to_string()) {
+            let unraw = ident.unraw().to_string();
+            if skipped.contains(&unraw) || vary_args.contains(&unraw) {
                 continue;
             }
             keyed.parts.push(KeyPart::Arg(ident.clone()));
@@ -557,6 +594,62 @@ fn key_parts(
         check_receiver(receiver, skip_self, skip_all, keyed.self_in_key, errors);
     }
     keyed
+}
+
+/// The `vary(...)` sources: arguments (or bound names) of the function, not skipped, each
+/// named once; the header names are checked at compile time by the runtime's rule.
+fn vary_sources(
+    vary: Option<(Span, Vec<Vary>)>,
+    skip: Option<&(Span, Skip)>,
+    params: &[Param<'_>],
+    errors: &mut Errors,
+) -> Vec<(Ident, Vec<LitStr>)> {
+    let Some((span, sources)) = vary else {
+        return Vec::new();
+    };
+    if sources.is_empty() {
+        errors.at(
+            span,
+            "`vary()` names no argument: name the request and its headers, like `vary(req = [\"authorization\"])`",
+        );
+    }
+    let mut out: Vec<(Ident, Vec<LitStr>)> = Vec::new();
+    for Vary { arg, headers } in sources {
+        let name = arg.unraw().to_string();
+        if find(params, &name).is_none() {
+            errors.at(
+                arg.span(),
+                format!("`vary` names no argument `{arg}`; {}", arg_names(params)),
+            );
+            continue;
+        }
+        if out.iter().any(|(a, _)| a.unraw() == name) {
+            errors.at(arg.span(), format!("`{arg}` is named twice in `vary`"));
+            continue;
+        }
+        let skipped = match skip {
+            Some((_, Skip::Args(names))) => names.iter().any(|n| n.unraw() == name),
+            _ => false,
+        };
+        if skipped {
+            errors.at(
+                arg.span(),
+                format!("`{arg}` is both skipped and named in `vary`: `vary` already leaves it out of the key but for the headers it names; remove it from `skip`"),
+            );
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for header in &headers {
+            if seen.contains(&header.value()) {
+                errors.at(
+                    header.span(),
+                    format!("header {:?} is named twice in `vary`", header.value()),
+                );
+            }
+            seen.push(header.value());
+        }
+        out.push((arg, headers));
+    }
+    out
 }
 
 /// The receiver rule: a method says what `self` contributes to the key.

@@ -24,6 +24,13 @@ pub const fn check_prefix(prefix: &str) {
     }
 }
 
+/// Fails the build with the rule's message when `name` cannot be a header name in `vary`.
+pub const fn check_header_name(name: &str) {
+    if let Some(message) = crate::vary::header_name_error(name) {
+        panic!("{}", message);
+    }
+}
+
 /// Fails the build with the rule's message when `template` is not a valid key template.
 pub const fn check_template(template: &str) {
     if let Some(message) = key::template_error(template) {
@@ -143,6 +150,42 @@ impl Call {
         self
     }
 
+    /// Appends the segment of `vary(source = [headers])`: a hash of those headers' values.
+    #[inline]
+    pub fn vary<V: crate::VarySource + ?Sized>(
+        mut self,
+        source: &V,
+        headers: &'static [&'static str],
+    ) -> Self {
+        if let Some((_, key)) = &mut self.cache
+            && !headers.is_empty()
+        {
+            key.push_arg(crate::vary::segment(source, headers).as_str());
+        }
+        self
+    }
+
+    /// Deletes every entry of the finished key, whatever the headers `vary` adds to it
+    /// (companion functions of a function with `vary`): `SCAN` + `UNLINK` of `{key}:*`.
+    pub async fn invalidate_variants(self) -> Result<u64, CacheError> {
+        let Some((cache, key)) = self.cache else {
+            return Err(CacheError::Config("no cache".to_owned()));
+        };
+        let key = key.build()?;
+        let relative = key
+            .as_str()
+            .strip_prefix(cache.namespace())
+            .unwrap_or(key.as_str());
+        let mut pattern = String::with_capacity(relative.len() + 2);
+        crate::key::glob_escape(relative, &mut pattern);
+        // `prefix:` alone when the key has no argument before the vary segments.
+        if !pattern.ends_with(':') {
+            pattern.push(':');
+        }
+        pattern.push('*');
+        cache.invalidate_pattern(&pattern).await
+    }
+
     /// The finished key (companion functions).
     pub fn key(self) -> Result<Key, CacheError> {
         match self.cache {
@@ -242,6 +285,83 @@ macro_rules! extractor {
 }
 #[allow(unused_imports)]
 pub(crate) use extractor;
+
+/// A companion's `vary` source, selected like [`KeyProbe`]: a source that is not a
+/// [`VarySource`](crate::VarySource) adds nothing here, as the getter already fails to
+/// compile with the error about it.
+#[derive(Debug)]
+pub struct VaryProbe<'a, V: ?Sized>(pub &'a V);
+
+/// A [`VarySource`](crate::VarySource): its segment.
+pub trait VaryLevel1 {
+    /// [`Call::vary`].
+    fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call;
+}
+
+/// Anything else: nothing (the getter reports it).
+pub trait VaryLevel0 {
+    /// Returns `call` unchanged.
+    fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call;
+}
+
+impl<V: crate::VarySource + ?Sized> VaryLevel1 for &VaryProbe<'_, V> {
+    #[inline]
+    fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call {
+        call.vary(self.0, headers)
+    }
+}
+
+impl<V: ?Sized> VaryLevel0 for VaryProbe<'_, V> {
+    #[inline]
+    fn __cached_vary(&self, call: Call, _headers: &'static [&'static str]) -> Call {
+        call
+    }
+}
+
+/// Whether an argument left out of the key can carry the caller's identity (a request or its
+/// headers), selected like [`KeyProbe`]: `(&&RiskProbe(&arg)).__cached_risk()` warns then.
+#[derive(Debug)]
+pub struct RiskProbe<'a, V: ?Sized>(pub &'a V);
+
+/// A request or its headers, left out of the key: a deprecation warning on the argument.
+pub trait RiskLevel1 {
+    /// Warns.
+    #[deprecated(
+        note = "#[redis_cache]: this argument holds request headers and is left out of the cache key, so a result that depends on the caller (a header, a cookie) would be served to other callers: key on what it depends on with `vary(arg = [\"authorization\"])`, or say it depends on none of them with `vary(arg = [])`"
+    )]
+    fn __cached_risk(&self) {}
+}
+
+/// Anything else: nothing to say.
+pub trait RiskLevel0 {
+    /// Says nothing.
+    #[inline]
+    fn __cached_risk(&self) {}
+}
+
+impl<V: ?Sized> RiskLevel0 for RiskProbe<'_, V> {}
+
+/// Registers a type that carries request headers.
+#[allow(unused_macros)]
+macro_rules! risky {
+    ($($ty:ident)::+ $(<$($g:ident),*>)?) => {
+        impl<'a $($(, $g)*)?> $crate::__private::RiskLevel1
+            for &$crate::__private::RiskProbe<'a, $($ty)::+ $(<$($g),*>)?> {}
+    };
+}
+
+#[cfg(feature = "actix")]
+mod actix_risk {
+    risky!(actix_web::HttpRequest);
+    risky!(actix_web::http::header::HeaderMap);
+}
+
+#[cfg(feature = "axum")]
+mod axum_risk {
+    risky!(axum::http::HeaderMap<T>);
+    risky!(axum::http::Request<B>);
+    risky!(axum::http::request::Parts);
+}
 
 /// What a request-context argument (`State<S>`, `web::Data<T>`, `HttpRequest`, `HeaderMap`…)
 /// is keyed on: nothing that compiles. `W` says why, in the error.

@@ -75,6 +75,7 @@ mod policy;
 pub mod shape;
 mod spawn;
 mod stats;
+mod vary;
 
 #[doc(hidden)]
 pub mod __private;
@@ -87,6 +88,7 @@ pub use key::{Key, KeyBuilder};
 pub use mode::{bypass, refresh};
 pub use policy::Policy;
 pub use stats::{Counts, Stats};
+pub use vary::VarySource;
 
 #[doc(inline)]
 pub use cached_macro::redis_cache;

@@ -28,6 +28,7 @@ mod kw {
     syn::custom_keyword!(shape);
     syn::custom_keyword!(companions);
     syn::custom_keyword!(vary);
+    syn::custom_keyword!(revalidate);
 }
 
 /// Every option, in the order the documentation lists them.
@@ -46,6 +47,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "companions",
     "crate",
     "vary",
+    "revalidate",
 ];
 
 /// The options of one `#[redis_cache(...)]`, each with the span of its name.
@@ -68,6 +70,9 @@ pub(crate) struct Args {
     pub(crate) krate: Option<(Span, Path)>,
     /// `vary(req = ["authorization"])`: request headers, read from an argument, in the key.
     pub(crate) vary: Option<(Span, Vec<Vary>)>,
+    /// `revalidate`, or `revalidate = "public, max-age"`: answer HTTP revalidation from the
+    /// cache, with this `Cache-Control` policy when given.
+    pub(crate) revalidate: Option<(Span, Option<LitStr>)>,
 }
 
 /// `req = ["authorization", "accept-language"]` in `vary(...)`: the argument the headers are
@@ -200,6 +205,18 @@ impl Parse for Args {
                 parenthesized!(content in input);
                 let sources = Punctuated::<Vary, Token![,]>::parse_terminated(&content)?;
                 set(&mut args.vary, "vary", span, sources.into_iter().collect())?;
+            } else if look.peek(kw::revalidate) {
+                let span = input.parse::<kw::revalidate>()?.span;
+                let value = if input.peek(Token![=]) {
+                    Some(parse_value(
+                        input,
+                        "revalidate",
+                        "revalidate = \"private, max-age\"",
+                    )?)
+                } else {
+                    None
+                };
+                set(&mut args.revalidate, "revalidate", span, value)?;
             } else if look.peek(Token![crate]) {
                 let span = input.parse::<Token![crate]>()?.span;
                 expect_eq(input, "crate", "crate = \"my_facade::cache\"")?;

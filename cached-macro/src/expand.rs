@@ -116,13 +116,51 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     // once, on the return type.
     let call_at_ret = format_ident!("__cached_call", span = local.located_at(ret_span));
     let select_at_ret = format_ident!("__cached_select", span = local.located_at(ret_span));
-    let run = quote_spanned! {ret_span=>
-        #select_at_ret.run(#call_at_ret, async move #body).await
-    };
     let companions = plan
         .companions
         .as_ref()
         .map(|c| companions(&plan, c, &attrs, &vis, &sig));
+    let mut sig = sig;
+    let (run, http_policy) = match &plan.revalidate {
+        None => {
+            let run = quote_spanned! {ret_span=>
+                #select_at_ret.run(#call_at_ret, async move #body).await
+            };
+            (run, None)
+        }
+        Some(cache_control) => {
+            // The handler takes the request's conditions first (axum wants a body extractor
+            // last) and answers the revalidated form of its return type.
+            let http = format_ident!("__cached_http", span = local);
+            let http_static = format_ident!("__CACHED_HTTP", span = local);
+            let at = usize::from(sig.receiver().is_some());
+            sig.inputs
+                .insert(at, syn::parse_quote!(#http: #krate::http::Conditional));
+            sig.output = syn::parse_quote_spanned!(ret_span=> -> #krate::http::Revalidated<#ret>);
+            let policy = match cache_control {
+                Some(lit) => {
+                    let check = quote_spanned!(lit.span()=> const _: () = #private::check_cache_control(#lit););
+                    quote!(#check #lit)
+                }
+                None => quote!(#krate::http::DEFAULT_CACHE_CONTROL),
+            };
+            let vary_names = plan
+                .vary
+                .iter()
+                .flat_map(|(_, headers)| headers)
+                .map(syn::LitStr::value)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let http_policy = quote! {
+                static #http_static: #private::HttpPolicy = #private::HttpPolicy::__new({ #policy }, #vary_names);
+            };
+            let run = quote_spanned! {ret_span=>
+                #select_at_ret.check_json_response();
+                #select_at_ret.revalidate(#call_at_ret, #http, &#http_static, async move #body).await
+            };
+            (run, Some(http_policy))
+        }
+    };
 
     quote! {
         #(#attrs)* #vis #sig {
@@ -134,6 +172,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
             #(#binding_checks)*
             #(#header_checks)*
             static #policy: #private::Policy = #policy_value;
+            #http_policy
             static #site: #private::Site = #private::Site::__new(::core::module_path!(), #fn_name);
             #[allow(unused_imports)]
             use #private::{RiskLevel0 as _, RiskLevel1 as _};

@@ -40,7 +40,7 @@ mod validate;
 /// | `ttl = 600` | Required. How long entries live: whole seconds as an integer literal (at least 1), or any constant `Duration` expression (`ttl = ITEM_TTL`, `ttl = Duration::from_secs(600)`) that does not use `Self` or the function's generics; a `Duration` under one second fails the build. |
 /// | `null_ttl = 30` | TTL of the null marker stored for absent results (`None`, `Ok(None)`), in the same forms as `ttl`; the cache's default when not given. |
 /// | `jitter = 60` | Random extra seconds, `0..=jitter`, added to every TTL so entries filled together do not expire together. |
-/// | `skip(state, req)` | Arguments left out of the key. |
+/// | `skip(state, pool)` | Arguments left out of the key. A request or header map left out warns: see `vary`. |
 /// | `skip_all` | Every argument left out of the key: one entry per function. |
 /// | `key = "{id}:{lang}"` | A key template: the part after `prefix:`. `{name}` is an argument, `{q.page}` or `{path.0}` a field of one, `{self.tenant}` a field of the receiver; arguments the template does not name are left out, so `skip` is not needed (and only `skip(self)` is allowed) with it. Two placeholders need a `:` between them (`{a}-{b}` is rejected: `("x-y", "z")` and `("x", "y-z")` would share a key), and the text may not use a character the key encoding reserves (whitespace and `% , ( ) = ~ ! # * ? [ ] \ { } "`) except `:`. The rule is `cached_runtime::key::template_error`, evaluated at compile time. |
 /// | `cache = expr` | The cache to use instead of the one installed with `cached_runtime::install`: a `Cache`, `&Cache`, `Arc<Cache>` or `web::Data<Cache>`, evaluated on each call before the body runs, so it may use the arguments (`cache = state.cache`, `cache = self.cache`). |
@@ -49,6 +49,7 @@ mod validate;
 /// | `companions = false` | No companion functions (below): needed in a trait `impl`, which may hold only the trait's items. |
 /// | `crate = "facade::cache"` | The path of the runtime crate when it is renamed or re-exported, instead of `::cached_runtime`. |
 /// | `vary(req = ["authorization"])` | Request headers the result depends on, read from the argument `req` (an Actix `HttpRequest`, or an axum `HeaderMap`, `Request` or `request::Parts`), go into the key as a hash of their values; the argument itself is left out. `vary(req = [])` says the result depends on none of its headers. Header names are lowercase; checked at compile time. See *Per-caller results* below. |
+/// | `revalidate` | HTTP revalidation for an Actix or axum handler returning a framework's `Json<T>` (inside `Option`/`Result` or not): the response carries `ETag`, `Cache-Control` and `X-Cache: HIT\|MISS`, a matching `If-None-Match` gets `304 Not Modified` (no JSON decoded), and `Cache-Control: no-cache` on the request refreshes the entry. `revalidate = "public, max-age"` (or `"no-cache"`, …) replaces the default `Cache-Control: private, max-age=<seconds the entry has left>`. See *HTTP revalidation* below. |
 /// | `lock = true` | Across processes, one caller fills a missing entry under a Redis lock (`SET NX PX`, released only by its owner) while the others poll for its value. `lock = true` holds the lock at most 10 s; `lock = 3` or `lock = Duration::from_millis(500)` sets that TTL. Waiters give up and run the body themselves after the lock TTL, so a crashed holder blocks nobody for longer. In-process single-flight needs no option: it is on for every cache unless turned off there. |
 ///
 /// An unknown, repeated or malformed option is a compile error that lists the valid ones.
@@ -132,6 +133,32 @@ mod validate;
 /// headers and deletes the entries of all of them (`SCAN` + `UNLINK` of `{key}:*`). When the
 /// caller is already an extracted value (`Extension(user): Extension<User>`), key on it
 /// like any argument instead.
+///
+/// # HTTP revalidation
+///
+/// With `revalidate` the handler's signature changes in two ways, so that it can answer
+/// `304` without producing its return type: it takes a
+/// [`Conditional`](../cached_runtime/http/struct.Conditional.html) first (an extractor of the
+/// request's `If-None-Match` and `Cache-Control`), and returns
+/// [`Revalidated<R>`](../cached_runtime/http/struct.Revalidated.html) for the written `R`
+/// (`IntoResponse` for axum, `Responder` for Actix). Route it as it is; call it directly with
+/// `Conditional::default()`. The body and the companion functions are unchanged.
+///
+/// ```text
+/// #[redis_cache(prefix = "item", ttl = 600, skip(app), cache = app.cache, revalidate)]
+/// async fn item(State(app): State<App>, Path(id): Path<u64>) -> Result<Json<Item>, ApiError>
+/// // becomes
+/// async fn item(__cached_http: cached_runtime::http::Conditional, State(app): State<App>,
+///     Path(id): Path<u64>) -> cached_runtime::http::Revalidated<Result<Json<Item>, ApiError>>
+/// ```
+///
+/// A hit answers the stored JSON as the body, byte for byte, with the entity tag stored
+/// beside it (the SHA-256 of that JSON, computed once when the entry was filled): the same
+/// tag from every process, and `304` for it without decoding anything. A miss stores the
+/// result and answers the stored form the same way, with the new tag. An `Err` or an absent
+/// result is the handler's own response. `Cache-Control: no-cache` on the request recomputes
+/// and replaces the entry (any client can ask for it; strip the header in front of the
+/// service if that load matters). With `vary`, the response also says `Vary: <the headers>`.
 ///
 /// # Companion functions
 ///

@@ -38,6 +38,8 @@ pub(crate) struct Plan {
     pub(crate) ret: Type,
     /// The companion functions' inputs, unless `companions = false`.
     pub(crate) companions: Option<Companions>,
+    /// `revalidate`: the `Cache-Control` policy given, if any.
+    pub(crate) revalidate: Option<Option<LitStr>>,
     /// `vary(...)`: each argument headers are read from, with the header names.
     pub(crate) vary: Vec<(Ident, Vec<LitStr>)>,
     /// Arguments (or bound names) left out of the key: the expansion warns for those that
@@ -223,6 +225,7 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
             binding_types,
             vary,
             unkeyed,
+            revalidate: args.revalidate.map(|(_, policy)| policy),
         }),
         (Some(e), ..) => Err(e),
         // Every `None` above pushed an error.

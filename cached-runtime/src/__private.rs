@@ -4,6 +4,7 @@ use std::{future::Future, marker::PhantomData, ops::Deref, time::Duration};
 
 use serde::Serialize;
 
+pub use crate::http::{Conditional, HttpPolicy, JsonResponse, Revalidated};
 pub use crate::policy::{Policy, Site};
 pub use crate::shape::select::{Level0, Level1, Level2, Level3, Probe, Selected, Uncacheable};
 pub use crate::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
@@ -27,6 +28,13 @@ pub const fn check_prefix(prefix: &str) {
 /// Fails the build with the rule's message when `name` cannot be a header name in `vary`.
 pub const fn check_header_name(name: &str) {
     if let Some(message) = crate::vary::header_name_error(name) {
+        panic!("{}", message);
+    }
+}
+
+/// Fails the build with the rule's message when `value` is not a `revalidate` policy.
+pub const fn check_cache_control(value: &str) {
+    if let Some(message) = crate::http::cache_control_error(value) {
         panic!("{}", message);
     }
 }
@@ -202,6 +210,34 @@ impl Call {
         }
     }
 
+    /// The revalidating path of `revalidate`: [`Cache::respond`](crate::Cache), or just
+    /// `body` when there is no cache or no key.
+    pub async fn revalidate<S, R, F>(
+        self,
+        conditional: Conditional,
+        http: &'static HttpPolicy,
+        body: F,
+    ) -> Revalidated<R>
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        let Some((cache, key)) = self.cache else {
+            return Revalidated::uncached(body.await, http);
+        };
+        match key.build() {
+            Ok(key) => {
+                cache
+                    .respond::<S, R, F>(&key, self.policy, &conditional, http, body)
+                    .await
+            }
+            Err(e) => {
+                cache.key_failed(self.policy, &e);
+                Revalidated::uncached(body.await, http)
+            }
+        }
+    }
+
     /// Runs the cache-aside path, or just `body` when there is no cache or no key.
     pub async fn run<S, R, F>(self, body: F) -> R
     where
@@ -369,6 +405,7 @@ mod axum_risk {
 pub struct MustSkip<C: ?Sized, W>(PhantomData<(W, fn() -> C)>);
 
 impl<C: ?Sized, W> MustSkip<C, W> {
+    #[allow(dead_code)] // used by the framework features' `context!` impls
     const NEW: Self = MustSkip(PhantomData);
 }
 
@@ -477,6 +514,33 @@ impl<S: Shape<R>, R> Selected<S, R> {
     }
 }
 
+impl<S: Shape<R>, R> Selected<S, R> {
+    /// Runs the revalidating path: [`Call::revalidate`], after
+    /// [`check_json_response`](Self::check_json_response).
+    #[inline]
+    pub fn revalidate<F: Future<Output = R>>(
+        self,
+        call: Call,
+        conditional: Conditional,
+        http: &'static HttpPolicy,
+        body: F,
+    ) -> impl Future<Output = Revalidated<R>> {
+        call.revalidate::<S, R, F>(conditional, http, body)
+    }
+}
+
+impl<S, R> Selected<S, R> {
+    /// Fails the build, once and with [`JsonResponse`]'s error, unless the shape's value is
+    /// the JSON body of the response. The expansion calls it before
+    /// [`revalidate`](Self::revalidate).
+    #[inline]
+    pub fn check_json_response(&self)
+    where
+        S: JsonResponse,
+    {
+    }
+}
+
 impl<S, R> Deref for Selected<S, R> {
     type Target = Uncacheable<S, R>;
     fn deref(&self) -> &Uncacheable<S, R> {
@@ -491,6 +555,22 @@ impl<S, R> Uncacheable<S, R> {
         R: CacheableReturn,
     {
         body
+    }
+}
+
+impl<S, R> Uncacheable<S, R> {
+    /// Never compiles: the bound fails with the error of [`CacheableReturn`].
+    pub async fn revalidate<F: Future<Output = R>>(
+        &self,
+        _call: Call,
+        _conditional: Conditional,
+        http: &'static HttpPolicy,
+        body: F,
+    ) -> Revalidated<R>
+    where
+        R: CacheableReturn,
+    {
+        Revalidated::uncached(body.await, http)
     }
 }
 

@@ -270,6 +270,7 @@ impl Cache {
             key,
             policy,
             counters: &counters,
+            entry: None,
         };
         fill.run::<S, R, F>(seq, source, body).await
     }

@@ -6,6 +6,7 @@
 
 use std::{
     future::Future,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -98,7 +99,13 @@ pub(crate) struct Fill<'a> {
     pub(crate) key: &'a Key,
     pub(crate) policy: &'a Policy,
     pub(crate) counters: &'a Counters,
+    /// Receives the stored form of the returned result, when it has one (an HTTP response
+    /// serves it, and its validator, as is).
+    pub(crate) entry: Option<&'a EntrySlot>,
 }
+
+/// Where a [`Fill`] leaves the entry its result stands for.
+pub(crate) type EntrySlot = std::sync::OnceLock<Published>;
 
 impl Fill<'_> {
     /// Coalesces with a fill of the key under way (or just finished) in this process, or
@@ -140,6 +147,7 @@ impl Fill<'_> {
                     .decode::<S, R>(&published, self.policy, self.counters, self.key);
             if let Some((result, _)) = adopted {
                 self.counters.coalesced(1);
+                self.keep(&published);
                 return result;
             }
             source.count(self.counters);
@@ -186,6 +194,7 @@ impl Fill<'_> {
         } else if source.stale() && !encoded.storable {
             self.remove_stale().await;
         }
+        self.keep(&encoded.bytes);
         if let Some(guard) = guard {
             guard.publish(encoded.bytes);
         }
@@ -196,10 +205,18 @@ impl Fill<'_> {
     /// coalesced and handed to this process's followers too.
     fn adopt<R>(&self, result: R, bytes: Vec<u8>, guard: Option<LeaderGuard<'_>>) -> R {
         self.counters.coalesced(1);
+        let bytes: Published = bytes.into();
+        self.keep(&bytes);
         if let Some(guard) = guard {
-            guard.publish(bytes.into());
+            guard.publish(bytes);
         }
         result
+    }
+
+    fn keep(&self, bytes: &Published) {
+        if let Some(slot) = self.entry {
+            let _ = slot.set(Arc::clone(bytes));
+        }
     }
 
     /// Fills under a Redis lock (`SET NX PX`), so one process in the fleet runs the body; the
@@ -276,8 +293,13 @@ impl Fill<'_> {
     /// The stored form of a result, or `None` when there is nothing to store or share.
     fn encode<S: Shape<R>, R>(&self, result: &R) -> Option<Encoded> {
         let (inner, policy, counters) = (&*self.cache.inner, self.policy, self.counters);
+        // Drawn first: a value's stored expiry (for `Cache-Control: max-age`) includes it.
+        let jitter = match policy.jitter {
+            0 => 0,
+            j => fastrand::u64(0..=j),
+        };
         let (bytes, ttl) = match S::entry(result) {
-            Entry::Value(v) => match codec::encode_value(v, policy.version) {
+            Entry::Value(v) => match codec::encode_value(v, policy.version, policy.ttl + jitter) {
                 Ok(bytes) => (bytes, policy.ttl),
                 Err(e) => {
                     counters.encode_failures(1);
@@ -307,10 +329,7 @@ impl Fill<'_> {
             counters.oversized(1);
             tracing::debug!(key = %KeyTag(self.key), bytes = bytes.len(), "result larger than max_value_bytes, not cached");
         }
-        let ttl = match policy.jitter {
-            0 => ttl,
-            j => ttl + fastrand::u64(0..=j),
-        };
+        let ttl = ttl + jitter;
         Some(Encoded {
             bytes: bytes.into(),
             ttl,

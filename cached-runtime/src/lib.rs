@@ -67,6 +67,7 @@ mod error;
 mod fill;
 mod flight;
 mod global;
+pub mod http;
 mod invalidate;
 pub mod key;
 mod memory;

@@ -49,6 +49,13 @@
 //! concurrent calls are pipelined. Broken, half-open and failed-over connections are retired
 //! and replaced in the background; a circuit breaker skips Redis while it keeps failing.
 //!
+//! # Web frameworks
+//!
+//! With the `actix` or `axum` feature, handlers returning `Json<T>` are cached on the handler
+//! itself, extractors key on the value they hold, and `#[redis_cache(revalidate)]` answers
+//! HTTP revalidation from the cache ([`http`]: `ETag`, `304`, `Cache-Control`, `X-Cache`).
+//! `vary(req = ["authorization"])` keys on request headers ([`VarySource`]).
+//!
 //! # Without Redis
 //!
 //! [`Cache::in_memory`] behaves the same within one process, for tests and development.

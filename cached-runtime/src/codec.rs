@@ -1,16 +1,17 @@
 //! The stored form of a value: a short text header, then JSON.
 //!
 //! ```text
-//! rc1:{version}:e:{etag}:{expires}:{json}    a value, with its validator
+//! rc1:{version}:v:{json}                     a value
+//! rc1:{version}:e:{etag}:{expires}:{json}    a value with its validator (`revalidate`)
 //! rc1:{version}:n                            the null marker of an absent result
-//! rc1:{version}:v:{json}                     a value written before validators (still read)
 //! ```
 //!
 //! `rc1` names this format, `version` is the cached function's `version` option (0 unless
-//! set). `etag` is 32 lowercase hex digits, the first 128 bits of the SHA-256 of `{json}`:
-//! computed once when the entry is written, the same in every process for the same value, so
-//! an HTTP revalidation compares it without decoding anything. `expires` is when the entry
-//! expires, in Unix seconds, for `Cache-Control: max-age`. Anything else under a cache key
+//! set). A function with `revalidate` stores its values with a validator: `etag` is 32
+//! lowercase hex digits, the first 128 bits of the SHA-256 of `{json}`, computed once when the
+//! entry is filled and the same in every process for the same value, so an HTTP revalidation
+//! compares it without decoding anything; `expires` is when the entry expires, in Unix
+//! seconds, for `Cache-Control: max-age`. Every function reads both kinds of value. Anything else under a cache key
 //! (another format, another version, JSON of another shape, bytes from another program) is a
 //! miss, and the fill that follows overwrites it.
 
@@ -54,13 +55,26 @@ pub(crate) enum Raw<'a> {
         expires: u64,
         json_at: usize,
     },
-    /// A value written before validators: no entity tag.
-    Unvalidated,
+    /// A value without a validator (not filled by a revalidating function).
+    Unvalidated {
+        json_at: usize,
+    },
     Null,
 }
 
-/// The stored form of `value`, valid for `ttl` seconds from now.
 pub(crate) fn encode_value<T: Serialize + ?Sized>(
+    value: &T,
+    version: u32,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut buf = Vec::with_capacity(128);
+    header(&mut buf, version, b'v');
+    buf.push(b':');
+    serde_json::to_writer(&mut buf, value)?;
+    Ok(buf)
+}
+
+/// The stored form of `value` with its validator, valid for `ttl` seconds from now.
+pub(crate) fn encode_validated<T: Serialize + ?Sized>(
     value: &T,
     version: u32,
     ttl: u64,
@@ -74,12 +88,20 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
     let _ = write!(buf, ":{}:", unix_now().saturating_add(ttl));
     let json_at = buf.len();
     serde_json::to_writer(&mut buf, value)?;
-    let digest = Sha256::digest(&buf[json_at..]);
-    for (i, b) in digest[..ETAG_LEN / 2].iter().enumerate() {
-        buf[etag_at + 2 * i] = HEX[usize::from(b >> 4)];
-        buf[etag_at + 2 * i + 1] = HEX[usize::from(b & 15)];
-    }
+    let tag = etag(&buf[json_at..]);
+    buf[etag_at..etag_at + ETAG_LEN].copy_from_slice(&tag);
     Ok(buf)
+}
+
+/// The entity tag of `json`: the first 128 bits of its SHA-256, in lowercase hex.
+pub(crate) fn etag(json: &[u8]) -> [u8; ETAG_LEN] {
+    let digest = Sha256::digest(json);
+    let mut tag = [0; ETAG_LEN];
+    for (i, b) in digest[..ETAG_LEN / 2].iter().enumerate() {
+        tag[2 * i] = HEX[usize::from(b >> 4)];
+        tag[2 * i + 1] = HEX[usize::from(b & 15)];
+    }
+    tag
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -130,7 +152,9 @@ pub(crate) fn raw(bytes: &[u8], version: u32) -> Result<Raw<'_>, DecodeError> {
     let body = body(bytes, version)?;
     match body {
         [b'n'] => Ok(Raw::Null),
-        [b'v', b':', ..] => Ok(Raw::Unvalidated),
+        [b'v', b':', ..] => Ok(Raw::Unvalidated {
+            json_at: bytes.len() - body.len() + 2,
+        }),
         [b'e', b':', rest @ ..] => {
             let (etag, rest) = rest
                 .split_at_checked(ETAG_LEN)
@@ -165,12 +189,7 @@ pub(crate) fn decode<T: DeserializeOwned>(
 ) -> Result<Decoded<T>, DecodeError> {
     match raw(bytes, version)? {
         Raw::Null => Ok(Decoded::Null),
-        Raw::Value { json_at, .. } => {
-            Ok(Decoded::Value(serde_json::from_slice(&bytes[json_at..])?))
-        }
-        // `v:` then the JSON.
-        Raw::Unvalidated => {
-            let json_at = bytes.len() - body(bytes, version)?.len() + 2;
+        Raw::Value { json_at, .. } | Raw::Unvalidated { json_at } => {
             Ok(Decoded::Value(serde_json::from_slice(&bytes[json_at..])?))
         }
     }
@@ -182,13 +201,8 @@ mod tests {
 
     #[test]
     fn values_and_null_markers_round_trip_and_never_mix() {
-        let v = encode_value(&Some(5u32), 3, 60).expect("encodes");
-        assert!(
-            v.starts_with(b"rc1:3:e:"),
-            "{:?}",
-            String::from_utf8_lossy(&v)
-        );
-        assert!(v.ends_with(b":5"));
+        let v = encode_value(&Some(5u32), 3).expect("encodes");
+        assert_eq!(v, b"rc1:3:v:5");
         assert_eq!(
             decode::<Option<u32>>(&v, 3).expect("decodes"),
             Decoded::Value(Some(5))
@@ -200,22 +214,24 @@ mod tests {
             Decoded::Null
         );
         // A JSON null value is a value, not the marker.
-        let jnull = encode_value(&None::<u32>, 3, 60).expect("encodes");
+        let jnull = encode_value(&None::<u32>, 3).expect("encodes");
         assert_eq!(
             decode::<Option<u32>>(&jnull, 3).expect("decodes"),
             Decoded::Value(None)
         );
-        // Entries written before validators are still values.
+        // Values with a validator decode the same.
+        let e = encode_validated(&Some(5u32), 3, 60).expect("encodes");
+        assert!(e.starts_with(b"rc1:3:e:") && e.ends_with(b":5"));
         assert_eq!(
-            decode::<Option<u32>>(b"rc1:3:v:7", 3).expect("decodes"),
-            Decoded::Value(Some(7))
+            decode::<Option<u32>>(&e, 3).expect("decodes"),
+            Decoded::Value(Some(5))
         );
     }
 
     #[test]
     fn the_validator_is_the_hash_of_the_json_and_the_expiry_is_absolute() {
         let before = unix_now();
-        let v = encode_value(&("a", 1), 0, 600).expect("encodes");
+        let v = encode_validated(&("a", 1), 0, 600).expect("encodes");
         let Raw::Value {
             etag,
             expires,
@@ -230,9 +246,15 @@ mod tests {
         assert_eq!(etag, hex);
         assert!((before + 600..=unix_now() + 600).contains(&expires));
         // The same value, written later or by another process, has the same tag.
-        let again = encode_value(&("a", 1), 0, 5).expect("encodes");
+        let again = encode_validated(&("a", 1), 0, 5).expect("encodes");
         assert!(matches!(raw(&again, 0), Ok(Raw::Value { etag: e, .. }) if e == hex));
-        assert_eq!(raw(b"rc1:0:v:1", 0).expect("old"), Raw::Unvalidated);
+        // A value without a validator gets the same tag from its JSON.
+        let plain = encode_value(&("a", 1), 0).expect("encodes");
+        assert_eq!(
+            raw(&plain, 0).expect("a value"),
+            Raw::Unvalidated { json_at: 8 }
+        );
+        assert_eq!(super::etag(&plain[8..]), hex.as_bytes());
         assert_eq!(raw(b"rc1:0:n", 0).expect("null"), Raw::Null);
     }
 

@@ -100,7 +100,7 @@ pub(crate) struct Fill<'a> {
     pub(crate) policy: &'a Policy,
     pub(crate) counters: &'a Counters,
     /// Receives the stored form of the returned result, when it has one (an HTTP response
-    /// serves it, and its validator, as is).
+    /// serves it, and its validator, as is); given, values are stored with a validator.
     pub(crate) entry: Option<&'a EntrySlot>,
 }
 
@@ -299,7 +299,11 @@ impl Fill<'_> {
             j => fastrand::u64(0..=j),
         };
         let (bytes, ttl) = match S::entry(result) {
-            Entry::Value(v) => match codec::encode_value(v, policy.version, policy.ttl + jitter) {
+            // A revalidating handler's entry carries its validator and expiry.
+            Entry::Value(v) => match match self.entry {
+                Some(_) => codec::encode_validated(v, policy.version, policy.ttl + jitter),
+                None => codec::encode_value(v, policy.version),
+            } {
                 Ok(bytes) => (bytes, policy.ttl),
                 Err(e) => {
                     counters.encode_failures(1);

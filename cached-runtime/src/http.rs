@@ -267,22 +267,33 @@ enum Stored {
 }
 
 impl Validated {
-    /// The validated value `bytes` holds, or `None` for anything else (null, old format).
+    /// The value `bytes` holds with its validator, or `None` for anything else (the null
+    /// marker, an unusable entry).
+    ///
+    /// A value stored without a validator (by `Cache::set`, or by a binary without
+    /// `revalidate`) gets its tag from its JSON here, the same tag a fill would have stored,
+    /// and `max-age=0`, as its expiry is not known.
     fn of(bytes: Stored, version: u32) -> Option<Self> {
         let entry: &[u8] = match &bytes {
             Stored::Read(b) => b,
             Stored::Filled(b) => b,
         };
-        let Ok(Raw::Value {
-            etag,
-            expires,
-            json_at,
-        }) = codec::raw(entry, version)
-        else {
-            return None;
+        let (etag, max_age, json_at) = match codec::raw(entry, version) {
+            Ok(Raw::Value {
+                etag,
+                expires,
+                json_at,
+            }) => (
+                format!("\"{etag}\""),
+                expires.saturating_sub(codec::unix_now()),
+                json_at,
+            ),
+            Ok(Raw::Unvalidated { json_at }) => {
+                let tag = codec::etag(&entry[json_at..]);
+                (format!("\"{}\"", String::from_utf8_lossy(&tag)), 0, json_at)
+            }
+            Ok(Raw::Null) | Err(_) => return None,
         };
-        let max_age = expires.saturating_sub(codec::unix_now());
-        let etag = format!("\"{etag}\"");
         Some(Self {
             bytes,
             json_at,
@@ -447,7 +458,7 @@ impl Cache {
             match inner.store.get(key.as_str()).await {
                 Ok(None) => Source::Miss { stale: false },
                 Ok(Some(bytes)) => match codec::raw(&bytes, policy.version) {
-                    Ok(Raw::Value { .. }) => {
+                    Ok(Raw::Value { .. } | Raw::Unvalidated { .. }) => {
                         if let Some(value) = Validated::of(Stored::Read(bytes), policy.version) {
                             counters.hits(1);
                             return Revalidated::stored(value, conditional, true, http);
@@ -461,9 +472,10 @@ impl Cache {
                         }
                         None => Source::Miss { stale: true },
                     },
-                    // Written before validators, or unusable: refilled, with a validator.
-                    Ok(Raw::Unvalidated) | Err(_) => {
+                    // Another format, another version, another program's bytes: refilled.
+                    Err(e) => {
                         counters.decode_failures(1);
+                        tracing::debug!(key = %crate::cache::KeyTag(key), error = %e, "unusable cache entry, treated as a miss");
                         Source::Miss { stale: true }
                     }
                 },

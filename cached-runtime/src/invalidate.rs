@@ -189,8 +189,7 @@ impl Cache {
         policy: &Policy,
     ) -> Result<(), CacheError> {
         let inner = &*self.inner;
-        let bytes =
-            codec::encode_value(value, policy.version, policy.ttl).map_err(CacheError::Encode)?;
+        let bytes = codec::encode_value(value, policy.version).map_err(CacheError::Encode)?;
         if bytes.len() > inner.max_value_bytes {
             inner.stats.prefix(key.prefix()).oversized(1);
             self.invalidate(key).await?;

@@ -18,7 +18,9 @@
 //! The entity tag is the first 128 bits of the SHA-256 of the stored JSON, written into the
 //! entry when it is filled: every process serves the same tag for the same stored value, so a
 //! revalidation answered by another instance behind the load balancer still matches, and a
-//! new value (after an update and an invalidation) gets a new tag. `Cache-Control` is
+//! new value (after an update and an invalidation) gets a new tag. A value stored without a
+//! validator (by `Cache::set`, or by a binary without `revalidate`) is served with the tag of
+//! its JSON, computed when read, and `max-age=0`. `Cache-Control` is
 //! `private, max-age={seconds the entry has left}` unless the attribute says otherwise
 //! (`revalidate = "no-cache"`, `revalidate = "public, max-age"`). A function with `vary` also
 //! answers `Vary` with its header names.

@@ -446,3 +446,72 @@ async fn an_unusable_entry_is_a_counted_miss_and_is_rewritten() {
     );
     assert_eq!(served.get(1, &[]).await.x_cache.as_deref(), Some("HIT"));
 }
+
+static STUCK_STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// With `stuck`, the body starts and never finishes: a leader to cancel.
+#[redis_cache(prefix = "rv.cancel", ttl = 60, cache = cache, skip(cache, stuck), revalidate)]
+async fn gated(cache: &Cache, stuck: bool, id: u64) -> axum::Json<u64> {
+    if stuck {
+        STUCK_STARTED.store(true, Ordering::SeqCst);
+        std::future::pending::<()>().await;
+    }
+    axum::Json(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revalidating_call_dropped_mid_fill_leaves_the_key_to_the_next_caller() {
+    let redis = RedisServer::start();
+    let cache = redis.cache().await;
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            gated(
+                cached_runtime::http::Conditional::default(),
+                &cache,
+                true,
+                5,
+            )
+            .await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !STUCK_STARTED.load(Ordering::SeqCst) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the leader never started"
+        );
+        tokio::task::yield_now().await;
+    }
+    leader.abort();
+    assert!(leader.await.is_err_and(|e| e.is_cancelled()));
+
+    let next = tokio::time::timeout(
+        Duration::from_secs(15),
+        gated(
+            cached_runtime::http::Conditional::default(),
+            &cache,
+            false,
+            5,
+        ),
+    )
+    .await
+    .expect("not blocked by the dropped leader");
+    assert!(!next.is_hit());
+    assert_eq!(
+        next.json(),
+        Some(&b"5"[..]),
+        "a miss answers with its stored form"
+    );
+    assert!(next.etag().is_some());
+    let hit = gated(
+        cached_runtime::http::Conditional::default(),
+        &cache,
+        false,
+        5,
+    )
+    .await;
+    assert!(hit.is_hit());
+    assert_eq!(hit.json(), Some(&b"5"[..]));
+    assert_eq!(cache.stats().waiting, 0);
+}

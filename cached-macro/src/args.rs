@@ -6,7 +6,7 @@
 use proc_macro2::{Span, TokenStream};
 use syn::{
     Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, LitBool, LitInt, LitStr, Path, Signature,
-    Token, Visibility, braced,
+    Token, Visibility, braced, bracketed,
     ext::IdentExt,
     parenthesized,
     parse::{Parse, ParseStream},
@@ -27,6 +27,8 @@ mod kw {
     syn::custom_keyword!(lock);
     syn::custom_keyword!(shape);
     syn::custom_keyword!(companions);
+    syn::custom_keyword!(vary);
+    syn::custom_keyword!(revalidate);
 }
 
 /// Every option, in the order the documentation lists them.
@@ -44,6 +46,8 @@ pub(crate) const OPTIONS: &[&str] = &[
     "shape",
     "companions",
     "crate",
+    "vary",
+    "revalidate",
 ];
 
 /// The options of one `#[redis_cache(...)]`, each with the span of its name.
@@ -64,6 +68,42 @@ pub(crate) struct Args {
     pub(crate) companions: Option<(Span, LitBool)>,
     /// `crate = "path"` (or a path): the runtime crate, instead of `::cached_runtime`.
     pub(crate) krate: Option<(Span, Path)>,
+    /// `vary(req = ["authorization"])`: request headers, read from an argument, in the key.
+    pub(crate) vary: Option<(Span, Vec<Vary>)>,
+    /// `revalidate`, or `revalidate = "public, max-age"`: answer HTTP revalidation from the
+    /// cache, with this `Cache-Control` policy when given.
+    pub(crate) revalidate: Option<(Span, Option<LitStr>)>,
+}
+
+/// `req = ["authorization", "accept-language"]` in `vary(...)`: the argument the headers are
+/// read from, and their names.
+pub(crate) struct Vary {
+    pub(crate) arg: Ident,
+    pub(crate) headers: Vec<LitStr>,
+}
+
+impl Parse for Vary {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let arg = input.call(Ident::parse_any)?;
+        if !input.peek(Token![=]) {
+            return Err(input.error(format!(
+                "expected `=` after `{arg}`, like `vary({arg} = [\"authorization\"])`"
+            )));
+        }
+        input.parse::<Token![=]>()?;
+        if !input.peek(token::Bracket) {
+            return Err(input.error(format!(
+                "expected a list of header names, like `vary({arg} = [\"authorization\"])`"
+            )));
+        }
+        let content;
+        bracketed!(content in input);
+        let headers = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
+        Ok(Vary {
+            arg,
+            headers: headers.into_iter().collect(),
+        })
+    }
 }
 
 /// `lock = true | false`, or the lock's TTL like a duration option.
@@ -154,6 +194,29 @@ impl Parse for Args {
                 let span = input.parse::<kw::companions>()?.span;
                 let value = parse_value(input, "companions", "companions = false")?;
                 set(&mut args.companions, "companions", span, value)?;
+            } else if look.peek(kw::vary) {
+                let span = input.parse::<kw::vary>()?.span;
+                if !input.peek(token::Paren) {
+                    return Err(input.error(
+                        "expected `(` after `vary`, like `vary(req = [\"authorization\"])`",
+                    ));
+                }
+                let content;
+                parenthesized!(content in input);
+                let sources = Punctuated::<Vary, Token![,]>::parse_terminated(&content)?;
+                set(&mut args.vary, "vary", span, sources.into_iter().collect())?;
+            } else if look.peek(kw::revalidate) {
+                let span = input.parse::<kw::revalidate>()?.span;
+                let value = if input.peek(Token![=]) {
+                    Some(parse_value(
+                        input,
+                        "revalidate",
+                        "revalidate = \"private, max-age\"",
+                    )?)
+                } else {
+                    None
+                };
+                set(&mut args.revalidate, "revalidate", span, value)?;
             } else if look.peek(Token![crate]) {
                 let span = input.parse::<Token![crate]>()?.span;
                 expect_eq(input, "crate", "crate = \"my_facade::cache\"")?;

@@ -76,6 +76,28 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     };
     let types = types_tokens(&plan.types);
     let key = plan.key.iter().map(|part| key_part(part, &private, None));
+    let vary = vary_tokens(&plan.vary);
+    // The header names, checked by the runtime's rule at compile time, on each literal.
+    let header_checks = plan
+        .vary
+        .iter()
+        .flat_map(|(_, headers)| headers)
+        .map(|h| quote_spanned!(h.span()=> const _: () = #private::check_header_name(#h);));
+    // A request left out of the key warns (a deprecation note), on the argument.
+    let risks = plan
+        .unkeyed
+        .iter()
+        .map(|name| quote_spanned!(name.span()=> (&&#private::RiskProbe(&#name)).__cached_risk();));
+    // The companions take these types: a pattern that does not bind what it seems to fails
+    // here, on the type.
+    let binding_checks = plan
+        .binding_types
+        .iter()
+        .filter(|(_, ty)| generic_friendly(ty))
+        .map(|(name, ty)| {
+            let ty = strip_group(ty);
+            quote_spanned!(ty.span()=> let _: &(#ty) = &#name;)
+        });
 
     let ret = &plan.ret;
     let ret_span = ret.span();
@@ -94,13 +116,51 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     // once, on the return type.
     let call_at_ret = format_ident!("__cached_call", span = local.located_at(ret_span));
     let select_at_ret = format_ident!("__cached_select", span = local.located_at(ret_span));
-    let run = quote_spanned! {ret_span=>
-        #select_at_ret.run(#call_at_ret, async move #body).await
-    };
     let companions = plan
         .companions
         .as_ref()
         .map(|c| companions(&plan, c, &attrs, &vis, &sig));
+    let mut sig = sig;
+    let (run, http_policy) = match &plan.revalidate {
+        None => {
+            let run = quote_spanned! {ret_span=>
+                #select_at_ret.run(#call_at_ret, async move #body).await
+            };
+            (run, None)
+        }
+        Some(cache_control) => {
+            // The handler takes the request's conditions first (axum wants a body extractor
+            // last) and answers the revalidated form of its return type.
+            let http = format_ident!("__cached_http", span = local);
+            let http_static = format_ident!("__CACHED_HTTP", span = local);
+            let at = usize::from(sig.receiver().is_some());
+            sig.inputs
+                .insert(at, syn::parse_quote!(#http: #krate::http::Conditional));
+            sig.output = syn::parse_quote_spanned!(ret_span=> -> #krate::http::Revalidated<#ret>);
+            let policy = match cache_control {
+                Some(lit) => {
+                    let check = quote_spanned!(lit.span()=> const _: () = #private::check_cache_control(#lit););
+                    quote!(#check #lit)
+                }
+                None => quote!(#krate::http::DEFAULT_CACHE_CONTROL),
+            };
+            let vary_names = plan
+                .vary
+                .iter()
+                .flat_map(|(_, headers)| headers)
+                .map(syn::LitStr::value)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let http_policy = quote! {
+                static #http_static: #private::HttpPolicy = #private::HttpPolicy::__new({ #policy }, #vary_names);
+            };
+            let run = quote_spanned! {ret_span=>
+                #select_at_ret.check_json_response();
+                #select_at_ret.revalidate(#call_at_ret, #http, &#http_static, async move #body).await
+            };
+            (run, Some(http_policy))
+        }
+    };
 
     quote! {
         #(#attrs)* #vis #sig {
@@ -108,10 +168,16 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
             #prefix_check
             #template_check
             #[allow(unused_imports)]
-            use #private::{KeyLevel0 as _, KeyLevel1 as _, Level0 as _, Level1 as _, Level2 as _, Level3 as _};
+            use #private::{KeyLevel0 as _, KeyLevel1 as _, KeyLevel2 as _, Level0 as _, Level1 as _, Level2 as _, Level3 as _};
+            #(#binding_checks)*
+            #(#header_checks)*
             static #policy: #private::Policy = #policy_value;
+            #http_policy
             static #site: #private::Site = #private::Site::__new(::core::module_path!(), #fn_name);
-            let #call = #start #types #(#key)*;
+            #[allow(unused_imports)]
+            use #private::{RiskLevel0 as _, RiskLevel1 as _};
+            #(#risks)*
+            let #call = #start #types #(#key)* #vary;
             let #select = #selected;
             #run
         }
@@ -223,13 +289,19 @@ fn companions(
         })
         .collect();
     let mut direct = Vec::new();
-    let params = companions.params.iter().map(|(name, ty)| {
-        if with_fields.contains(&name) || !generic_friendly(ty) {
+    let params = companions.params.iter().map(|(name, ty)| match ty {
+        Some(ty) if with_fields.contains(&name) || !generic_friendly(ty) => {
             let ty = strip_group(ty);
             quote!(#name: &(#ty))
-        } else {
+        }
+        Some(ty) => {
             direct.push(name.clone());
             quote!(#name: &(impl #private::KeyFor<#ty> + ?::core::marker::Sized))
+        }
+        // A name bound by a pattern whose type the signature does not show.
+        None => {
+            direct.push(name.clone());
+            quote!(#name: &(impl #private::SerializeTrait + ?::core::marker::Sized))
         }
     });
     let params: Vec<TokenStream> = params.collect();
@@ -253,17 +325,48 @@ fn companions(
     let body = quote! {
         static #policy: #private::Policy = #private::Policy::__from_macro(#prefix, 1, 0, 0, #version);
         #[allow(unused_imports)]
-        use #private::{KeyLevel0 as _, KeyLevel1 as _};
+        use #private::{KeyLevel0 as _, KeyLevel1 as _, KeyLevel2 as _};
         #private::Call::companion(#cache, &#policy) #types #(#key)*
+    };
+    // With `vary`, the key also takes the request the headers are read from; the
+    // invalidation cannot know every caller's headers and deletes the entries of all of them.
+    let vary_params = companions.vary.iter().map(|(name, ty)| {
+        let ty = strip_group(ty);
+        quote!(#name: &(#ty))
+    });
+    let vary_params: Vec<TokenStream> = vary_params.collect();
+    let call = format_ident!("__cached_call", span = local);
+    let vary_parts = plan
+        .vary
+        .iter()
+        .filter(|(_, headers)| !headers.is_empty())
+        .map(|(arg, headers)| {
+            quote!(let #call = (&&#private::VaryProbe(#arg)).__cached_vary(#call, &[#(#headers),*]);)
+        });
+    let invalidate = if companions.vary.is_empty() {
+        quote!(#body.invalidate().await)
+    } else {
+        quote!(#body.invalidate_variants().await.map(|n| n > 0))
+    };
+    let doc_invalidate = if companions.vary.is_empty() {
+        doc_invalidate
+    } else {
+        format!(
+            "Deletes the cached entries of `{name}` for these arguments, for every value of the headers it varies on (`SCAN` + `UNLINK`); `Ok(false)` when there were none (generated by `#[redis_cache]`)."
+        )
     };
     quote! {
         #(#cfgs)*
         #[doc = #doc_key]
         #[allow(dead_code, clippy::ptr_arg, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
-        #vis fn #key_fn #generics (#receiver #cache: &#krate::Cache, #(#params),*)
+        #vis fn #key_fn #generics (#receiver #cache: &#krate::Cache, #(#params,)* #(#vary_params),*)
             -> ::core::result::Result<#krate::Key, #krate::CacheError> #where_clause
         {
-            #body.key()
+            #[allow(unused_imports)]
+            use #private::{VaryLevel0 as _, VaryLevel1 as _};
+            let #call = { #body };
+            #(#vary_parts)*
+            #call.key()
         }
 
         #[doc = #doc_invalidate]
@@ -271,9 +374,17 @@ fn companions(
         #vis async fn #invalidate_fn #generics (#receiver #cache: &#krate::Cache, #(#params),*)
             -> ::core::result::Result<bool, #krate::CacheError> #where_clause
         {
-            #body.invalidate().await
+            #invalidate
         }
     }
+}
+
+/// `.vary(&req, &["authorization"])` for each `vary` source of the getter.
+fn vary_tokens(vary: &[(Ident, Vec<syn::LitStr>)]) -> TokenStream {
+    vary.iter()
+        .filter(|(_, headers)| !headers.is_empty())
+        .map(|(arg, headers)| quote_spanned!(arg.span()=> .vary(&#arg, &[#(#headers),*])))
+        .collect()
 }
 
 /// Whether `impl KeyFor<ty>` can be written: no `impl Trait` and no elided lifetime, which

@@ -40,7 +40,7 @@ mod validate;
 /// | `ttl = 600` | Required. How long entries live: whole seconds as an integer literal (at least 1), or any constant `Duration` expression (`ttl = ITEM_TTL`, `ttl = Duration::from_secs(600)`) that does not use `Self` or the function's generics; a `Duration` under one second fails the build. |
 /// | `null_ttl = 30` | TTL of the null marker stored for absent results (`None`, `Ok(None)`), in the same forms as `ttl`; the cache's default when not given. |
 /// | `jitter = 60` | Random extra seconds, `0..=jitter`, added to every TTL so entries filled together do not expire together. |
-/// | `skip(state, req)` | Arguments left out of the key. |
+/// | `skip(state, pool)` | Arguments left out of the key. A request or header map left out warns: see `vary`. |
 /// | `skip_all` | Every argument left out of the key: one entry per function. |
 /// | `key = "{id}:{lang}"` | A key template: the part after `prefix:`. `{name}` is an argument, `{q.page}` or `{path.0}` a field of one, `{self.tenant}` a field of the receiver; arguments the template does not name are left out, so `skip` is not needed (and only `skip(self)` is allowed) with it. Two placeholders need a `:` between them (`{a}-{b}` is rejected: `("x-y", "z")` and `("x", "y-z")` would share a key), and the text may not use a character the key encoding reserves (whitespace and `% , ( ) = ~ ! # * ? [ ] \ { } "`) except `:`. The rule is `cached_runtime::key::template_error`, evaluated at compile time. |
 /// | `cache = expr` | The cache to use instead of the one installed with `cached_runtime::install`: a `Cache`, `&Cache`, `Arc<Cache>` or `web::Data<Cache>`, evaluated on each call before the body runs, so it may use the arguments (`cache = state.cache`, `cache = self.cache`). |
@@ -48,6 +48,8 @@ mod validate;
 /// | `shape = cached_runtime::shape::Plain` | The shape to store the return type as, instead of the one selected from its type (below): any type implementing `cached_runtime::shape::Shape<R>`. |
 /// | `companions = false` | No companion functions (below): needed in a trait `impl`, which may hold only the trait's items. |
 /// | `crate = "facade::cache"` | The path of the runtime crate when it is renamed or re-exported, instead of `::cached_runtime`. |
+/// | `vary(req = ["authorization"])` | Request headers the result depends on, read from the argument `req` (an Actix `HttpRequest`, or an axum `HeaderMap`, `Request` or `request::Parts`), go into the key as a hash of their values; the argument itself is left out. `vary(req = [])` says the result depends on none of its headers. Header names are lowercase; checked at compile time. See *Per-caller results* below. |
+/// | `revalidate` | HTTP revalidation for an Actix or axum handler returning a framework's `Json<T>` (inside `Option`/`Result` or not): the response carries `ETag`, `Cache-Control` and `X-Cache: HIT\|MISS`, a matching `If-None-Match` gets `304 Not Modified` (no JSON decoded), and `Cache-Control: no-cache` on the request refreshes the entry. `revalidate = "public, max-age"` (or `"no-cache"`, …) replaces the default `Cache-Control: private, max-age=<seconds the entry has left>`. See *HTTP revalidation* below. |
 /// | `lock = true` | Across processes, one caller fills a missing entry under a Redis lock (`SET NX PX`, released only by its owner) while the others poll for its value. `lock = true` holds the lock at most 10 s; `lock = 3` or `lock = Duration::from_millis(500)` sets that TTL. Waiters give up and run the body themselves after the lock TTL, so a crashed holder blocks nobody for longer. In-process single-flight needs no option: it is on for every cache unless turned off there. |
 ///
 /// An unknown, repeated or malformed option is a compile error that lists the valid ones.
@@ -65,6 +67,7 @@ mod validate;
 /// | `Result<T, E>` | `Ok` only; `Err` is returned as is and never stored |
 /// | `Result<Option<T>, E>` | `Ok(Some)` as the value, `Ok(None)` as the null marker, `Err` never |
 /// | `web::Json<T>`, and inside `Option`/`Result` as above | `T` (the `actix` feature) |
+/// | `axum::Json<T>`, and inside `Option`/`Result` as above | `T` (the `axum` feature) |
 ///
 /// `T` must implement `serde::Serialize` and `serde::Deserialize` (owned); when it does not,
 /// the error points at the return type. `()` and `impl Trait` returns are compile errors:
@@ -92,12 +95,70 @@ mod validate;
 ///   `type_name` may change between compiler releases; then such entries are missed once,
 ///   never misread.
 /// - Key arguments need `serde::Serialize`; when one lacks it, the error points at it and
-///   suggests `skip(...)`. A framework extractor (`web::Path<T>`, `web::Query<T>`,
-///   `web::Json<T>`, `web::Form<T>`) is keyed on the value it holds, recognised by its type.
-/// - An argument bound by a pattern (`(a, b): (u8, u8)`, `_: T`) cannot be keyed: bind it to
-///   a name, or use `skip_all` or `key`.
+///   suggests `skip(...)`. A framework extractor (Actix's `web::Path<T>`, `web::Query<T>`,
+///   `web::Json<T>`, `web::Form<T>`; axum's `Path<T>`, `Query<T>`, `Json<T>`, `Form<T>`) is
+///   keyed on the value it holds, recognised by its type. Request context (`State<S>`,
+///   `Extension<T>`, `web::Data<T>`, `HttpRequest`, `HeaderMap`, `Request`) must be skipped:
+///   the error on it says so.
+/// - An argument bound by a pattern is keyed on the names the pattern binds, in order:
+///   `Path((id, lang)): Path<(u64, String)>` on `id` and `lang`, `Query(Page { page, .. })`
+///   on `page` (the fields it does not bind are invisible to the body), `_: T` on nothing.
+///   `skip(state)` skips a bound name, as for `State(state): State<App>`, and
+///   `cache = state.cache` may use one. (Actix's `web::Path` has a private field: bind it to
+///   a name; `web::Query(q)`, `web::Json(body)` and `web::Form(f)` destructure.)
 /// - Two functions declaring one prefix in a process: the second to be called logs an error
 ///   naming both.
+///
+/// # Per-caller results
+///
+/// A handler that reads the caller from the request (a token, a cookie, a tenant header) and
+/// leaves the request out of the key serves the first caller's result to everyone. `vary`
+/// puts what the result depends on into the key; leaving a request or header map out of the
+/// key without it is a warning on that argument (a `deprecated` note, as a stable attribute
+/// macro can emit no other warning).
+///
+/// ```text
+/// // Wrong: every caller gets the orders of whoever called first (and a warning says so).
+/// #[redis_cache(prefix = "my.orders", ttl = 60, skip(headers))]
+/// async fn my_orders(headers: HeaderMap) -> Json<Vec<Order>> { orders_of(user(&headers)) }
+///
+/// // Right: one entry per `Authorization` value, hashed, so no credential reaches Redis.
+/// #[redis_cache(prefix = "my.orders", ttl = 60, vary(headers = ["authorization"]))]
+/// async fn my_orders(headers: HeaderMap) -> Json<Vec<Order>> { orders_of(user(&headers)) }
+/// ```
+///
+/// The key gets one segment per `vary` argument: 32 hex digits of the SHA-256 of the
+/// headers' names and values, absent, empty and repeated headers told apart. The companion
+/// `{name}_key` then takes the request too; `{name}_invalidate` cannot know every caller's
+/// headers and deletes the entries of all of them (`SCAN` + `UNLINK` of `{key}:*`). When the
+/// caller is already an extracted value (`Extension(user): Extension<User>`), key on it
+/// like any argument instead.
+///
+/// # HTTP revalidation
+///
+/// With `revalidate` the handler's signature changes in two ways, so that it can answer
+/// `304` without producing its return type: it takes a
+/// [`Conditional`](../cached_runtime/http/struct.Conditional.html) first (an extractor of the
+/// request's `If-None-Match` and `Cache-Control`), and returns
+/// [`Revalidated<R>`](../cached_runtime/http/struct.Revalidated.html) for the written `R`
+/// (`IntoResponse` for axum, `Responder` for Actix). Route it as it is; call it directly with
+/// `Conditional::default()`. The body and the companion functions are unchanged.
+///
+/// ```text
+/// #[redis_cache(prefix = "item", ttl = 600, skip(app), cache = app.cache, revalidate)]
+/// async fn item(State(app): State<App>, Path(id): Path<u64>) -> Result<Json<Item>, ApiError>
+/// // becomes
+/// async fn item(__cached_http: cached_runtime::http::Conditional, State(app): State<App>,
+///     Path(id): Path<u64>) -> cached_runtime::http::Revalidated<Result<Json<Item>, ApiError>>
+/// ```
+///
+/// A hit answers the stored JSON as the body, byte for byte, with the entity tag stored
+/// beside it (the SHA-256 of that JSON, computed once when the entry was filled): the same
+/// tag from every process, and `304` for it without decoding anything. A miss stores the
+/// result and answers the stored form the same way, with the new tag. An `Err` or an absent
+/// result is the handler's own response. `Cache-Control: no-cache` on the request recomputes
+/// and replaces the entry (any client can ask for it; strip the header in front of the
+/// service if that load matters). With `vary`, the response also says `Vary: <the headers>`.
 ///
 /// # Companion functions
 ///
@@ -109,7 +170,9 @@ mod validate;
 /// ```
 ///
 /// taking the key's arguments by reference (an extractor's inner value: `&u64` for a
-/// `web::Path<u64>`), and `&self` first when the key names `self` fields. A writer names the
+/// `web::Path<u64>`; a name bound by a pattern by its type where the pattern shows it, `&u64`
+/// for `Path(id): Path<u64>`, and any `Serialize` value where it does not), and `&self` first
+/// when the key names `self` fields. A writer names the
 /// function, never its prefix, argument order or version. In an `impl` block they are
 /// associated functions (`Repo::item_key`); put `#[redis_cache]` above a routing attribute
 /// (`#[get]`) so they stay module items; in a trait `impl` turn them off with

@@ -9,7 +9,7 @@ use syn::{
     PathArguments, Receiver, ReturnType, Type, TypePath, ext::IdentExt,
 };
 
-use crate::args::{Args, Func, Lock, Seconds, Skip};
+use crate::args::{Args, Func, Lock, Seconds, Skip, Vary};
 
 /// The lock TTL of `lock = true`, in seconds: longer than most fills, short enough that a
 /// crashed holder is soon forgotten.
@@ -38,14 +38,28 @@ pub(crate) struct Plan {
     pub(crate) ret: Type,
     /// The companion functions' inputs, unless `companions = false`.
     pub(crate) companions: Option<Companions>,
+    /// `revalidate`: the `Cache-Control` policy given, if any.
+    pub(crate) revalidate: Option<Option<LitStr>>,
+    /// `vary(...)`: each argument headers are read from, with the header names.
+    pub(crate) vary: Vec<(Ident, Vec<LitStr>)>,
+    /// Arguments (or bound names) left out of the key: the expansion warns for those that
+    /// carry request headers.
+    pub(crate) unkeyed: Vec<Ident>,
+    /// Names bound by patterns whose type was read off the pattern (`Path(id): Path<u64>`
+    /// gives `id: u64`): the getter asserts each, so a companion never takes the wrong type.
+    pub(crate) binding_types: Vec<(Ident, Type)>,
 }
 
 /// What `{name}_key` and `{name}_invalidate` take besides the cache.
 pub(crate) struct Companions {
     /// `&self` when the key names `self` fields.
     pub(crate) receiver: bool,
-    /// Each argument the key is made of, once, in the order it first appears, with its type.
-    pub(crate) params: Vec<(Ident, Type)>,
+    /// The arguments `vary` reads headers from, with their types: `{name}_key` takes them,
+    /// and `{name}_invalidate` deletes the entries of every header value.
+    pub(crate) vary: Vec<(Ident, Type)>,
+    /// Each argument (or name bound by an argument's pattern) the key is made of, once, in
+    /// the order it first appears, with its type when the signature shows it.
+    pub(crate) params: Vec<(Ident, Option<Type>)>,
 }
 
 /// A validated duration option.
@@ -136,9 +150,26 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
             .then_some(Secs::Literal(DEFAULT_LOCK_SECS, flag.span)),
         Some((_, Lock::Ttl(v))) => seconds("lock", v, 1, &mut errors),
     };
-    let params = params(func);
+    let params = params(func, &mut errors);
     let template = args.key.as_ref().map(|(_, lit)| lit.clone());
-    let keyed = key_parts(args.skip, args.key, func, &params, &mut errors);
+    let vary = vary_sources(args.vary, args.skip.as_ref(), &params, &mut errors);
+    let vary_args: Vec<String> = vary.iter().map(|(a, _)| a.unraw().to_string()).collect();
+    let keyed = key_parts(args.skip, args.key, func, &params, &vary_args, &mut errors);
+    for (arg, _) in &vary {
+        if keyed.roots.contains(arg) {
+            errors.at(
+                arg.span(),
+                format!("`{arg}` is named in `vary` and in the key template: `vary` keys on its headers, the template cannot key on it"),
+            );
+        }
+    }
+    let unkeyed = params
+        .iter()
+        .flat_map(|p| &p.names)
+        .map(|n| &n.ident)
+        .filter(|n| !keyed.roots.contains(n) && !vary_args.contains(&n.unraw().to_string()))
+        .cloned()
+        .collect();
     let ret = return_type(func, &mut errors);
     let types = ret
         .as_ref()
@@ -148,14 +179,29 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
         Some((_, flag)) if !flag.value => None,
         _ => Some(Companions {
             receiver: keyed.self_in_key,
+            vary: vary
+                .iter()
+                .filter(|(_, headers)| !headers.is_empty())
+                .filter_map(|(arg, _)| {
+                    let name = find(&params, &arg.unraw().to_string())?;
+                    Some((name.ident.clone(), name.ty.clone()?))
+                })
+                .collect(),
             params: keyed
                 .roots
                 .iter()
                 .filter_map(|name| find(&params, &name.unraw().to_string()))
-                .filter_map(|p| Some((p.name?.clone(), p.ty.clone())))
+                .map(|n| (n.ident.clone(), n.ty.clone()))
                 .collect(),
         }),
     };
+    let binding_types = keyed
+        .roots
+        .iter()
+        .filter_map(|name| find(&params, &name.unraw().to_string()))
+        .filter(|n| n.bound)
+        .filter_map(|n| Some((n.ident.clone(), n.ty.clone()?)))
+        .collect();
     let krate = match args.krate {
         Some((_, path)) => path.into_token_stream(),
         None => quote!(::cached_runtime),
@@ -176,6 +222,10 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
             shape: args.shape.map(|(_, p)| p),
             ret,
             companions,
+            binding_types,
+            vary,
+            unkeyed,
+            revalidate: args.revalidate.map(|(_, policy)| policy),
         }),
         (Some(e), ..) => Err(e),
         // Every `None` above pushed an error.
@@ -288,9 +338,22 @@ struct Param<'a> {
     name: Option<&'a Ident>,
     pat: &'a Pat,
     ty: &'a Type,
+    /// What the key can be made of: the plain identifier, or every name the pattern binds,
+    /// in order (`Path((a, b)): Path<(u64, String)>` binds `a` and `b`).
+    names: Vec<Name>,
 }
 
-fn params(func: &Func) -> Vec<Param<'_>> {
+/// A name an argument makes visible to the body.
+#[derive(Clone)]
+struct Name {
+    ident: Ident,
+    /// Its type, when the signature shows it.
+    ty: Option<Type>,
+    /// Bound by a pattern, rather than the argument itself.
+    bound: bool,
+}
+
+fn params<'a>(func: &'a Func, errors: &mut Errors) -> Vec<Param<'a>> {
     func.sig
         .inputs
         .iter()
@@ -305,14 +368,107 @@ fn params(func: &Func) -> Vec<Param<'_>> {
                     }) => Some(ident),
                     _ => None,
                 };
+                let names = match name {
+                    Some(ident) => vec![Name {
+                        ident: ident.clone(),
+                        ty: Some((*typed.ty).clone()),
+                        bound: false,
+                    }],
+                    None => {
+                        let mut names = Vec::new();
+                        bindings(&typed.pat, Some(&typed.ty), &mut names, errors);
+                        names
+                    }
+                };
                 Some(Param {
                     name,
                     pat: &typed.pat,
                     ty: &typed.ty,
+                    names,
                 })
             }
         })
         .collect()
+}
+
+/// The names `pat` binds, in order. A name's type is known where the pattern mirrors the type:
+/// a one-field tuple struct over a type with one type argument (`Path(id): Path<u64>`), a tuple
+/// over a tuple type, a reference over a reference.
+fn bindings(pat: &Pat, ty: Option<&Type>, out: &mut Vec<Name>, errors: &mut Errors) {
+    let ty = ty.map(strip_parens);
+    match pat {
+        Pat::Ident(p) => {
+            out.push(Name {
+                ident: p.ident.clone(),
+                ty: ty.cloned(),
+                bound: true,
+            });
+            if let Some((_, sub)) = &p.subpat {
+                bindings(sub, ty, out, errors);
+            }
+        }
+        Pat::TupleStruct(p) => {
+            let inner = match (p.elems.len(), ty.and_then(last_segment)) {
+                (1, Some((_, args))) if args.len() == 1 => Some(args[0]),
+                _ => None,
+            };
+            for elem in &p.elems {
+                bindings(elem, inner, out, errors);
+            }
+        }
+        Pat::Tuple(p) => {
+            let types = match ty {
+                Some(Type::Tuple(t))
+                    if t.elems.len() == p.elems.len()
+                        && !p.elems.iter().any(|e| matches!(e, Pat::Rest(_))) =>
+                {
+                    t.elems.iter().map(Some).collect()
+                }
+                _ => vec![None; p.elems.len()],
+            };
+            for (elem, ty) in p.elems.iter().zip(types) {
+                bindings(elem, ty, out, errors);
+            }
+        }
+        Pat::Reference(p) => {
+            let inner = match ty {
+                Some(Type::Reference(r)) => Some(&*r.elem),
+                _ => None,
+            };
+            bindings(&p.pat, inner, out, errors);
+        }
+        Pat::Paren(p) => bindings(&p.pat, ty, out, errors),
+        Pat::Struct(p) => {
+            for field in &p.fields {
+                bindings(&field.pat, None, out, errors);
+            }
+        }
+        Pat::Slice(p) => {
+            for elem in &p.elems {
+                bindings(elem, None, out, errors);
+            }
+        }
+        // Every alternative binds the same names.
+        Pat::Or(p) => {
+            if let Some(first) = p.cases.first() {
+                bindings(first, None, out, errors);
+            }
+        }
+        Pat::Type(p) => bindings(&p.pat, Some(&p.ty), out, errors),
+        Pat::Wild(_) | Pat::Rest(_) | Pat::Lit(_) | Pat::Range(_) | Pat::Path(_) => {}
+        _ => errors.spanned(
+            pat,
+            "#[redis_cache] cannot see the names this argument pattern binds: bind the argument to a name",
+        ),
+    }
+}
+
+fn strip_parens(ty: &Type) -> &Type {
+    match ty {
+        Type::Paren(p) => strip_parens(&p.elem),
+        Type::Group(g) => strip_parens(&g.elem),
+        _ => ty,
+    }
 }
 
 /// The last path segment of a type, behind references and parentheses, with its type
@@ -344,8 +500,8 @@ fn last_segment(ty: &Type) -> Option<(&Ident, Vec<&Type>)> {
 fn arg_names(params: &[Param<'_>]) -> String {
     let names: Vec<String> = params
         .iter()
-        .filter_map(|p| p.name)
-        .map(|n| format!("`{n}`"))
+        .flat_map(|p| &p.names)
+        .map(|n| format!("`{}`", n.ident))
         .collect();
     if names.is_empty() {
         "the function has no named arguments".to_owned()
@@ -354,10 +510,12 @@ fn arg_names(params: &[Param<'_>]) -> String {
     }
 }
 
-fn find<'p, 'a>(params: &'p [Param<'a>], name: &str) -> Option<&'p Param<'a>> {
+/// The argument, or name bound by an argument's pattern, called `name`.
+fn find<'p>(params: &'p [Param<'_>], name: &str) -> Option<&'p Name> {
     params
         .iter()
-        .find(|p| p.name.is_some_and(|n| n.unraw() == name))
+        .flat_map(|p| &p.names)
+        .find(|n| n.ident.unraw() == name)
 }
 
 /// The key's parts, and what they are made of.
@@ -374,6 +532,7 @@ fn key_parts(
     template: Option<(Span, LitStr)>,
     func: &Func,
     params: &[Param<'_>],
+    vary_args: &[String],
     errors: &mut Errors,
 ) -> Keyed {
     let receiver = func.sig.receiver();
@@ -424,25 +583,76 @@ fn key_parts(
     if let Some((_, lit)) = &template {
         template_parts(lit, func, params, &mut keyed, errors);
     } else if !skip_all {
-        for param in params {
-            let Some(name) = param.name else {
-                errors.spanned(
-                    param.pat,
-                    "this argument pattern cannot be part of the cache key: bind the argument to a name (and `skip` it if it does not belong in the key), or name the key's arguments with `key = \"...\"`",
-                );
-                continue;
-            };
-            if skipped.contains(&name.unraw().to_string()) {
+        for name in params.iter().flat_map(|p| &p.names) {
+            let ident = &name.ident;
+            let unraw = ident.unraw().to_string();
+            if skipped.contains(&unraw) || vary_args.contains(&unraw) {
                 continue;
             }
-            keyed.parts.push(KeyPart::Arg(name.clone()));
-            keyed.roots.push(name.clone());
+            keyed.parts.push(KeyPart::Arg(ident.clone()));
+            keyed.roots.push(ident.clone());
         }
     }
     if let Some(receiver) = receiver {
         check_receiver(receiver, skip_self, skip_all, keyed.self_in_key, errors);
     }
     keyed
+}
+
+/// The `vary(...)` sources: arguments (or bound names) of the function, not skipped, each
+/// named once; the header names are checked at compile time by the runtime's rule.
+fn vary_sources(
+    vary: Option<(Span, Vec<Vary>)>,
+    skip: Option<&(Span, Skip)>,
+    params: &[Param<'_>],
+    errors: &mut Errors,
+) -> Vec<(Ident, Vec<LitStr>)> {
+    let Some((span, sources)) = vary else {
+        return Vec::new();
+    };
+    if sources.is_empty() {
+        errors.at(
+            span,
+            "`vary()` names no argument: name the request and its headers, like `vary(req = [\"authorization\"])`",
+        );
+    }
+    let mut out: Vec<(Ident, Vec<LitStr>)> = Vec::new();
+    for Vary { arg, headers } in sources {
+        let name = arg.unraw().to_string();
+        if find(params, &name).is_none() {
+            errors.at(
+                arg.span(),
+                format!("`vary` names no argument `{arg}`; {}", arg_names(params)),
+            );
+            continue;
+        }
+        if out.iter().any(|(a, _)| a.unraw() == name) {
+            errors.at(arg.span(), format!("`{arg}` is named twice in `vary`"));
+            continue;
+        }
+        let skipped = match skip {
+            Some((_, Skip::Args(names))) => names.iter().any(|n| n.unraw() == name),
+            _ => false,
+        };
+        if skipped {
+            errors.at(
+                arg.span(),
+                format!("`{arg}` is both skipped and named in `vary`: `vary` already leaves it out of the key but for the headers it names; remove it from `skip`"),
+            );
+        }
+        let mut seen: Vec<String> = Vec::new();
+        for header in &headers {
+            if seen.contains(&header.value()) {
+                errors.at(
+                    header.span(),
+                    format!("header {:?} is named twice in `vary`", header.value()),
+                );
+            }
+            seen.push(header.value());
+        }
+        out.push((arg, headers));
+    }
+    out
 }
 
 /// The receiver rule: a method says what `self` contributes to the key.
@@ -605,7 +815,7 @@ fn placeholder_value(
             span,
         });
     }
-    let Some(param) = find(params, root) else {
+    let Some(found) = find(params, root) else {
         errors.at(
             span,
             format!(
@@ -615,8 +825,7 @@ fn placeholder_value(
         );
         return None;
     };
-    // `find` only matches named parameters.
-    let name = param.name?;
+    let name = &found.ident;
     let mut ident = name.clone();
     ident.set_span(name.span().located_at(span));
     if !keyed.roots.iter().any(|r| r == name) {
@@ -701,7 +910,9 @@ fn discriminators(
     idents_in(ret.to_token_stream(), &mut reached);
     let mut values = Vec::new();
     for param in params {
-        let in_key = param.name.is_some_and(|n| keyed.roots.contains(n));
+        // A pattern that binds nothing hides its value from the body, but not its type.
+        let in_key =
+            !param.names.is_empty() && param.names.iter().all(|n| keyed.roots.contains(&n.ident));
         if in_key {
             continue;
         }
@@ -775,6 +986,7 @@ fn find_impl_trait(ty: &Type) -> Option<&Type> {
 mod tests {
     use super::*;
     use quote::quote;
+    use syn::parse::Parser;
 
     #[test]
     fn placeholder_fields_are_identifiers_or_indexes() {
@@ -786,6 +998,56 @@ mod tests {
         for bad in ["", "_", "1a", "a-b", "a b", "r#self", "self", "é"] {
             assert!(field(bad, span).is_none(), "{bad:?}");
         }
+    }
+
+    fn bound(pat: TokenStream, ty: TokenStream) -> Vec<(String, Option<String>)> {
+        let pat = Pat::parse_single.parse2(pat).expect("a pattern");
+        let ty: Type = syn::parse2(ty).expect("a type");
+        let mut names = Vec::new();
+        let mut errors = Errors::default();
+        bindings(&pat, Some(&ty), &mut names, &mut errors);
+        assert!(errors.0.is_none());
+        names
+            .into_iter()
+            .map(|n| {
+                let ty = n.ty.map(|t| t.to_token_stream().to_string());
+                (n.ident.to_string(), ty)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn patterns_bind_their_names_in_order_with_the_types_they_mirror() {
+        let some = |n: &str, t: &str| (n.to_owned(), Some(t.to_owned()));
+        let none = |n: &str| (n.to_owned(), None);
+        assert_eq!(
+            bound(quote!(Path(id)), quote!(Path<u64>)),
+            [some("id", "u64")]
+        );
+        assert_eq!(
+            bound(
+                quote!(Path((a, b))),
+                quote!(axum::extract::Path<(u64, String)>)
+            ),
+            [some("a", "u64"), some("b", "String")]
+        );
+        assert_eq!(
+            bound(quote!(&(a, ref mut b)), quote!(&(u8, Vec<u8>))),
+            [some("a", "u8"), some("b", "Vec < u8 >")]
+        );
+        assert_eq!(
+            bound(
+                quote!(Query(Page { page, lang: l, .. })),
+                quote!(Query<Page>)
+            ),
+            [none("page"), none("l")]
+        );
+        assert_eq!(bound(quote!((a, ..)), quote!((u8, u8))), [none("a")]);
+        assert_eq!(
+            bound(quote!(Pair(a, b)), quote!(Pair<u8>)),
+            [none("a"), none("b")]
+        );
+        assert!(bound(quote!(_), quote!(u8)).is_empty());
     }
 
     #[test]

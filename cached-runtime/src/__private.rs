@@ -1,9 +1,10 @@
 //! What `#[redis_cache]` expands to calls. Not a public API: it changes with the macro.
 
-use std::{future::Future, ops::Deref, time::Duration};
+use std::{future::Future, marker::PhantomData, ops::Deref, time::Duration};
 
 use serde::Serialize;
 
+pub use crate::http::{Conditional, HttpPolicy, JsonResponse, Revalidated};
 pub use crate::policy::{Policy, Site};
 pub use crate::shape::select::{Level0, Level1, Level2, Level3, Probe, Selected, Uncacheable};
 pub use crate::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
@@ -20,6 +21,20 @@ use crate::{
 /// Fails the build with the rule's message when `prefix` is not a valid prefix.
 pub const fn check_prefix(prefix: &str) {
     if let Some(message) = key::prefix_error(prefix) {
+        panic!("{}", message);
+    }
+}
+
+/// Fails the build with the rule's message when `name` cannot be a header name in `vary`.
+pub const fn check_header_name(name: &str) {
+    if let Some(message) = crate::vary::header_name_error(name) {
+        panic!("{}", message);
+    }
+}
+
+/// Fails the build with the rule's message when `value` is not a `revalidate` policy.
+pub const fn check_cache_control(value: &str) {
+    if let Some(message) = crate::http::cache_control_error(value) {
         panic!("{}", message);
     }
 }
@@ -143,6 +158,42 @@ impl Call {
         self
     }
 
+    /// Appends the segment of `vary(source = [headers])`: a hash of those headers' values.
+    #[inline]
+    pub fn vary<V: crate::VarySource + ?Sized>(
+        mut self,
+        source: &V,
+        headers: &'static [&'static str],
+    ) -> Self {
+        if let Some((_, key)) = &mut self.cache
+            && !headers.is_empty()
+        {
+            key.push_arg(crate::vary::segment(source, headers).as_str());
+        }
+        self
+    }
+
+    /// Deletes every entry of the finished key, whatever the headers `vary` adds to it
+    /// (companion functions of a function with `vary`): `SCAN` + `UNLINK` of `{key}:*`.
+    pub async fn invalidate_variants(self) -> Result<u64, CacheError> {
+        let Some((cache, key)) = self.cache else {
+            return Err(CacheError::Config("no cache".to_owned()));
+        };
+        let key = key.build()?;
+        let relative = key
+            .as_str()
+            .strip_prefix(cache.namespace())
+            .unwrap_or(key.as_str());
+        let mut pattern = String::with_capacity(relative.len() + 2);
+        crate::key::glob_escape(relative, &mut pattern);
+        // `prefix:` alone when the key has no argument before the vary segments.
+        if !pattern.ends_with(':') {
+            pattern.push(':');
+        }
+        pattern.push('*');
+        cache.invalidate_pattern(&pattern).await
+    }
+
     /// The finished key (companion functions).
     pub fn key(self) -> Result<Key, CacheError> {
         match self.cache {
@@ -156,6 +207,34 @@ impl Call {
         match self.cache {
             Some((cache, key)) => cache.invalidate(&key.build()?).await,
             None => Err(CacheError::Config("no cache".to_owned())),
+        }
+    }
+
+    /// The revalidating path of `revalidate`: [`Cache::respond`](crate::Cache), or just
+    /// `body` when there is no cache or no key.
+    pub async fn revalidate<S, R, F>(
+        self,
+        conditional: Conditional,
+        http: &'static HttpPolicy,
+        body: F,
+    ) -> Revalidated<R>
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        let Some((cache, key)) = self.cache else {
+            return Revalidated::uncached(body.await, http);
+        };
+        match key.build() {
+            Ok(key) => {
+                cache
+                    .respond::<S, R, F>(&key, self.policy, &conditional, http, body)
+                    .await
+            }
+            Err(e) => {
+                cache.key_failed(self.policy, &e);
+                Revalidated::uncached(body.await, http)
+            }
         }
     }
 
@@ -186,6 +265,15 @@ pub struct KeyProbe<'a, V: ?Sized>(pub &'a V);
 
 /// A framework extractor: keyed on the value it holds.
 pub trait KeyLevel1<'a> {
+    /// The value keyed on.
+    type Target: ?Sized;
+    /// The value keyed on.
+    fn __cached_key(&self) -> &'a Self::Target;
+}
+
+/// Request context (shared state, the request or its headers): never keyed; the value keyed
+/// on is a [`MustSkip`], whose error says to skip the argument.
+pub trait KeyLevel2<'a> {
     /// The value keyed on.
     type Target: ?Sized;
     /// The value keyed on.
@@ -234,6 +322,162 @@ macro_rules! extractor {
 #[allow(unused_imports)]
 pub(crate) use extractor;
 
+/// A companion's `vary` source, selected like [`KeyProbe`]: a source that is not a
+/// [`VarySource`](crate::VarySource) adds nothing here, as the getter already fails to
+/// compile with the error about it.
+#[derive(Debug)]
+pub struct VaryProbe<'a, V: ?Sized>(pub &'a V);
+
+/// A [`VarySource`](crate::VarySource): its segment.
+pub trait VaryLevel1 {
+    /// [`Call::vary`].
+    fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call;
+}
+
+/// Anything else: nothing (the getter reports it).
+pub trait VaryLevel0 {
+    /// Returns `call` unchanged.
+    fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call;
+}
+
+impl<V: crate::VarySource + ?Sized> VaryLevel1 for &VaryProbe<'_, V> {
+    #[inline]
+    fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call {
+        call.vary(self.0, headers)
+    }
+}
+
+impl<V: ?Sized> VaryLevel0 for VaryProbe<'_, V> {
+    #[inline]
+    fn __cached_vary(&self, call: Call, _headers: &'static [&'static str]) -> Call {
+        call
+    }
+}
+
+/// Whether an argument left out of the key can carry the caller's identity (a request or its
+/// headers), selected like [`KeyProbe`]: `(&&RiskProbe(&arg)).__cached_risk()` warns then.
+#[derive(Debug)]
+pub struct RiskProbe<'a, V: ?Sized>(pub &'a V);
+
+/// A request or its headers, left out of the key: a deprecation warning on the argument.
+pub trait RiskLevel1 {
+    /// Warns.
+    #[deprecated(
+        note = "#[redis_cache]: this argument holds request headers and is left out of the cache key, so a result that depends on the caller (a header, a cookie) would be served to other callers: key on what it depends on with `vary(arg = [\"authorization\"])`, or say it depends on none of them with `vary(arg = [])`"
+    )]
+    fn __cached_risk(&self) {}
+}
+
+/// Anything else: nothing to say.
+pub trait RiskLevel0 {
+    /// Says nothing.
+    #[inline]
+    fn __cached_risk(&self) {}
+}
+
+impl<V: ?Sized> RiskLevel0 for RiskProbe<'_, V> {}
+
+/// Registers a type that carries request headers.
+#[allow(unused_macros)]
+macro_rules! risky {
+    ($($ty:ident)::+ $(<$($g:ident),*>)?) => {
+        impl<'a $($(, $g)*)?> $crate::__private::RiskLevel1
+            for &$crate::__private::RiskProbe<'a, $($ty)::+ $(<$($g),*>)?> {}
+    };
+}
+
+#[cfg(feature = "actix")]
+mod actix_risk {
+    risky!(actix_web::HttpRequest);
+    risky!(actix_web::http::header::HeaderMap);
+}
+
+#[cfg(feature = "axum")]
+mod axum_risk {
+    risky!(axum::http::HeaderMap<T>);
+    risky!(axum::http::Request<B>);
+    risky!(axum::http::request::Parts);
+}
+
+/// What a request-context argument (`State<S>`, `web::Data<T>`, `HttpRequest`, `HeaderMap`…)
+/// is keyed on: nothing that compiles. `W` says why, in the error.
+#[derive(Debug)]
+pub struct MustSkip<C: ?Sized, W>(PhantomData<(W, fn() -> C)>);
+
+impl<C: ?Sized, W> MustSkip<C, W> {
+    #[allow(dead_code)] // used by the framework features' `context!` impls
+    const NEW: Self = MustSkip(PhantomData);
+}
+
+/// Why a [`MustSkip`] argument cannot be keyed: it is shared state.
+#[derive(Debug)]
+pub struct SharedState;
+
+/// Why a [`MustSkip`] argument cannot be keyed: it is the request or its headers.
+#[derive(Debug)]
+pub struct WholeRequest;
+
+/// Implemented by nothing: the error for shared state in the key.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is shared state, not part of the cache key: leave it out with `skip(...)`",
+    label = "this argument is part of the cache key",
+    note = "every argument not skipped is part of the key; state shared by all requests does not tell calls apart"
+)]
+pub trait SkipSharedState {}
+
+/// Implemented by nothing: the error for a request or its headers in the key.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` holds the whole request, which cannot be part of the cache key: leave it out with `skip(...)`",
+    label = "this argument is part of the cache key",
+    note = "when the result depends on request headers (the caller's identity, the language), key on them with `vary(name = [\"authorization\"])`"
+)]
+pub trait SkipWholeRequest {}
+
+// Bounded by traits nothing implements: the error is theirs, naming the argument's type.
+impl<C: SkipSharedState + ?Sized> Serialize for MustSkip<C, SharedState> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit()
+    }
+}
+
+impl<C: SkipWholeRequest + ?Sized> Serialize for MustSkip<C, WholeRequest> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_unit()
+    }
+}
+
+/// Registers request-context types `$ty` (with parameters `$g`) that must be skipped.
+#[allow(unused_macros)]
+macro_rules! context {
+    ($why:ident: $($ty:ident)::+ $(<$($g:ident),*>)?) => {
+        impl<'a $($(, $g)*)?> $crate::__private::KeyLevel2<'a>
+            for &&$crate::__private::KeyProbe<'a, $($ty)::+ $(<$($g),*>)?>
+        {
+            type Target = $crate::__private::MustSkip<$($ty)::+ $(<$($g),*>)?, $crate::__private::$why>;
+            #[inline]
+            fn __cached_key(&self) -> &'a Self::Target {
+                &$crate::__private::MustSkip::NEW
+            }
+        }
+    };
+}
+
+#[cfg(feature = "actix")]
+mod actix_context {
+    context!(SharedState: actix_web::web::Data<T>);
+    context!(WholeRequest: actix_web::HttpRequest);
+    context!(WholeRequest: actix_web::http::header::HeaderMap);
+}
+
+#[cfg(feature = "axum")]
+mod axum_context {
+    context!(SharedState: axum::extract::State<T>);
+    context!(SharedState: axum::Extension<T>);
+    context!(WholeRequest: axum::http::HeaderMap<T>);
+    context!(WholeRequest: axum::http::Request<B>);
+    context!(WholeRequest: axum::http::request::Parts);
+}
+
 /// A key argument: anything `Serialize`. Exists for the error when an argument is not.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be part of the cache key: it does not implement `serde::Serialize`",
@@ -270,6 +514,33 @@ impl<S: Shape<R>, R> Selected<S, R> {
     }
 }
 
+impl<S: Shape<R>, R> Selected<S, R> {
+    /// Runs the revalidating path: [`Call::revalidate`], after
+    /// [`check_json_response`](Self::check_json_response).
+    #[inline]
+    pub fn revalidate<F: Future<Output = R>>(
+        self,
+        call: Call,
+        conditional: Conditional,
+        http: &'static HttpPolicy,
+        body: F,
+    ) -> impl Future<Output = Revalidated<R>> {
+        call.revalidate::<S, R, F>(conditional, http, body)
+    }
+}
+
+impl<S, R> Selected<S, R> {
+    /// Fails the build, once and with [`JsonResponse`]'s error, unless the shape's value is
+    /// the JSON body of the response. The expansion calls it before
+    /// [`revalidate`](Self::revalidate).
+    #[inline]
+    pub fn check_json_response(&self)
+    where
+        S: JsonResponse,
+    {
+    }
+}
+
 impl<S, R> Deref for Selected<S, R> {
     type Target = Uncacheable<S, R>;
     fn deref(&self) -> &Uncacheable<S, R> {
@@ -284,6 +555,22 @@ impl<S, R> Uncacheable<S, R> {
         R: CacheableReturn,
     {
         body
+    }
+}
+
+impl<S, R> Uncacheable<S, R> {
+    /// Never compiles: the bound fails with the error of [`CacheableReturn`].
+    pub async fn revalidate<F: Future<Output = R>>(
+        &self,
+        _call: Call,
+        _conditional: Conditional,
+        http: &'static HttpPolicy,
+        body: F,
+    ) -> Revalidated<R>
+    where
+        R: CacheableReturn,
+    {
+        Revalidated::uncached(body.await, http)
     }
 }
 

@@ -350,6 +350,7 @@ impl Cache {
             policy,
             counters: &counters,
             span,
+            entry: None,
         };
         fill.run::<S, R, F>(seq, source, body).await
     }

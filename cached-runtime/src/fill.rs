@@ -6,6 +6,7 @@
 
 use std::{
     future::Future,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -103,7 +104,13 @@ pub(crate) struct Fill<'a> {
     pub(crate) counters: &'a Counters,
     /// The call's `cache.get` span.
     pub(crate) span: &'a Span,
+    /// Receives the stored form of the returned result, when it has one (an HTTP response
+    /// serves it, and its validator, as is); given, values are stored with a validator.
+    pub(crate) entry: Option<&'a EntrySlot>,
 }
+
+/// Where a [`Fill`] leaves the entry its result stands for.
+pub(crate) type EntrySlot = std::sync::OnceLock<Published>;
 
 impl Fill<'_> {
     /// Counts the call's one outcome, and records it on its span.
@@ -165,6 +172,7 @@ impl Fill<'_> {
                     .decode::<S, R>(&published, self.policy, self.counters, self.key);
             if let Some((result, _)) = adopted {
                 self.outcome(Outcome::Coalesced);
+                self.keep(&published);
                 return result;
             }
             self.outcome(source.outcome());
@@ -211,6 +219,7 @@ impl Fill<'_> {
         } else if source.stale() && !encoded.storable {
             self.remove_stale().await;
         }
+        self.keep(&encoded.bytes);
         if let Some(guard) = guard {
             guard.publish(encoded.bytes);
         }
@@ -221,10 +230,18 @@ impl Fill<'_> {
     /// coalesced and handed to this process's followers too.
     fn adopt<R>(&self, result: R, bytes: Vec<u8>, guard: Option<LeaderGuard<'_>>) -> R {
         self.outcome(Outcome::Coalesced);
+        let bytes: Published = bytes.into();
+        self.keep(&bytes);
         if let Some(guard) = guard {
-            guard.publish(bytes.into());
+            guard.publish(bytes);
         }
         result
+    }
+
+    fn keep(&self, bytes: &Published) {
+        if let Some(slot) = self.entry {
+            let _ = slot.set(Arc::clone(bytes));
+        }
     }
 
     /// Fills under a Redis lock (`SET NX PX`), so one process in the fleet runs the body; the
@@ -324,8 +341,17 @@ impl Fill<'_> {
     /// The stored form of a result, or `None` when there is nothing to store or share.
     fn encode<S: Shape<R>, R>(&self, result: &R) -> Option<Encoded> {
         let (inner, policy, counters) = (&*self.cache.inner, self.policy, self.counters);
+        // Drawn first: a value's stored expiry (for `Cache-Control: max-age`) includes it.
+        let jitter = match policy.jitter {
+            0 => 0,
+            j => fastrand::u64(0..=j),
+        };
         let (bytes, ttl) = match S::entry(result) {
-            Entry::Value(v) => match codec::encode_value(v, policy.version) {
+            // A revalidating handler's entry carries its validator and expiry.
+            Entry::Value(v) => match match self.entry {
+                Some(_) => codec::encode_validated(v, policy.version, policy.ttl + jitter),
+                None => codec::encode_value(v, policy.version),
+            } {
                 Ok(bytes) => (bytes, policy.ttl),
                 Err(e) => {
                     counters.encode_failures(1);
@@ -355,10 +381,7 @@ impl Fill<'_> {
             counters.oversized(1);
             tracing::debug!(key = %KeyTag(self.key), bytes = bytes.len(), "result larger than max_value_bytes, not cached");
         }
-        let ttl = match policy.jitter {
-            0 => ttl,
-            j => ttl + fastrand::u64(0..=j),
-        };
+        let ttl = ttl + jitter;
         Some(Encoded {
             bytes: bytes.into(),
             ttl,

@@ -55,6 +55,13 @@
 //! call runs in a `cache.get` span; [`telemetry`] lists every series with its labels, and the
 //! histogram bucket presets. [`Cache::stats`] reads the same counters in process.
 //!
+//! # Web frameworks
+//!
+//! With the `actix` or `axum` feature, handlers returning `Json<T>` are cached on the handler
+//! itself, extractors key on the value they hold, and `#[redis_cache(revalidate)]` answers
+//! HTTP revalidation from the cache ([`http`]: `ETag`, `304`, `Cache-Control`, `X-Cache`).
+//! `vary(req = ["authorization"])` keys on request headers ([`VarySource`]).
+//!
 //! # Without Redis
 //!
 //! [`Cache::in_memory`] behaves the same within one process, for tests and development.
@@ -73,6 +80,7 @@ mod error;
 mod fill;
 mod flight;
 mod global;
+pub mod http;
 mod invalidate;
 pub mod key;
 mod memory;
@@ -82,6 +90,7 @@ pub mod shape;
 mod spawn;
 mod stats;
 pub mod telemetry;
+mod vary;
 
 #[doc(hidden)]
 pub mod __private;
@@ -94,6 +103,7 @@ pub use key::{Key, KeyBuilder};
 pub use mode::{bypass, refresh};
 pub use policy::Policy;
 pub use stats::{Counts, Stats};
+pub use vary::VarySource;
 
 #[doc(inline)]
 pub use cached_macro::redis_cache;

@@ -4,8 +4,8 @@
 //! Four shapes cover the outer type: [`Plain`] (`T`), [`Optional`] (`Option<T>`),
 //! [`Fallible`] (`Result<T, E>`) and [`FallibleOptional`] (`Result<Option<T>, E>`). Each takes
 //! an [`Adapter`] for what is inside: [`Identity`] stores the value itself; a web framework's
-//! response wrapper (Actix's `web::Json<T>`) gets one small adapter that stores the `T` it
-//! wraps. Calling [`Cache::get_or_fill`](crate::Cache::get_or_fill) directly, you pick the
+//! response wrapper (Actix's `web::Json<T>`, axum's `Json<T>`) gets one small adapter that
+//! stores the `T` it wraps. Calling [`Cache::get_or_fill`](crate::Cache::get_or_fill) directly, you pick the
 //! shape yourself; the macro selects it from the return type, or takes `shape = …`.
 
 use std::marker::PhantomData;
@@ -267,6 +267,37 @@ mod actix {
 
 #[cfg(feature = "actix")]
 pub use actix::ActixJson;
+
+/// axum: `Json<T>` returns store `T`; `Path`, `Query`, `Json` and `Form` arguments key on the
+/// value they hold.
+#[cfg(feature = "axum")]
+mod axum_json {
+    use axum::Json;
+
+    /// Stores the `T` of an `axum::Json<T>`.
+    #[derive(Debug)]
+    pub struct AxumJson;
+
+    impl<T> super::Adapter<Json<T>> for AxumJson {
+        type Value = T;
+        fn value(wrapper: &Json<T>) -> &T {
+            &wrapper.0
+        }
+        fn wrap(value: T) -> Json<T> {
+            Json(value)
+        }
+    }
+
+    framework_wrapper!(Json, AxumJson);
+
+    crate::__private::extractor!(axum::extract::Path<T>);
+    crate::__private::extractor!(axum::extract::Query<T>);
+    crate::__private::extractor!(axum::Json<T>);
+    crate::__private::extractor!(axum::Form<T>);
+}
+
+#[cfg(feature = "axum")]
+pub use axum_json::AxumJson;
 
 /// `actix_web::web::Json<T>`: stored as `T`.
 #[cfg(feature = "actix")]

@@ -54,9 +54,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// `GET /items/{id}`: the item, or a 404 whose absence is cached too (the null marker; the
-/// `{"error": …}` body is added by the app's `ErrorHandlers`).
+/// `{"error": …}` body is added by the app's `ErrorHandlers`). Revalidated: the item carries
+/// an `ETag`, and `If-None-Match` with it gets a `304` straight from the cache.
 // Above `#[get]`, so the companions `get_item_key`/`get_item_invalidate` are module items.
-#[redis_cache(prefix = "item", ttl = 600, skip(state), cache = state.cache)]
+#[redis_cache(prefix = "item", ttl = 600, skip(state), cache = state.cache, revalidate)]
 #[get("/items/{id}")]
 async fn get_item(
     state: web::Data<AppState>,

@@ -49,7 +49,7 @@ impl AppState {
     }
 }
 
-#[redis_cache(prefix = "handler.item", ttl = 600, cache = state.cache, skip(state, req))]
+#[redis_cache(prefix = "handler.item", ttl = 600, cache = state.cache, skip(state), vary(req = []))]
 async fn get_item(
     state: web::Data<AppState>,
     req: HttpRequest,

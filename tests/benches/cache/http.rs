@@ -1,6 +1,7 @@
-//! HTTP under `wrk`: the demo's `GET /items/{id}` served from the cache, the same handler
-//! with the cache out of reach (fail-open, so every request reads SQLite), and a handler
-//! that returns the same JSON as a constant.
+//! HTTP under `wrk`: the demo's `GET /items/{id}` served from the cache, the same request
+//! revalidated with `If-None-Match` (a `304` from the cache), the same handler with the cache
+//! out of reach (fail-open, so every request reads SQLite), a handler that returns the same
+//! JSON as a constant, and the axum example's item read, 200 and 304.
 //!
 //! The demo has no switch to bypass its cache and this benchmark does not change it, so the
 //! "bypassed" run points the demo at a loopback port where no Redis listens: that measures
@@ -22,14 +23,17 @@ struct Wrk {
     p99_ms: f64,
 }
 
-/// `wrk -t2 -c64 -d{secs}s --latency`; `None` when wrk is missing or its output unreadable.
-fn wrk(addr: SocketAddr, secs: u64) -> Option<Wrk> {
-    let out = Command::new("wrk")
+/// `wrk -t2 -c64 -d{secs}s --latency [-H header]`; `None` when wrk is missing or its output
+/// unreadable.
+fn wrk(addr: SocketAddr, secs: u64, header: Option<&str>) -> Option<Wrk> {
+    let mut command = Command::new("wrk");
+    command
         .args(["-t2", &format!("-c{CONNECTIONS}"), &format!("-d{secs}s")])
-        .arg("--latency")
-        .arg(format!("http://{addr}{PATH}"))
-        .output()
-        .ok()?;
+        .arg("--latency");
+    if let Some(header) = header {
+        command.args(["-H", header]);
+    }
+    let out = command.arg(format!("http://{addr}{PATH}")).output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let requests_per_sec = text
         .lines()
@@ -63,8 +67,13 @@ fn parse_duration_ms(s: &str) -> Option<f64> {
 
 /// A warm-up second, then the measured run; prints a table row.
 fn measure(name: &str, addr: SocketAddr) -> Option<Wrk> {
-    wrk(addr, 1)?;
-    let w = wrk(addr, SECONDS)?;
+    measure_with(name, addr, None)
+}
+
+/// [`measure`] with a request header on every request.
+fn measure_with(name: &str, addr: SocketAddr, header: Option<&str>) -> Option<Wrk> {
+    wrk(addr, 1, header)?;
+    let w = wrk(addr, SECONDS, header)?;
     println!(
         "| {name} | {:.0} | {:.2} ms |",
         w.requests_per_sec, w.p99_ms
@@ -93,15 +102,13 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime) {
     println!("|---|---:|---:|");
 
     let warm = rt.block_on(start_demo(redis.url(), &dir.join("warm.db")));
-    let body = rt.block_on(async {
-        reqwest::get(format!("http://{}{PATH}", warm.addr()))
-            .await
-            .expect("GET the item")
-            .bytes()
-            .await
-            .expect("the item's body")
-    });
-    let cached = measure("demo, cache warm", warm.addr());
+    let (body, etag) = rt.block_on(get_item(warm.addr()));
+    let cached = measure("demo, cache warm (200)", warm.addr());
+    let revalidated = measure_with(
+        "demo, cache warm, `If-None-Match` (304)",
+        warm.addr(),
+        Some(&format!("If-None-Match: {etag}")),
+    );
     rt.block_on(warm.stop()).expect("stop the demo");
 
     let down = format!("redis://127.0.0.1:{}", free_port());
@@ -148,5 +155,62 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime) {
             c.requests_per_sec / f.requests_per_sec
         );
     }
+    if let (Some(ok), Some(not_modified)) = (cached, revalidated) {
+        println!(
+            "\n304 / 200 on the same warm demo: {:.2}",
+            not_modified.requests_per_sec / ok.requests_per_sec
+        );
+    }
+
+    println!("\n### The axum example (`demo-axum`), same Redis\n");
+    println!("| server | requests/s | p99 |");
+    println!("|---|---:|---:|");
+    let axum = rt.block_on(async {
+        let mut config = demo_axum::Config::new(&redis.url(), dir.join("axum.db"));
+        config.bind = "127.0.0.1:0".to_owned();
+        demo_axum::start(config).await.expect("start demo-axum")
+    });
+    let (_, etag) = rt.block_on(get_item(axum.addr()));
+    let ok = measure("demo-axum, cache warm (200)", axum.addr());
+    let not_modified = measure_with(
+        "demo-axum, cache warm, `If-None-Match` (304)",
+        axum.addr(),
+        Some(&format!("If-None-Match: {etag}")),
+    );
+    rt.block_on(axum.stop()).expect("stop demo-axum");
+    if let (Some(ok), Some(not_modified)) = (ok, not_modified) {
+        println!(
+            "\n304 / 200 on the same warm demo-axum: {:.2}",
+            not_modified.requests_per_sec / ok.requests_per_sec
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The item's body and `ETag`, read until the cache answers (the demos connect lazily).
+async fn get_item(addr: SocketAddr) -> (actix_web::web::Bytes, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = reqwest::get(format!("http://{addr}{PATH}"))
+            .await
+            .expect("GET the item");
+        let hit = response
+            .headers()
+            .get("x-cache")
+            .is_some_and(|v| v == "HIT");
+        let etag = response
+            .headers()
+            .get("etag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response.bytes().await.expect("the item's body");
+        if let (true, Some(etag)) = (hit, etag) {
+            return (body, etag);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the item never came from the cache"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -30,7 +30,7 @@ async fn json(path: web::Path<u64>) -> web::Json<Item> {
     web::Json(Item { id: *path })
 }
 
-#[redis_cache(prefix = "fallible_json", ttl = 60, skip(req))]
+#[redis_cache(prefix = "fallible_json", ttl = 60, vary(req = []))]
 async fn fallible_json(
     req: HttpRequest,
     path: web::Path<(u64, String)>,

@@ -11,6 +11,7 @@ use std::{
     time::Duration,
 };
 
+use futures_util::future::Either;
 use sha2::Digest as _;
 use tracing::{Instrument as _, Span};
 
@@ -305,22 +306,36 @@ impl Cache {
     ///
     /// The call runs in a `cache.get` span (debug level), the body inside it; see
     /// [`telemetry`](crate::telemetry).
-    pub async fn get_or_fill<S, R, F>(&self, key: &Key, policy: &Policy, body: F) -> R
+    pub fn get_or_fill<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        body: F,
+    ) -> impl Future<Output = R>
     where
         S: Shape<R>,
         F: Future<Output = R>,
     {
         let span = telemetry::call_span(&self.inner.telemetry, key);
-        self.get_or_fill_in::<S, R, F>(key, policy, body, &span)
-            .instrument(span.clone())
-            .await
+        // Wrapping the call in its span moves the call's whole state once more (measurable
+        // on a hit); only a span someone records needs it.
+        if span.is_disabled() {
+            Either::Left(self.get_or_fill_in::<S, R, F>(key, policy, body, span))
+        } else {
+            let entered = span.clone();
+            Either::Right(
+                self.get_or_fill_in::<S, R, F>(key, policy, body, span)
+                    .instrument(entered),
+            )
+        }
     }
 
-    async fn get_or_fill_in<S, R, F>(&self, key: &Key, policy: &Policy, body: F, span: &Span) -> R
+    async fn get_or_fill_in<S, R, F>(&self, key: &Key, policy: &Policy, body: F, span: Span) -> R
     where
         S: Shape<R>,
         F: Future<Output = R>,
     {
+        let span = &span;
         let inner = &*self.inner;
         let counters = self.counters(policy);
         let mode = mode::current();

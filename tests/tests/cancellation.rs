@@ -15,7 +15,8 @@ use redis::Commands;
 use tests::{
     GENEROUS_TIMEOUT, Proxy, RedisServer,
     fixtures::{policy, spawn_counted, spawn_stuck, value},
-    wait_until, wait_until_async,
+    topology::TestRedis,
+    topology_suite, wait_until, wait_until_async,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,9 +121,7 @@ async fn a_panicking_leader_hands_the_fill_to_one_follower() {
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_lock_holder_releases_the_lock_for_other_processes() {
-    let server = RedisServer::start();
+async fn a_cancelled_lock_holder_releases_the_lock_for_other_processes(server: TestRedis) {
     let (a, b) = (server.cache().await, server.cache().await);
     // A lock that would block the other instance for a minute if it were not released.
     let locked = Arc::new(policy("l").lock(Duration::from_secs(60)).expect("valid"));
@@ -264,3 +263,9 @@ async fn an_invalidation_dropped_before_redis_answered_is_still_carried_out() {
         "the dropped invalidation never reached redis"
     );
 }
+
+// The lock's compare-and-delete runs on the entry's shard on a cluster: its key shares the
+// entry's slot.
+topology_suite!(standalone, cluster;
+    a_cancelled_lock_holder_releases_the_lock_for_other_processes,
+);

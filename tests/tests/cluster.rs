@@ -150,3 +150,28 @@ async fn a_lazy_cluster_cache_answers_at_once_and_caches_once_connected() {
     let stored: String = conn.get(key.as_str()).expect("GET");
     assert_eq!(stored, "rc1:0:v:5");
 }
+
+#[tokio::test]
+async fn a_prefix_invalidation_dropped_mid_scan_is_still_carried_out_on_every_primary() {
+    let redis = TestRedis::start(Topology::Cluster);
+    let cache = redis.cache().await;
+    let keys: Vec<String> = (0..3000u32)
+        .map(|id| {
+            cache
+                .key("gone")
+                .arg(&id)
+                .build()
+                .expect("valid key")
+                .to_string()
+        })
+        .collect();
+    redis.set_all(&keys, "rc1:0:v:1");
+    // Polled once: it has started (and registered itself) but no reply can have come back.
+    let dropped = tokio::time::timeout(Duration::ZERO, cache.invalidate_prefix("gone")).await;
+    assert!(dropped.is_err(), "the invalidation was meant to be dropped");
+    tests::wait_until(Duration::from_secs(30), || {
+        cache.stats().pending_invalidations == 0
+    })
+    .await;
+    assert_eq!(redis.keys("gone:*"), Vec::<String>::new());
+}

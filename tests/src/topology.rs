@@ -85,17 +85,7 @@ impl LocalCluster {
     /// Waits until every live node says `cluster_state:ok`, knows the same primaries for
     /// every slot, and every replica's link to its primary is up.
     pub fn wait_until_settled(&self) {
-        let deadline = Instant::now() + SETTLE_WITHIN;
-        loop {
-            match self.settled() {
-                Ok(()) => return,
-                Err(why) => assert!(
-                    Instant::now() < deadline,
-                    "the local cluster did not settle within {SETTLE_WITHIN:?}: {why}"
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        settle("the local cluster", || self.settled());
     }
 
     fn settled(&self) -> Result<(), String> {
@@ -311,17 +301,7 @@ impl LocalSentinel {
     /// Waits until every sentinel names a live primary, sees a replica of it in sync and
     /// knows the other two sentinels.
     pub fn wait_until_settled(&self) {
-        let deadline = Instant::now() + SETTLE_WITHIN;
-        loop {
-            match self.settled() {
-                Ok(()) => return,
-                Err(why) => assert!(
-                    Instant::now() < deadline,
-                    "the local sentinels did not settle within {SETTLE_WITHIN:?}: {why}"
-                ),
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        settle("the local sentinels", || self.settled());
     }
 
     fn settled(&self) -> Result<(), String> {
@@ -448,6 +428,21 @@ impl LocalSentinel {
         let _: () = redis::cmd("FLUSHALL")
             .query(&mut self.conn())
             .expect("FLUSHALL");
+    }
+}
+
+/// Polls `settled` until it holds; panics with its last reason after [`SETTLE_WITHIN`].
+fn settle(what: &str, settled: impl Fn() -> Result<(), String>) {
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    loop {
+        match settled() {
+            Ok(()) => return,
+            Err(why) => assert!(
+                Instant::now() < deadline,
+                "{what} did not settle within {SETTLE_WITHIN:?}: {why}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

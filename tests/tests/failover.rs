@@ -84,6 +84,32 @@ async fn first_hit_after(load: &Load, since: Instant) -> Duration {
     }
 }
 
+/// After the promotion: waits for the first hit, stops the load, prints the figures and
+/// checks that no call returned a wrong value.
+async fn conclude(
+    topology: &str,
+    cache: &Cache,
+    load: &Load,
+    stop: &AtomicBool,
+    task: tokio::task::JoinHandle<()>,
+    killed_at: Instant,
+    promoted_at: Instant,
+) {
+    let resumed = first_hit_after(load, promoted_at).await;
+    stop.store(true, Ordering::Relaxed);
+    task.await.expect("the load ran to the end");
+    let calls = load.calls.load(Ordering::Relaxed);
+    let wrong = load.wrong.load(Ordering::Relaxed);
+    eprintln!(
+        "{topology} failover: {calls} calls, {wrong} failed, promotion {:.2} s after the kill, \
+         first hit {:.3} s after the promotion; {} calls ran their body on an error",
+        (promoted_at - killed_at).as_secs_f64(),
+        resumed.as_secs_f64(),
+        cache.stats().total.errors
+    );
+    assert_eq!(wrong, 0, "calls returned a wrong value");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_primary_of_the_hot_keys_fails_no_call_and_hits_resume_after_promotion() {
     let mut cluster = LocalCluster::start();
@@ -125,20 +151,16 @@ async fn killing_the_primary_of_the_hot_keys_fails_no_call_and_hits_resume_after
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let promoted_at = Instant::now();
-    let resumed = first_hit_after(&load, promoted_at).await;
-    stop.store(true, Ordering::Relaxed);
-    task.await.expect("the load ran to the end");
-
-    let calls = load.calls.load(Ordering::Relaxed);
-    let wrong = load.wrong.load(Ordering::Relaxed);
-    eprintln!(
-        "cluster failover: {calls} calls, {wrong} failed, promotion {:.2} s after the kill, \
-         first hit {:.3} s after the promotion; {} calls ran their body on an error",
-        (promoted_at - killed_at).as_secs_f64(),
-        resumed.as_secs_f64(),
-        cache.stats().total.errors
-    );
-    assert_eq!(wrong, 0, "calls returned a wrong value");
+    conclude(
+        "cluster",
+        &cache,
+        &load,
+        &stop,
+        task,
+        killed_at,
+        promoted_at,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,20 +191,16 @@ async fn a_sentinel_failover_fails_no_call_and_hits_resume_on_the_new_primary() 
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let promoted_at = Instant::now();
-    let resumed = first_hit_after(&load, promoted_at).await;
-    stop.store(true, Ordering::Relaxed);
-    task.await.expect("the load ran to the end");
-
-    let calls = load.calls.load(Ordering::Relaxed);
-    let wrong = load.wrong.load(Ordering::Relaxed);
-    eprintln!(
-        "sentinel failover: {calls} calls, {wrong} failed, promotion {:.2} s after the kill, \
-         first hit {:.3} s after the promotion; {} calls ran their body on an error",
-        (promoted_at - killed_at).as_secs_f64(),
-        resumed.as_secs_f64(),
-        cache.stats().total.errors
-    );
-    assert_eq!(wrong, 0, "calls returned a wrong value");
+    conclude(
+        "sentinel",
+        &cache,
+        &load,
+        &stop,
+        task,
+        killed_at,
+        promoted_at,
+    )
+    .await;
     // Writes go to the new primary: a fresh entry is stored there.
     let key = cache.key("hot").arg(&1000u64).build().expect("valid key");
     let policy = Policy::new("hot", Duration::from_secs(600)).expect("valid policy");

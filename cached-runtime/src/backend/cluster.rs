@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use futures_util::future::try_join_all;
 
-use super::{SCAN_COUNT, Store, redis::RedisStore};
+use super::{Store, redis::RedisStore, scan_step};
 use crate::{error::CacheError, telemetry::Op};
 
 /// Passes over every primary before giving up on a cluster that keeps changing.
@@ -89,12 +89,7 @@ async fn scan_node(
     let mut cursor = 0u64;
     let mut deleted = 0;
     loop {
-        let mut scan = ::redis::cmd("SCAN");
-        scan.arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(SCAN_COUNT);
+        let scan = scan_step(cursor, pattern);
         let (next, keys): (u64, Vec<String>) = store
             .unguarded(Op::Scan, r, r.query_node(scan, host, port))
             .await?;

@@ -29,7 +29,18 @@ use crate::{
 };
 
 /// How many keys one `SCAN` step asks for during invalidation.
-pub(crate) const SCAN_COUNT: usize = 1000;
+const SCAN_COUNT: usize = 1000;
+
+/// One `SCAN` step of an invalidation: `SCAN cursor MATCH pattern COUNT` [`SCAN_COUNT`].
+fn scan_step(cursor: u64, pattern: &str) -> ::redis::Cmd {
+    let mut scan = ::redis::cmd("SCAN");
+    scan.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(SCAN_COUNT);
+    scan
+}
 
 pub(crate) enum Backend {
     Redis(Arc<RedisStore>),
@@ -284,12 +295,7 @@ impl Store {
         let mut cursor = 0u64;
         let mut deleted = 0;
         loop {
-            let mut scan = ::redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT);
+            let scan = scan_step(cursor, pattern);
             let (next, keys): (u64, Vec<String>) =
                 self.unguarded(Op::Scan, r, r.query(&scan)).await?;
             if !keys.is_empty() {

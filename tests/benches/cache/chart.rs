@@ -71,7 +71,8 @@ pub(crate) fn write_near(path: &str, rows: &[NearRow]) -> Result<(), Error> {
         })
         .collect();
     let values = groups.iter().flat_map(|g| g.1);
-    let top = values.clone().fold(1.0f64, f64::max) * 3.0;
+    // Room above the bars for the legend.
+    let top = values.clone().fold(1.0f64, f64::max) * 12.0;
     let bottom = values.fold(f64::INFINITY, f64::min).max(1.0) / 3.0;
     bars(
         path,

@@ -29,6 +29,7 @@ mod kw {
     syn::custom_keyword!(companions);
     syn::custom_keyword!(vary);
     syn::custom_keyword!(revalidate);
+    syn::custom_keyword!(local);
 }
 
 /// Every option, in the order the documentation lists them.
@@ -48,6 +49,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "crate",
     "vary",
     "revalidate",
+    "local",
 ];
 
 /// The options of one `#[redis_cache(...)]`, each with the span of its name.
@@ -73,6 +75,8 @@ pub(crate) struct Args {
     /// `revalidate`, or `revalidate = "public, max-age"`: answer HTTP revalidation from the
     /// cache, with this `Cache-Control` policy when given.
     pub(crate) revalidate: Option<(Span, Option<LitStr>)>,
+    /// `local = false`: never answered from the cache's near cache.
+    pub(crate) local: Option<(Span, LitBool)>,
 }
 
 /// `req = ["authorization", "accept-language"]` in `vary(...)`: the argument the headers are
@@ -190,6 +194,10 @@ impl Parse for Args {
                 expect_eq(input, "shape", "shape = cached_runtime::shape::Plain")?;
                 let value = input.parse::<Path>()?;
                 set(&mut args.shape, "shape", span, value)?;
+            } else if look.peek(kw::local) {
+                let span = input.parse::<kw::local>()?.span;
+                let value = parse_value(input, "local", "local = false")?;
+                set(&mut args.local, "local", span, value)?;
             } else if look.peek(kw::companions) {
                 let span = input.parse::<kw::companions>()?.span;
                 let value = parse_value(input, "companions", "companions = false")?;

@@ -208,7 +208,8 @@ fn policy_tokens(plan: &Plan, private: &TokenStream) -> TokenStream {
         };
         quote!(.__with_lock(#ms))
     });
-    quote!(#private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version)#lock)
+    let local = (!plan.local).then(|| quote!(.__with_local(false)));
+    quote!(#private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version)#lock #local)
 }
 
 fn types_tokens(types: &[TokenStream]) -> Option<TokenStream> {

@@ -40,6 +40,8 @@ pub(crate) struct Plan {
     pub(crate) companions: Option<Companions>,
     /// `revalidate`: the `Cache-Control` policy given, if any.
     pub(crate) revalidate: Option<Option<LitStr>>,
+    /// `local = false`: the near cache never answers this function.
+    pub(crate) local: bool,
     /// `vary(...)`: each argument headers are read from, with the header names.
     pub(crate) vary: Vec<(Ident, Vec<LitStr>)>,
     /// Arguments (or bound names) left out of the key: the expansion warns for those that
@@ -226,6 +228,7 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
             vary,
             unkeyed,
             revalidate: args.revalidate.map(|(_, policy)| policy),
+            local: args.local.is_none_or(|(_, flag)| flag.value),
         }),
         (Some(e), ..) => Err(e),
         // Every `None` above pushed an error.

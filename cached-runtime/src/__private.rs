@@ -6,7 +6,9 @@ use serde::Serialize;
 
 pub use crate::http::{Conditional, HttpPolicy, JsonResponse, Revalidated};
 pub use crate::policy::{Policy, Site};
-pub use crate::shape::select::{Level0, Level1, Level2, Level3, Probe, Selected, Uncacheable};
+pub use crate::shape::select::{
+    Level0, Level1, Level2, Level3, Probe, Remote, Selected, Uncacheable,
+};
 pub use crate::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
 pub use crate::{Cache, CacheError, Key};
 pub use serde::Serialize as SerializeTrait;
@@ -238,10 +240,35 @@ impl Call {
         }
     }
 
-    /// Runs the cache-aside path, or just `body` when there is no cache or no key.
+    /// Runs the cache-aside path without the near cache (a value type that is not `Clone`),
+    /// or just `body` when there is no cache or no key.
     pub async fn run<S, R, F>(self, body: F) -> R
     where
         S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        let Some((cache, key)) = self.cache else {
+            return body.await;
+        };
+        match key.build() {
+            Ok(key) => {
+                cache
+                    .get_or_fill_remote::<S, R, F>(&key, self.policy, body)
+                    .await
+            }
+            Err(e) => {
+                cache.key_failed(self.policy, &e);
+                body.await
+            }
+        }
+    }
+
+    /// Runs the cache-aside path, near cache included, or just `body` when there is no cache
+    /// or no key.
+    pub async fn run_local<S, R, F>(self, body: F) -> R
+    where
+        S: Shape<R>,
+        S::Value: Clone + Send + Sync + 'static,
         F: Future<Output = R>,
     {
         let Some((cache, key)) = self.cache else {
@@ -502,14 +529,35 @@ impl Call {
     }
 }
 
-impl<S: Shape<R>, R> Selected<S, R> {
-    /// Runs the cache-aside path: [`Call::run`].
+impl<S, R> Selected<S, R>
+where
+    S: Shape<R>,
+    S::Value: Clone + Send + Sync + 'static,
+{
+    /// Runs the cache-aside path with the near cache: [`Call::run_local`].
     ///
-    /// When `S` does not fit `R` (the value is not `Serialize` or `DeserializeOwned`), method
-    /// lookup derefs to [`Uncacheable::run`], whose bound fails with one error about the
+    /// A value that cannot be cloned into the near cache derefs to [`Remote::run`]. When `S`
+    /// does not fit `R` at all (the value is not `Serialize` or `DeserializeOwned`), method
+    /// lookup derefs on to [`Uncacheable::run`], whose bound fails with one error about the
     /// return type, instead of one error per unsatisfied bound inside the runtime.
     #[inline]
-    pub fn run<F: Future<Output = R>>(self, call: Call, body: F) -> impl Future<Output = R> {
+    pub fn run<F: Future<Output = R>>(
+        &self,
+        call: Call,
+        body: F,
+    ) -> impl Future<Output = R> + use<S, R, F> {
+        call.run_local::<S, R, F>(body)
+    }
+}
+
+impl<S: Shape<R>, R> Remote<S, R> {
+    /// Runs the cache-aside path without the near cache: [`Call::run`].
+    #[inline]
+    pub fn run<F: Future<Output = R>>(
+        &self,
+        call: Call,
+        body: F,
+    ) -> impl Future<Output = R> + use<S, R, F> {
         call.run::<S, R, F>(body)
     }
 }
@@ -542,6 +590,13 @@ impl<S, R> Selected<S, R> {
 }
 
 impl<S, R> Deref for Selected<S, R> {
+    type Target = Remote<S, R>;
+    fn deref(&self) -> &Remote<S, R> {
+        &self.remote
+    }
+}
+
+impl<S, R> Deref for Remote<S, R> {
     type Target = Uncacheable<S, R>;
     fn deref(&self) -> &Uncacheable<S, R> {
         &self.fallback

@@ -8,7 +8,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures_util::future::Either;
@@ -16,17 +16,18 @@ use sha2::Digest as _;
 use tracing::{Instrument as _, Span};
 
 use crate::{
-    backend::Store,
+    backend::{Store, tracking::Tracker},
     codec::{self, Decoded},
     config::CacheBuilder,
     error::CacheError,
-    fill::{Fill, Source},
+    fill::{Fill, Landed, Landing, Source},
     flight::Flights,
     invalidate::Pending,
     key::{Key, KeyBuilder},
+    local::NearCache,
     mode::{self, Mode},
     policy::Policy,
-    shape::Shape,
+    shape::{Entry, Shape},
     spawn::Spawner,
     stats::{Counters, Outcome, Registry, Stats, WarnLimiter},
     telemetry::{self, CacheMetrics},
@@ -76,6 +77,10 @@ pub(crate) struct Inner {
     /// Runs background work (lock releases, invalidation retries); `None` for a cache that
     /// needs none (in memory).
     pub(crate) spawner: Option<Spawner>,
+    /// The near cache, when configured on a Redis cache.
+    pub(crate) near: Option<Arc<NearCache>>,
+    /// Its tracking connections.
+    pub(crate) tracker: Option<Arc<Tracker>>,
 }
 
 /// What one `GET` found.
@@ -85,6 +90,8 @@ pub(crate) enum Lookup<R> {
         result: R,
         null: bool,
         bytes: Vec<u8>,
+        /// What the near cache may keep of it, when the lookup asked.
+        landed: Option<Landed>,
     },
     /// Nothing usable; `stale` when something unusable must be replaced or deleted.
     Miss { stale: bool },
@@ -240,6 +247,7 @@ impl Cache {
         let name = telemetry::cache_name(config.name.as_deref());
         let telemetry = Arc::new(CacheMetrics::new(name.clone()));
         store.observe(Arc::clone(&telemetry));
+        let (near, tracker) = Self::near_cache(config, &store, &name);
         Self {
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -255,7 +263,40 @@ impl Cache {
                 flights: Flights::new(keep),
                 pending: Pending::default(),
                 spawner,
+                near,
+                tracker,
             }),
+        }
+    }
+
+    /// The near cache and its tracking, when configured and the store is Redis.
+    fn near_cache(
+        config: &CacheBuilder,
+        store: &Store,
+        name: &str,
+    ) -> (Option<Arc<NearCache>>, Option<Arc<Tracker>>) {
+        if config.local.max_entries == 0 {
+            return (None, None);
+        }
+        let near = Arc::new(NearCache::new(config.local));
+        // A client name is one word of printable ASCII.
+        let client_name: String = format!("redis-cache-tracking-{name}")
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        match store.track(config, &near, &client_name) {
+            Ok(Some(tracker)) => (Some(near), Some(tracker)),
+            Ok(None) => (None, None),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot set up the near cache's tracking; running without the near cache");
+                (None, None)
+            }
         }
     }
 
@@ -292,7 +333,27 @@ impl Cache {
         stats.connections_retired = inner.store.retired();
         stats.waiting = inner.flights.waiting();
         stats.pending_invalidations = inner.pending.len();
+        stats.local = inner.near.as_ref().map(|n| n.stats());
         stats
+    }
+
+    /// Waits until the near cache answers calls (its tracking is established), at most
+    /// `timeout`. `false` on timeout, or when this cache has no near cache.
+    pub async fn local_ready(&self, timeout: Duration) -> bool {
+        match &self.inner.near {
+            Some(near) => near.ready(timeout).await,
+            None => false,
+        }
+    }
+
+    /// Returns once the near cache has applied every invalidation Redis sent before this call
+    /// (one `PING` on each tracking connection): after another process's write has returned,
+    /// a read that follows this sees it. Immediate without a near cache.
+    pub async fn sync_local(&self) -> Result<(), CacheError> {
+        match &self.inner.tracker {
+            Some(tracker) => tracker.sync().await,
+            None => Ok(()),
+        }
     }
 
     /// Sends `PING`, bounded by the command timeout.
@@ -304,6 +365,12 @@ impl Cache {
     /// returns as `S` says, and returns it. Redis failing never fails the call, and
     /// concurrent misses of one key in this process run `body` once, Redis up or down.
     ///
+    /// With a near cache ([`CacheBuilder::local_cache`]) a result read or stored here is kept
+    /// in process memory too, and later calls get a clone of it without a Redis command,
+    /// until Redis reports the key changed; the value type is cloned for that, hence the
+    /// bounds. [`get_or_fill_remote`](Self::get_or_fill_remote) has none and always reads
+    /// Redis.
+    ///
     /// The call runs in a `cache.get` span (debug level), the body inside it; see
     /// [`telemetry`](crate::telemetry).
     pub fn get_or_fill<S, R, F>(
@@ -314,23 +381,118 @@ impl Cache {
     ) -> impl Future<Output = R>
     where
         S: Shape<R>,
+        S::Value: Clone + Send + Sync + 'static,
         F: Future<Output = R>,
     {
         let span = telemetry::call_span(&self.inner.telemetry, key);
         // Wrapping the call in its span moves the call's whole state once more (measurable
         // on a hit); only a span someone records needs it.
         if span.is_disabled() {
-            Either::Left(self.get_or_fill_in::<S, R, F>(key, policy, body, span))
+            Either::Left(self.get_or_fill_near::<S, R, F>(key, policy, body, span))
         } else {
             let entered = span.clone();
             Either::Right(
-                self.get_or_fill_in::<S, R, F>(key, policy, body, span)
+                self.get_or_fill_near::<S, R, F>(key, policy, body, span)
                     .instrument(entered),
             )
         }
     }
 
-    async fn get_or_fill_in<S, R, F>(&self, key: &Key, policy: &Policy, body: F, span: Span) -> R
+    /// [`get_or_fill`](Self::get_or_fill) without the near cache, for value types that are
+    /// not `Clone`: every call reads Redis.
+    pub fn get_or_fill_remote<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        body: F,
+    ) -> impl Future<Output = R>
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+    {
+        let span = telemetry::call_span(&self.inner.telemetry, key);
+        if span.is_disabled() {
+            Either::Left(self.get_or_fill_in::<S, R, F>(key, policy, body, span, None))
+        } else {
+            let entered = span.clone();
+            Either::Right(
+                self.get_or_fill_in::<S, R, F>(key, policy, body, span, None)
+                    .instrument(entered),
+            )
+        }
+    }
+
+    /// The near cache for `policy`'s calls, when there is one and the call may use it.
+    #[inline]
+    pub(crate) fn near_for(&self, key: &Key, policy: &Policy) -> Option<&NearCache> {
+        let inner = &*self.inner;
+        let near = inner.near.as_deref()?;
+        (policy.local && mode::current() == Mode::Normal && !inner.pending.covers(key.as_str()))
+            .then_some(near)
+    }
+
+    async fn get_or_fill_near<S, R, F>(&self, key: &Key, policy: &Policy, body: F, span: Span) -> R
+    where
+        S: Shape<R>,
+        S::Value: Clone + Send + Sync + 'static,
+        F: Future<Output = R>,
+    {
+        let Some(near) = self.near_for(key, policy) else {
+            return self
+                .get_or_fill_in::<S, R, F>(key, policy, body, span, None)
+                .await;
+        };
+        if let Some(slot) = near.get(key.as_str()) {
+            let (result, outcome) = match &slot.value {
+                Some(value) => (
+                    value
+                        .downcast_ref::<S::Value>()
+                        .and_then(|v| S::from_hit(Some(v.clone()))),
+                    Outcome::LocalHit,
+                ),
+                None => (S::from_hit(None), Outcome::LocalNullHit),
+            };
+            if let Some(result) = result {
+                self.counters(policy).outcome(outcome);
+                telemetry::record_outcome(&span, outcome);
+                return result;
+            }
+        }
+        let Some(ticket) = near.ticket(key.as_str()) else {
+            return self
+                .get_or_fill_in::<S, R, F>(key, policy, body, span, None)
+                .await;
+        };
+        let landing = Landing::new();
+        let result = self
+            .get_or_fill_in::<S, R, F>(key, policy, body, span, Some(&landing))
+            .await;
+        if let Some(landed) = landing.get() {
+            let value: Option<Arc<dyn std::any::Any + Send + Sync>> = match S::entry(&result) {
+                Entry::Value(v) => Some(Arc::new(v.clone())),
+                Entry::Absent => None,
+                Entry::Skip => return result,
+            };
+            near.insert(
+                key.as_str(),
+                ticket,
+                value,
+                landed.since,
+                landed.ttl,
+                landed.bytes,
+            );
+        }
+        result
+    }
+
+    async fn get_or_fill_in<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        body: F,
+        span: Span,
+        landing: Option<&Landing>,
+    ) -> R
     where
         S: Shape<R>,
         F: Future<Output = R>,
@@ -348,11 +510,22 @@ impl Cache {
         let source = if mode == Mode::Refresh {
             Source::Refresh
         } else {
-            match self.lookup::<S, R>(key, policy, &counters, span).await {
-                Lookup::Hit { result, null, .. } => {
+            match self
+                .lookup::<S, R>(key, policy, &counters, span, landing.is_some())
+                .await
+            {
+                Lookup::Hit {
+                    result,
+                    null,
+                    landed,
+                    ..
+                } => {
                     let outcome = if null { Outcome::NullHit } else { Outcome::Hit };
                     counters.outcome(outcome);
                     telemetry::record_outcome(span, outcome);
+                    if let (Some(landing), Some(landed)) = (landing, landed) {
+                        let _ = landing.set(landed);
+                    }
                     return result;
                 }
                 Lookup::Miss { stale } => Source::Miss { stale },
@@ -366,6 +539,7 @@ impl Cache {
             counters: &counters,
             span,
             entry: None,
+            landing,
         };
         fill.run::<S, R, F>(seq, source, body).await
     }
@@ -385,16 +559,27 @@ impl Cache {
         CountersRef::Looked(counters)
     }
 
-    /// One `GET` and decode: the whole hit path.
+    /// One `GET` and decode: the whole hit path. `keep`: the near cache will keep what it
+    /// finds, so `PTTL` goes in the same round trip (its copy must not outlive the entry).
     pub(crate) async fn lookup<S: Shape<R>, R>(
         &self,
         key: &Key,
         policy: &Policy,
         counters: &Counters,
         span: &Span,
+        keep: bool,
     ) -> Lookup<R> {
         let timer = telemetry::span_timer(span);
-        let got = self.inner.store.get(key.as_str()).await;
+        let since = Instant::now();
+        let (got, ttl) = if keep {
+            match self.inner.store.get_with_ttl(key.as_str()).await {
+                Ok(Some((bytes, ttl))) => (Ok(Some(bytes)), ttl),
+                Ok(None) => (Ok(None), None),
+                Err(e) => (Err(e), None),
+            }
+        } else {
+            (self.inner.store.get(key.as_str()).await, None)
+        };
         // Only where a command was sent: not skipped by the circuit, not without a connection.
         if let Some(started) = timer
             && !matches!(got, Err(CacheError::CircuitOpen | CacheError::Unavailable))
@@ -413,6 +598,11 @@ impl Cache {
             Some((result, null)) => Lookup::Hit {
                 result,
                 null,
+                landed: keep.then_some(Landed {
+                    since,
+                    ttl,
+                    bytes: bytes.len(),
+                }),
                 bytes,
             },
             None => Lookup::Miss { stale: true },

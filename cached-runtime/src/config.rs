@@ -2,7 +2,7 @@
 
 use std::{fmt, time::Duration};
 
-use crate::{cache::Cache, error::CacheError};
+use crate::{cache::Cache, error::CacheError, local::LocalConfig};
 
 /// The longest timeout, window or wait the builder accepts.
 const MAX_WAIT: Duration = Duration::from_secs(3600);
@@ -40,6 +40,9 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// | in-process single-flight of misses | on | `REDIS_CACHE_SINGLE_FLIGHT` (`true`/`false`/`1`/`0`) |
 /// | longest wait for another caller's fill | 5000 ms | `REDIS_CACHE_FILL_WAIT_MS` |
 /// | the `cache` label of metrics and spans | `default`, `default-2`, … | `REDIS_CACHE_NAME` |
+/// | near cache: entries kept in process memory (0: off; see [`local_cache`](Self::local_cache)) | 0 | `REDIS_CACHE_LOCAL_ENTRIES` |
+/// | near cache: bound on the bytes it holds | none | `REDIS_CACHE_LOCAL_BYTES` |
+/// | near cache: longest time an entry is kept locally | the entry's Redis TTL | `REDIS_CACHE_LOCAL_TTL_SECS` |
 #[derive(Clone)]
 pub struct CacheBuilder {
     pub(crate) url: String,
@@ -58,6 +61,7 @@ pub struct CacheBuilder {
     pub(crate) single_flight: bool,
     pub(crate) fill_wait: Duration,
     pub(crate) name: Option<String>,
+    pub(crate) local: LocalConfig,
 }
 
 /// Which Redis deployment a cache talks to.
@@ -114,6 +118,7 @@ impl fmt::Debug for CacheBuilder {
             .field("single_flight", &self.single_flight)
             .field("fill_wait", &self.fill_wait)
             .field("name", &self.name)
+            .field("local", &self.local)
             .finish()
     }
 }
@@ -137,6 +142,11 @@ impl CacheBuilder {
             single_flight: true,
             fill_wait: Duration::from_secs(5),
             name: None,
+            local: LocalConfig {
+                max_entries: 0,
+                max_bytes: None,
+                ttl: None,
+            },
         }
     }
 
@@ -293,6 +303,15 @@ impl CacheBuilder {
         if let Some(name) = lookup("REDIS_CACHE_NAME") {
             b = b.name(name);
         }
+        if let Some(n) = num(&lookup, "REDIS_CACHE_LOCAL_ENTRIES")? {
+            b = b.local_cache(n);
+        }
+        if let Some(n) = num(&lookup, "REDIS_CACHE_LOCAL_BYTES")? {
+            b = b.local_cache_bytes(n);
+        }
+        if let Some(s) = num(&lookup, "REDIS_CACHE_LOCAL_TTL_SECS")? {
+            b = b.local_ttl(Duration::from_secs(s));
+        }
         Ok(b)
     }
 
@@ -410,6 +429,43 @@ impl CacheBuilder {
         self
     }
 
+    /// Keeps up to `max_entries` entries in this process's memory, in front of Redis (0, the
+    /// default, turns it off): a hit there sends no Redis command at all.
+    ///
+    /// Redis keeps it coherent: the cache asks the server to report every change to a key of
+    /// its namespace (server-assisted client-side caching, `CLIENT TRACKING … BCAST`, one
+    /// tracking connection per primary), so a write, delete, expiry or eviction by any client
+    /// (this library in any process, `redis-cli`, another program, a `FLUSHDB`) evicts the key
+    /// here within a round trip. While tracking is not established (at start, after the
+    /// connection was lost, after a cluster failover) the near cache is empty and every call
+    /// reads Redis. Redis 6 or later is needed; with an older server the near cache stays off
+    /// and one warning says so.
+    ///
+    /// Entries hold decoded values, so a hit is a lookup and a `clone` of the value: it
+    /// applies to functions whose value type is `Clone + Send + Sync + 'static` (others read
+    /// Redis as before), unless they opt out with `local = false`. Eviction is S3-FIFO by
+    /// entries (and bytes, see [`local_cache_bytes`](Self::local_cache_bytes)); an entry
+    /// never outlives the TTL it has in Redis, nor [`local_ttl`](Self::local_ttl).
+    pub fn local_cache(mut self, max_entries: u64) -> Self {
+        self.local.max_entries = max_entries;
+        self
+    }
+
+    /// Also bounds the near cache by size: the sum over its entries of the key's length and
+    /// the stored entry's length (its JSON with the envelope), a measure of the memory the
+    /// decoded values take rather than an exact count.
+    pub fn local_cache_bytes(mut self, max_bytes: u64) -> Self {
+        self.local.max_bytes = Some(max_bytes);
+        self
+    }
+
+    /// The longest an entry stays in the near cache, whatever its Redis TTL: a bound on
+    /// staleness should an invalidation ever be lost unnoticed.
+    pub fn local_ttl(mut self, ttl: Duration) -> Self {
+        self.local.ttl = Some(ttl);
+        self
+    }
+
     pub(crate) fn validate(&self) -> Result<(), CacheError> {
         let bad = |m: &str| Err(CacheError::Config(m.to_owned()));
         if self.namespace.contains(['{', '}']) {
@@ -439,6 +495,14 @@ impl CacheBuilder {
         }
         if self.connections == 0 {
             return bad("connections must be at least 1");
+        }
+        if self.local.max_bytes == Some(0) {
+            return bad("the near cache's byte bound must be at least 1");
+        }
+        if self.local.ttl.is_some_and(|t| t.is_zero() || t > MAX_TTL) {
+            return bad(
+                "the near cache's local ttl must be greater than zero and at most ten years",
+            );
         }
         if usize::try_from(self.max_size).map_or(true, |m| m < self.connections) {
             return bad("pool max size must be at least the number of connections");

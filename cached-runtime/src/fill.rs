@@ -107,10 +107,27 @@ pub(crate) struct Fill<'a> {
     /// Receives the stored form of the returned result, when it has one (an HTTP response
     /// serves it, and its validator, as is); given, values are stored with a validator.
     pub(crate) entry: Option<&'a EntrySlot>,
+    /// Given when the near cache will keep the result: told whether and for how long.
+    pub(crate) landing: Option<&'a Landing>,
 }
 
 /// Where a [`Fill`] leaves the entry its result stands for.
 pub(crate) type EntrySlot = std::sync::OnceLock<Published>;
+
+/// Where a call with the near cache learns that its result is what Redis holds (read there,
+/// or stored there by this call), and for how long.
+pub(crate) type Landing = std::sync::OnceLock<Landed>;
+
+/// What the near cache needs to keep a result.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Landed {
+    /// Taken before the command was sent: the TTL counts from no later than this.
+    pub(crate) since: Instant,
+    /// How long Redis keeps it; `None`: no expiry.
+    pub(crate) ttl: Option<Duration>,
+    /// Its stored size.
+    pub(crate) bytes: usize,
+}
 
 impl Fill<'_> {
     /// Counts the call's one outcome, and records it on its span.
@@ -228,14 +245,27 @@ impl Fill<'_> {
 
     /// What a lookup during a locked fill found another process to have stored: counted as
     /// coalesced and handed to this process's followers too.
-    fn adopt<R>(&self, result: R, bytes: Vec<u8>, guard: Option<LeaderGuard<'_>>) -> R {
+    fn adopt<R>(
+        &self,
+        result: R,
+        bytes: Vec<u8>,
+        landed: Option<Landed>,
+        guard: Option<LeaderGuard<'_>>,
+    ) -> R {
         self.outcome(Outcome::Coalesced);
+        self.land(landed);
         let bytes: Published = bytes.into();
         self.keep(&bytes);
         if let Some(guard) = guard {
             guard.publish(bytes);
         }
         result
+    }
+
+    fn land(&self, landed: Option<Landed>) {
+        if let (Some(landing), Some(landed)) = (self.landing, landed) {
+            let _ = landing.set(landed);
+        }
     }
 
     fn keep(&self, bytes: &Published) {
@@ -284,11 +314,22 @@ impl Fill<'_> {
                     };
                     // Another process may have filled it between our miss and our lock.
                     let source = match cache
-                        .lookup::<S, R>(self.key, self.policy, counters, self.span)
+                        .lookup::<S, R>(
+                            self.key,
+                            self.policy,
+                            counters,
+                            self.span,
+                            self.landing.is_some(),
+                        )
                         .await
                     {
-                        Lookup::Hit { result, bytes, .. } => {
-                            let result = self.adopt(result, bytes, guard);
+                        Lookup::Hit {
+                            result,
+                            bytes,
+                            landed,
+                            ..
+                        } => {
+                            let result = self.adopt(result, bytes, landed, guard);
                             held.release(counters).await;
                             return result;
                         }
@@ -316,12 +357,23 @@ impl Fill<'_> {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(100));
             match cache
-                .lookup::<S, R>(self.key, self.policy, counters, self.span)
+                .lookup::<S, R>(
+                    self.key,
+                    self.policy,
+                    counters,
+                    self.span,
+                    self.landing.is_some(),
+                )
                 .await
             {
-                Lookup::Hit { result, bytes, .. } => {
+                Lookup::Hit {
+                    result,
+                    bytes,
+                    landed,
+                    ..
+                } => {
                     waited(waiting_since);
-                    return self.adopt(result, bytes, guard);
+                    return self.adopt(result, bytes, landed, guard);
                 }
                 Lookup::Failed => {
                     waited(waiting_since);
@@ -391,13 +443,29 @@ impl Fill<'_> {
 
     /// `SET … EX`; whether it was stored.
     async fn store_entry(&self, encoded: &Encoded) -> bool {
-        let store = &self.cache.inner.store;
-        match store
+        let inner = &*self.cache.inner;
+        // Redis echoes this write to the near cache's tracking: registered first, the echo
+        // does not evict the value stored here.
+        let expectation = match (self.landing, &inner.near) {
+            (Some(_), Some(near)) => near.expect(self.key.as_str()),
+            _ => None,
+        };
+        let since = Instant::now();
+        match inner
+            .store
             .set_ex(self.key.as_str(), &encoded.bytes, encoded.ttl)
             .await
         {
             Ok(()) => {
                 self.counters.stores(1);
+                if let Some(expectation) = expectation {
+                    expectation.sent();
+                    self.land(Some(Landed {
+                        since,
+                        ttl: Some(Duration::from_secs(encoded.ttl)),
+                        bytes: encoded.bytes.len(),
+                    }));
+                }
                 true
             }
             Err(e) => {

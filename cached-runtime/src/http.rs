@@ -25,7 +25,7 @@
 //! (`revalidate = "no-cache"`, `revalidate = "public, max-age"`). A function with `vary` also
 //! answers `Vary` with its header names.
 
-use std::{fmt::Write as _, sync::Arc};
+use std::{fmt::Write as _, sync::Arc, time::Instant};
 
 use tracing::{Instrument as _, Span};
 
@@ -41,7 +41,8 @@ use crate::{
     cache::Cache,
     codec::{self, Raw},
     error::CacheError,
-    fill::{EntrySlot, Fill, Source},
+    fill::{EntrySlot, Fill, Landed, Landing, Source},
+    flight::Published,
     key::Key,
     mode::{self, Mode},
     policy::Policy,
@@ -480,12 +481,62 @@ impl Cache {
             outcome(Outcome::Bypass);
             return Revalidated::uncached(body.await, http);
         }
+        // The near cache keeps the stored bytes, served as they are: no decode here either.
+        let near = if conditional.no_cache() {
+            None
+        } else {
+            self.near_for(key, policy)
+        };
+        if let Some(slot) = near.and_then(|n| n.get(key.as_str())) {
+            match &slot.value {
+                Some(value) => {
+                    if let Some(value) = value
+                        .downcast_ref::<Published>()
+                        .and_then(|b| Validated::of(Stored::Filled(Arc::clone(b)), policy.version))
+                    {
+                        counters.outcome(Outcome::LocalHit);
+                        outcome(Outcome::LocalHit);
+                        return Revalidated::stored(value, conditional, true, http);
+                    }
+                }
+                None => {
+                    if let Some(result) = S::from_hit(None) {
+                        counters.outcome(Outcome::LocalNullHit);
+                        outcome(Outcome::LocalNullHit);
+                        return Revalidated::result(result, true, http);
+                    }
+                }
+            }
+        }
+        let ticket = near.and_then(|n| n.ticket(key.as_str()));
+        let keep = |value: Option<Published>, landed: Landed| {
+            if let (Some(near), Some(ticket)) = (near, ticket) {
+                let value = value.map(|b| Arc::new(b) as Arc<dyn std::any::Any + Send + Sync>);
+                near.insert(
+                    key.as_str(),
+                    ticket,
+                    value,
+                    landed.since,
+                    landed.ttl,
+                    landed.bytes,
+                );
+            }
+        };
         let seq = inner.flights.seq();
         let source = if mode == Mode::Refresh || conditional.no_cache() {
             Source::Refresh
         } else {
             let timer = telemetry::span_timer(span);
-            let got = inner.store.get(key.as_str()).await;
+            let since = Instant::now();
+            let (got, ttl) = if ticket.is_some() {
+                match inner.store.get_with_ttl(key.as_str()).await {
+                    Ok(Some((bytes, ttl))) => (Ok(Some(bytes)), ttl),
+                    Ok(None) => (Ok(None), None),
+                    Err(e) => (Err(e), None),
+                }
+            } else {
+                (inner.store.get(key.as_str()).await, None)
+            };
             if let Some(started) = timer
                 && !matches!(got, Err(CacheError::CircuitOpen | CacheError::Unavailable))
             {
@@ -493,30 +544,48 @@ impl Cache {
             }
             match got {
                 Ok(None) => Source::Miss { stale: false },
-                Ok(Some(bytes)) => match codec::raw(&bytes, policy.version) {
-                    Ok(Raw::Value { .. } | Raw::Unvalidated { .. }) => {
-                        if let Some(value) = Validated::of(Stored::Read(bytes), policy.version) {
-                            counters.outcome(Outcome::Hit);
-                            outcome(Outcome::Hit);
-                            return Revalidated::stored(value, conditional, true, http);
+                Ok(Some(bytes)) => {
+                    let landed = Landed {
+                        since,
+                        ttl,
+                        bytes: bytes.len(),
+                    };
+                    match codec::raw(&bytes, policy.version) {
+                        Ok(Raw::Value { .. } | Raw::Unvalidated { .. }) => {
+                            // Shared with the near cache only when it keeps them (a copy).
+                            let (stored, kept) = if ticket.is_some() {
+                                let bytes: Published = bytes.into();
+                                (Stored::Filled(Arc::clone(&bytes)), Some(bytes))
+                            } else {
+                                (Stored::Read(bytes), None)
+                            };
+                            if let Some(value) = Validated::of(stored, policy.version) {
+                                counters.outcome(Outcome::Hit);
+                                outcome(Outcome::Hit);
+                                if kept.is_some() {
+                                    keep(kept, landed);
+                                }
+                                return Revalidated::stored(value, conditional, true, http);
+                            }
+                            Source::Miss { stale: true }
                         }
-                        Source::Miss { stale: true }
-                    }
-                    Ok(Raw::Null) => match S::from_hit(None) {
-                        Some(result) => {
-                            counters.outcome(Outcome::NullHit);
-                            outcome(Outcome::NullHit);
-                            return Revalidated::result(result, true, http);
+                        Ok(Raw::Null) => match S::from_hit(None) {
+                            Some(result) => {
+                                counters.outcome(Outcome::NullHit);
+                                outcome(Outcome::NullHit);
+                                keep(None, landed);
+                                return Revalidated::result(result, true, http);
+                            }
+                            None => Source::Miss { stale: true },
+                        },
+                        // Another format, another version, another program's bytes: refilled.
+                        Err(e) => {
+                            counters.decode_failures(1);
+                            tracing::debug!(key = %crate::cache::KeyTag(key), error = %e, "unusable cache entry, treated as a miss");
+                            Source::Miss { stale: true }
                         }
-                        None => Source::Miss { stale: true },
-                    },
-                    // Another format, another version, another program's bytes: refilled.
-                    Err(e) => {
-                        counters.decode_failures(1);
-                        tracing::debug!(key = %crate::cache::KeyTag(key), error = %e, "unusable cache entry, treated as a miss");
-                        Source::Miss { stale: true }
                     }
-                },
+                }
                 Err(e) => {
                     self.failed(&counters, "GET", &e);
                     Source::Failed
@@ -524,6 +593,7 @@ impl Cache {
             }
         };
         let slot = EntrySlot::new();
+        let landing = Landing::new();
         let fill = Fill {
             cache: self,
             key,
@@ -531,12 +601,25 @@ impl Cache {
             counters: &counters,
             span,
             entry: Some(&slot),
+            landing: ticket.is_some().then_some(&landing),
         };
         let result = fill.run::<S, R, F>(seq, source, body).await;
+        let landed = landing.get().copied();
         // The stored form of a value answers, so the body and tag are those every later hit
         // serves; anything else (an `Err`, an absent result) is the handler's own response.
         let stored = match (S::entry(&result), slot.into_inner()) {
-            (Entry::Value(_), Some(bytes)) => Validated::of(Stored::Filled(bytes), policy.version),
+            (Entry::Value(_), Some(bytes)) => {
+                if let Some(landed) = landed {
+                    keep(Some(Arc::clone(&bytes)), landed);
+                }
+                Validated::of(Stored::Filled(bytes), policy.version)
+            }
+            (Entry::Absent, _) => {
+                if let Some(landed) = landed {
+                    keep(None, landed);
+                }
+                None
+            }
             _ => None,
         };
         match stored {

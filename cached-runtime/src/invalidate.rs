@@ -42,6 +42,19 @@ enum Scope {
 }
 
 impl Scope {
+    /// Evicts what this covers from the near cache, and keeps out what calls under way read
+    /// before now. Done before the delete and again once it is answered: a call that read
+    /// the old entry in between cannot keep it here, before Redis's own report arrives.
+    fn evict_near(&self, cache: &Cache) {
+        let Some(near) = &cache.inner.near else {
+            return;
+        };
+        match self {
+            Scope::Key(key) => near.evict(key),
+            other => near.evict_where(|key| other.covers(key)),
+        }
+    }
+
     fn covers(&self, key: &str) -> bool {
         match self {
             Scope::Key(k) => k == key,
@@ -196,11 +209,15 @@ impl Cache {
             return Ok(());
         }
         inner.flights.invalidate(key.as_str());
+        let scope = Scope::Key(key.as_str().to_owned());
+        scope.evict_near(self);
         let write = InFlight {
             cache: self,
-            scope: Some(Scope::Key(key.as_str().to_owned())),
+            scope: Some(scope.clone()),
         };
-        inner.store.write(key.as_str(), &bytes, policy.ttl).await?;
+        let written = inner.store.write(key.as_str(), &bytes, policy.ttl).await;
+        scope.evict_near(self);
+        written?;
         write.done();
         inner.stats.prefix(key.prefix()).stores(1);
         Ok(())
@@ -213,11 +230,14 @@ impl Cache {
             Scope::Key(key) => inner.flights.invalidate(key),
             other => inner.flights.invalidate_where(|key| other.covers(key)),
         }
+        scope.evict_near(self);
         let attempt = InFlight {
             cache: self,
             scope: Some(scope.clone()),
         };
-        match self.execute(&scope).await {
+        let executed = self.execute(&scope).await;
+        scope.evict_near(self);
+        match executed {
             Ok(n) => {
                 attempt.done();
                 inner.stats.prefix(stats_prefix).invalidated(n);

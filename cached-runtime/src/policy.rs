@@ -26,6 +26,8 @@ pub struct Policy {
     pub(crate) jitter: u64,
     pub(crate) version: u32,
     pub(crate) lock_ms: Option<u64>,
+    /// Whether calls may use the cache's near cache.
+    pub(crate) local: bool,
     /// The counters of the first cache that used this policy, so its calls skip the lookup by
     /// prefix (a lock and a reference count on every call otherwise).
     pub(crate) counters: CountersSlot,
@@ -53,6 +55,7 @@ impl Policy {
             jitter: 0,
             version: 0,
             lock_ms: None,
+            local: true,
             counters: CountersSlot::default(),
         })
     }
@@ -73,6 +76,21 @@ impl Policy {
     /// Entries written under another version are misses; bump it when the value type changes.
     pub fn version(mut self, version: u32) -> Self {
         self.version = version;
+        self
+    }
+
+    /// Whether calls may be answered from the cache's near cache
+    /// ([`CacheBuilder::local_cache`](crate::CacheBuilder::local_cache)); on by default. Off,
+    /// every call reads Redis: for values that must be read fresh from Redis each time.
+    pub fn local(mut self, on: bool) -> Self {
+        self.local = on;
+        self
+    }
+
+    /// For the macro's `local = false`.
+    #[doc(hidden)]
+    pub const fn __with_local(mut self, on: bool) -> Self {
+        self.local = on;
         self
     }
 
@@ -98,6 +116,7 @@ impl Policy {
             jitter,
             version,
             lock_ms: None,
+            local: true,
             counters: CountersSlot(OnceLock::new()),
         }
     }

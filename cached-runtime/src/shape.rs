@@ -156,14 +156,23 @@ pub mod select {
     /// The selected shape `S` for return type `R`.
     #[derive(Debug)]
     pub struct Selected<S, R> {
-        pub(crate) fallback: Uncacheable<S, R>,
+        pub(crate) remote: Remote<S, R>,
     }
 
     impl<S, R> Selected<S, R> {
         /// The shape `S` for `R`, as `shape = S` names it.
         pub const NEW: Self = Selected {
-            fallback: Uncacheable(PhantomData),
+            remote: Remote {
+                fallback: Uncacheable(PhantomData),
+            },
         };
+    }
+
+    /// What [`Selected`] derefs to when its value cannot be kept in the near cache (it is not
+    /// `Clone + Send + Sync + 'static`): the path that always reads Redis.
+    #[derive(Debug)]
+    pub struct Remote<S, R> {
+        pub(crate) fallback: Uncacheable<S, R>,
     }
 
     /// What [`Selected`] derefs to when its shape does not fit the return type.

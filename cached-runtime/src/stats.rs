@@ -1,8 +1,9 @@
 //! Counters: per prefix and in total, as atomics, mirrored to the `metrics` facade.
 //!
-//! Every cached call ends in exactly one *outcome*: `hits`, `null_hits`, `misses`,
-//! `coalesced`, `bypasses` or `errors`, so their sum is the number of calls and
-//! `hits + null_hits + coalesced` over it is the hit ratio. The other counters are *events*
+//! Every cached call ends in exactly one *outcome*: `local_hits`, `local_null_hits` (answered
+//! by the near cache), `hits`, `null_hits` (answered by Redis), `misses`, `coalesced`,
+//! `bypasses` or `errors`, so their sum is the number of calls and the answered ones over it
+//! is the hit ratio. The other counters are *events*
 //! a call may cause besides its outcome (a store, a decode failure, …).
 //!
 //! The series these become are listed in [`telemetry`](crate::telemetry).
@@ -27,6 +28,8 @@ use crate::telemetry::{self, Lazy, PrefixHandles, Wait};
 pub(crate) enum Outcome {
     Hit,
     NullHit,
+    LocalHit,
+    LocalNullHit,
     Miss,
     Coalesced,
     Bypass,
@@ -34,9 +37,11 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 6] = [
+    pub(crate) const ALL: [Outcome; 8] = [
         Outcome::Hit,
         Outcome::NullHit,
+        Outcome::LocalHit,
+        Outcome::LocalNullHit,
         Outcome::Miss,
         Outcome::Coalesced,
         Outcome::Bypass,
@@ -46,12 +51,21 @@ impl Outcome {
     /// The `outcome` label value.
     pub(crate) const fn label(self) -> &'static str {
         match self {
-            Outcome::Hit => "hit",
-            Outcome::NullHit => "null_hit",
+            Outcome::Hit | Outcome::LocalHit => "hit",
+            Outcome::NullHit | Outcome::LocalNullHit => "null_hit",
             Outcome::Miss => "miss",
             Outcome::Coalesced => "coalesced",
             Outcome::Bypass => "bypass",
             Outcome::Error => "error",
+        }
+    }
+
+    /// The `tier` label value: which tier answered a hit.
+    pub(crate) const fn tier(self) -> Option<&'static str> {
+        match self {
+            Outcome::Hit | Outcome::NullHit => Some("redis"),
+            Outcome::LocalHit | Outcome::LocalNullHit => Some("local"),
+            _ => None,
         }
     }
 }
@@ -94,10 +108,14 @@ impl Event {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Counts {
-    /// Outcome: answered from a stored value.
+    /// Outcome: answered from a value stored in Redis.
     pub hits: u64,
-    /// Outcome: answered from a null marker.
+    /// Outcome: answered from a null marker stored in Redis.
     pub null_hits: u64,
+    /// Outcome: answered from a value in the near cache, without a Redis command.
+    pub local_hits: u64,
+    /// Outcome: answered from a null marker in the near cache, without a Redis command.
+    pub local_null_hits: u64,
     /// Outcome: ran the body after the cache had nothing usable.
     pub misses: u64,
     /// Outcome: answered by another caller's fill (in this process, or in another through the
@@ -124,21 +142,35 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Calls counted: the sum of the six outcomes.
+    /// Calls counted: the sum of the eight outcomes.
     pub fn calls(&self) -> u64 {
-        self.hits + self.null_hits + self.misses + self.coalesced + self.bypasses + self.errors
+        self.answered() + self.misses + self.bypasses + self.errors
     }
 
-    /// Calls answered without running the body (`hits + null_hits + coalesced`) over all
-    /// calls; `None` before the first call.
+    /// Calls answered without running the body: hits and null hits of both tiers, and
+    /// coalesced calls.
+    pub fn answered(&self) -> u64 {
+        self.hits + self.null_hits + self.local_hits + self.local_null_hits + self.coalesced
+    }
+
+    /// [`answered`](Self::answered) over all calls; `None` before the first call.
     #[allow(clippy::cast_precision_loss)] // a ratio: 2^52 calls are far away
     pub fn hit_ratio(&self) -> Option<f64> {
         let calls = self.calls();
-        (calls > 0).then(|| (self.hits + self.null_hits + self.coalesced) as f64 / calls as f64)
+        (calls > 0).then(|| self.answered() as f64 / calls as f64)
     }
 
-    fn add(&mut self, outcomes: &[u64; 6], events: &[u64; 6]) {
-        let [hits, null_hits, misses, coalesced, bypasses, errors] = *outcomes;
+    fn add(&mut self, outcomes: &[u64; 8], events: &[u64; 6]) {
+        let [
+            hits,
+            null_hits,
+            local_hits,
+            local_null_hits,
+            misses,
+            coalesced,
+            bypasses,
+            errors,
+        ] = *outcomes;
         let [
             stores,
             decode_failures,
@@ -149,6 +181,8 @@ impl Counts {
         ] = *events;
         self.hits += hits;
         self.null_hits += null_hits;
+        self.local_hits += local_hits;
+        self.local_null_hits += local_null_hits;
         self.misses += misses;
         self.coalesced += coalesced;
         self.bypasses += bypasses;
@@ -169,6 +203,8 @@ impl std::ops::AddAssign for Counts {
             &[
                 o.hits,
                 o.null_hits,
+                o.local_hits,
+                o.local_null_hits,
                 o.misses,
                 o.coalesced,
                 o.bypasses,
@@ -188,7 +224,7 @@ impl std::ops::AddAssign for Counts {
 
 /// The counters of one prefix of one cache, and its metric handles.
 pub(crate) struct Counters {
-    outcomes: [AtomicU64; 6],
+    outcomes: [AtomicU64; 8],
     events: [AtomicU64; 6],
     cache: metrics::SharedString,
     prefix: metrics::SharedString,
@@ -285,9 +321,10 @@ impl Counters {
     }
 
     fn snapshot(&self) -> Counts {
-        let load = |a: &[AtomicU64; 6]| a.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let load8 = |a: &[AtomicU64; 8]| a.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let load6 = |a: &[AtomicU64; 6]| a.each_ref().map(|c| c.load(Ordering::Relaxed));
         let mut counts = Counts::default();
-        counts.add(&load(&self.outcomes), &load(&self.events));
+        counts.add(&load8(&self.outcomes), &load6(&self.events));
         counts
     }
 }
@@ -311,6 +348,8 @@ pub struct Stats {
     /// Invalidations that failed and are being retried; until they succeed, the keys they
     /// cover are not read from the cache.
     pub pending_invalidations: u64,
+    /// The near cache, when one is configured.
+    pub local: Option<crate::LocalStats>,
 }
 
 pub(crate) struct Registry {
@@ -411,7 +450,9 @@ mod tests {
     fn the_hit_ratio_counts_null_hits_and_coalesced_calls_as_answered() {
         assert_eq!(Counts::default().hit_ratio(), None);
         let counts = Counts {
-            hits: 5,
+            hits: 3,
+            local_hits: 1,
+            local_null_hits: 1,
             null_hits: 1,
             coalesced: 2,
             misses: 1,
@@ -438,10 +479,12 @@ mod tests {
         let expected = Counts {
             hits: 1,
             null_hits: 2,
-            misses: 3,
-            coalesced: 4,
-            bypasses: 5,
-            errors: 6,
+            local_hits: 3,
+            local_null_hits: 4,
+            misses: 5,
+            coalesced: 6,
+            bypasses: 7,
+            errors: 8,
             stores: 7,
             decode_failures: 8,
             encode_failures: 9,
@@ -452,6 +495,6 @@ mod tests {
         assert_eq!(c.snapshot(), expected);
         let mut twice = expected;
         twice += expected;
-        assert_eq!(twice.calls(), 42);
+        assert_eq!(twice.calls(), 72);
     }
 }

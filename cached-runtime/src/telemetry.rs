@@ -17,7 +17,7 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `redis_cache_requests_total` | counter | `cache`, `prefix`, `outcome` | cached calls by how they ended, exactly one outcome per call: `hit`, `null_hit` (a stored absence), `miss` (the body ran and its result was stored), `coalesced` (answered by another caller's fill), `bypass` (a `bypass`/`refresh` scope or a pending invalidation), `error` (the cache could not be read, the body ran) |
+//! | `redis_cache_requests_total` | counter | `cache`, `prefix`, `outcome`, `tier` (hits only) | cached calls by how they ended, exactly one outcome per call: `hit`, `null_hit` (a stored absence), each with `tier="local"` (the near cache) or `tier="redis"`, `miss` (the body ran and its result was stored), `coalesced` (answered by another caller's fill), `bypass` (a `bypass`/`refresh` scope or a pending invalidation), `error` (the cache could not be read, the body ran) |
 //! | `redis_cache_stores_total` | counter | `cache`, `prefix` | entries written (values and null markers) |
 //! | `redis_cache_oversized_total` | counter | `cache`, `prefix` | results returned but not stored: larger than `max_value_bytes` |
 //! | `redis_cache_decode_failures_total` | counter | `cache`, `prefix` | stored entries that did not decode (garbage, another version or shape), treated as misses and overwritten |
@@ -40,8 +40,9 @@
 //! of its `requests_total`; [`Counts::hit_ratio`](crate::Counts::hit_ratio) computes the same
 //! from [`Cache::stats`](crate::Cache::stats).
 //!
-//! A near cache in front of Redis will add a `tier` label to `redis_cache_requests_total`
-//! (which tier answered a hit); today every hit comes from Redis.
+//! Hits and null hits carry a `tier` label: `local` when the near cache answered (no Redis
+//! command), `redis` otherwise; summing over it gives all hits. The near cache's own state is
+//! in [`Cache::stats`](crate::Cache::stats) (`local`).
 //!
 //! Histograms are recorded in seconds. [`LATENCY_BUCKETS`] suit Redis commands on a local
 //! network (tens of microseconds up to the command timeout); [`FILL_BUCKETS`] suit bodies
@@ -184,7 +185,7 @@ pub(crate) enum Wait {
 /// The counters of one prefix of one cache, registered together so each reads 0 before its
 /// first increment.
 pub(crate) struct PrefixHandles {
-    pub(crate) outcomes: [Counter; 6],
+    pub(crate) outcomes: [Counter; 8],
     pub(crate) events: [Counter; 6],
 }
 
@@ -203,6 +204,9 @@ impl PrefixHandles {
             outcomes: Outcome::ALL.map(|o| {
                 let mut l = labels();
                 l.push(Label::from_static_parts("outcome", o.label()));
+                if let Some(tier) = o.tier() {
+                    l.push(Label::from_static_parts("tier", tier));
+                }
                 counter(r, REQUESTS, l)
             }),
             events: Event::ALL.map(|e| counter(r, e.metric(), labels())),

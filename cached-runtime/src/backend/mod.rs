@@ -11,6 +11,7 @@ pub(crate) mod redis;
 mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;
+pub(crate) mod tracking;
 
 use std::{
     future::Future,
@@ -74,6 +75,20 @@ impl Store {
                 Duration::from_secs(1),
                 Duration::from_secs(1),
             )),
+        }
+    }
+
+    /// Starts the near cache's tracking connections; `None` for a cache in memory, which has
+    /// no other process to stay coherent with.
+    pub(crate) fn track(
+        &self,
+        config: &CacheBuilder,
+        near: &Arc<crate::local::NearCache>,
+        client_name: &str,
+    ) -> Result<Option<Arc<tracking::Tracker>>, CacheError> {
+        match &self.backend {
+            Backend::Redis(r) => tracking::start(r, config, near, client_name).map(Some),
+            Backend::Memory(_) => Ok(None),
         }
     }
 
@@ -191,6 +206,31 @@ impl Store {
                 self.guarded(Op::Get, r, r.query(&cmd)).await
             }
             Backend::Memory(m) => Ok(m.get(key)),
+        }
+    }
+
+    /// `GET` and `PTTL` in one round trip: the entry and how long Redis keeps it from now
+    /// (`None`: no expiry). For the near cache, whose copy must not outlive the entry.
+    pub(crate) async fn get_with_ttl(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Vec<u8>, Option<Duration>)>, CacheError> {
+        match &self.backend {
+            Backend::Redis(r) => {
+                let mut pipe = ::redis::pipe();
+                pipe.cmd("GET").arg(key).cmd("PTTL").arg(key);
+                let (bytes, ttl): (Option<Vec<u8>>, i64) =
+                    self.guarded(Op::Get, r, r.query_pipe(&pipe)).await?;
+                // -1: no expiry; -2: it expired right after the GET, so nothing to keep.
+                let ttl = match ttl {
+                    -1 => None,
+                    ms => Some(Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+                };
+                Ok(bytes.map(|b| (b, ttl)))
+            }
+            Backend::Memory(m) => Ok(m
+                .get(key)
+                .map(|b| (b, m.ttl_ms(key).map(Duration::from_millis)))),
         }
     }
 

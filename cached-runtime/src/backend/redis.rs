@@ -345,7 +345,7 @@ fn invalid(url: &str, e: &RedisError) -> CacheError {
 }
 
 /// A cluster node's or a sentinel's URL: plain `redis://` only.
-fn node_info(raw: &str, shown: &str) -> Result<redis::ConnectionInfo, CacheError> {
+pub(super) fn node_info(raw: &str, shown: &str) -> Result<redis::ConnectionInfo, CacheError> {
     if raw.starts_with("rediss://") {
         return Err(CacheError::InvalidUrl {
             url: shown.to_owned(),
@@ -357,12 +357,12 @@ fn node_info(raw: &str, shown: &str) -> Result<redis::ConnectionInfo, CacheError
     raw.into_connection_info().map_err(|e| invalid(shown, &e))
 }
 
-/// The connector for one server at `config.url`, plain or TLS.
-fn standalone(
+/// The connection info of one server at `config.url`, and whether it is `rediss://` (the
+/// info then has the `redis` scheme: TLS is this crate's own).
+pub(super) fn standalone_info(
     config: &CacheBuilder,
     url: &str,
-    keepalive: TcpKeepalive,
-) -> Result<Connector, CacheError> {
+) -> Result<(redis::ConnectionInfo, bool), CacheError> {
     let tls_url = config.url.starts_with("rediss://");
     if tls_url && !cfg!(feature = "tls") {
         return Err(CacheError::InvalidUrl {
@@ -378,10 +378,23 @@ fn standalone(
         .as_str()
         .into_connection_info()
         .map_err(|e| invalid(url, &e))?
-        .set_tcp_settings(TcpSettings::default().set_keepalive(keepalive.clone()));
+        .set_tcp_settings(TcpSettings::default().set_keepalive(keepalive()));
+    Ok((info, tls_url))
+}
+
+/// Keepalive probes find a peer that vanished without a word (a failed-over host).
+pub(super) fn keepalive() -> TcpKeepalive {
+    TcpKeepalive::new()
+        .with_time(Duration::from_secs(15))
+        .with_interval(Duration::from_secs(5))
+}
+
+/// The connector for one server at `config.url`, plain or TLS.
+fn standalone(config: &CacheBuilder, url: &str) -> Result<Connector, CacheError> {
+    let (info, tls_url) = standalone_info(config, url)?;
     #[cfg(feature = "tls")]
     if tls_url {
-        let tls = super::tls::Connector::new(&info, keepalive).map_err(|reason| {
+        let tls = super::tls::Connector::new(&info, keepalive()).map_err(|reason| {
             CacheError::InvalidUrl {
                 url: url.to_owned(),
                 reason,
@@ -390,7 +403,7 @@ fn standalone(
         return Ok(Connector::Tls(tls));
     }
     #[cfg(not(feature = "tls"))]
-    let _ = keepalive;
+    let _ = tls_url;
     Ok(Connector::Url(
         RedisConnectionManager::new(info).map_err(|e| invalid(url, &e))?,
     ))
@@ -403,13 +416,9 @@ impl RedisStore {
         spawner: Spawner,
     ) -> Result<Arc<Self>, CacheError> {
         let url = config.topology.describe(&config.url);
-        // Keepalive probes find a peer that vanished without a word (a failed-over host).
-        let keepalive = TcpKeepalive::new()
-            .with_time(Duration::from_secs(15))
-            .with_interval(Duration::from_secs(5));
-        let tcp = || TcpSettings::default().set_keepalive(keepalive.clone());
+        let tcp = || TcpSettings::default().set_keepalive(keepalive());
         let connector = match &config.topology {
-            Topology::Standalone => standalone(config, &url, keepalive.clone())?,
+            Topology::Standalone => standalone(config, &url)?,
             Topology::Cluster { nodes } => {
                 let infos = nodes
                     .iter()
@@ -523,6 +532,15 @@ impl RedisStore {
         &self.url
     }
 
+    /// Changes (to an error) when the store is dropped: background tasks end with it.
+    pub(super) fn closed(&self) -> watch::Receiver<()> {
+        self._closed.subscribe()
+    }
+
+    pub(super) fn spawner(&self) -> &Spawner {
+        &self.spawner
+    }
+
     pub(crate) fn command_timeout(&self) -> Duration {
         self.command_timeout
     }
@@ -572,6 +590,14 @@ impl RedisStore {
     pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Fault> {
         let (lease, mut conn) = self.checkout()?;
         let result = cmd.query_async::<T>(&mut conn).await;
+        self.judge(&lease, result)
+    }
+
+    /// Runs a pipeline on a shared connection (one round trip), bounded by the command
+    /// timeout.
+    pub(crate) async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Fault> {
+        let (lease, mut conn) = self.checkout()?;
+        let result = pipe.query_async::<T>(&mut conn).await;
         self.judge(&lease, result)
     }
 

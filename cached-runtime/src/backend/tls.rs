@@ -59,12 +59,20 @@ impl Connector {
         &self,
         response_timeout: Duration,
     ) -> RedisResult<MultiplexedConnection> {
+        self.connect_with(AsyncConnectionConfig::new().set_response_timeout(Some(response_timeout)))
+            .await
+    }
+
+    /// A connection with `config` (a push sender, for tracking).
+    pub(crate) async fn connect_with(
+        &self,
+        config: AsyncConnectionConfig,
+    ) -> RedisResult<MultiplexedConnection> {
         let tcp = tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await?;
         socket2::SockRef::from(&tcp).set_tcp_keepalive(&self.keepalive)?;
         let name = ServerName::try_from(self.host.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let stream = self.tls.connect(name, tcp).await?;
-        let config = AsyncConnectionConfig::new().set_response_timeout(Some(response_timeout));
         let (conn, driver) =
             MultiplexedConnection::new_with_config(&self.redis, stream, config).await?;
         tokio::spawn(driver);

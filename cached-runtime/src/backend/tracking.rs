@@ -1,0 +1,473 @@
+//! The near cache's tracking connections: one RESP3 connection per primary that asked Redis
+//! to report every change to the namespace's keys (`CLIENT TRACKING ON BCAST PREFIX …`).
+//!
+//! BCAST mode reports every change under the prefix whoever reads or writes it, so the data
+//! connections stay as they are (no per-read tracking state on the server, the hit path
+//! unchanged) and one connection per primary is all a process needs. Invalidations are
+//! applied in the connection's reader, before any later reply on it is delivered: a `PING`
+//! answered on every tracking connection ([`Tracker::sync`]) means every invalidation Redis
+//! sent before it has been applied.
+//!
+//! A supervisor task owns the session: it connects to every primary (the one server, the
+//! primary Sentinel names, or every primary in `CLUSTER SLOTS`), then serves the near cache,
+//! and checks once a second that each connection answers `ROLE` as a primary and, on a
+//! cluster, that the set of primaries did not change. Any failure, a lost connection, a
+//! demoted node, new primaries, ends the session: the near cache is emptied and bypassed at
+//! once, and a new session starts with back-off. A panic in the task starts a new one.
+
+use std::{
+    sync::{Arc, Mutex, PoisonError, Weak},
+    time::Duration,
+};
+
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ProtocolVersion, PushInfo, PushKind,
+    RedisError, Value,
+    aio::MultiplexedConnection,
+    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+};
+use tokio::sync::{Notify, watch};
+
+use super::redis::{RedisStore, node_info, standalone_info};
+use crate::{
+    config::{CacheBuilder, Topology},
+    error::CacheError,
+    local::NearCache,
+    spawn::Spawner,
+};
+
+/// How often each tracking connection is checked.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Retry period against a server that has no client tracking (it may be upgraded, or a
+/// failover may reach one that has it).
+const UNSUPPORTED_RETRY: Duration = Duration::from_secs(60);
+
+/// How tracking connections are made.
+enum Endpoints {
+    Url(ConnectionInfo),
+    #[cfg(feature = "tls")]
+    Tls(super::tls::Connector),
+    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// Credentials and settings of the cluster's nodes; addresses come from `CLUSTER SLOTS`.
+    Cluster(ConnectionInfo),
+}
+
+/// The live tracking session, for [`Tracker::sync`].
+pub(crate) struct Tracker {
+    links: Mutex<Vec<MultiplexedConnection>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker").finish_non_exhaustive()
+    }
+}
+
+impl Tracker {
+    /// Returns once every invalidation Redis sent before this call has been applied: one
+    /// `PING` per tracking connection, answered after the messages queued before it.
+    pub(crate) async fn sync(&self) -> Result<(), CacheError> {
+        let links = self
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        for mut link in links {
+            let ping = redis::cmd("PING");
+            match tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut link)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(CacheError::Connection(Box::new(e))),
+                Err(_) => return Err(CacheError::Timeout(self.timeout)),
+            }
+        }
+        Ok(())
+    }
+
+    fn set_links(&self, links: Vec<MultiplexedConnection>) {
+        *self.links.lock().unwrap_or_else(PoisonError::into_inner) = links;
+    }
+}
+
+/// Everything the supervisor needs, shared by its restarts.
+struct Supervisor {
+    store: Weak<RedisStore>,
+    near: Weak<NearCache>,
+    tracker: Weak<Tracker>,
+    endpoints: Endpoints,
+    /// `CLIENT TRACKING` arguments after `ON BCAST`.
+    prefix: Option<String>,
+    client_name: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    closed: watch::Receiver<()>,
+    spawner: Spawner,
+}
+
+/// Starts tracking for `near` on `store`'s deployment; the task ends with the store.
+pub(crate) fn start(
+    store: &Arc<RedisStore>,
+    config: &CacheBuilder,
+    near: &Arc<NearCache>,
+    client_name: &str,
+) -> Result<Arc<Tracker>, CacheError> {
+    let url = config.topology.describe(&config.url);
+    let resp3 = |info: ConnectionInfo| {
+        let redis = info
+            .redis_settings()
+            .clone()
+            .set_protocol(ProtocolVersion::RESP3);
+        info.set_redis_settings(redis)
+    };
+    let endpoints = match &config.topology {
+        Topology::Standalone => match standalone_info(config, &url)? {
+            #[cfg(feature = "tls")]
+            (info, true) => {
+                let tls = super::tls::Connector::new(&resp3(info), super::redis::keepalive())
+                    .map_err(|reason| CacheError::InvalidUrl {
+                        url: url.clone(),
+                        reason,
+                    })?;
+                Endpoints::Tls(tls)
+            }
+            (info, _) => Endpoints::Url(resp3(info)),
+        },
+        Topology::Cluster { nodes } => {
+            let first = nodes.first().map(String::as_str).unwrap_or_default();
+            Endpoints::Cluster(resp3(node_info(first, &url)?))
+        }
+        Topology::Sentinel {
+            master,
+            sentinels,
+            username,
+            password,
+        } => {
+            let infos = sentinels
+                .iter()
+                .map(|n| node_info(n, &url))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut redis =
+                redis::RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
+            if let Some(u) = username {
+                redis = redis.set_username(u);
+            }
+            if let Some(p) = password {
+                redis = redis.set_password(p);
+            }
+            let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(redis);
+            let client = SentinelClient::build(
+                infos,
+                master.clone(),
+                Some(node),
+                SentinelServerType::Master,
+            )
+            .map_err(|e| CacheError::InvalidUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+            Endpoints::Sentinel(tokio::sync::Mutex::new(client))
+        }
+    };
+    let tracker = Arc::new(Tracker {
+        links: Mutex::default(),
+        timeout: config.command_timeout.max(Duration::from_secs(1)),
+    });
+    let supervisor = Arc::new(Supervisor {
+        store: Arc::downgrade(store),
+        near: Arc::downgrade(near),
+        tracker: Arc::downgrade(&tracker),
+        endpoints,
+        prefix: (!config.namespace.is_empty()).then(|| config.namespace.clone()),
+        client_name: client_name.to_owned(),
+        connect_timeout: config.connect_timeout,
+        command_timeout: config.command_timeout.max(Duration::from_secs(1)),
+        closed: store.closed(),
+        spawner: store.spawner().clone(),
+    });
+    supervise(supervisor);
+    Ok(tracker)
+}
+
+/// Starts a new supervisor task if the running one panics.
+struct Restart(Option<Arc<Supervisor>>);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        if let Some(supervisor) = self.0.take()
+            && std::thread::panicking()
+        {
+            tracing::error!("the near cache's tracking task panicked; restarting it");
+            supervise(supervisor);
+        }
+    }
+}
+
+fn supervise(supervisor: Arc<Supervisor>) {
+    let spawner = supervisor.spawner.clone();
+    spawner.spawn(async move {
+        let restart = Restart(Some(Arc::clone(&supervisor)));
+        let mut closed = supervisor.closed.clone();
+        tokio::select! {
+            // The sender lives in the store: an error means the cache was dropped.
+            _ = closed.changed() => {}
+            () = supervisor.run() => {}
+        }
+        drop(restart);
+    });
+}
+
+/// Why a session could not start.
+enum Failure {
+    /// The server has no client tracking (Redis before 6).
+    Unsupported(RedisError),
+    Other(String),
+}
+
+impl Supervisor {
+    async fn run(&self) {
+        let mut backoff = BACKOFF_MIN;
+        let mut warned = false;
+        loop {
+            let Some(near) = self.near.upgrade() else {
+                return;
+            };
+            let session = near.begin();
+            drop(near);
+            let lost = Arc::new(Notify::new());
+            match self.connect(session, &lost).await {
+                Ok((links, primaries)) => {
+                    let Some(near) = self.near.upgrade() else {
+                        return;
+                    };
+                    if let Some(tracker) = self.tracker.upgrade() {
+                        tracker.set_links(links.clone());
+                    }
+                    near.serve(session);
+                    drop(near);
+                    tracing::debug!(connections = links.len(), "near cache tracking established");
+                    backoff = BACKOFF_MIN;
+                    warned = false;
+                    let why = self.watch(session, links, primaries, &lost).await;
+                    tracing::info!(reason = %why, "near cache tracking lost; bypassing the near cache until it is back");
+                }
+                Err(Failure::Unsupported(e)) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "redis has no client tracking (Redis 6 or later is needed): the near cache stays off");
+                        warned = true;
+                    }
+                    tokio::time::sleep(UNSUPPORTED_RETRY).await;
+                    continue;
+                }
+                Err(Failure::Other(e)) => {
+                    tracing::debug!(error = %e, "near cache tracking could not be established; retrying");
+                }
+            }
+            if let Some(near) = self.near.upgrade() {
+                near.lost(session);
+            }
+            if let Some(tracker) = self.tracker.upgrade() {
+                tracker.set_links(Vec::new());
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// The primaries to track: their addresses, for a cluster; one unnamed entry otherwise.
+    async fn primaries(&self) -> Result<Vec<(String, u16)>, Failure> {
+        if !matches!(self.endpoints, Endpoints::Cluster(_)) {
+            return Ok(vec![(String::new(), 0)]);
+        }
+        let store = self
+            .store
+            .upgrade()
+            .ok_or_else(|| Failure::Other("cache dropped".to_owned()))?;
+        let owners = store
+            .slot_owners()
+            .await
+            .map_err(|f| Failure::Other(format!("{:?}", f.into_error(self.command_timeout))))?;
+        let mut primaries: Vec<(String, u16)> =
+            owners.into_iter().map(|r| (r.host, r.port)).collect();
+        primaries.sort();
+        primaries.dedup();
+        Ok(primaries)
+    }
+
+    async fn connect(
+        &self,
+        session: u64,
+        lost: &Arc<Notify>,
+    ) -> Result<(Vec<MultiplexedConnection>, Vec<(String, u16)>), Failure> {
+        let primaries = self.primaries().await?;
+        let mut links = Vec::with_capacity(primaries.len());
+        for (host, port) in &primaries {
+            let link = tokio::time::timeout(
+                self.connect_timeout + self.command_timeout,
+                self.connect_one(host, *port, session, lost),
+            )
+            .await
+            .map_err(|_| Failure::Other("timed out".to_owned()))??;
+            links.push(link);
+        }
+        Ok((links, primaries))
+    }
+
+    async fn connect_one(
+        &self,
+        host: &str,
+        port: u16,
+        session: u64,
+        lost: &Arc<Notify>,
+    ) -> Result<MultiplexedConnection, Failure> {
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout))
+            .set_push_sender(pusher(self.near.clone(), session, Arc::clone(lost)));
+        let connected = match &self.endpoints {
+            Endpoints::Url(info) => match redis::Client::open(info.clone()) {
+                Ok(client) => {
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await
+                }
+                Err(e) => Err(e),
+            },
+            #[cfg(feature = "tls")]
+            Endpoints::Tls(tls) => tls.connect_with(config).await,
+            Endpoints::Sentinel(client) => {
+                client
+                    .lock()
+                    .await
+                    .get_async_connection_with_config(&config)
+                    .await
+            }
+            Endpoints::Cluster(template) => {
+                let info = template
+                    .clone()
+                    .set_addr(ConnectionAddr::Tcp(host.to_owned(), port));
+                match redis::Client::open(info) {
+                    Ok(client) => {
+                        client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let mut link = connected.map_err(classify)?;
+        let mut setname = redis::cmd("CLIENT");
+        setname.arg("SETNAME").arg(&self.client_name);
+        setname
+            .query_async::<()>(&mut link)
+            .await
+            .map_err(classify)?;
+        let mut tracking = redis::cmd("CLIENT");
+        tracking.arg("TRACKING").arg("ON").arg("BCAST");
+        if let Some(prefix) = &self.prefix {
+            tracking.arg("PREFIX").arg(prefix);
+        }
+        tracking
+            .query_async::<()>(&mut link)
+            .await
+            .map_err(classify)?;
+        if !is_primary(&mut link).await.map_err(classify)? {
+            return Err(Failure::Other(format!("{host}:{port} is not a primary")));
+        }
+        Ok(link)
+    }
+
+    /// Watches a serving session until it fails; returns why.
+    async fn watch(
+        &self,
+        session: u64,
+        links: Vec<MultiplexedConnection>,
+        primaries: Vec<(String, u16)>,
+        lost: &Notify,
+    ) -> String {
+        loop {
+            tokio::select! {
+                () = lost.notified() => return "a tracking connection closed".to_owned(),
+                () = tokio::time::sleep(HEARTBEAT) => {}
+            }
+            match self.near.upgrade() {
+                Some(near) if near.is_serving() => {}
+                Some(_) => return "tracking stopped".to_owned(),
+                None => return "cache dropped".to_owned(),
+            }
+            for link in &links {
+                let mut link = link.clone();
+                match tokio::time::timeout(self.command_timeout, is_primary(&mut link)).await {
+                    Ok(Ok(true)) => {}
+                    Ok(Ok(false)) => return "a tracked node is no longer a primary".to_owned(),
+                    Ok(Err(e)) => return format!("a tracking connection failed: {e}"),
+                    Err(_) => return "a tracking connection stopped answering".to_owned(),
+                }
+            }
+            if matches!(self.endpoints, Endpoints::Cluster(_)) {
+                match self.primaries().await {
+                    Ok(now) if now == primaries => {}
+                    Ok(_) => return "the cluster's primaries changed".to_owned(),
+                    // The data path sees the same failure; tracking stays until its own
+                    // connections fail.
+                    Err(_) => {}
+                }
+            }
+            let _ = session;
+        }
+    }
+}
+
+/// Applies the invalidations a tracking connection receives, in its reader.
+fn pusher(
+    near: Weak<NearCache>,
+    session: u64,
+    lost: Arc<Notify>,
+) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
+    move |info: PushInfo| {
+        let Some(near) = near.upgrade() else {
+            return Err(());
+        };
+        match info.kind {
+            PushKind::Invalidate => match info.data.first() {
+                Some(Value::Array(keys)) => {
+                    for key in keys {
+                        if let Value::BulkString(key) = key {
+                            near.invalidated(Some(key));
+                        }
+                    }
+                }
+                // A flush of the whole database.
+                _ => near.invalidated(None),
+            },
+            PushKind::Disconnection => {
+                if near.lost(session) {
+                    lost.notify_one();
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Whether the connection's server is a primary (`ROLE`).
+async fn is_primary(link: &mut MultiplexedConnection) -> Result<bool, RedisError> {
+    let role: Vec<Value> = redis::cmd("ROLE").query_async(link).await?;
+    Ok(match role.first() {
+        Some(Value::BulkString(r)) => r == b"master",
+        Some(Value::SimpleString(r)) => r == "master",
+        _ => false,
+    })
+}
+
+fn classify(e: RedisError) -> Failure {
+    let text = e.to_string().to_ascii_lowercase();
+    if text.contains("unknown command") || text.contains("unknown subcommand") {
+        Failure::Unsupported(e)
+    } else {
+        Failure::Other(e.to_string())
+    }
+}

@@ -1,0 +1,502 @@
+//! The near cache: entries kept in this process's memory, in front of Redis, and kept
+//! coherent by Redis itself.
+//!
+//! Redis tells this process about every change to a key of the namespace through
+//! server-assisted client-side caching (`CLIENT TRACKING … BCAST PREFIX {namespace}`, on one
+//! tracking connection per primary, see [`tracking`](crate::backend::tracking)): a `SET`, `DEL`
+//! or `UNLINK` by any client, an expiry, an eviction, a `FLUSHDB`. Each such message evicts
+//! the key here. While the tracking connections are not all up (at start, after a connection
+//! was lost, after the cluster changed) the near cache is empty and bypassed: every call reads
+//! Redis, as without it.
+//!
+//! Entries hold decoded values (`Arc<dyn Any>` of the function's value type, cloned out on a
+//! hit), so a hit costs a hash lookup and a clone, no decode; revalidating HTTP handlers keep
+//! the stored bytes, which they serve as they are. An entry never outlives the Redis TTL it was
+//! read or written with, nor the configured local TTL.
+//!
+//! Two races are closed here:
+//! - **A fill that read an old value while an invalidation arrived.** A call takes a
+//!   [`Ticket`] before it reads Redis: the generation (bumped on every flush) and the epoch
+//!   of the key's stripe (bumped by every invalidation of a key in it). It inserts only if
+//!   both are unchanged, and checks once more after inserting, undoing the insert if an
+//!   invalidation slipped in between (the invalidation bumps before it removes).
+//! - **This process's own write.** Its `SET` comes back as an invalidation too. A fill
+//!   registers an [`Expectation`] before its `SET`; the invalidation that answers it is
+//!   consumed without evicting, so the value just stored stays. Any other invalidation of the
+//!   key still evicts. An expectation whose `SET` failed or was cancelled is withdrawn by its
+//!   guard; every error in this bookkeeping errs towards evicting.
+
+use std::{
+    any::Any,
+    collections::HashMap,
+    hash::{BuildHasher, Hash, Hasher},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use quick_cache::{DefaultHashBuilder, Weighter, sync::Cache as Store};
+use serde::Serialize;
+use tokio::sync::watch;
+
+/// Stripes of invalidation epochs: an invalidation of one key refuses inserts of the keys
+/// that share its stripe while it is in flight (rarely another key's).
+const STRIPES: usize = 4096;
+
+/// Expectations outstanding beyond this are dropped with a flush: they would only grow if
+/// invalidations stopped arriving, which the tracking heartbeat catches first.
+const MAX_EXPECTED: usize = 100_000;
+
+/// What a near-cache entry holds.
+#[derive(Clone)]
+pub(crate) struct Slot {
+    /// The decoded value (or the stored bytes, for revalidating handlers); `None` for the
+    /// null marker.
+    pub(crate) value: Option<Arc<dyn Any + Send + Sync>>,
+    expires: Instant,
+    weight: u32,
+}
+
+#[derive(Clone)]
+struct Weigh;
+
+impl Weighter<Box<str>, Slot> for Weigh {
+    fn weight(&self, _key: &Box<str>, slot: &Slot) -> u64 {
+        u64::from(slot.weight)
+    }
+}
+
+/// The near cache's configuration.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LocalConfig {
+    pub(crate) max_entries: u64,
+    pub(crate) max_bytes: Option<u64>,
+    pub(crate) ttl: Option<Duration>,
+}
+
+/// A snapshot of the near cache.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct LocalStats {
+    /// Entries held now.
+    pub entries: u64,
+    /// Their weight: entries, or the share of the byte bound they use when one is set.
+    pub weight: u64,
+    /// The bound on `weight`.
+    pub capacity: u64,
+    /// Whether the near cache answers calls now (every tracking connection is up).
+    pub serving: bool,
+    /// Invalidation messages received from Redis (keys changed by any client).
+    pub invalidations: u64,
+    /// Times the near cache was emptied: tracking lost or re-established, a `FLUSHDB`, a
+    /// pattern invalidation.
+    pub flushes: u64,
+}
+
+/// A call's permission to insert what it reads or writes, if nothing invalidated the key
+/// meanwhile.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ticket {
+    generation: u64,
+    stripe: usize,
+    epoch: u64,
+}
+
+pub(crate) struct NearCache {
+    store: Store<Box<str>, Slot, Weigh>,
+    hasher: DefaultHashBuilder,
+    epochs: Box<[AtomicU64]>,
+    /// Bumped by every flush; a ticket of an older generation inserts nothing.
+    generation: AtomicU64,
+    serving: AtomicBool,
+    /// `serving`, for waiters.
+    ready: watch::Sender<bool>,
+    /// The tracking session whose connections the serving state stands for.
+    session: AtomicU64,
+    expected: Mutex<HashMap<Box<str>, u32>>,
+    /// Expectations outstanding: the invalidation handler skips the lock when there are none.
+    expecting: AtomicUsize,
+    config: LocalConfig,
+    invalidations: AtomicU64,
+    flushes: AtomicU64,
+}
+
+impl NearCache {
+    pub(crate) fn new(config: LocalConfig) -> Self {
+        let items = usize::try_from(config.max_entries).unwrap_or(usize::MAX);
+        Self {
+            store: Store::with_weighter(items, config.max_entries.max(1), Weigh),
+            hasher: DefaultHashBuilder::default(),
+            epochs: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            generation: AtomicU64::new(0),
+            serving: AtomicBool::new(false),
+            ready: watch::Sender::new(false),
+            session: AtomicU64::new(0),
+            expected: Mutex::default(),
+            expecting: AtomicUsize::new(0),
+            config,
+            invalidations: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+        }
+    }
+
+    fn stripe(&self, key: &str) -> usize {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        // STRIPES is a power of two.
+        (h.finish() as usize) & (STRIPES - 1)
+    }
+
+    /// The live entry for `key`, if the near cache is serving.
+    #[inline]
+    pub(crate) fn get(&self, key: &str) -> Option<Slot> {
+        if !self.serving.load(Ordering::Acquire) {
+            return None;
+        }
+        let slot = self.store.get(key)?;
+        if slot.expires <= Instant::now() {
+            self.store.remove_if(key, |s| s.expires == slot.expires);
+            return None;
+        }
+        Some(slot)
+    }
+
+    /// A ticket for a call about to read Redis; `None` while not serving.
+    pub(crate) fn ticket(&self, key: &str) -> Option<Ticket> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        if !self.serving.load(Ordering::SeqCst) {
+            return None;
+        }
+        let stripe = self.stripe(key);
+        Some(Ticket {
+            generation,
+            stripe,
+            epoch: self.epochs[stripe].load(Ordering::SeqCst),
+        })
+    }
+
+    fn valid(&self, ticket: Ticket) -> bool {
+        self.serving.load(Ordering::SeqCst)
+            && self.generation.load(Ordering::SeqCst) == ticket.generation
+            && self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch
+    }
+
+    /// Inserts what a call read from or wrote to Redis, unless the key (or everything) was
+    /// invalidated since its ticket was taken. `ttl`: what Redis holds it for from the
+    /// moment `since` (taken before the command was sent); `bytes`: its stored size.
+    pub(crate) fn insert(
+        &self,
+        key: &str,
+        ticket: Ticket,
+        value: Option<Arc<dyn Any + Send + Sync>>,
+        since: Instant,
+        ttl: Option<Duration>,
+        bytes: usize,
+    ) {
+        if !self.valid(ticket) {
+            return;
+        }
+        let ttl = match (ttl, self.config.ttl) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => a.or(b).unwrap_or(Duration::from_secs(365 * 24 * 3600)),
+        };
+        let expires = since + ttl;
+        let slot = Slot {
+            value,
+            expires,
+            weight: self.weight(key.len() + bytes),
+        };
+        self.store.insert(key.into(), slot);
+        // An invalidation bumps before it removes: seen here, or its removal comes after
+        // this insert.
+        if !self.valid(ticket) {
+            self.store.remove_if(key, |s| s.expires == expires);
+        }
+    }
+
+    /// An entry's weight: 1, or its share of the byte bound scaled to the entry bound, so one
+    /// weight capacity enforces both.
+    fn weight(&self, bytes: usize) -> u32 {
+        let Some(max_bytes) = self.config.max_bytes else {
+            return 1;
+        };
+        let scaled = (bytes as u128 * u128::from(self.config.max_entries))
+            .div_ceil(u128::from(max_bytes.max(1)));
+        u32::try_from(scaled.max(1)).unwrap_or(u32::MAX)
+    }
+
+    /// Evicts `key` now: this process invalidated it.
+    pub(crate) fn evict(&self, key: &str) {
+        self.epochs[self.stripe(key)].fetch_add(1, Ordering::SeqCst);
+        self.store.remove(key);
+    }
+
+    /// Evicts every key `covers` accepts, and refuses every outstanding ticket.
+    pub(crate) fn evict_where(&self, covers: impl Fn(&str) -> bool) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.store.retain(|k, _| !covers(k));
+    }
+
+    /// An invalidation from Redis: `None` is a flush of everything (`FLUSHDB`, `FLUSHALL`).
+    pub(crate) fn invalidated(&self, key: Option<&[u8]>) {
+        self.invalidations.fetch_add(1, Ordering::Relaxed);
+        let Some(key) = key else {
+            self.flush();
+            return;
+        };
+        // Keys this crate writes are UTF-8; other keys are never held here.
+        let Ok(key) = std::str::from_utf8(key) else {
+            return;
+        };
+        if self.expecting.load(Ordering::SeqCst) != 0 && self.consume(key) {
+            return;
+        }
+        self.evict(key);
+    }
+
+    /// Consumes one expectation of `key`: the echo of this process's own write.
+    fn consume(&self, key: &str) -> bool {
+        let mut expected = self.lock_expected();
+        match expected.get_mut(key) {
+            Some(n) if *n > 1 => *n -= 1,
+            Some(_) => {
+                expected.remove(key);
+            }
+            None => return false,
+        }
+        self.expecting.fetch_sub(1, Ordering::SeqCst);
+        true
+    }
+
+    fn lock_expected(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, u32>> {
+        self.expected.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers the write this call is about to send, so its echo does not evict what it
+    /// stores. `None` while not serving.
+    pub(crate) fn expect(&self, key: &str) -> Option<Expectation<'_>> {
+        if !self.serving.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut expected = self.lock_expected();
+        if expected.len() >= MAX_EXPECTED {
+            drop(expected);
+            self.flush();
+            return None;
+        }
+        *expected.entry(key.into()).or_insert(0) += 1;
+        self.expecting.fetch_add(1, Ordering::SeqCst);
+        Some(Expectation {
+            near: self,
+            key: key.into(),
+            sent: false,
+        })
+    }
+
+    /// Empties the near cache and refuses every outstanding ticket and expectation.
+    pub(crate) fn flush(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut expected = self.lock_expected();
+            expected.clear();
+            self.expecting.store(0, Ordering::SeqCst);
+        }
+        self.store.clear();
+    }
+
+    /// Starts a tracking session: stops serving and empties the near cache. Messages and
+    /// losses of earlier sessions are ignored from now on.
+    pub(crate) fn begin(&self) -> u64 {
+        let session = self.session.fetch_add(1, Ordering::SeqCst) + 1;
+        self.stop();
+        session
+    }
+
+    fn stop(&self) {
+        self.serving.store(false, Ordering::SeqCst);
+        self.ready.send_replace(false);
+        self.flush();
+    }
+
+    /// Every tracking connection of `session` is up: serve, from empty.
+    pub(crate) fn serve(&self, session: u64) {
+        if self.session.load(Ordering::SeqCst) != session {
+            return;
+        }
+        self.flush();
+        self.serving.store(true, Ordering::SeqCst);
+        self.ready.send_replace(true);
+    }
+
+    /// A tracking connection of `session` was lost: stop serving until a new session is up.
+    /// Whether it was the current session.
+    pub(crate) fn lost(&self, session: u64) -> bool {
+        if self.session.load(Ordering::SeqCst) != session {
+            return false;
+        }
+        self.stop();
+        true
+    }
+
+    pub(crate) fn is_serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Waits until the near cache serves, at most `timeout`.
+    pub(crate) async fn ready(&self, timeout: Duration) -> bool {
+        let mut rx = self.ready.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|serving| *serving))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub(crate) fn stats(&self) -> LocalStats {
+        LocalStats {
+            entries: self.store.len() as u64,
+            weight: self.store.weight(),
+            capacity: self.store.capacity(),
+            serving: self.is_serving(),
+            invalidations: self.invalidations.load(Ordering::Relaxed),
+            flushes: self.flushes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A write this call is about to send, registered so its echo does not evict what it stores;
+/// withdrawn on drop unless the write was answered.
+pub(crate) struct Expectation<'a> {
+    near: &'a NearCache,
+    key: Box<str>,
+    sent: bool,
+}
+
+impl Expectation<'_> {
+    /// Redis answered the write: its invalidation is on its way and will consume this.
+    pub(crate) fn sent(mut self) {
+        self.sent = true;
+    }
+}
+
+impl Drop for Expectation<'_> {
+    fn drop(&mut self) {
+        if self.sent {
+            return;
+        }
+        // The write failed or its call was dropped; if it reached Redis after all, its echo
+        // now evicts, which is only a miss.
+        let near = self.near;
+        let mut expected = near.lock_expected();
+        if let Some(n) = expected.get_mut(&*self.key) {
+            *n -= 1;
+            if *n == 0 {
+                expected.remove(&*self.key);
+            }
+            near.expecting.fetch_sub(1, Ordering::SeqCst);
+        }
+        drop(expected);
+        near.evict(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn near(max_entries: u64) -> NearCache {
+        let near = NearCache::new(LocalConfig {
+            max_entries,
+            max_bytes: None,
+            ttl: None,
+        });
+        let session = near.begin();
+        near.serve(session);
+        near
+    }
+
+    fn value(v: u64) -> Option<Arc<dyn Any + Send + Sync>> {
+        Some(Arc::new(v))
+    }
+
+    fn read(near: &NearCache, key: &str) -> Option<u64> {
+        near.get(key)
+            .and_then(|s| s.value)
+            .and_then(|v| v.downcast_ref::<u64>().copied())
+    }
+
+    const TTL: Option<Duration> = Some(Duration::from_secs(60));
+
+    #[test]
+    fn an_invalidation_during_a_read_keeps_its_value_out() {
+        let near = near(10);
+        let ticket = near.ticket("k").expect("serving");
+        near.invalidated(Some(b"k"));
+        near.insert("k", ticket, value(1), Instant::now(), TTL, 8);
+        assert_eq!(read(&near, "k"), None);
+        let ticket = near.ticket("k").expect("serving");
+        near.insert("k", ticket, value(2), Instant::now(), TTL, 8);
+        assert_eq!(read(&near, "k"), Some(2));
+    }
+
+    #[test]
+    fn the_echo_of_an_own_write_keeps_the_value_and_a_foreign_write_evicts_it() {
+        let near = near(10);
+        let ticket = near.ticket("k").expect("serving");
+        near.expect("k").expect("serving").sent();
+        near.insert("k", ticket, value(1), Instant::now(), TTL, 8);
+        near.invalidated(Some(b"k"));
+        assert_eq!(read(&near, "k"), Some(1), "own echo consumed");
+        near.invalidated(Some(b"k"));
+        assert_eq!(read(&near, "k"), None, "another write evicts");
+    }
+
+    #[test]
+    fn a_withdrawn_expectation_consumes_nothing() {
+        let near = near(10);
+        drop(near.expect("k"));
+        let ticket = near.ticket("k").expect("serving");
+        near.insert("k", ticket, value(1), Instant::now(), TTL, 8);
+        near.invalidated(Some(b"k"));
+        assert_eq!(read(&near, "k"), None);
+    }
+
+    #[test]
+    fn a_flush_or_a_lost_session_refuses_outstanding_tickets_and_stops_serving() {
+        let near = near(10);
+        let ticket = near.ticket("k").expect("serving");
+        near.invalidated(None);
+        near.insert("k", ticket, value(1), Instant::now(), TTL, 8);
+        assert_eq!(read(&near, "k"), None);
+        let session = near.begin();
+        assert!(near.ticket("k").is_none() && !near.is_serving());
+        near.serve(session);
+        assert!(near.lost(session) && !near.is_serving());
+        assert!(
+            !near.lost(session - 1),
+            "an older session's loss is ignored"
+        );
+    }
+
+    #[test]
+    fn an_entry_expires_with_the_ttl_it_was_read_with() {
+        let near = near(10);
+        let ticket = near.ticket("k").expect("serving");
+        let long_ago = Instant::now() - Duration::from_secs(120);
+        near.insert("k", ticket, value(1), long_ago, TTL, 8);
+        assert_eq!(read(&near, "k"), None);
+    }
+
+    #[test]
+    fn both_bounds_hold_with_one_weight_capacity() {
+        let near = NearCache::new(LocalConfig {
+            max_entries: 100,
+            max_bytes: Some(1000),
+            ttl: None,
+        });
+        assert_eq!(near.weight(10), 1);
+        assert_eq!(near.weight(100), 10);
+        assert_eq!(near.weight(0), 1);
+    }
+}

@@ -11,7 +11,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -230,9 +230,10 @@ async fn a_warm_key_read_again_is_answered_from_process_memory_without_a_redis_c
 
     let (gets, lookups) = (command_calls(&mut conn, "get"), key_lookups(&mut conn));
     assert_eq!(answer(&a, &key, &p, 0).await, Answer::Redis(7));
-    // The measurement sees a read that reaches Redis.
+    // The measurement sees a read that reaches Redis (a GET, and a PTTL beside it for the
+    // near cache's copy).
     assert_eq!(command_calls(&mut conn, "get"), gets + 1);
-    assert_eq!(key_lookups(&mut conn), lookups + 1);
+    assert!(key_lookups(&mut conn) > lookups);
 
     let (gets, lookups) = (command_calls(&mut conn, "get"), key_lookups(&mut conn));
     assert_eq!(answer(&a, &key, &p, 0).await, Answer::Local(7));
@@ -300,18 +301,18 @@ async fn an_update_through_one_cache_reaches_the_others_near_cache_within_a_boun
     }
     for (id, key) in (0u64..).zip(&keys) {
         // Old until the invalidation arrives, then new for good.
-        let mut seen_new = false;
+        let seen_new = AtomicBool::new(false);
         wait_until_async(WITHIN, || async {
             let got = b
                 .get_or_fill::<Plain, u64, _>(key, &p, async { u64::MAX })
                 .await;
             assert!(
-                got == id + 1000 || (got == id && !seen_new),
+                got == id + 1000 || (got == id && !seen_new.load(Ordering::SeqCst)),
                 "b read {got} for {key} (old {id}, new {})",
                 id + 1000
             );
-            seen_new |= got == id + 1000;
-            seen_new
+            seen_new.fetch_or(got == id + 1000, Ordering::SeqCst);
+            seen_new.load(Ordering::SeqCst)
         })
         .await;
     }

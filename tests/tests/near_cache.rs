@@ -100,7 +100,11 @@ async fn answer(cache: &Cache, key: &Key, p: &Policy, fresh: u64) -> Answer {
 
 /// Reads `key` until the near cache answers it: a Redis hit first (which stores it locally),
 /// then a local hit with the same value. Panics when the second read is not local.
+///
+/// Syncs first: an invalidation of the key still on its way (from the write that stored it)
+/// would rightly keep the first read's copy out of the near cache.
 async fn warm(cache: &Cache, key: &Key, p: &Policy, expected: u64) {
+    cache.sync_local().await.expect("sync_local");
     let first = answer(cache, key, p, u64::MAX).await;
     assert!(
         matches!(first, Answer::Redis(v) | Answer::Local(v) if v == expected),
@@ -227,6 +231,8 @@ async fn a_warm_key_read_again_is_answered_from_process_memory_without_a_redis_c
     let mut conn = server.conn();
     // Warm in Redis, written by another process.
     let _: () = conn.set_ex(key.as_str(), entry(7), 600).expect("SET");
+    // Its invalidation applied: the first read's copy is not refused because of it.
+    a.sync_local().await.expect("sync_local");
 
     let (gets, lookups) = (command_calls(&mut conn, "get"), key_lookups(&mut conn));
     assert_eq!(answer(&a, &key, &p, 0).await, Answer::Redis(7));
@@ -629,6 +635,7 @@ async fn a_delete_landing_with_a_fills_own_set_is_not_hidden_by_the_fillers_near
         tokio::task::spawn_blocking(move || conn.del::<_, u64>(&key).expect("DEL"))
     };
     wait_until(WITHIN, || blocked_clients(&mut ctl) == 2).await;
+    let invalidations = b.stats().local.expect("a near cache").invalidations;
     let _: () = redis::cmd("CLIENT")
         .arg("UNPAUSE")
         .query(&mut ctl)
@@ -642,10 +649,12 @@ async fn a_delete_landing_with_a_fills_own_set_is_not_hidden_by_the_fillers_near
     assert_eq!(stored(&mut ctl, &key), None);
 
     b.sync_local().await.expect("sync_local");
+    let received = b.stats().local.expect("a near cache").invalidations - invalidations;
     assert_eq!(
         answer(&b, &key, &p, 2).await,
         Answer::Body(2),
-        "b served a value that is no longer in Redis"
+        "b served a value that is no longer in Redis \
+         ({received} invalidation(s) of the key arrived for the SET and the DEL)"
     );
 }
 
@@ -835,4 +844,36 @@ async fn a_call_dropped_while_its_set_waits_leaves_no_stale_value_behind() {
     let _: () = ctl.set_ex(key.as_str(), entry(3), 600).expect("SET");
     b.sync_local().await.expect("sync_local");
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Redis(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_bound_keeps_the_near_cache_within_its_bytes() {
+    let server = RedisServer::start();
+    let b = server
+        .cache_builder()
+        .name("b")
+        .namespace(NS)
+        .local_cache(1000)
+        .local_cache_bytes(2000)
+        .build()
+        .await
+        .expect("connect");
+    assert!(b.local_ready(WITHIN).await, "the near cache is not serving");
+    let p = policy("big");
+    // Each entry weighs more than 100 bytes (its key and a 100-character JSON string).
+    let big = |id: u64| format!("{id:0>100}");
+    for id in 0..200u64 {
+        let key = b.key("big").arg(&id).build().expect("valid key");
+        let got: String = b
+            .get_or_fill::<Plain, _, _>(&key, &p, async { big(id) })
+            .await;
+        assert_eq!(got, big(id));
+    }
+    let local = b.stats().local.expect("a near cache");
+    assert!(local.weight <= local.capacity, "{local:?}");
+    assert!(
+        (1..=20).contains(&local.entries),
+        "{} entries of over 100 bytes within 2000 bytes",
+        local.entries
+    );
 }

@@ -277,7 +277,10 @@ async fn an_update_through_one_cache_reaches_the_others_near_cache_after_sync_lo
             a.set(key, &(id + 1000), &p).await.expect("SET");
         } else {
             assert!(a.invalidate(key).await.expect("invalidate"));
-            assert_eq!(answer(&a, key, &p, id + 1000).await, Answer::Body(id + 1000));
+            assert_eq!(
+                answer(&a, key, &p, id + 1000).await,
+                Answer::Body(id + 1000)
+            );
         }
     }
     b.sync_local().await.expect("sync_local");
@@ -287,7 +290,10 @@ async fn an_update_through_one_cache_reaches_the_others_near_cache_after_sync_lo
             Answer::Redis(id + 1000),
             "b's read of {key} after the update and sync_local"
         );
-        assert_eq!(answer(&b, key, &p, u64::MAX).await, Answer::Local(id + 1000));
+        assert_eq!(
+            answer(&b, key, &p, u64::MAX).await,
+            Answer::Local(id + 1000)
+        );
     }
 }
 
@@ -465,7 +471,10 @@ async fn after_its_tracking_connection_is_killed_a_cache_never_serves_the_old_va
     );
     let again = client_id(&mut conn, "redis-cache-tracking-b")
         .expect("one connection named redis-cache-tracking-b after the reconnect");
-    assert_ne!(again, tracking, "the killed tracking connection is still listed");
+    assert_ne!(
+        again, tracking,
+        "the killed tracking connection is still listed"
+    );
     let first = answer(&b, &key, &p, u64::MAX).await;
     assert!(
         matches!(first, Answer::Redis(2) | Answer::Local(2)),
@@ -481,8 +490,7 @@ async fn after_its_tracking_connection_is_killed_a_cache_never_serves_the_old_va
 // 7. Capacity.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_near_cache_of_100_entries_holds_at_most_100_and_every_read_returns_its_own_keys_value()
-{
+async fn a_near_cache_of_100_entries_holds_at_most_100_and_every_read_returns_its_own_keys_value() {
     let server = RedisServer::start();
     let b = near(server.cache_builder(), "b", 100).await;
     let p = policy("cap");
@@ -500,10 +508,18 @@ async fn a_near_cache_of_100_entries_holds_at_most_100_and_every_read_returns_it
                 .await;
             assert_eq!(got, id * 10, "pass {pass}, key {key}");
             let local = b.stats().local.expect("a near cache");
-            assert!(local.entries <= 100, "{} entries after {key}", local.entries);
+            assert!(
+                local.entries <= 100,
+                "{} entries after {key}",
+                local.entries
+            );
         }
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 1000, "a stored key ran its body");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1000,
+        "a stored key ran its body"
+    );
     let stats = b.stats();
     assert_eq!(stats.total.local_hits + stats.total.hits, 1000);
     let local = stats.local.expect("a near cache");
@@ -585,7 +601,11 @@ async fn a_fill_racing_another_caches_write_leaves_both_near_caches_agreeing_wit
     a.sync_local().await.expect("sync_local");
     warm(&a, &key, &p, 2).await;
     release.notify_one();
-    assert_eq!(fill.await.expect("no panic"), 1, "b's caller gets its body's value");
+    assert_eq!(
+        fill.await.expect("no panic"),
+        1,
+        "b's caller gets its body's value"
+    );
 
     let in_redis = stored(&mut conn, &key).expect("the key exists");
     a.sync_local().await.expect("sync_local");
@@ -814,10 +834,7 @@ async fn a_call_dropped_while_its_set_waits_leaves_no_stale_value_behind() {
         .expect("CLIENT PAUSE");
     let call = {
         let (b, key, p) = (b.clone(), key.clone(), p.clone());
-        tokio::spawn(async move {
-            b.get_or_fill::<Plain, u64, _>(&key, &p, async { 1 })
-                .await
-        })
+        tokio::spawn(async move { b.get_or_fill::<Plain, u64, _>(&key, &p, async { 1 }).await })
     };
     wait_until(WITHIN, || blocked_clients(&mut ctl) == 1).await;
     call.abort();
@@ -826,8 +843,7 @@ async fn a_call_dropped_while_its_set_waits_leaves_no_stale_value_behind() {
         let mut conn = server.conn();
         let key = key.as_str().to_owned();
         tokio::task::spawn_blocking(move || {
-            conn.set_ex::<_, _, ()>(&key, entry(2), 600)
-                .expect("SET")
+            conn.set_ex::<_, _, ()>(&key, entry(2), 600).expect("SET")
         })
     };
     wait_until(WITHIN, || blocked_clients(&mut ctl) == 2).await;

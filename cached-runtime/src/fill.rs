@@ -444,13 +444,29 @@ impl Fill<'_> {
     /// `SET … EX`; whether it was stored.
     async fn store_entry(&self, encoded: &Encoded) -> bool {
         let inner = &*self.cache.inner;
-        // Redis echoes this write to the near cache's tracking: registered first, the echo
-        // does not evict the value stored here.
-        let expectation = match (self.landing, &inner.near) {
-            (Some(_), Some(near)) => near.expect(self.key.as_str()),
-            _ => None,
-        };
-        let since = Instant::now();
+        // The near cache keeps this result: the write goes on the key's tracking connection,
+        // whose NOLOOP keeps Redis from reporting it back to evict what is kept, while a
+        // write by anyone after it is still reported.
+        if let (Some(_), Some(tracker)) = (self.landing, &inner.tracker) {
+            let since = Instant::now();
+            match tracker
+                .set(self.key.as_str(), &encoded.bytes, encoded.ttl)
+                .await
+            {
+                Ok(()) => {
+                    self.counters.stores(1);
+                    self.land(Some(Landed {
+                        since,
+                        ttl: Some(Duration::from_secs(encoded.ttl)),
+                        bytes: encoded.bytes.len(),
+                    }));
+                    return true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "near cache write failed; writing through the data connection, not kept locally");
+                }
+            }
+        }
         match inner
             .store
             .set_ex(self.key.as_str(), &encoded.bytes, encoded.ttl)
@@ -458,14 +474,6 @@ impl Fill<'_> {
         {
             Ok(()) => {
                 self.counters.stores(1);
-                if let Some(expectation) = expectation {
-                    expectation.sent();
-                    self.land(Some(Landed {
-                        since,
-                        ttl: Some(Duration::from_secs(encoded.ttl)),
-                        bytes: encoded.bytes.len(),
-                    }));
-                }
                 true
             }
             Err(e) => {

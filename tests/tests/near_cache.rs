@@ -691,8 +691,8 @@ async fn a_caches_own_fill_is_answered_locally_after_sync_local() {
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Local(5));
     let total = b.stats().total;
     assert_eq!((total.local_hits, total.hits, total.misses), (1, 0, 1));
-    // The next write from elsewhere still evicts it: its own SET's invalidation was consumed,
-    // not every later one.
+    // The next write from elsewhere still evicts it: only B's own SET is kept from being
+    // reported back to B.
     let _: () = server
         .conn()
         .set_ex(key.as_str(), entry(6), 600)

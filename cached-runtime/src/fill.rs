@@ -446,8 +446,11 @@ impl Fill<'_> {
         let inner = &*self.cache.inner;
         // The near cache keeps this result: the write goes on the key's tracking connection,
         // whose NOLOOP keeps Redis from reporting it back to evict what is kept, while a
-        // write by anyone after it is still reported.
-        if let (Some(_), Some(tracker)) = (self.landing, &inner.tracker) {
+        // write by anyone after it is still reported. Only with single-flight, which makes
+        // this the one fill of the key in the process: two unreported writes of one key from
+        // here could be kept in the opposite order to the one Redis applied them in.
+        if let (Some(_), Some(tracker), true) = (self.landing, &inner.tracker, inner.single_flight)
+        {
             let since = Instant::now();
             match tracker
                 .set(self.key.as_str(), &encoded.bytes, encoded.ttl)

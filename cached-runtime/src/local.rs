@@ -36,6 +36,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::fill::Landed;
 use quick_cache::{DefaultHashBuilder, Weighter, sync::Cache as Store};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -171,21 +172,19 @@ impl NearCache {
             && self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch
     }
 
-    /// Inserts what a call read from or wrote to Redis, unless the key (or everything) was
-    /// invalidated since its ticket was taken. `ttl`: what Redis holds it for from the
-    /// moment `since` (taken before the command was sent); `bytes`: its stored size.
+    /// Inserts what a call read from or wrote to Redis (`None`: the null marker), unless the
+    /// key (or everything) was invalidated since its ticket was taken.
     pub(crate) fn insert(
         &self,
         key: &str,
         ticket: Ticket,
         value: Option<Arc<dyn Any + Send + Sync>>,
-        since: Instant,
-        ttl: Option<Duration>,
-        bytes: usize,
+        landed: Landed,
     ) {
         if !self.valid(ticket) {
             return;
         }
+        let Landed { since, ttl, bytes } = landed;
         let ttl = match (ttl, self.config.ttl) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or(Duration::from_secs(365 * 24 * 3600)),
@@ -331,17 +330,24 @@ mod tests {
             .and_then(|v| v.downcast_ref::<u64>().copied())
     }
 
-    const TTL: Option<Duration> = Some(Duration::from_secs(60));
+    /// Read at `since`, kept by Redis for a minute from then.
+    fn landed(since: Instant) -> Landed {
+        Landed {
+            since,
+            ttl: Some(Duration::from_secs(60)),
+            bytes: 8,
+        }
+    }
 
     #[test]
     fn an_invalidation_during_a_read_keeps_its_value_out() {
         let near = near(10);
         let ticket = near.ticket("k").expect("serving");
         near.invalidated(Some(b"k"));
-        near.insert("k", ticket, value(1), Instant::now(), TTL, 8);
+        near.insert("k", ticket, value(1), landed(Instant::now()));
         assert_eq!(read(&near, "k"), None);
         let ticket = near.ticket("k").expect("serving");
-        near.insert("k", ticket, value(2), Instant::now(), TTL, 8);
+        near.insert("k", ticket, value(2), landed(Instant::now()));
         assert_eq!(read(&near, "k"), Some(2));
     }
 
@@ -350,7 +356,7 @@ mod tests {
         let near = near(10);
         let ticket = near.ticket("k").expect("serving");
         near.invalidated(None);
-        near.insert("k", ticket, value(1), Instant::now(), TTL, 8);
+        near.insert("k", ticket, value(1), landed(Instant::now()));
         assert_eq!(read(&near, "k"), None);
         let session = near.begin();
         assert!(near.ticket("k").is_none() && !near.is_serving());
@@ -367,7 +373,7 @@ mod tests {
         let near = near(10);
         let ticket = near.ticket("k").expect("serving");
         let long_ago = Instant::now() - Duration::from_secs(120);
-        near.insert("k", ticket, value(1), long_ago, TTL, 8);
+        near.insert("k", ticket, value(1), landed(long_ago));
         assert_eq!(read(&near, "k"), None);
     }
 

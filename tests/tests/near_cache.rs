@@ -357,7 +357,7 @@ async fn after_flushdb_the_next_read_of_every_key_runs_the_body(redis: TestRedis
     }
 }
 
-topology_suite!(standalone, cluster;
+topology_suite!(standalone, cluster, sentinel;
     an_update_through_one_cache_reaches_the_others_near_cache_after_sync_local,
     an_update_through_one_cache_reaches_the_others_near_cache_within_a_bounded_wait,
     after_flushdb_the_next_read_of_every_key_runs_the_body,

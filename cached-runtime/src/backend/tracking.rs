@@ -29,15 +29,13 @@ use std::{
 
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ProtocolVersion, PushInfo, PushKind,
-    RedisError, Value,
-    aio::MultiplexedConnection,
-    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+    RedisError, Value, aio::MultiplexedConnection, sentinel::SentinelClient,
 };
 use tokio::sync::{Notify, watch};
 
 use super::{
     cluster::key_slot,
-    redis::{RedisStore, node_info, standalone_info},
+    redis::{RedisStore, node_info, sentinel_client, standalone_info},
 };
 use crate::{
     config::{CacheBuilder, Topology},
@@ -196,29 +194,13 @@ pub(crate) fn start(
             username,
             password,
         } => {
-            let infos = sentinels
-                .iter()
-                .map(|n| node_info(n, &url))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut redis =
-                redis::RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
-            if let Some(u) = username {
-                redis = redis.set_username(u);
-            }
-            if let Some(p) = password {
-                redis = redis.set_password(p);
-            }
-            let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(redis);
-            let client = SentinelClient::build(
-                infos,
-                master.clone(),
-                Some(node),
-                SentinelServerType::Master,
-            )
-            .map_err(|e| CacheError::InvalidUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            let client = sentinel_client(
+                master,
+                sentinels,
+                (username.as_deref(), password.as_deref()),
+                ProtocolVersion::RESP3,
+                &url,
+            )?;
             Endpoints::Sentinel(tokio::sync::Mutex::new(client))
         }
     };

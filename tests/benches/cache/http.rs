@@ -1,6 +1,6 @@
 //! HTTP under `wrk`: the demo's `GET /items/{id}` served from the cache, the same request
-//! revalidated with `If-None-Match` (a `304` from the cache), the same handler with the cache
-//! out of reach (fail-open, so every request reads SQLite), a handler that returns the same
+//! revalidated with `If-None-Match` (a `304` from the cache), the same read with the near cache
+//! on (answered from process memory), the same handler with the cache out of reach (fail-open, so every request reads SQLite), a handler that returns the same
 //! JSON as a constant, and the axum example's item read, 200 and 304.
 //!
 //! The demo has no switch to bypass its cache and this benchmark does not change it, so the
@@ -16,6 +16,8 @@ use tests::{RedisServer, free_port};
 const CONNECTIONS: usize = 64;
 const SECONDS: u64 = 5;
 const PATH: &str = "/items/1";
+/// The demo's near cache bound in the near-cache run (what `REDIS_CACHE_LOCAL_ENTRIES` sets).
+const LOCAL_ENTRIES: u64 = 10_000;
 
 #[derive(Clone, Copy, Debug)]
 struct Wrk {
@@ -81,10 +83,23 @@ fn measure_with(name: &str, addr: SocketAddr, header: Option<&str>) -> Option<Wr
     Some(w)
 }
 
-async fn start_demo(redis_url: String, db: &std::path::Path) -> demo_app::Running {
+/// The demo on `127.0.0.1:0`; `local_entries` > 0 turns its near cache on, as
+/// `REDIS_CACHE_LOCAL_ENTRIES` does through `CacheBuilder::from_env`.
+async fn start_demo(
+    redis_url: String,
+    db: &std::path::Path,
+    local_entries: u64,
+) -> demo_app::Running {
     let mut config = demo_app::Config::new(redis_url, db);
     config.bind = "127.0.0.1:0".to_owned();
+    config.cache = config.cache.local_cache(local_entries);
     demo_app::start(config).await.expect("start the demo")
+}
+
+/// Requests answered from the demo's process memory so far.
+fn local_hits(running: &demo_app::Running) -> u64 {
+    let total = running.state().cache.stats().total;
+    total.local_hits + total.local_null_hits
 }
 
 pub(crate) fn run(rt: &tokio::runtime::Runtime) {
@@ -101,7 +116,7 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime) {
     println!("| server | requests/s | p99 |");
     println!("|---|---:|---:|");
 
-    let warm = rt.block_on(start_demo(redis.url(), &dir.join("warm.db")));
+    let warm = rt.block_on(start_demo(redis.url(), &dir.join("warm.db"), 0));
     let (body, etag) = rt.block_on(get_item(warm.addr()));
     let cached = measure("demo, cache warm (200)", warm.addr());
     let revalidated = measure_with(
@@ -111,8 +126,23 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime) {
     );
     rt.block_on(warm.stop()).expect("stop the demo");
 
+    let near = rt.block_on(start_demo(redis.url(), &dir.join("near.db"), LOCAL_ENTRIES));
+    assert!(
+        rt.block_on(near.state().cache.local_ready(Duration::from_secs(10))),
+        "the demo's near cache did not start serving"
+    );
+    rt.block_on(get_item(near.addr()));
+    let local_before = local_hits(&near);
+    let near_cached = measure(
+        &format!("demo, near cache on (`local_cache({LOCAL_ENTRIES})`), warm (200)"),
+        near.addr(),
+    );
+    let near_total = near.state().cache.stats().total;
+    let near_local = local_hits(&near) - local_before;
+    rt.block_on(near.stop()).expect("stop the demo");
+
     let down = format!("redis://127.0.0.1:{}", free_port());
-    let bypassed = rt.block_on(start_demo(down, &dir.join("bypassed.db")));
+    let bypassed = rt.block_on(start_demo(down, &dir.join("bypassed.db"), 0));
     measure(
         "demo, Redis unreachable (fail-open: SQLite read per request)",
         bypassed.addr(),
@@ -155,6 +185,18 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime) {
             c.requests_per_sec / f.requests_per_sec
         );
     }
+    if let (Some(n), Some(f)) = (near_cached, fixed) {
+        println!(
+            "\nwarm item read with the near cache / constant handler: {:.2}",
+            n.requests_per_sec / f.requests_per_sec
+        );
+    }
+    println!(
+        "\nnear-cache demo: {near_local} calls answered from process memory during the runs \
+         (warm-up and measured); all its calls: {}, Redis hits {}",
+        near_total.calls(),
+        near_total.hits
+    );
     if let (Some(ok), Some(not_modified)) = (cached, revalidated) {
         println!(
             "\n304 / 200 on the same warm demo: {:.2}",

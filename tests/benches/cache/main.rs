@@ -1,6 +1,6 @@
 //! The cache's hit and miss paths against the ceiling and the closest peer, on a private
-//! redis-server on loopback; then the same on a local Redis Cluster, invalidation, HTTP under
-//! `wrk` and a cold stampede.
+//! redis-server on loopback; then the near cache (hit path, invalidation propagation, memory),
+//! the same on a local Redis Cluster, invalidation, HTTP under `wrk` and a cold stampede.
 //!
 //! `cargo bench -p tests --bench cache` (or `scripts/bench.sh`, which also writes the chart;
 //! docs/BENCHMARKS.md records a run). Results go to stdout as Markdown tables.
@@ -14,6 +14,7 @@ mod cluster;
 mod harness;
 mod http;
 mod invalidation;
+mod near;
 mod stampede;
 mod variants;
 
@@ -24,7 +25,7 @@ use tests::RedisServer;
 use variants::Variants;
 
 /// Operations per repetition on the hit path.
-const HIT_OPS: usize = 60_000;
+pub(crate) const HIT_OPS: usize = 60_000;
 /// Operations per repetition on the miss path (each one leaves a key behind).
 const MISS_OPS: usize = 20_000;
 /// Operations per `redis-benchmark` run.
@@ -35,6 +36,11 @@ fn main() {
     // `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
         println!("benchmark skipped: run it with `cargo bench -p tests --bench cache`");
+        return;
+    }
+    // The near section's memory figure, in a fresh process of this binary.
+    if let Ok(url) = std::env::var(near::MEMORY_CHILD_ENV) {
+        near::memory_child(&url);
         return;
     }
     let started = Instant::now();
@@ -56,6 +62,17 @@ fn main() {
             }
         }
     }
+    if !skipped("near") {
+        let server = RedisServer::start();
+        let rows = rt.block_on(near::run(&server));
+        if let Ok(path) = std::env::var("BENCH_CHART") {
+            let path = near_chart_path(&path);
+            match chart::write_near(&path, &rows) {
+                Ok(()) => println!("\nchart written to {path}"),
+                Err(e) => eprintln!("cannot write the chart to {path}: {e}"),
+            }
+        }
+    }
     if !skipped("cluster") {
         rt.block_on(cluster::run());
     }
@@ -71,6 +88,14 @@ fn main() {
         http::run(&rt);
     }
     println!("\nwhole run: {:.0} s", started.elapsed().as_secs_f64());
+}
+
+/// The near section's chart beside the `BENCH_CHART` one: `dir/x.svg` gives `dir/x-near.svg`.
+fn near_chart_path(path: &str) -> String {
+    match path.strip_suffix(".svg") {
+        Some(stem) => format!("{stem}-near.svg"),
+        None => format!("{path}-near.svg"),
+    }
 }
 
 /// Hit-path figures of one concurrency, for the tables and the chart.

@@ -14,7 +14,7 @@ use tests::RedisServer;
 
 /// The id every hit-path call reads (filled before measuring).
 pub(crate) const HOT_ID: u64 = 42;
-const TTL_SECS: u64 = 3600;
+pub(crate) const TTL_SECS: u64 = 3600;
 
 /// About 200 bytes of JSON.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -27,10 +27,24 @@ pub(crate) struct Item {
     description: String,
 }
 
+impl Item {
+    /// The item of `id` at another price: a new value for the same key.
+    pub(crate) fn priced(id: u64, price_cents: u64) -> Self {
+        Self {
+            price_cents,
+            ..item(id)
+        }
+    }
+
+    pub(crate) fn price_cents(&self) -> u64 {
+        self.price_cents
+    }
+}
+
 static BODY_RUNS: AtomicU64 = AtomicU64::new(0);
 
 /// The "database read": builds the item and counts the run.
-async fn load(id: u64) -> Item {
+pub(crate) async fn load(id: u64) -> Item {
     BODY_RUNS.fetch_add(1, Ordering::Relaxed);
     item(id)
 }

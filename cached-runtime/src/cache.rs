@@ -122,6 +122,19 @@ impl fmt::Display for KeyTag<'_> {
     }
 }
 
+/// `call(span)`, run inside `span` when the span is recorded. Wrapping a call in its span
+/// moves the call's whole state once more (measurable on a hit); only a span someone records
+/// needs it.
+#[inline]
+fn in_span<F: Future>(span: Span, call: impl FnOnce(Span) -> F) -> impl Future<Output = F::Output> {
+    if span.is_disabled() {
+        Either::Left(call(span))
+    } else {
+        let entered = span.clone();
+        Either::Right(call(span).instrument(entered))
+    }
+}
+
 impl Cache {
     /// A builder for a cache at `url`: `redis://[user[:password]@]host[:port][/db]`,
     /// `rediss://…` (with the `tls` feature), or `redis+unix:///path/to.sock[?db=N&pass=…]`.
@@ -385,17 +398,9 @@ impl Cache {
         F: Future<Output = R>,
     {
         let span = telemetry::call_span(&self.inner.telemetry, key);
-        // Wrapping the call in its span moves the call's whole state once more (measurable
-        // on a hit); only a span someone records needs it.
-        if span.is_disabled() {
-            Either::Left(self.get_or_fill_near::<S, R, F>(key, policy, body, span))
-        } else {
-            let entered = span.clone();
-            Either::Right(
-                self.get_or_fill_near::<S, R, F>(key, policy, body, span)
-                    .instrument(entered),
-            )
-        }
+        in_span(span, |span| {
+            self.get_or_fill_near::<S, R, F>(key, policy, body, span)
+        })
     }
 
     /// [`get_or_fill`](Self::get_or_fill) without the near cache, for value types that are
@@ -411,15 +416,9 @@ impl Cache {
         F: Future<Output = R>,
     {
         let span = telemetry::call_span(&self.inner.telemetry, key);
-        if span.is_disabled() {
-            Either::Left(self.get_or_fill_in::<S, R, F>(key, policy, body, span, None))
-        } else {
-            let entered = span.clone();
-            Either::Right(
-                self.get_or_fill_in::<S, R, F>(key, policy, body, span, None)
-                    .instrument(entered),
-            )
-        }
+        in_span(span, |span| {
+            self.get_or_fill_in::<S, R, F>(key, policy, body, span, None)
+        })
     }
 
     /// The near cache for `policy`'s calls, when there is one and the call may use it.
@@ -473,14 +472,7 @@ impl Cache {
                 Entry::Absent => None,
                 Entry::Skip => return result,
             };
-            near.insert(
-                key.as_str(),
-                ticket,
-                value,
-                landed.since,
-                landed.ttl,
-                landed.bytes,
-            );
+            near.insert(key.as_str(), ticket, value, *landed);
         }
         result
     }

@@ -444,13 +444,32 @@ impl Fill<'_> {
     /// `SET … EX`; whether it was stored.
     async fn store_entry(&self, encoded: &Encoded) -> bool {
         let inner = &*self.cache.inner;
-        // Redis echoes this write to the near cache's tracking: registered first, the echo
-        // does not evict the value stored here.
-        let expectation = match (self.landing, &inner.near) {
-            (Some(_), Some(near)) => near.expect(self.key.as_str()),
-            _ => None,
-        };
-        let since = Instant::now();
+        // The near cache keeps this result: the write goes on the key's tracking connection,
+        // whose NOLOOP keeps Redis from reporting it back to evict what is kept, while a
+        // write by anyone after it is still reported. Only with single-flight, which makes
+        // this the one fill of the key in the process: two unreported writes of one key from
+        // here could be kept in the opposite order to the one Redis applied them in.
+        if let (Some(_), Some(tracker), true) = (self.landing, &inner.tracker, inner.single_flight)
+        {
+            let since = Instant::now();
+            match tracker
+                .set(self.key.as_str(), &encoded.bytes, encoded.ttl)
+                .await
+            {
+                Ok(()) => {
+                    self.counters.stores(1);
+                    self.land(Some(Landed {
+                        since,
+                        ttl: Some(Duration::from_secs(encoded.ttl)),
+                        bytes: encoded.bytes.len(),
+                    }));
+                    return true;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "near cache write failed; writing through the data connection, not kept locally");
+                }
+            }
+        }
         match inner
             .store
             .set_ex(self.key.as_str(), &encoded.bytes, encoded.ttl)
@@ -458,14 +477,6 @@ impl Fill<'_> {
         {
             Ok(()) => {
                 self.counters.stores(1);
-                if let Some(expectation) = expectation {
-                    expectation.sent();
-                    self.land(Some(Landed {
-                        since,
-                        ttl: Some(Duration::from_secs(encoded.ttl)),
-                        bytes: encoded.bytes.len(),
-                    }));
-                }
                 true
             }
             Err(e) => {

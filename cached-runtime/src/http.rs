@@ -512,14 +512,7 @@ impl Cache {
         let keep = |value: Option<Published>, landed: Landed| {
             if let (Some(near), Some(ticket)) = (near, ticket) {
                 let value = value.map(|b| Arc::new(b) as Arc<dyn std::any::Any + Send + Sync>);
-                near.insert(
-                    key.as_str(),
-                    ticket,
-                    value,
-                    landed.since,
-                    landed.ttl,
-                    landed.bytes,
-                );
+                near.insert(key.as_str(), ticket, value, landed);
             }
         };
         let seq = inner.flights.seq();

@@ -49,6 +49,15 @@
 //! concurrent calls are pipelined. Broken, half-open and failed-over connections are retired
 //! and replaced in the background; a circuit breaker skips Redis while it keeps failing.
 //!
+//! # Near cache
+//!
+//! [`CacheBuilder::local_cache`] keeps decoded values in process memory in front of Redis: a
+//! hit there sends no command. Redis keeps every process's copy coherent through
+//! server-assisted client-side caching (`CLIENT TRACKING … BCAST`, one connection per
+//! primary): any change to a key, by anyone, evicts it; while tracking is down the near cache
+//! is empty and bypassed. [`Cache::sync_local`] waits for invalidations already sent, and
+//! [`LocalStats`] reports it.
+//!
 //! # Metrics and tracing
 //!
 //! Counters and latencies go to the `metrics` facade (the crate installs no recorder) and each

@@ -20,23 +20,23 @@
 //!   of the key's stripe (bumped by every invalidation of a key in it). It inserts only if
 //!   both are unchanged, and checks once more after inserting, undoing the insert if an
 //!   invalidation slipped in between (the invalidation bumps before it removes).
-//! - **This process's own write.** Its `SET` comes back as an invalidation too. A fill
-//!   registers an [`Expectation`] before its `SET`; the invalidation that answers it is
-//!   consumed without evicting, so the value just stored stays. Any other invalidation of the
-//!   key still evicts. An expectation whose `SET` failed or was cancelled is withdrawn by its
-//!   guard; every error in this bookkeeping errs towards evicting.
+//! - **This process's own write.** A fill that keeps its result sends its `SET` on the
+//!   tracking connection itself, which has `NOLOOP`: Redis reports a change of a key to it
+//!   unless the last change of that key in the batch it reports was its own. So its own
+//!   write is not echoed back to evict the value just stored, while a write by anyone else
+//!   after it (even one Redis processes in the same event-loop pass) still is.
 
 use std::{
     any::Any,
-    collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher},
+    hash::BuildHasher,
     sync::{
-        Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use crate::fill::Landed;
 use quick_cache::{DefaultHashBuilder, Weighter, sync::Cache as Store};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -44,10 +44,6 @@ use tokio::sync::watch;
 /// Stripes of invalidation epochs: an invalidation of one key refuses inserts of the keys
 /// that share its stripe while it is in flight (rarely another key's).
 const STRIPES: usize = 4096;
-
-/// Expectations outstanding beyond this are dropped with a flush: they would only grow if
-/// invalidations stopped arriving, which the tracking heartbeat catches first.
-const MAX_EXPECTED: usize = 100_000;
 
 /// What a near-cache entry holds.
 #[derive(Clone)]
@@ -115,9 +111,6 @@ pub(crate) struct NearCache {
     ready: watch::Sender<bool>,
     /// The tracking session whose connections the serving state stands for.
     session: AtomicU64,
-    expected: Mutex<HashMap<Box<str>, u32>>,
-    /// Expectations outstanding: the invalidation handler skips the lock when there are none.
-    expecting: AtomicUsize,
     config: LocalConfig,
     invalidations: AtomicU64,
     flushes: AtomicU64,
@@ -134,8 +127,6 @@ impl NearCache {
             serving: AtomicBool::new(false),
             ready: watch::Sender::new(false),
             session: AtomicU64::new(0),
-            expected: Mutex::default(),
-            expecting: AtomicUsize::new(0),
             config,
             invalidations: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
@@ -143,10 +134,8 @@ impl NearCache {
     }
 
     fn stripe(&self, key: &str) -> usize {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
         // STRIPES is a power of two.
-        (h.finish() as usize) & (STRIPES - 1)
+        (self.hasher.hash_one(key) as usize) & (STRIPES - 1)
     }
 
     /// The live entry for `key`, if the near cache is serving.
@@ -183,21 +172,19 @@ impl NearCache {
             && self.epochs[ticket.stripe].load(Ordering::SeqCst) == ticket.epoch
     }
 
-    /// Inserts what a call read from or wrote to Redis, unless the key (or everything) was
-    /// invalidated since its ticket was taken. `ttl`: what Redis holds it for from the
-    /// moment `since` (taken before the command was sent); `bytes`: its stored size.
+    /// Inserts what a call read from or wrote to Redis (`None`: the null marker), unless the
+    /// key (or everything) was invalidated since its ticket was taken.
     pub(crate) fn insert(
         &self,
         key: &str,
         ticket: Ticket,
         value: Option<Arc<dyn Any + Send + Sync>>,
-        since: Instant,
-        ttl: Option<Duration>,
-        bytes: usize,
+        landed: Landed,
     ) {
         if !self.valid(ticket) {
             return;
         }
+        let Landed { since, ttl, bytes } = landed;
         let ttl = match (ttl, self.config.ttl) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or(Duration::from_secs(365 * 24 * 3600)),
@@ -250,60 +237,13 @@ impl NearCache {
         let Ok(key) = std::str::from_utf8(key) else {
             return;
         };
-        if self.expecting.load(Ordering::SeqCst) != 0 && self.consume(key) {
-            return;
-        }
         self.evict(key);
     }
 
-    /// Consumes one expectation of `key`: the echo of this process's own write.
-    fn consume(&self, key: &str) -> bool {
-        let mut expected = self.lock_expected();
-        match expected.get_mut(key) {
-            Some(n) if *n > 1 => *n -= 1,
-            Some(_) => {
-                expected.remove(key);
-            }
-            None => return false,
-        }
-        self.expecting.fetch_sub(1, Ordering::SeqCst);
-        true
-    }
-
-    fn lock_expected(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, u32>> {
-        self.expected.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Registers the write this call is about to send, so its echo does not evict what it
-    /// stores. `None` while not serving.
-    pub(crate) fn expect(&self, key: &str) -> Option<Expectation<'_>> {
-        if !self.serving.load(Ordering::SeqCst) {
-            return None;
-        }
-        let mut expected = self.lock_expected();
-        if expected.len() >= MAX_EXPECTED {
-            drop(expected);
-            self.flush();
-            return None;
-        }
-        *expected.entry(key.into()).or_insert(0) += 1;
-        self.expecting.fetch_add(1, Ordering::SeqCst);
-        Some(Expectation {
-            near: self,
-            key: key.into(),
-            sent: false,
-        })
-    }
-
-    /// Empties the near cache and refuses every outstanding ticket and expectation.
+    /// Empties the near cache and refuses every outstanding ticket.
     pub(crate) fn flush(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut expected = self.lock_expected();
-            expected.clear();
-            self.expecting.store(0, Ordering::SeqCst);
-        }
         self.store.clear();
     }
 
@@ -365,42 +305,6 @@ impl NearCache {
     }
 }
 
-/// A write this call is about to send, registered so its echo does not evict what it stores;
-/// withdrawn on drop unless the write was answered.
-pub(crate) struct Expectation<'a> {
-    near: &'a NearCache,
-    key: Box<str>,
-    sent: bool,
-}
-
-impl Expectation<'_> {
-    /// Redis answered the write: its invalidation is on its way and will consume this.
-    pub(crate) fn sent(mut self) {
-        self.sent = true;
-    }
-}
-
-impl Drop for Expectation<'_> {
-    fn drop(&mut self) {
-        if self.sent {
-            return;
-        }
-        // The write failed or its call was dropped; if it reached Redis after all, its echo
-        // now evicts, which is only a miss.
-        let near = self.near;
-        let mut expected = near.lock_expected();
-        if let Some(n) = expected.get_mut(&*self.key) {
-            *n -= 1;
-            if *n == 0 {
-                expected.remove(&*self.key);
-            }
-            near.expecting.fetch_sub(1, Ordering::SeqCst);
-        }
-        drop(expected);
-        near.evict(&self.key);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,40 +330,25 @@ mod tests {
             .and_then(|v| v.downcast_ref::<u64>().copied())
     }
 
-    const TTL: Option<Duration> = Some(Duration::from_secs(60));
+    /// Read at `since`, kept by Redis for a minute from then.
+    fn landed(since: Instant) -> Landed {
+        Landed {
+            since,
+            ttl: Some(Duration::from_secs(60)),
+            bytes: 8,
+        }
+    }
 
     #[test]
     fn an_invalidation_during_a_read_keeps_its_value_out() {
         let near = near(10);
         let ticket = near.ticket("k").expect("serving");
         near.invalidated(Some(b"k"));
-        near.insert("k", ticket, value(1), Instant::now(), TTL, 8);
+        near.insert("k", ticket, value(1), landed(Instant::now()));
         assert_eq!(read(&near, "k"), None);
         let ticket = near.ticket("k").expect("serving");
-        near.insert("k", ticket, value(2), Instant::now(), TTL, 8);
+        near.insert("k", ticket, value(2), landed(Instant::now()));
         assert_eq!(read(&near, "k"), Some(2));
-    }
-
-    #[test]
-    fn the_echo_of_an_own_write_keeps_the_value_and_a_foreign_write_evicts_it() {
-        let near = near(10);
-        let ticket = near.ticket("k").expect("serving");
-        near.expect("k").expect("serving").sent();
-        near.insert("k", ticket, value(1), Instant::now(), TTL, 8);
-        near.invalidated(Some(b"k"));
-        assert_eq!(read(&near, "k"), Some(1), "own echo consumed");
-        near.invalidated(Some(b"k"));
-        assert_eq!(read(&near, "k"), None, "another write evicts");
-    }
-
-    #[test]
-    fn a_withdrawn_expectation_consumes_nothing() {
-        let near = near(10);
-        drop(near.expect("k"));
-        let ticket = near.ticket("k").expect("serving");
-        near.insert("k", ticket, value(1), Instant::now(), TTL, 8);
-        near.invalidated(Some(b"k"));
-        assert_eq!(read(&near, "k"), None);
     }
 
     #[test]
@@ -467,7 +356,7 @@ mod tests {
         let near = near(10);
         let ticket = near.ticket("k").expect("serving");
         near.invalidated(None);
-        near.insert("k", ticket, value(1), Instant::now(), TTL, 8);
+        near.insert("k", ticket, value(1), landed(Instant::now()));
         assert_eq!(read(&near, "k"), None);
         let session = near.begin();
         assert!(near.ticket("k").is_none() && !near.is_serving());
@@ -484,7 +373,7 @@ mod tests {
         let near = near(10);
         let ticket = near.ticket("k").expect("serving");
         let long_ago = Instant::now() - Duration::from_secs(120);
-        near.insert("k", ticket, value(1), long_ago, TTL, 8);
+        near.insert("k", ticket, value(1), landed(long_ago));
         assert_eq!(read(&near, "k"), None);
     }
 

@@ -40,6 +40,10 @@
 //! of its `requests_total`; [`Counts::hit_ratio`](crate::Counts::hit_ratio) computes the same
 //! from [`Cache::stats`](crate::Cache::stats).
 //!
+//! The `SET` of a fill whose result the near cache keeps travels on the tracking connection
+//! and is not timed in `db.client.operation.duration`; neither are the tracking connections'
+//! `ROLE` heartbeats.
+//!
 //! Hits and null hits carry a `tier` label: `local` when the near cache answered (no Redis
 //! command), `redis` otherwise; summing over it gives all hits. The near cache's own state is
 //! in [`Cache::stats`](crate::Cache::stats) (`local`).

@@ -900,13 +900,13 @@ async fn metrics_parse_as_prometheus_text_and_count_what_happened() {
 
     let scrape = scrape(&demo).await;
     let cache = ("cache", "e2e-metrics");
+    // No near cache in this demo: every hit is Redis's.
     let requests = |prefix: &str, outcome: &str| {
-        sample(
-            &scrape,
-            "redis_cache_requests_total",
-            &[cache, ("prefix", prefix), ("outcome", outcome)],
-        )
-        .clone()
+        let mut labels = vec![cache, ("prefix", prefix), ("outcome", outcome)];
+        if matches!(outcome, "hit" | "null_hit") {
+            labels.push(("tier", "redis"));
+        }
+        sample(&scrape, "redis_cache_requests_total", &labels).clone()
     };
     use prometheus_parse::Value::{Counter, Gauge, Histogram};
     assert_eq!(requests("item", "hit"), Counter(1.0));

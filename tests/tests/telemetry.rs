@@ -17,10 +17,11 @@ use tests::{
 };
 
 /// Every label the crate may put on a series.
-const KNOWN_LABELS: [&str; 8] = [
+const KNOWN_LABELS: [&str; 9] = [
     "cache",
     "prefix",
     "outcome",
+    "tier",
     "wait",
     "to",
     "db.system.name",
@@ -28,11 +29,14 @@ const KNOWN_LABELS: [&str; 8] = [
     "error.type",
 ];
 
+/// Calls of `prefix` that ended in `outcome`; hits are those Redis answered (no near cache
+/// here: its hits are `tier="local"`).
 fn requests(r: &TestRecorder, cache: &str, prefix: &str, outcome: &str) -> Option<u64> {
-    r.counter(
-        telemetry::REQUESTS,
-        &[("cache", cache), ("prefix", prefix), ("outcome", outcome)],
-    )
+    let mut labels = vec![("cache", cache), ("prefix", prefix), ("outcome", outcome)];
+    if matches!(outcome, "hit" | "null_hit") {
+        labels.push(("tier", "redis"));
+    }
+    r.counter(telemetry::REQUESTS, &labels)
 }
 
 fn count(r: &TestRecorder, name: &str, labels: Labels<'_>) -> usize {

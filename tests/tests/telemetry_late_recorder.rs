@@ -28,7 +28,16 @@ async fn a_recorder_installed_after_the_cache_was_built_receives() {
             &[("cache", "late"), ("prefix", "v"), ("outcome", outcome)],
         )
     };
-    assert_eq!(requests("hit"), Some(2));
+    let hits = r.counter(
+        telemetry::REQUESTS,
+        &[
+            ("cache", "late"),
+            ("prefix", "v"),
+            ("outcome", "hit"),
+            ("tier", "redis"),
+        ],
+    );
+    assert_eq!(hits, Some(2));
     assert_eq!(
         requests("miss"),
         Some(0),

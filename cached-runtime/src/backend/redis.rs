@@ -357,6 +357,39 @@ pub(super) fn node_info(raw: &str, shown: &str) -> Result<redis::ConnectionInfo,
     raw.into_connection_info().map_err(|e| invalid(shown, &e))
 }
 
+/// A client that asks `sentinels` for `master`'s primary and connects to it with the
+/// primary's own `(username, password)` and `protocol`.
+pub(super) fn sentinel_client(
+    master: &str,
+    sentinels: &[String],
+    (username, password): (Option<&str>, Option<&str>),
+    protocol: redis::ProtocolVersion,
+    url: &str,
+) -> Result<SentinelClient, CacheError> {
+    let tcp = || TcpSettings::default().set_keepalive(keepalive());
+    let infos = sentinels
+        .iter()
+        .map(|n| node_info(n, url).map(|i| i.set_tcp_settings(tcp())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut redis = redis::RedisConnectionInfo::default().set_protocol(protocol);
+    if let Some(u) = username {
+        redis = redis.set_username(u);
+    }
+    if let Some(p) = password {
+        redis = redis.set_password(p);
+    }
+    let node = SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(redis)
+        .set_tcp_settings(tcp());
+    SentinelClient::build(
+        infos,
+        master.to_owned(),
+        Some(node),
+        SentinelServerType::Master,
+    )
+    .map_err(|e| invalid(url, &e))
+}
+
 /// The connection info of one server at `config.url`, and whether it is `rediss://` (the
 /// info then has the `redis` scheme: TLS is this crate's own).
 pub(super) fn standalone_info(
@@ -441,27 +474,13 @@ impl RedisStore {
                 username,
                 password,
             } => {
-                let infos = sentinels
-                    .iter()
-                    .map(|n| node_info(n, &url).map(|i| i.set_tcp_settings(tcp())))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut redis = redis::RedisConnectionInfo::default();
-                if let Some(u) = username {
-                    redis = redis.set_username(u);
-                }
-                if let Some(p) = password {
-                    redis = redis.set_password(p);
-                }
-                let node = SentinelNodeConnectionInfo::default()
-                    .set_redis_connection_info(redis)
-                    .set_tcp_settings(tcp());
-                let client = SentinelClient::build(
-                    infos,
-                    master.clone(),
-                    Some(node),
-                    SentinelServerType::Master,
-                )
-                .map_err(|e| invalid(&url, &e))?;
+                let client = sentinel_client(
+                    master,
+                    sentinels,
+                    (username.as_deref(), password.as_deref()),
+                    redis::ProtocolVersion::RESP2,
+                    &url,
+                )?;
                 Connector::Sentinel(tokio::sync::Mutex::new(client))
             }
         };

@@ -8,6 +8,13 @@
 //! answered on every tracking connection ([`Tracker::sync`]) means every invalidation Redis
 //! sent before it has been applied.
 //!
+//! The connections also carry `NOLOOP`, and the fills whose result the near cache keeps send
+//! their `SET` on them ([`Tracker::set`]): Redis reports a key to a NOLOOP client unless the
+//! last change of it in the batch was that client's own, so a fill's own write does not come
+//! back to evict what it stored, and anyone else's later write still does. (Counting echoes
+//! instead would be wrong: BCAST reports a key once per event-loop pass, so a foreign write
+//! in the same pass would hide behind the echo.)
+//!
 //! A supervisor task owns the session: it connects to every primary (the one server, the
 //! primary Sentinel names, or every primary in `CLUSTER SLOTS`), then serves the near cache,
 //! and checks once a second that each connection answers `ROLE` as a primary and, on a
@@ -22,13 +29,14 @@ use std::{
 
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ProtocolVersion, PushInfo, PushKind,
-    RedisError, Value,
-    aio::MultiplexedConnection,
-    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+    RedisError, Value, aio::MultiplexedConnection, sentinel::SentinelClient,
 };
 use tokio::sync::{Notify, watch};
 
-use super::redis::{RedisStore, node_info, standalone_info};
+use super::{
+    cluster::key_slot,
+    redis::{RedisStore, node_info, sentinel_client, standalone_info},
+};
 use crate::{
     config::{CacheBuilder, Topology},
     error::CacheError,
@@ -54,10 +62,22 @@ enum Endpoints {
     Cluster(ConnectionInfo),
 }
 
-/// The live tracking session, for [`Tracker::sync`].
+/// The live tracking session: its connections, and on a cluster which one owns which slots.
+#[derive(Default)]
+struct Session {
+    links: Vec<MultiplexedConnection>,
+    /// Slot ranges (first, last) and the index in `links` of their primary; empty off a
+    /// cluster.
+    slots: Vec<(i64, i64, usize)>,
+}
+
+/// The tracking connections, for [`Tracker::sync`] and [`Tracker::set`].
 pub(crate) struct Tracker {
-    links: Mutex<Vec<MultiplexedConnection>>,
+    session: Mutex<Session>,
+    /// Bound on a `PING` of [`Tracker::sync`].
     timeout: Duration,
+    /// Bound on a `SET`: the cache's command timeout.
+    command_timeout: Duration,
 }
 
 impl std::fmt::Debug for Tracker {
@@ -70,11 +90,7 @@ impl Tracker {
     /// Returns once every invalidation Redis sent before this call has been applied: one
     /// `PING` per tracking connection, answered after the messages queued before it.
     pub(crate) async fn sync(&self) -> Result<(), CacheError> {
-        let links = self
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let links = self.lock().links.clone();
         for mut link in links {
             let ping = redis::cmd("PING");
             match tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut link)).await {
@@ -86,8 +102,42 @@ impl Tracker {
         Ok(())
     }
 
-    fn set_links(&self, links: Vec<MultiplexedConnection>) {
-        *self.links.lock().unwrap_or_else(PoisonError::into_inner) = links;
+    fn lock(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_session(&self, session: Session) {
+        *self.lock() = session;
+    }
+
+    /// The tracking connection of the primary that owns `key`.
+    fn link_for(&self, key: &str) -> Option<MultiplexedConnection> {
+        let session = self.lock();
+        if session.slots.is_empty() {
+            return session.links.first().cloned();
+        }
+        let slot = i64::from(key_slot(key.as_bytes()));
+        session
+            .slots
+            .iter()
+            .find(|(first, last, _)| (*first..=*last).contains(&slot))
+            .and_then(|(_, _, i)| session.links.get(*i).cloned())
+    }
+
+    /// `SET key value EX secs` on the tracking connection of the key's primary, so Redis
+    /// does not report it back (`NOLOOP`). An error (no session, a resharded slot's `MOVED`,
+    /// a timeout) leaves the write to the data path.
+    pub(crate) async fn set(&self, key: &str, value: &[u8], secs: u64) -> Result<(), CacheError> {
+        let Some(mut link) = self.link_for(key) else {
+            return Err(CacheError::Unavailable);
+        };
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("EX").arg(secs);
+        match tokio::time::timeout(self.command_timeout, cmd.query_async::<()>(&mut link)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(CacheError::Connection(Box::new(e))),
+            Err(_) => Err(CacheError::Timeout(self.command_timeout)),
+        }
     }
 }
 
@@ -144,35 +194,20 @@ pub(crate) fn start(
             username,
             password,
         } => {
-            let infos = sentinels
-                .iter()
-                .map(|n| node_info(n, &url))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut redis =
-                redis::RedisConnectionInfo::default().set_protocol(ProtocolVersion::RESP3);
-            if let Some(u) = username {
-                redis = redis.set_username(u);
-            }
-            if let Some(p) = password {
-                redis = redis.set_password(p);
-            }
-            let node = SentinelNodeConnectionInfo::default().set_redis_connection_info(redis);
-            let client = SentinelClient::build(
-                infos,
-                master.clone(),
-                Some(node),
-                SentinelServerType::Master,
-            )
-            .map_err(|e| CacheError::InvalidUrl {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+            let client = sentinel_client(
+                master,
+                sentinels,
+                (username.as_deref(), password.as_deref()),
+                ProtocolVersion::RESP3,
+                &url,
+            )?;
             Endpoints::Sentinel(tokio::sync::Mutex::new(client))
         }
     };
     let tracker = Arc::new(Tracker {
-        links: Mutex::default(),
+        session: Mutex::default(),
         timeout: config.command_timeout.max(Duration::from_secs(1)),
+        command_timeout: config.command_timeout,
     });
     let supervisor = Arc::new(Supervisor {
         store: Arc::downgrade(store),
@@ -190,16 +225,15 @@ pub(crate) fn start(
     Ok(tracker)
 }
 
-/// Starts a new supervisor task if the running one panics.
-struct Restart(Option<Arc<Supervisor>>);
+/// Runs its closure if dropped while its thread unwinds: a panicking task's last word.
+struct OnPanic<F: FnOnce()>(Option<F>);
 
-impl Drop for Restart {
+impl<F: FnOnce()> Drop for OnPanic<F> {
     fn drop(&mut self) {
-        if let Some(supervisor) = self.0.take()
-            && std::thread::panicking()
+        if std::thread::panicking()
+            && let Some(f) = self.0.take()
         {
-            tracing::error!("the near cache's tracking task panicked; restarting it");
-            supervise(supervisor);
+            f();
         }
     }
 }
@@ -207,16 +241,29 @@ impl Drop for Restart {
 fn supervise(supervisor: Arc<Supervisor>) {
     let spawner = supervisor.spawner.clone();
     spawner.spawn(async move {
-        let restart = Restart(Some(Arc::clone(&supervisor)));
+        let again = Arc::clone(&supervisor);
+        let _restart = OnPanic(Some(move || {
+            tracing::error!("the near cache's tracking task panicked; restarting it");
+            if let Some(near) = again.near.upgrade() {
+                near.begin();
+            }
+            supervise(again);
+        }));
         let mut closed = supervisor.closed.clone();
         tokio::select! {
             // The sender lives in the store: an error means the cache was dropped.
             _ = closed.changed() => {}
             () = supervisor.run() => {}
         }
-        drop(restart);
     });
 }
+
+/// A session's connections, its primaries, and which slots each owns.
+type Connected = (
+    Vec<MultiplexedConnection>,
+    Vec<(String, u16)>,
+    Vec<(i64, i64, usize)>,
+);
 
 /// Why a session could not start.
 enum Failure {
@@ -237,12 +284,15 @@ impl Supervisor {
             drop(near);
             let lost = Arc::new(Notify::new());
             match self.connect(session, &lost).await {
-                Ok((links, primaries)) => {
+                Ok((links, primaries, slots)) => {
                     let Some(near) = self.near.upgrade() else {
                         return;
                     };
                     if let Some(tracker) = self.tracker.upgrade() {
-                        tracker.set_links(links.clone());
+                        tracker.set_session(Session {
+                            links: links.clone(),
+                            slots,
+                        });
                     }
                     near.serve(session);
                     drop(near);
@@ -268,17 +318,18 @@ impl Supervisor {
                 near.lost(session);
             }
             if let Some(tracker) = self.tracker.upgrade() {
-                tracker.set_links(Vec::new());
+                tracker.set_session(Session::default());
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
-    /// The primaries to track: their addresses, for a cluster; one unnamed entry otherwise.
-    async fn primaries(&self) -> Result<Vec<(String, u16)>, Failure> {
+    /// The primaries to track (their addresses, for a cluster; one unnamed entry otherwise),
+    /// and which slots each owns.
+    async fn primaries(&self) -> Result<(Vec<(String, u16)>, Vec<(i64, i64, usize)>), Failure> {
         if !matches!(self.endpoints, Endpoints::Cluster(_)) {
-            return Ok(vec![(String::new(), 0)]);
+            return Ok((vec![(String::new(), 0)], Vec::new()));
         }
         let store = self
             .store
@@ -289,18 +340,23 @@ impl Supervisor {
             .await
             .map_err(|f| Failure::Other(format!("{:?}", f.into_error(self.command_timeout))))?;
         let mut primaries: Vec<(String, u16)> =
-            owners.into_iter().map(|r| (r.host, r.port)).collect();
+            owners.iter().map(|r| (r.host.clone(), r.port)).collect();
         primaries.sort();
         primaries.dedup();
-        Ok(primaries)
+        let slots = owners
+            .iter()
+            .filter_map(|r| {
+                let at = primaries
+                    .iter()
+                    .position(|p| p.0 == r.host && p.1 == r.port)?;
+                Some((r.start, r.end, at))
+            })
+            .collect();
+        Ok((primaries, slots))
     }
 
-    async fn connect(
-        &self,
-        session: u64,
-        lost: &Arc<Notify>,
-    ) -> Result<(Vec<MultiplexedConnection>, Vec<(String, u16)>), Failure> {
-        let primaries = self.primaries().await?;
+    async fn connect(&self, session: u64, lost: &Arc<Notify>) -> Result<Connected, Failure> {
+        let (primaries, slots) = self.primaries().await?;
         let mut links = Vec::with_capacity(primaries.len());
         for (host, port) in &primaries {
             let link = tokio::time::timeout(
@@ -311,7 +367,7 @@ impl Supervisor {
             .map_err(|_| Failure::Other("timed out".to_owned()))??;
             links.push(link);
         }
-        Ok((links, primaries))
+        Ok((links, primaries, slots))
     }
 
     async fn connect_one(
@@ -369,6 +425,8 @@ impl Supervisor {
         if let Some(prefix) = &self.prefix {
             tracking.arg("PREFIX").arg(prefix);
         }
+        // Its own writes (the fills it carries) are not reported back to it.
+        tracking.arg("NOLOOP");
         tracking
             .query_async::<()>(&mut link)
             .await
@@ -408,7 +466,7 @@ impl Supervisor {
             }
             if matches!(self.endpoints, Endpoints::Cluster(_)) {
                 match self.primaries().await {
-                    Ok(now) if now == primaries => {}
+                    Ok((now, _)) if now == primaries => {}
                     Ok(_) => return "the cluster's primaries changed".to_owned(),
                     // The data path sees the same failure; tracking stays until its own
                     // connections fail.
@@ -442,11 +500,7 @@ fn pusher(
                 // A flush of the whole database.
                 _ => near.invalidated(None),
             },
-            PushKind::Disconnection => {
-                if near.lost(session) {
-                    lost.notify_one();
-                }
-            }
+            PushKind::Disconnection if near.lost(session) => lost.notify_one(),
             _ => {}
         }
         Ok(())
@@ -469,5 +523,35 @@ fn classify(e: RedisError) -> Failure {
         Failure::Unsupported(e)
     } else {
         Failure::Other(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_runs_its_restart_and_one_that_ends_does_not() {
+        let restarted = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&restarted);
+        let task = tokio::spawn(async move {
+            let _restart = OnPanic(Some(move || flag.store(true, Ordering::SeqCst)));
+            tokio::task::yield_now().await;
+            panic!("injected");
+        });
+        assert!(task.await.is_err_and(|e| e.is_panic()));
+        assert!(restarted.load(Ordering::SeqCst));
+
+        let quiet = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&quiet);
+        tokio::spawn(async move {
+            let _restart = OnPanic(Some(move || flag.store(true, Ordering::SeqCst)));
+            tokio::task::yield_now().await;
+        })
+        .await
+        .expect("ends");
+        assert!(!quiet.load(Ordering::SeqCst));
     }
 }

@@ -142,7 +142,24 @@ async fn maybe(id: u64) -> Maybe<u64> {
     Some(id)
 }
 
+/// A value the near cache can keep (`Clone`), kept out of it.
+#[derive(Clone, Serialize, Deserialize)]
+struct Fresh {
+    at: u64,
+}
+
+#[redis_cache(prefix = "fresh", ttl = 5, local = false)]
+async fn fresh(id: u64) -> Fresh {
+    Fresh { at: id }
+}
+
+#[redis_cache(prefix = "near", ttl = 5, local = true)]
+async fn near(id: u64) -> Option<Fresh> {
+    Some(Fresh { at: id })
+}
+
 fn main() {
+    let _ = (fresh, near);
     let _ = (through_facade, through_facade_path, none_as_value, maybe);
     let _ = skip_all_key;
     let _ = (all, durations, skip_all, template, template_const, raw);

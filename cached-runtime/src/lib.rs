@@ -11,7 +11,7 @@
 //! use std::time::Duration;
 //! use cached_runtime::{Cache, Policy, shape::Optional};
 //!
-//! # #[derive(serde::Serialize, serde::Deserialize)] struct Item { id: u64 }
+//! # #[derive(Clone, serde::Serialize, serde::Deserialize)] struct Item { id: u64 }
 //! # async fn load(id: u64) -> Option<Item> { None }
 //! # async fn demo() -> Result<(), cached_runtime::CacheError> {
 //! let cache = Cache::builder("redis://127.0.0.1:6379")

@@ -262,6 +262,19 @@ impl Fill<'_> {
         result
     }
 
+    /// Reads the key again (with its TTL when the near cache will keep what it finds).
+    async fn lookup<S: Shape<R>, R>(&self) -> Lookup<R> {
+        self.cache
+            .lookup::<S, R>(
+                self.key,
+                self.policy,
+                self.counters,
+                self.span,
+                self.landing.is_some(),
+            )
+            .await
+    }
+
     fn land(&self, landed: Option<Landed>) {
         if let (Some(landing), Some(landed)) = (self.landing, landed) {
             let _ = landing.set(landed);
@@ -313,16 +326,7 @@ impl Fill<'_> {
                         released: false,
                     };
                     // Another process may have filled it between our miss and our lock.
-                    let source = match cache
-                        .lookup::<S, R>(
-                            self.key,
-                            self.policy,
-                            counters,
-                            self.span,
-                            self.landing.is_some(),
-                        )
-                        .await
-                    {
+                    let source = match self.lookup::<S, R>().await {
                         Lookup::Hit {
                             result,
                             bytes,
@@ -356,16 +360,7 @@ impl Fill<'_> {
             }
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_millis(100));
-            match cache
-                .lookup::<S, R>(
-                    self.key,
-                    self.policy,
-                    counters,
-                    self.span,
-                    self.landing.is_some(),
-                )
-                .await
-            {
+            match self.lookup::<S, R>().await {
                 Lookup::Hit {
                     result,
                     bytes,

@@ -299,7 +299,7 @@ impl Supervisor {
                     tracing::debug!(connections = links.len(), "near cache tracking established");
                     backoff = BACKOFF_MIN;
                     warned = false;
-                    let why = self.watch(session, links, primaries, &lost).await;
+                    let why = self.watch(links, primaries, &lost).await;
                     tracing::info!(reason = %why, "near cache tracking lost; bypassing the near cache until it is back");
                 }
                 Err(Failure::Unsupported(e)) => {
@@ -440,7 +440,6 @@ impl Supervisor {
     /// Watches a serving session until it fails; returns why.
     async fn watch(
         &self,
-        session: u64,
         links: Vec<MultiplexedConnection>,
         primaries: Vec<(String, u16)>,
         lost: &Notify,
@@ -473,7 +472,6 @@ impl Supervisor {
                     Err(_) => {}
                 }
             }
-            let _ = session;
         }
     }
 }

@@ -48,6 +48,38 @@ pub const fn check_template(template: &str) {
     }
 }
 
+/// The policy of a macro-cached function; every value was validated at compile time.
+/// `null_ttl` 0 means the cache's default.
+pub const fn policy(
+    prefix: &'static str,
+    ttl: u64,
+    null_ttl: u64,
+    jitter: u64,
+    version: u32,
+) -> Policy {
+    Policy::from_macro(prefix, ttl, null_ttl, jitter, version)
+}
+
+/// `policy` with the `lock` option: the lock TTL in milliseconds.
+pub const fn with_lock(policy: Policy, lock_ms: u64) -> Policy {
+    policy.with_lock_ms(lock_ms)
+}
+
+/// `policy` with the `near` option.
+pub const fn with_near(policy: Policy, on: bool) -> Policy {
+    policy.with_near(on)
+}
+
+/// What a revalidating function answers beside its response.
+pub const fn http_policy(cache_control: &'static str, vary: &'static str) -> HttpPolicy {
+    HttpPolicy::new(cache_control, vary)
+}
+
+/// The site of `function` in `module` (`module_path!()`).
+pub const fn site(module: &'static str, function: &'static str) -> Site {
+    Site::new(module, function)
+}
+
 /// Accepts what a `cache = …` option may name.
 #[diagnostic::on_unimplemented(
     message = "`cache = ...` needs a `cached_runtime::Cache`, found `{Self}`",

@@ -64,6 +64,10 @@ impl HttpPolicy {
     /// is the header names joined by `, ` (empty for none).
     #[doc(hidden)]
     pub const fn __new(cache_control: &'static str, vary: &'static str) -> Self {
+        Self::new(cache_control, vary)
+    }
+
+    pub(crate) const fn new(cache_control: &'static str, vary: &'static str) -> Self {
         Self {
             cache_control,
             vary,

@@ -87,11 +87,16 @@ impl Policy {
         self
     }
 
-    /// For the macro's `local = false`.
-    #[doc(hidden)]
-    pub const fn __with_local(mut self, on: bool) -> Self {
+    /// For the macro's `near = false`.
+    pub(crate) const fn with_near(mut self, on: bool) -> Self {
         self.local = on;
         self
+    }
+
+    /// For the macro's `local = false` (the name before `near`).
+    #[doc(hidden)]
+    pub const fn __with_local(self, on: bool) -> Self {
+        self.with_near(on)
     }
 
     /// The key prefix.
@@ -99,10 +104,21 @@ impl Policy {
         &self.prefix
     }
 
-    /// For the macro, which has validated every value at compile time. `null_ttl` 0 means the
-    /// cache's default.
+    /// For the macro, which has validated every value at compile time.
     #[doc(hidden)]
     pub const fn __from_macro(
+        prefix: &'static str,
+        ttl: u64,
+        null_ttl: u64,
+        jitter: u64,
+        version: u32,
+    ) -> Self {
+        Self::from_macro(prefix, ttl, null_ttl, jitter, version)
+    }
+
+    /// For the macro, which has validated every value at compile time. `null_ttl` 0 means the
+    /// cache's default.
+    pub(crate) const fn from_macro(
         prefix: &'static str,
         ttl: u64,
         null_ttl: u64,
@@ -123,7 +139,12 @@ impl Policy {
 
     /// For the macro's `lock` option: the lock TTL in milliseconds.
     #[doc(hidden)]
-    pub const fn __with_lock(mut self, lock_ms: u64) -> Self {
+    pub const fn __with_lock(self, lock_ms: u64) -> Self {
+        self.with_lock_ms(lock_ms)
+    }
+
+    /// The lock TTL in milliseconds, validated by the macro.
+    pub(crate) const fn with_lock_ms(mut self, lock_ms: u64) -> Self {
         self.lock_ms = Some(lock_ms);
         self
     }
@@ -172,6 +193,10 @@ impl Site {
     /// The site of `function` in `module` (`module_path!()`).
     #[doc(hidden)]
     pub const fn __new(module: &'static str, function: &'static str) -> Self {
+        Self::new(module, function)
+    }
+
+    pub(crate) const fn new(module: &'static str, function: &'static str) -> Self {
         Self {
             module,
             function,

@@ -16,9 +16,10 @@ use sha2::Digest as _;
 use tracing::{Instrument as _, Span};
 
 use crate::{
-    backend::{Store, tracking::Tracker},
+    backend::{self, Store},
     codec::{self, Decoded},
-    config::CacheBuilder,
+    config::{CacheBuilder, Connection},
+    connection::{Redis, Tracking, TrackingListener},
     error::CacheError,
     fill::{Fill, Landed, Landing, Source},
     flight::Flights,
@@ -30,7 +31,7 @@ use crate::{
     shape::{Entry, Shape},
     spawn::Spawner,
     stats::{Counters, Outcome, Registry, Stats, WarnLimiter},
-    telemetry::{self, CacheMetrics},
+    telemetry,
 };
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -66,8 +67,8 @@ pub(crate) struct Inner {
     pub(crate) null_ttl: u64,
     pub(crate) max_value_bytes: usize,
     pub(crate) stats: Registry,
-    /// The `cache` label and the series that are not per prefix.
-    pub(crate) telemetry: Arc<CacheMetrics>,
+    /// The `cache` label of its metrics and spans.
+    pub(crate) name: metrics::SharedString,
     /// Rate-limits the "Redis unavailable" warning.
     pub(crate) warnings: WarnLimiter,
     pub(crate) single_flight: bool,
@@ -80,7 +81,7 @@ pub(crate) struct Inner {
     /// The near cache, when configured on a Redis cache.
     pub(crate) near: Option<Arc<NearCache>>,
     /// Its tracking connections.
-    pub(crate) tracker: Option<Arc<Tracker>>,
+    pub(crate) tracker: Option<Arc<Tracking>>,
 }
 
 /// What one `GET` found.
@@ -102,7 +103,7 @@ pub(crate) enum Lookup<R> {
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache")
-            .field("name", &&**self.inner.telemetry.name())
+            .field("name", &&*self.inner.name)
             .field("store", &self.inner.store.describe())
             .field("namespace", &self.inner.namespace)
             .finish_non_exhaustive()
@@ -140,6 +141,21 @@ impl Cache {
     /// `rediss://…` (with the `tls` feature), or `redis+unix:///path/to.sock[?db=N&pass=…]`.
     pub fn builder(url: impl Into<String>) -> CacheBuilder {
         CacheBuilder::new(url)
+    }
+
+    /// A builder for a cache on a connection that other primitives (or other caches) share:
+    /// the connection's settings are its own, the cache's are set here.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), cached_runtime::CacheError> {
+    /// use cached_runtime::{Cache, connection::Redis};
+    /// let redis = Redis::builder("redis://127.0.0.1:6379").build().await?;
+    /// let items = Cache::on(&redis).namespace("items:").build().await?;
+    /// let pages = Cache::on(&redis).namespace("pages:").name("pages").build().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn on(redis: &Redis) -> CacheBuilder {
+        CacheBuilder::on(redis)
     }
 
     /// A builder for a cache on a Redis Cluster, found through any of `nodes`
@@ -219,47 +235,65 @@ impl Cache {
     /// # }
     /// ```
     pub fn in_memory() -> Self {
-        Self::assemble(
-            &CacheBuilder::new("memory://"),
-            Store::memory(),
-            Spawner::capture().ok(),
-        )
+        let config = CacheBuilder::new("memory://");
+        let name = telemetry::cache_name(None);
+        Self::assemble(&config, Store::memory(), Spawner::capture().ok(), name)
     }
 
     pub(crate) fn memory(config: CacheBuilder) -> Result<Self, CacheError> {
         config.validate()?;
+        let name = telemetry::cache_name(config.name.as_deref());
         Ok(Self::assemble(
             &config,
             Store::memory(),
             Spawner::capture().ok(),
+            name,
         ))
     }
 
     pub(crate) async fn connect(config: CacheBuilder) -> Result<Self, CacheError> {
+        let own = matches!(config.connection, Connection::Own(_));
         let cache = Self::new(&config)?;
-        cache.inner.store.connect_all().await?;
+        if let (true, Some(redis)) = (own, cache.inner.store.connection()) {
+            redis.connect_all().await?;
+        }
         Ok(cache)
     }
 
     pub(crate) fn lazy(config: CacheBuilder) -> Result<Self, CacheError> {
+        let own = matches!(config.connection, Connection::Own(_));
         let cache = Self::new(&config)?;
-        cache.inner.store.connect_in_background();
+        if let (true, Some(redis)) = (own, cache.inner.store.connection()) {
+            redis.connect_in_background();
+        }
         Ok(cache)
     }
 
     fn new(config: &CacheBuilder) -> Result<Self, CacheError> {
         config.validate()?;
-        let spawner = Spawner::capture()?;
-        let store = Store::redis(config, spawner.clone())?;
-        Ok(Self::assemble(config, store, Some(spawner)))
+        let name = telemetry::cache_name(config.name.as_deref());
+        let redis = match &config.connection {
+            // Its own connection reports under the cache's name, as it always has.
+            Connection::Own(b) => Redis::for_cache((**b).clone(), name.clone())?,
+            Connection::Shared { redis, .. } => redis.clone(),
+        };
+        let spawner = redis.spawner().clone();
+        Ok(Self::assemble(
+            config,
+            Store::redis(redis),
+            Some(spawner),
+            name,
+        ))
     }
 
-    fn assemble(config: &CacheBuilder, store: Store, spawner: Option<Spawner>) -> Self {
+    fn assemble(
+        config: &CacheBuilder,
+        store: Store,
+        spawner: Option<Spawner>,
+        name: metrics::SharedString,
+    ) -> Self {
         // A finished fill answers callers whose GET raced it for as long as a GET can take.
-        let keep = (config.command_timeout * 2).max(Duration::from_secs(1));
-        let name = telemetry::cache_name(config.name.as_deref());
-        let telemetry = Arc::new(CacheMetrics::new(name.clone()));
-        store.observe(Arc::clone(&telemetry));
+        let keep = (backend::command_timeout(&store) * 2).max(Duration::from_secs(1));
         let (near, tracker) = Self::near_cache(config, &store, &name);
         Self {
             inner: Arc::new(Inner {
@@ -268,8 +302,8 @@ impl Cache {
                 namespace: config.namespace.clone(),
                 null_ttl: config.null_ttl.as_secs(),
                 max_value_bytes: config.max_value_bytes,
-                stats: Registry::new(name),
-                telemetry,
+                stats: Registry::new(name.clone()),
+                name,
                 warnings: WarnLimiter::default(),
                 single_flight: config.single_flight,
                 fill_wait: config.fill_wait,
@@ -287,7 +321,7 @@ impl Cache {
         config: &CacheBuilder,
         store: &Store,
         name: &str,
-    ) -> (Option<Arc<NearCache>>, Option<Arc<Tracker>>) {
+    ) -> (Option<Arc<NearCache>>, Option<Arc<Tracking>>) {
         if config.local.max_entries == 0 {
             return (None, None);
         }
@@ -303,7 +337,9 @@ impl Cache {
                 }
             })
             .collect();
-        match store.track(config, &near, &client_name) {
+        let listener: std::sync::Weak<dyn TrackingListener> =
+            Arc::downgrade(&(Arc::clone(&near) as Arc<dyn TrackingListener>));
+        match store.track(&config.namespace, &client_name, listener) {
             Ok(Some(tracker)) => (Some(near), Some(tracker)),
             Ok(None) => (None, None),
             Err(e) => {
@@ -321,7 +357,7 @@ impl Cache {
     /// The `cache` label of this cache's metrics and spans; see
     /// [`CacheBuilder::name`].
     pub fn name(&self) -> &str {
-        self.inner.telemetry.name()
+        &self.inner.name
     }
 
     /// Starts a key under `prefix`, with this cache's namespace: the same key a function
@@ -342,8 +378,11 @@ impl Cache {
     pub fn stats(&self) -> Stats {
         let inner = &*self.inner;
         let mut stats = inner.stats.snapshot();
-        (stats.circuit_open, stats.circuit_opened) = inner.store.circuit();
-        stats.connections_retired = inner.store.retired();
+        (
+            stats.circuit_open,
+            stats.circuit_opened,
+            stats.connections_retired,
+        ) = inner.store.health();
         stats.waiting = inner.flights.waiting();
         stats.pending_invalidations = inner.pending.len();
         stats.local = inner.near.as_ref().map(|n| n.stats());
@@ -397,7 +436,7 @@ impl Cache {
         S::Value: Clone + Send + Sync + 'static,
         F: Future<Output = R>,
     {
-        let span = telemetry::call_span(&self.inner.telemetry, key);
+        let span = telemetry::call_span(&self.inner.name, key);
         in_span(span, |span| {
             self.get_or_fill_near::<S, R, F>(key, policy, body, span)
         })
@@ -415,7 +454,7 @@ impl Cache {
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        let span = telemetry::call_span(&self.inner.telemetry, key);
+        let span = telemetry::call_span(&self.inner.name, key);
         in_span(span, |span| {
             self.get_or_fill_in::<S, R, F>(key, policy, body, span, None)
         })

@@ -1,42 +1,37 @@
-//! Configuration: the builder, its defaults and the environment variables.
+//! The cache's configuration: its own options, and the connection it runs on (made from the
+//! connection options here, or shared, given as a [`Redis`]).
 
 use std::{fmt, time::Duration};
 
-use crate::{cache::Cache, error::CacheError, local::LocalConfig};
-
-/// The longest timeout, window or wait the builder accepts.
-const MAX_WAIT: Duration = Duration::from_secs(3600);
+use crate::{
+    cache::Cache,
+    connection::{
+        Redis, RedisBuilder,
+        config::{Lookup, MAX_WAIT, env_flag, env_num, validate_name},
+    },
+    error::CacheError,
+    local::LocalConfig,
+};
 
 /// The longest TTL accepted anywhere: ten years. Redis rejects far larger ones, and an entry
 /// meant to outlive that is not a cache entry.
 pub(crate) const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 
-/// The URL used when neither code nor `REDIS_URL` names one.
-pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
-
-/// Everything a [`Cache`] is built from. Start with [`Cache::builder`] or
-/// [`CacheBuilder::from_env`].
+/// Everything a [`Cache`] is built from. Start with [`Cache::builder`], [`Cache::cluster`],
+/// [`Cache::sentinel`], [`CacheBuilder::from_env`], or [`Cache::on`] for a cache on a
+/// connection shared with other primitives.
 ///
 /// The defaults suit a request path: a cache that cannot answer quickly is skipped, not waited
-/// for.
+/// for. The connection's own settings (URL, topology, pool, timeouts, breaker) are those of
+/// [`RedisBuilder`], with the same methods and environment variables here; a cache built
+/// [`on`](Cache::on) a shared connection takes that connection's and refuses them.
 ///
 /// | setting | default | environment variable |
 /// |---|---|---|
-/// | URL of a single Redis | `redis://127.0.0.1:6379` | `REDIS_URL` |
-/// | Redis Cluster seed nodes, comma-separated (see [`Cache::cluster`]) | none | `REDIS_CLUSTER_NODES` |
-/// | Sentinel: the master's name and the sentinels, comma-separated (see [`Cache::sentinel`]) | none | `REDIS_SENTINEL_MASTER`, `REDIS_SENTINEL_NODES` |
-/// | Sentinel: the master's username and password, when it has them | none | `REDIS_SENTINEL_MASTER_USERNAME`, `REDIS_SENTINEL_MASTER_PASSWORD` |
-/// | multiplexed connections shared by all callers | 1 | `REDIS_CACHE_CONNECTIONS` |
-/// | pool max size | 4 | `REDIS_CACHE_POOL_MAX_SIZE` |
-/// | pool min idle | 0 | `REDIS_CACHE_POOL_MIN_IDLE` |
-/// | connect / checkout timeout | 500 ms | `REDIS_CACHE_CONNECT_TIMEOUT_MS` |
-/// | per-command timeout | 250 ms | `REDIS_CACHE_COMMAND_TIMEOUT_MS` |
+/// | the connection's settings | see [`RedisBuilder`] | `REDIS_URL`, `REDIS_CLUSTER_NODES`, `REDIS_SENTINEL_*`, `REDIS_CACHE_CONNECTIONS`, `REDIS_CACHE_POOL_*`, `REDIS_CACHE_*_TIMEOUT_MS`, `REDIS_CACHE_BREAKER_*` |
 /// | key namespace | empty | `REDIS_CACHE_NAMESPACE` |
 /// | null-marker TTL | 60 s | `REDIS_CACHE_NULL_TTL_SECS` |
 /// | largest value stored | 1 MiB | `REDIS_CACHE_MAX_VALUE_BYTES` |
-/// | failure events within the window that open the circuit breaker (0: never) | 5 | `REDIS_CACHE_BREAKER_THRESHOLD` |
-/// | the circuit breaker's window | 10000 ms | `REDIS_CACHE_BREAKER_WINDOW_MS` |
-/// | circuit breaker cool-down before a probe | 1000 ms | `REDIS_CACHE_BREAKER_COOLDOWN_MS` |
 /// | in-process single-flight of misses | on | `REDIS_CACHE_SINGLE_FLIGHT` (`true`/`false`/`1`/`0`) |
 /// | longest wait for another caller's fill | 5000 ms | `REDIS_CACHE_FILL_WAIT_MS` |
 /// | the `cache` label of metrics and spans | `default`, `default-2`, … | `REDIS_CACHE_NAME` |
@@ -45,76 +40,38 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// | near cache: longest time an entry is kept locally | the entry's Redis TTL | `REDIS_CACHE_LOCAL_TTL_SECS` |
 #[derive(Clone)]
 pub struct CacheBuilder {
-    pub(crate) url: String,
-    pub(crate) topology: Topology,
-    pub(crate) connections: usize,
-    pub(crate) max_size: u32,
-    pub(crate) min_idle: u32,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) command_timeout: Duration,
+    pub(crate) connection: Connection,
     pub(crate) namespace: String,
     pub(crate) null_ttl: Duration,
     pub(crate) max_value_bytes: usize,
-    pub(crate) breaker_threshold: u32,
-    pub(crate) breaker_window: Duration,
-    pub(crate) breaker_cooldown: Duration,
     pub(crate) single_flight: bool,
     pub(crate) fill_wait: Duration,
     pub(crate) name: Option<String>,
     pub(crate) local: LocalConfig,
 }
 
-/// Which Redis deployment a cache talks to.
-#[derive(Clone, PartialEq, Eq)]
-pub(crate) enum Topology {
-    /// One server at [`CacheBuilder::url`].
-    Standalone,
-    /// A Redis Cluster, found through any of these seed URLs.
-    Cluster { nodes: Vec<String> },
-    /// The current primary of `master`, as the sentinels name it.
-    Sentinel {
-        master: String,
-        sentinels: Vec<String>,
-        /// The primary's own credentials (the sentinels' are in their URLs).
-        username: Option<String>,
-        password: Option<String>,
+/// Where a cache's connection comes from.
+#[derive(Clone)]
+pub(crate) enum Connection {
+    /// Made by the cache from these settings.
+    Own(Box<RedisBuilder>),
+    /// Shared, built already; `refused` names a connection setting given anyway.
+    Shared {
+        redis: Redis,
+        refused: Option<&'static str>,
     },
-}
-
-impl Topology {
-    /// The topology for logs and `Debug`, passwords redacted.
-    pub(crate) fn describe(&self, url: &str) -> String {
-        let join = |urls: &[String]| {
-            urls.iter()
-                .map(|u| redact_url(u))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        match self {
-            Topology::Standalone => redact_url(url),
-            Topology::Cluster { nodes } => format!("cluster {}", join(nodes)),
-            Topology::Sentinel {
-                master, sentinels, ..
-            } => format!("sentinel master {master:?} via {}", join(sentinels)),
-        }
-    }
 }
 
 impl fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CacheBuilder")
-            .field("redis", &self.topology.describe(&self.url))
-            .field("connections", &self.connections)
-            .field("max_size", &self.max_size)
-            .field("min_idle", &self.min_idle)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("command_timeout", &self.command_timeout)
-            .field("namespace", &self.namespace)
+        let mut d = f.debug_struct("CacheBuilder");
+        match &self.connection {
+            Connection::Own(b) => d.field("connection", b),
+            Connection::Shared { redis, .. } => d.field("connection", redis),
+        };
+        d.field("namespace", &self.namespace)
             .field("null_ttl", &self.null_ttl)
             .field("max_value_bytes", &self.max_value_bytes)
-            .field("breaker_threshold", &self.breaker_threshold)
-            .field("breaker_window", &self.breaker_window)
-            .field("breaker_cooldown", &self.breaker_cooldown)
             .field("single_flight", &self.single_flight)
             .field("fill_wait", &self.fill_wait)
             .field("name", &self.name)
@@ -124,21 +81,12 @@ impl fmt::Debug for CacheBuilder {
 }
 
 impl CacheBuilder {
-    pub(crate) fn new(url: impl Into<String>) -> Self {
+    fn with(connection: Connection) -> Self {
         Self {
-            url: url.into(),
-            topology: Topology::Standalone,
-            connections: 1,
-            max_size: 4,
-            min_idle: 0,
-            connect_timeout: Duration::from_millis(500),
-            command_timeout: Duration::from_millis(250),
+            connection,
             namespace: String::new(),
             null_ttl: Duration::from_secs(60),
             max_value_bytes: 1 << 20,
-            breaker_threshold: 5,
-            breaker_window: Duration::from_secs(10),
-            breaker_cooldown: Duration::from_secs(1),
             single_flight: true,
             fill_wait: Duration::from_secs(5),
             name: None,
@@ -150,15 +98,16 @@ impl CacheBuilder {
         }
     }
 
+    pub(crate) fn new(url: impl Into<String>) -> Self {
+        Self::with(Connection::Own(Box::new(RedisBuilder::new(url))))
+    }
+
     pub(crate) fn cluster<I>(nodes: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
-        let mut b = Self::new(nodes.first().cloned().unwrap_or_default());
-        b.topology = Topology::Cluster { nodes };
-        b
+        Self::with(Connection::Own(Box::new(RedisBuilder::cluster(nodes))))
     }
 
     pub(crate) fn sentinel<I>(master: impl Into<String>, sentinels: I) -> Self
@@ -166,206 +115,132 @@ impl CacheBuilder {
         I: IntoIterator,
         I::Item: Into<String>,
     {
-        let sentinels: Vec<String> = sentinels.into_iter().map(Into::into).collect();
-        let mut b = Self::new(sentinels.first().cloned().unwrap_or_default());
-        b.topology = Topology::Sentinel {
-            master: master.into(),
-            sentinels,
-            username: None,
-            password: None,
-        };
-        b
+        Self::with(Connection::Own(Box::new(RedisBuilder::sentinel(
+            master, sentinels,
+        ))))
     }
 
-    /// A builder from the variables in the table above: a cluster when `REDIS_CLUSTER_NODES`
-    /// is set, Sentinel when `REDIS_SENTINEL_MASTER` is, otherwise the one Redis at
-    /// `REDIS_URL`. Unset variables keep their defaults, malformed ones (or two topologies at
-    /// once) are an error naming the variable.
+    pub(crate) fn on(redis: &Redis) -> Self {
+        Self::with(Connection::Shared {
+            redis: redis.clone(),
+            refused: None,
+        })
+    }
+
+    /// Applies a connection setting: to the settings this cache connects with, or refused on
+    /// a shared connection (named at build time).
+    fn connection_setting(
+        mut self,
+        name: &'static str,
+        set: impl FnOnce(RedisBuilder) -> RedisBuilder,
+    ) -> Self {
+        match &mut self.connection {
+            Connection::Own(b) => {
+                let taken = std::mem::replace(&mut **b, RedisBuilder::new(""));
+                **b = set(taken);
+            }
+            Connection::Shared { refused, .. } => {
+                refused.get_or_insert(name);
+            }
+        }
+        self
+    }
+
+    /// A builder from the variables in the table above (and [`RedisBuilder::from_env`]'s): a
+    /// cluster when `REDIS_CLUSTER_NODES` is set, Sentinel when `REDIS_SENTINEL_MASTER` is,
+    /// otherwise the one Redis at `REDIS_URL`. Unset variables keep their defaults, malformed
+    /// ones (or two topologies at once) are an error naming the variable.
     pub fn from_env() -> Result<Self, CacheError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    pub(crate) fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, CacheError> {
-        fn num<T: std::str::FromStr>(
-            lookup: &impl Fn(&str) -> Option<String>,
-            name: &str,
-        ) -> Result<Option<T>, CacheError> {
-            match lookup(name) {
-                None => Ok(None),
-                Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                    CacheError::Config(format!("{name}={v:?} is not a non-negative integer"))
-                }),
-            }
-        }
-        fn flag(
-            lookup: &impl Fn(&str) -> Option<String>,
-            name: &str,
-        ) -> Result<Option<bool>, CacheError> {
-            match lookup(name) {
-                None => Ok(None),
-                Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                    "1" | "true" => Ok(Some(true)),
-                    "0" | "false" => Ok(Some(false)),
-                    _ => Err(CacheError::Config(format!(
-                        "{name}={v:?} is not a boolean (true, false, 1 or 0)"
-                    ))),
-                },
-            }
-        }
-        let list = |name: &str| {
-            lookup(name).map(|v| {
-                v.split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect::<Vec<_>>()
-            })
-        };
-        let url = lookup("REDIS_URL");
-        let mut b = match (list("REDIS_CLUSTER_NODES"), lookup("REDIS_SENTINEL_MASTER")) {
-            (Some(_), Some(_)) => {
-                return Err(CacheError::Config(
-                    "REDIS_CLUSTER_NODES and REDIS_SENTINEL_MASTER are both set: pick one topology"
-                        .to_owned(),
-                ));
-            }
-            (Some(nodes), None) => {
-                if url.is_some() {
-                    return Err(CacheError::Config(
-                        "REDIS_URL and REDIS_CLUSTER_NODES are both set: pick one topology"
-                            .to_owned(),
-                    ));
-                }
-                Self::cluster(nodes)
-            }
-            (None, Some(master)) => {
-                if url.is_some() {
-                    return Err(CacheError::Config(
-                        "REDIS_URL and REDIS_SENTINEL_MASTER are both set: pick one topology"
-                            .to_owned(),
-                    ));
-                }
-                let Some(sentinels) = list("REDIS_SENTINEL_NODES") else {
-                    return Err(CacheError::Config(
-                        "REDIS_SENTINEL_MASTER is set but REDIS_SENTINEL_NODES is not: list the sentinels"
-                            .to_owned(),
-                    ));
-                };
-                let b = Self::sentinel(master.trim(), sentinels);
-                match lookup("REDIS_SENTINEL_MASTER_PASSWORD") {
-                    Some(pw) => {
-                        b.sentinel_master_auth(lookup("REDIS_SENTINEL_MASTER_USERNAME"), pw)
-                    }
-                    None => b,
-                }
-            }
-            (None, None) => Self::new(url.unwrap_or_else(|| DEFAULT_URL.to_owned())),
-        };
-        if let Some(n) = num(&lookup, "REDIS_CACHE_CONNECTIONS")? {
-            b = b.connections(n);
-        }
-        if let Some(n) = num(&lookup, "REDIS_CACHE_POOL_MAX_SIZE")? {
-            b = b.max_size(n);
-        }
-        if let Some(n) = num(&lookup, "REDIS_CACHE_POOL_MIN_IDLE")? {
-            b = b.min_idle(n);
-        }
-        if let Some(ms) = num(&lookup, "REDIS_CACHE_CONNECT_TIMEOUT_MS")? {
-            b = b.connect_timeout(Duration::from_millis(ms));
-        }
-        if let Some(ms) = num(&lookup, "REDIS_CACHE_COMMAND_TIMEOUT_MS")? {
-            b = b.command_timeout(Duration::from_millis(ms));
-        }
+    pub(crate) fn from_lookup(lookup: impl Lookup) -> Result<Self, CacheError> {
+        let mut b = Self::with(Connection::Own(Box::new(RedisBuilder::from_lookup(
+            &lookup,
+        )?)));
         if let Some(ns) = lookup("REDIS_CACHE_NAMESPACE") {
             b = b.namespace(ns);
         }
-        if let Some(s) = num(&lookup, "REDIS_CACHE_NULL_TTL_SECS")? {
+        if let Some(s) = env_num(&lookup, "REDIS_CACHE_NULL_TTL_SECS")? {
             b = b.null_ttl(Duration::from_secs(s));
         }
-        if let Some(n) = num(&lookup, "REDIS_CACHE_MAX_VALUE_BYTES")? {
+        if let Some(n) = env_num(&lookup, "REDIS_CACHE_MAX_VALUE_BYTES")? {
             b = b.max_value_bytes(n);
         }
-        if let Some(n) = num(&lookup, "REDIS_CACHE_BREAKER_THRESHOLD")? {
-            b.breaker_threshold = n;
-        }
-        if let Some(ms) = num(&lookup, "REDIS_CACHE_BREAKER_WINDOW_MS")? {
-            b.breaker_window = Duration::from_millis(ms);
-        }
-        if let Some(ms) = num(&lookup, "REDIS_CACHE_BREAKER_COOLDOWN_MS")? {
-            b.breaker_cooldown = Duration::from_millis(ms);
-        }
-        if let Some(on) = flag(&lookup, "REDIS_CACHE_SINGLE_FLIGHT")? {
+        if let Some(on) = env_flag(&lookup, "REDIS_CACHE_SINGLE_FLIGHT")? {
             b = b.single_flight(on);
         }
-        if let Some(ms) = num(&lookup, "REDIS_CACHE_FILL_WAIT_MS")? {
+        if let Some(ms) = env_num(&lookup, "REDIS_CACHE_FILL_WAIT_MS")? {
             b = b.fill_wait(Duration::from_millis(ms));
         }
         if let Some(name) = lookup("REDIS_CACHE_NAME") {
             b = b.name(name);
         }
-        if let Some(n) = num(&lookup, "REDIS_CACHE_LOCAL_ENTRIES")? {
+        if let Some(n) = env_num(&lookup, "REDIS_CACHE_LOCAL_ENTRIES")? {
             b = b.local_cache(n);
         }
-        if let Some(n) = num(&lookup, "REDIS_CACHE_LOCAL_BYTES")? {
+        if let Some(n) = env_num(&lookup, "REDIS_CACHE_LOCAL_BYTES")? {
             b = b.local_cache_bytes(n);
         }
-        if let Some(s) = num(&lookup, "REDIS_CACHE_LOCAL_TTL_SECS")? {
+        if let Some(s) = env_num(&lookup, "REDIS_CACHE_LOCAL_TTL_SECS")? {
             b = b.local_ttl(Duration::from_secs(s));
         }
         Ok(b)
     }
 
-    /// The Sentinel-managed primary's username (if any) and password, when it needs them.
-    /// Credentials in the sentinel URLs are the sentinels' own. No effect on other topologies.
+    /// The Sentinel-managed primary's username (if any) and password, when it needs them
+    /// ([`RedisBuilder::sentinel_master_auth`]).
     pub fn sentinel_master_auth(
-        mut self,
+        self,
         username: Option<String>,
         password: impl Into<String>,
     ) -> Self {
-        if let Topology::Sentinel {
-            username: u,
-            password: p,
-            ..
-        } = &mut self.topology
-        {
-            *u = username;
-            *p = Some(password.into());
-        }
-        self
+        let password = password.into();
+        self.connection_setting("sentinel_master_auth", |b| {
+            b.sentinel_master_auth(username, password)
+        })
     }
 
-    /// How many multiplexed connections the cached path spreads its commands over.
-    ///
-    /// Each one pipelines every concurrent caller's commands; one is usually fastest, a
-    /// second helps only when a single connection's reader saturates a core.
-    pub fn connections(mut self, n: usize) -> Self {
-        self.connections = n;
-        self
+    /// How many multiplexed connections the cached path spreads its commands over
+    /// ([`RedisBuilder::connections`]).
+    pub fn connections(self, n: usize) -> Self {
+        self.connection_setting("connections", |b| b.connections(n))
     }
 
-    /// The bb8 pool's maximum size; at least [`connections`](Self::connections).
-    pub fn max_size(mut self, n: u32) -> Self {
-        self.max_size = n;
-        self
+    /// The bb8 pool's maximum size ([`RedisBuilder::max_size`]).
+    pub fn max_size(self, n: u32) -> Self {
+        self.connection_setting("max_size", |b| b.max_size(n))
     }
 
-    /// Spare connections bb8 keeps open beside the ones in use.
-    pub fn min_idle(mut self, n: u32) -> Self {
-        self.min_idle = n;
-        self
+    /// Spare connections bb8 keeps open ([`RedisBuilder::min_idle`]).
+    pub fn min_idle(self, n: u32) -> Self {
+        self.connection_setting("min_idle", |b| b.min_idle(n))
     }
 
-    /// Bound on establishing (and checking out) a connection.
-    pub fn connect_timeout(mut self, t: Duration) -> Self {
-        self.connect_timeout = t;
-        self
+    /// Bound on establishing (and checking out) a connection
+    /// ([`RedisBuilder::connect_timeout`]).
+    pub fn connect_timeout(self, t: Duration) -> Self {
+        self.connection_setting("connect_timeout", |b| b.connect_timeout(t))
     }
 
     /// Bound on each Redis command; a command that takes longer counts as a failure and the
-    /// cached function runs its body instead.
-    pub fn command_timeout(mut self, t: Duration) -> Self {
-        self.command_timeout = t;
-        self
+    /// cached function runs its body instead ([`RedisBuilder::command_timeout`]).
+    pub fn command_timeout(self, t: Duration) -> Self {
+        self.connection_setting("command_timeout", |b| b.command_timeout(t))
+    }
+
+    /// Opens the circuit of a node after `threshold` failure events within the breaker's
+    /// window (0 disables it) and probes it again after `cooldown`. While open, cached calls
+    /// of keys on that node run their bodies at once ([`RedisBuilder::circuit_breaker`]).
+    pub fn circuit_breaker(self, threshold: u32, cooldown: Duration) -> Self {
+        self.connection_setting("circuit_breaker", |b| {
+            b.circuit_breaker(threshold, cooldown)
+        })
+    }
+
+    /// How far back the breaker counts failure events ([`RedisBuilder::breaker_window`]).
+    pub fn breaker_window(self, window: Duration) -> Self {
+        self.connection_setting("breaker_window", |b| b.breaker_window(window))
     }
 
     /// Text put before every key, e.g. `"shop:"`, so several applications can share a server.
@@ -384,25 +259,6 @@ impl CacheBuilder {
     /// Encoded values larger than this are returned to the caller but not stored.
     pub fn max_value_bytes(mut self, n: usize) -> Self {
         self.max_value_bytes = n;
-        self
-    }
-
-    /// Opens the circuit after `threshold` failure events within the breaker's window (0
-    /// disables it) and probes Redis again after `cooldown`. While open, cached calls run their
-    /// bodies at once.
-    ///
-    /// An event is a connection that broke or stopped answering (however many commands were in
-    /// flight on it) or a failed reconnect: 64 callers on one dropped connection are one event.
-    pub fn circuit_breaker(mut self, threshold: u32, cooldown: Duration) -> Self {
-        self.breaker_threshold = threshold;
-        self.breaker_cooldown = cooldown;
-        self
-    }
-
-    /// How far back the breaker counts failure events (10 s by default): `threshold` events
-    /// further apart than this never open the circuit.
-    pub fn breaker_window(mut self, window: Duration) -> Self {
-        self.breaker_window = window;
         self
     }
 
@@ -475,26 +331,20 @@ impl CacheBuilder {
                 "the namespace must not contain `{` or `}`: in Redis Cluster a hash tag in it would put every key on one shard",
             );
         }
-        match &self.topology {
-            Topology::Standalone => {}
-            Topology::Cluster { nodes } if nodes.is_empty() => {
-                return bad("a cluster needs at least one seed node URL");
+        match &self.connection {
+            Connection::Own(b) => b.validate()?,
+            Connection::Shared {
+                refused: Some(setting),
+                ..
+            } => {
+                return Err(CacheError::Config(format!(
+                    "`{setting}` is a connection setting, and this cache runs on a shared connection: set it on the connection's RedisBuilder"
+                )));
             }
-            Topology::Sentinel { sentinels, .. } if sentinels.is_empty() => {
-                return bad("Sentinel needs at least one sentinel URL");
-            }
-            Topology::Sentinel { master, .. } if master.trim().is_empty() => {
-                return bad("Sentinel needs the master's name");
-            }
-            Topology::Cluster { .. } | Topology::Sentinel { .. } => {}
+            Connection::Shared { .. } => {}
         }
-        if let Some(name) = &self.name
-            && (name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control))
-        {
-            return bad("the cache name must be 1 to 64 characters without control characters");
-        }
-        if self.connections == 0 {
-            return bad("connections must be at least 1");
+        if let Some(name) = &self.name {
+            validate_name(name)?;
         }
         if self.local.max_bytes == Some(0) {
             return bad("the near cache's byte bound must be at least 1");
@@ -504,25 +354,12 @@ impl CacheBuilder {
                 "the near cache's local ttl must be greater than zero and at most ten years",
             );
         }
-        if usize::try_from(self.max_size).map_or(true, |m| m < self.connections) {
-            return bad("pool max size must be at least the number of connections");
-        }
-        if self.min_idle > self.max_size {
-            return bad("pool min idle must not exceed the pool max size");
-        }
-        let all_timeouts = [
-            self.connect_timeout,
-            self.command_timeout,
-            self.breaker_window,
-            self.breaker_cooldown,
-            self.fill_wait,
-        ];
-        if all_timeouts.iter().any(Duration::is_zero) {
+        if self.fill_wait.is_zero() {
             return bad(
                 "timeouts, the breaker window and cool-down and the fill wait must be greater than zero",
             );
         }
-        if all_timeouts.iter().any(|t| *t > MAX_WAIT) {
+        if self.fill_wait > MAX_WAIT {
             return bad(
                 "timeouts, the breaker window and cool-down and the fill wait must be at most one hour",
             );
@@ -537,7 +374,7 @@ impl CacheBuilder {
     }
 
     /// Connects, pings and returns the cache; fails with an error that says what to check when
-    /// Redis is not reachable.
+    /// Redis is not reachable. On a shared connection it does not connect again.
     pub async fn build(self) -> Result<Cache, CacheError> {
         Cache::connect(self).await
     }
@@ -552,62 +389,23 @@ impl CacheBuilder {
     }
 
     /// [`Cache::in_memory`] with this builder's namespace, null TTL, value size, single-flight
-    /// and fill-wait settings; the URL and connection settings are not used.
+    /// and fill-wait settings; the connection settings are not used.
     pub fn build_in_memory(self) -> Result<Cache, CacheError> {
         Cache::memory(self)
     }
 }
 
-/// The URL with any password (and a unix socket's `pass` parameter) replaced by `***`.
-pub fn redact_url(raw: &str) -> String {
-    let Ok(mut url) = url::Url::parse(raw) else {
-        return "<unparseable url>".to_owned();
-    };
-    if url.password().is_some() {
-        // Only fails for URLs that cannot have a password, which this one has.
-        let _ = url.set_password(Some("***"));
-    }
-    if url
-        .query_pairs()
-        .any(|(k, _)| k == "pass" || k == "password")
-    {
-        let pairs: Vec<(String, String)> = url
-            .query_pairs()
-            .map(|(k, v)| {
-                let v = if k == "pass" || k == "password" {
-                    "***".to_owned()
-                } else {
-                    v.into_owned()
-                };
-                (k.into_owned(), v)
-            })
-            .collect();
-        url.query_pairs_mut().clear().extend_pairs(pairs);
-    }
-    url.to_string()
-}
+pub use crate::connection::{DEFAULT_URL, redact_url};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn passwords_never_survive_redaction() {
-        for raw in [
-            "redis://:s3cret@127.0.0.1:6379/2",
-            "redis://app:s3cret@cache.internal:6380",
-            "rediss://app:s3cret@cache.internal",
-            "redis+unix:///run/redis.sock?db=1&pass=s3cret",
-            "unix:///run/redis.sock?pass=s3cret",
-        ] {
-            let shown = redact_url(raw);
-            assert!(!shown.contains("s3cret"), "{shown}");
-            assert!(shown.contains("***"), "{shown}");
+    fn own(b: &CacheBuilder) -> &RedisBuilder {
+        match &b.connection {
+            Connection::Own(b) => b,
+            Connection::Shared { .. } => panic!("not its own connection"),
         }
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379/0"),
-            "redis://127.0.0.1:6379/0"
-        );
     }
 
     #[test]
@@ -626,10 +424,10 @@ mod tests {
             ("REDIS_CACHE_NAMESPACE", "shop:"),
         ]))
         .expect("valid environment");
-        assert_eq!(b.url, "redis://10.0.0.1:7000");
-        assert_eq!(b.command_timeout, Duration::from_millis(80));
+        assert_eq!(own(&b).url, "redis://10.0.0.1:7000");
+        assert_eq!(own(&b).command_timeout, Duration::from_millis(80));
         assert_eq!(b.namespace, "shop:");
-        assert_eq!(b.connect_timeout, Duration::from_millis(500));
+        assert_eq!(own(&b).connect_timeout, Duration::from_millis(500));
 
         let err = CacheBuilder::from_lookup(env(&[("REDIS_CACHE_POOL_MAX_SIZE", "lots")]))
             .expect_err("garbage rejected");
@@ -662,56 +460,6 @@ mod tests {
     }
 
     #[test]
-    fn the_environment_picks_cluster_or_sentinel_and_refuses_two_topologies() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            CacheBuilder::from_lookup(move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| (*v).to_owned())
-            })
-        };
-        let b =
-            env(&[("REDIS_CLUSTER_NODES", "redis://a:7000, redis://b:7001,")]).expect("cluster");
-        assert!(
-            matches!(&b.topology, Topology::Cluster { nodes } if nodes == &["redis://a:7000", "redis://b:7001"])
-        );
-        let b = env(&[
-            ("REDIS_SENTINEL_MASTER", "mymaster"),
-            ("REDIS_SENTINEL_NODES", "redis://s1:26379,redis://s2:26379"),
-            ("REDIS_SENTINEL_MASTER_PASSWORD", "hunter2"),
-        ])
-        .expect("sentinel");
-        let Topology::Sentinel {
-            master,
-            sentinels,
-            password,
-            ..
-        } = &b.topology
-        else {
-            panic!("not sentinel: {b:?}");
-        };
-        assert_eq!((master.as_str(), sentinels.len()), ("mymaster", 2));
-        assert_eq!(password.as_deref(), Some("hunter2"));
-        assert!(!format!("{b:?}").contains("hunter2"));
-        for conflict in [
-            &[
-                ("REDIS_CLUSTER_NODES", "redis://a:1"),
-                ("REDIS_SENTINEL_MASTER", "m"),
-            ][..],
-            &[
-                ("REDIS_CLUSTER_NODES", "redis://a:1"),
-                ("REDIS_URL", "redis://b:2"),
-            ][..],
-            &[("REDIS_SENTINEL_MASTER", "m")][..],
-        ] {
-            let pairs: &'static [(&'static str, &'static str)] =
-                Box::leak(conflict.to_vec().into_boxed_slice());
-            assert!(env(pairs).is_err(), "{conflict:?} accepted");
-        }
-    }
-
-    #[test]
     fn namespaces_with_braces_and_empty_topologies_are_rejected() {
         assert!(
             CacheBuilder::new("redis://x")
@@ -727,16 +475,6 @@ mod tests {
         );
         assert!(
             CacheBuilder::cluster(Vec::<String>::new())
-                .validate()
-                .is_err()
-        );
-        assert!(
-            CacheBuilder::sentinel("m", Vec::<String>::new())
-                .validate()
-                .is_err()
-        );
-        assert!(
-            CacheBuilder::sentinel(" ", ["redis://s:1"])
                 .validate()
                 .is_err()
         );

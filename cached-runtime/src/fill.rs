@@ -231,7 +231,7 @@ impl Fill<'_> {
             let stored = self.store_entry(&encoded).await;
             // An invalidation that raced our SET may have run before it reached Redis.
             if stored && invalidated() {
-                let _ = self.cache.inner.store.delete(&[self.key.as_str()]).await;
+                let _ = self.cache.inner.store.delete(self.key.as_str()).await;
             }
         } else if source.stale() && !encoded.storable {
             self.remove_stale().await;
@@ -483,7 +483,7 @@ impl Fill<'_> {
 
     /// Deletes an unusable entry that no fresh value is about to replace.
     async fn remove_stale(&self) {
-        if let Err(e) = self.cache.inner.store.delete(&[self.key.as_str()]).await {
+        if let Err(e) = self.cache.inner.store.delete(self.key.as_str()).await {
             self.cache.failed(self.counters, "UNLINK", &e);
         }
     }

@@ -457,7 +457,7 @@ impl Cache {
         F: Future<Output = R>,
     {
         // The same `cache.get` span and outcome series as `get_or_fill`.
-        let span = telemetry::call_span(&self.inner.telemetry, key);
+        let span = telemetry::call_span(&self.inner.name, key);
         self.respond_in::<S, R, F>(key, policy, conditional, http, body, &span)
             .instrument(span.clone())
             .await

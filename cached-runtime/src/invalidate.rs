@@ -253,7 +253,7 @@ impl Cache {
     async fn execute(&self, scope: &Scope) -> Result<u64, CacheError> {
         let store = &self.inner.store;
         match scope {
-            Scope::Key(key) => store.delete(&[key.as_str()]).await,
+            Scope::Key(key) => store.delete(key.as_str()).await,
             Scope::Prefix { pattern, .. } | Scope::Pattern(pattern) => {
                 store.delete_matching(pattern).await
             }

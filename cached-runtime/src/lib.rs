@@ -81,10 +81,10 @@
 #![forbid(unsafe_code)]
 
 mod backend;
-mod breaker;
 mod cache;
 mod codec;
 mod config;
+pub mod connection;
 mod error;
 mod fill;
 mod flight;
@@ -107,6 +107,7 @@ pub mod __private;
 
 pub use cache::Cache;
 pub use config::{CacheBuilder, DEFAULT_URL, redact_url};
+pub use connection::{Redis, RedisBuilder};
 pub use error::{BoxError, CacheError, ErrorKind};
 pub use global::{install, installed};
 pub use key::{Key, KeyBuilder};

@@ -3,7 +3,7 @@
 //!
 //! Redis tells this process about every change to a key of the namespace through
 //! server-assisted client-side caching (`CLIENT TRACKING … BCAST PREFIX {namespace}`, on one
-//! tracking connection per primary, see [`tracking`](crate::backend::tracking)): a `SET`, `DEL`
+//! tracking connection per primary, see [`Redis::track`](crate::connection::Redis::track)): a `SET`, `DEL`
 //! or `UNLINK` by any client, an expiry, an eviction, a `FLUSHDB`. Each such message evicts
 //! the key here. While the tracking connections are not all up (at start, after a connection
 //! was lost, after the cluster changed) the near cache is empty and bypassed: every call reads
@@ -36,7 +36,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::fill::Landed;
+use crate::{connection::TrackingListener, fill::Landed};
 use quick_cache::{DefaultHashBuilder, Weighter, sync::Cache as Store};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -109,8 +109,6 @@ pub(crate) struct NearCache {
     serving: AtomicBool,
     /// `serving`, for waiters.
     ready: watch::Sender<bool>,
-    /// The tracking session whose connections the serving state stands for.
-    session: AtomicU64,
     config: LocalConfig,
     invalidations: AtomicU64,
     flushes: AtomicU64,
@@ -126,7 +124,6 @@ impl NearCache {
             generation: AtomicU64::new(0),
             serving: AtomicBool::new(false),
             ready: watch::Sender::new(false),
-            session: AtomicU64::new(0),
             config,
             invalidations: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
@@ -247,38 +244,17 @@ impl NearCache {
         self.store.clear();
     }
 
-    /// Starts a tracking session: stops serving and empties the near cache. Messages and
-    /// losses of earlier sessions are ignored from now on.
-    pub(crate) fn begin(&self) -> u64 {
-        let session = self.session.fetch_add(1, Ordering::SeqCst) + 1;
-        self.stop();
-        session
-    }
-
     fn stop(&self) {
         self.serving.store(false, Ordering::SeqCst);
         self.ready.send_replace(false);
         self.flush();
     }
 
-    /// Every tracking connection of `session` is up: serve, from empty.
-    pub(crate) fn serve(&self, session: u64) {
-        if self.session.load(Ordering::SeqCst) != session {
-            return;
-        }
+    /// Every tracking connection is up: serve, from empty.
+    fn serve(&self) {
         self.flush();
         self.serving.store(true, Ordering::SeqCst);
         self.ready.send_replace(true);
-    }
-
-    /// A tracking connection of `session` was lost: stop serving until a new session is up.
-    /// Whether it was the current session.
-    pub(crate) fn lost(&self, session: u64) -> bool {
-        if self.session.load(Ordering::SeqCst) != session {
-            return false;
-        }
-        self.stop();
-        true
     }
 
     pub(crate) fn is_serving(&self) -> bool {
@@ -305,6 +281,21 @@ impl NearCache {
     }
 }
 
+impl TrackingListener for NearCache {
+    /// Tracking is down: nothing kept can be trusted, and nothing is kept until it is back.
+    fn stop(&self) {
+        NearCache::stop(self);
+    }
+
+    fn start(&self) {
+        self.serve();
+    }
+
+    fn invalidated(&self, key: Option<&[u8]>) {
+        NearCache::invalidated(self, key);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,8 +306,7 @@ mod tests {
             max_bytes: None,
             ttl: None,
         });
-        let session = near.begin();
-        near.serve(session);
+        near.serve();
         near
     }
 
@@ -358,14 +348,12 @@ mod tests {
         near.invalidated(None);
         near.insert("k", ticket, value(1), landed(Instant::now()));
         assert_eq!(read(&near, "k"), None);
-        let session = near.begin();
+        near.stop();
         assert!(near.ticket("k").is_none() && !near.is_serving());
-        near.serve(session);
-        assert!(near.lost(session) && !near.is_serving());
-        assert!(
-            !near.lost(session - 1),
-            "an older session's loss is ignored"
-        );
+        near.serve();
+        assert!(near.is_serving());
+        near.stop();
+        assert!(!near.is_serving());
     }
 
     #[test]

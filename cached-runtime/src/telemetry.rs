@@ -318,21 +318,56 @@ pub(crate) enum Op {
     Ping,
     /// `CLUSTER SLOTS`: which primary owns which slots, read around a cluster-wide scan.
     Cluster,
+    /// A script (`EVALSHA`).
+    Eval,
+    /// A pipeline of several commands in one round trip.
+    Pipeline,
+    /// `DEL`.
+    Del,
+    /// Any other command sent through [`Redis::query`](crate::connection::Redis::query):
+    /// labelled `OTHER`, so the label stays bounded whatever users send.
+    Other,
 }
 
 impl Op {
-    const COUNT: usize = 8;
+    const COUNT: usize = 12;
 
     const fn name(self) -> &'static str {
         match self {
             Op::Get => "GET",
             Op::Set | Op::Lock => "SET",
-            Op::Unlock => "EVALSHA",
+            Op::Unlock | Op::Eval => "EVALSHA",
             Op::Unlink => "UNLINK",
             Op::Scan => "SCAN",
             Op::Ping => "PING",
             Op::Cluster => "CLUSTER",
+            Op::Pipeline => "PIPELINE",
+            Op::Del => "DEL",
+            Op::Other => "OTHER",
         }
+    }
+
+    /// The operation a command is timed as, by its name.
+    pub(crate) fn of(cmd: &redis::Cmd) -> Self {
+        let name = match cmd.args_iter().next() {
+            Some(redis::Arg::Simple(name)) => name,
+            _ => return Op::Other,
+        };
+        const KNOWN: [(&[u8], Op); 9] = [
+            (b"GET", Op::Get),
+            (b"SET", Op::Set),
+            (b"EVALSHA", Op::Eval),
+            (b"UNLINK", Op::Unlink),
+            (b"SCAN", Op::Scan),
+            (b"PING", Op::Ping),
+            (b"CLUSTER", Op::Cluster),
+            (b"DEL", Op::Del),
+            (b"EVAL", Op::Eval),
+        ];
+        KNOWN
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map_or(Op::Other, |(_, op)| *op)
     }
 }
 
@@ -493,10 +528,10 @@ pub(crate) fn cache_name(given: Option<&str>) -> SharedString {
 
 /// The span of one cached call; see the module docs for its fields.
 #[inline]
-pub(crate) fn call_span(cache: &CacheMetrics, key: &crate::key::Key) -> tracing::Span {
+pub(crate) fn call_span(cache: &str, key: &crate::key::Key) -> tracing::Span {
     tracing::debug_span!(
         "cache.get",
-        cache = &*cache.name,
+        cache = cache,
         prefix = key.prefix(),
         key = %crate::cache::KeyTag(key),
         outcome = tracing::field::Empty,

@@ -1,5 +1,5 @@
-//! What a Redis Cluster needs beyond routing each command by its key: invalidation by
-//! pattern, which must visit every primary.
+//! What a Redis Cluster needs beyond routing each command by its key: hash slots, the slot
+//! map, and deletion by pattern, which must visit every primary.
 //!
 //! # What a scan guarantees
 //!
@@ -20,9 +20,69 @@
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
+use redis::{RedisError, Value};
 
-use super::{Store, redis::RedisStore, scan_step};
+use super::{Gate, Redis};
 use crate::{error::CacheError, telemetry::Op};
+
+/// How many keys one `SCAN` step asks for.
+const SCAN_COUNT: usize = 1000;
+
+/// Slots `start..=end` of a cluster and the primary that owns them.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct SlotRange {
+    pub(crate) start: i64,
+    pub(crate) end: i64,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+}
+
+/// A `CLUSTER SLOTS` reply as the primaries' slot ranges, sorted: two snapshots compare equal
+/// exactly when no slot changed hands between them.
+pub(crate) fn parse_slots(reply: Value) -> Result<Vec<SlotRange>, RedisError> {
+    let bad = || RedisError::from((redis::ErrorKind::Parse, "unexpected CLUSTER SLOTS reply"));
+    let Value::Array(ranges) = reply else {
+        return Err(bad());
+    };
+    let mut owners = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let Value::Array(fields) = range else {
+            return Err(bad());
+        };
+        let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
+            (fields.first(), fields.get(1), fields.get(2))
+        else {
+            return Err(bad());
+        };
+        let host = match primary.first() {
+            Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+            Some(Value::SimpleString(h)) => h.clone(),
+            _ => return Err(bad()),
+        };
+        let Some(Value::Int(port)) = primary.get(1) else {
+            return Err(bad());
+        };
+        owners.push(SlotRange {
+            start: *start,
+            end: *end,
+            host,
+            port: u16::try_from(*port).map_err(|_| bad())?,
+        });
+    }
+    owners.sort();
+    Ok(owners)
+}
+
+/// One `SCAN` step: `SCAN cursor MATCH pattern COUNT` [`SCAN_COUNT`].
+fn scan_step(cursor: u64, pattern: &str) -> redis::Cmd {
+    let mut scan = redis::cmd("SCAN");
+    scan.arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(SCAN_COUNT);
+    scan
+}
 
 /// Passes over every primary before giving up on a cluster that keeps changing.
 const MAX_PASSES: u32 = 8;
@@ -30,13 +90,16 @@ const MAX_PASSES: u32 = 8;
 /// Pause between passes while a failover settles; doubles each time.
 const SETTLE_MIN: Duration = Duration::from_millis(100);
 
-/// Deletes the keys matching `pattern` on every primary (see the module docs).
-pub(super) async fn delete_matching(
-    store: &Store,
-    r: &RedisStore,
-    pattern: &str,
-) -> Result<u64, CacheError> {
-    let mut before = store.unguarded(Op::Cluster, r, r.slot_owners()).await?;
+/// Deletes the keys matching `pattern`: on the one server, or on every primary of a cluster
+/// (see the module docs).
+pub(super) async fn delete_matching(redis: &Redis, pattern: &str) -> Result<u64, CacheError> {
+    if !redis.is_cluster() {
+        return scan_node(redis, None, pattern).await;
+    }
+    let r = redis.pool();
+    let mut before = redis
+        .send(Op::Cluster, Gate::Always, None, r.slot_owners())
+        .await?;
     let mut deleted = 0;
     let mut settle = SETTLE_MIN;
     let mut last_error = None;
@@ -47,7 +110,7 @@ pub(super) async fn delete_matching(
         primaries.sort_unstable();
         primaries.dedup();
         for (host, port) in primaries {
-            match scan_node(store, r, host, port, pattern).await {
+            match scan_node(redis, Some((host, port)), pattern).await {
                 Ok(n) => deleted += n,
                 Err(e) => {
                     tracing::debug!(error = %e, host, port, "cluster node scan failed; the pass will be repeated");
@@ -56,7 +119,10 @@ pub(super) async fn delete_matching(
                 }
             }
         }
-        let after = match store.unguarded(Op::Cluster, r, r.slot_owners()).await {
+        let after = match redis
+            .send(Op::Cluster, Gate::Always, None, r.slot_owners())
+            .await
+        {
             Ok(after) => after,
             Err(e) => {
                 complete = false;
@@ -78,22 +144,32 @@ pub(super) async fn delete_matching(
     }))
 }
 
-/// `SCAN`s one primary to the end, deleting each batch as it comes.
+/// `SCAN`s one server (or the cluster primary at `node`) to the end, deleting each batch as
+/// it comes.
 async fn scan_node(
-    store: &Store,
-    r: &RedisStore,
-    host: &str,
-    port: u16,
+    redis: &Redis,
+    node: Option<(&str, u16)>,
     pattern: &str,
 ) -> Result<u64, CacheError> {
+    let r = redis.pool();
     let mut cursor = 0u64;
     let mut deleted = 0;
     loop {
         let scan = scan_step(cursor, pattern);
-        let (next, keys): (u64, Vec<String>) = store
-            .unguarded(Op::Scan, r, r.query_node(scan, host, port))
-            .await?;
-        deleted += unlink_by_slot(store, r, keys).await?;
+        let step = match node {
+            Some((host, port)) => {
+                redis
+                    .send(Op::Scan, Gate::Always, None, r.query_node(scan, host, port))
+                    .await
+            }
+            None => {
+                redis
+                    .send(Op::Scan, Gate::Always, None, r.query(&scan))
+                    .await
+            }
+        };
+        let (next, keys): (u64, Vec<String>) = step?;
+        deleted += unlink_by_slot(redis, keys).await?;
         if next == 0 {
             return Ok(deleted);
         }
@@ -103,21 +179,30 @@ async fn scan_node(
 
 /// `UNLINK`s `keys`, one command per hash slot (a multi-key command across slots fails with
 /// `CROSSSLOT`); the commands go out together, pipelined per node by the cluster connection.
-async fn unlink_by_slot(
-    store: &Store,
-    r: &RedisStore,
-    mut keys: Vec<String>,
-) -> Result<u64, CacheError> {
+async fn unlink_by_slot(redis: &Redis, mut keys: Vec<String>) -> Result<u64, CacheError> {
     if keys.is_empty() {
         return Ok(0);
+    }
+    if !redis.is_cluster() {
+        let mut unlink = redis::cmd("UNLINK");
+        unlink.arg(&keys);
+        return redis
+            .send(Op::Unlink, Gate::Always, None, redis.pool().query(&unlink))
+            .await;
     }
     keys.sort_unstable_by_key(|k| key_slot(k.as_bytes()));
     let groups = keys.chunk_by(|a, b| key_slot(a.as_bytes()) == key_slot(b.as_bytes()));
     let unlinks = groups.map(|group| async move {
-        let mut unlink = ::redis::cmd("UNLINK");
+        let mut unlink = redis::cmd("UNLINK");
         unlink.arg(group);
-        store
-            .unguarded(Op::Unlink, r, r.query::<u64>(&unlink))
+        let slot = group.first().map(|k| key_slot(k.as_bytes()));
+        redis
+            .send(
+                Op::Unlink,
+                Gate::Always,
+                slot,
+                redis.pool().query::<u64>(&unlink),
+            )
             .await
     });
     Ok(try_join_all(unlinks).await?.into_iter().sum())

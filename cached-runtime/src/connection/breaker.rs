@@ -1,4 +1,4 @@
-//! A circuit breaker in front of the backend.
+//! Circuit breakers in front of Redis: one per node the commands go to.
 //!
 //! It counts failure *events*, not failed commands: a connection that broke or stopped
 //! answering is one event however many commands were in flight on it, and a failed connect
@@ -21,6 +21,41 @@ use std::{
 };
 
 use crate::telemetry::{CacheMetrics, Circuit};
+
+/// The breakers of one connection: one for the one server (or Sentinel's primary), and the
+/// same one for every node of a cluster until it has a breaker per node.
+pub(crate) struct Breakers {
+    whole: Breaker,
+}
+
+impl Breakers {
+    pub(crate) fn new(threshold: u32, window: Duration, cooldown: Duration) -> Self {
+        Self {
+            whole: Breaker::new(threshold, window, cooldown),
+        }
+    }
+
+    /// The breaker of the node that serves `slot` (`None`: no key, any node).
+    #[inline]
+    pub(crate) fn for_slot(&self, _slot: Option<u16>) -> &Breaker {
+        &self.whole
+    }
+
+    /// A failure no command carried (a failed reconnect of the whole connection).
+    pub(crate) fn connection_event(&self) -> bool {
+        self.whole.event()
+    }
+
+    /// Reports transitions, and lends the connection its command timings, through `telemetry`.
+    pub(crate) fn observe(&self, telemetry: Arc<CacheMetrics>) {
+        self.whole.observe(telemetry);
+    }
+
+    /// Whether any circuit is open now, and how often circuits have opened.
+    pub(crate) fn circuit(&self) -> (bool, u64) {
+        (self.whole.is_open(), self.whole.times_opened())
+    }
+}
 
 pub(crate) struct Breaker {
     threshold: usize,

@@ -1,26 +1,27 @@
-//! The near cache's tracking connections: one RESP3 connection per primary that asked Redis
-//! to report every change to the namespace's keys (`CLIENT TRACKING ON BCAST PREFIX …`).
+//! The invalidation channel: one RESP3 connection per primary that asked Redis to report
+//! every change to the keys under a prefix (`CLIENT TRACKING ON BCAST PREFIX …`), delivered to
+//! a [`TrackingListener`] (the near cache is one).
 //!
 //! BCAST mode reports every change under the prefix whoever reads or writes it, so the data
 //! connections stay as they are (no per-read tracking state on the server, the hit path
 //! unchanged) and one connection per primary is all a process needs. Invalidations are
 //! applied in the connection's reader, before any later reply on it is delivered: a `PING`
-//! answered on every tracking connection ([`Tracker::sync`]) means every invalidation Redis
+//! answered on every tracking connection ([`Tracking::sync`]) means every invalidation Redis
 //! sent before it has been applied.
 //!
-//! The connections also carry `NOLOOP`, and the fills whose result the near cache keeps send
-//! their `SET` on them ([`Tracker::set`]): Redis reports a key to a NOLOOP client unless the
+//! The connections also carry `NOLOOP`, and writes whose result the listener keeps (a near
+//! cache's fills) are sent on them ([`Tracking::set`]): Redis reports a key to a NOLOOP client unless the
 //! last change of it in the batch was that client's own, so a fill's own write does not come
 //! back to evict what it stored, and anyone else's later write still does. (Counting echoes
 //! instead would be wrong: BCAST reports a key once per event-loop pass, so a foreign write
 //! in the same pass would hide behind the echo.)
 //!
 //! A supervisor task owns the session: it connects to every primary (the one server, the
-//! primary Sentinel names, or every primary in `CLUSTER SLOTS`), then serves the near cache,
+//! primary Sentinel names, or every primary in `CLUSTER SLOTS`), then starts the listener,
 //! and checks once a second that each connection answers `ROLE` as a primary and, on a
 //! cluster, that the set of primaries did not change. Any failure, a lost connection, a
-//! demoted node, new primaries, ends the session: the near cache is emptied and bypassed at
-//! once, and a new session starts with back-off. A panic in the task starts a new one.
+//! demoted node, new primaries, ends the session: the listener is stopped at once, and a new
+//! session starts with back-off. A panic in the task starts a new one.
 
 use std::{
     sync::{Arc, Mutex, PoisonError, Weak},
@@ -34,15 +35,79 @@ use redis::{
 use tokio::sync::{Notify, watch};
 
 use super::{
+    Redis,
     cluster::key_slot,
-    redis::{RedisStore, node_info, sentinel_client, standalone_info},
+    config::Topology,
+    connector::{node_info, sentinel_client, standalone_info},
+    pool::Pool,
 };
-use crate::{
-    config::{CacheBuilder, Topology},
-    error::CacheError,
-    local::NearCache,
-    spawn::Spawner,
-};
+use crate::{error::CacheError, spawn::Spawner};
+
+/// What an invalidation channel reports to. Its methods run in a connection's reader: they
+/// must be quick and must not block.
+pub trait TrackingListener: Send + Sync {
+    /// Tracking is not established (at start, after a connection was lost, after the topology
+    /// changed): changes may go unreported from now until [`start`](Self::start), so drop
+    /// whatever relies on them.
+    fn stop(&self);
+    /// Every tracking connection is up: every change from now on is reported.
+    fn start(&self);
+    /// `key` changed (written, deleted, expired or evicted, by any client); `None`: every key
+    /// (a flush).
+    fn invalidated(&self, key: Option<&[u8]>);
+}
+
+/// The listener and the session that is current: messages and losses of an older session's
+/// connections never stop or start the listener.
+struct Sessions {
+    listener: Weak<dyn TrackingListener>,
+    /// (current session, whether it serves)
+    state: Mutex<(u64, bool)>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, bool)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts a session: the listener stops trusting what it kept. `None`: it is gone.
+    fn begin(&self) -> Option<u64> {
+        let listener = self.listener.upgrade()?;
+        let mut state = self.lock();
+        *state = (state.0 + 1, false);
+        listener.stop();
+        Some(state.0)
+    }
+
+    /// Every connection of `session` is up.
+    fn serve(&self, session: u64) {
+        let Some(listener) = self.listener.upgrade() else {
+            return;
+        };
+        let mut state = self.lock();
+        if state.0 == session {
+            state.1 = true;
+            listener.start();
+        }
+    }
+
+    /// A connection of `session` was lost; whether it was the current session.
+    fn lost(&self, session: u64) -> bool {
+        let mut state = self.lock();
+        if state.0 != session {
+            return false;
+        }
+        state.1 = false;
+        if let Some(listener) = self.listener.upgrade() {
+            listener.stop();
+        }
+        true
+    }
+
+    fn is_serving(&self) -> bool {
+        self.lock().1
+    }
+}
 
 /// How often each tracking connection is checked.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -71,25 +136,26 @@ struct Session {
     slots: Vec<(i64, i64, usize)>,
 }
 
-/// The tracking connections, for [`Tracker::sync`] and [`Tracker::set`].
-pub(crate) struct Tracker {
+/// A running invalidation channel ([`Redis::track`]): its connections, for
+/// [`Tracking::sync`] and for writes that must not be reported back ([`Tracking::set`]).
+pub struct Tracking {
     session: Mutex<Session>,
-    /// Bound on a `PING` of [`Tracker::sync`].
+    /// Bound on a `PING` of [`Tracking::sync`].
     timeout: Duration,
     /// Bound on a `SET`: the cache's command timeout.
     command_timeout: Duration,
 }
 
-impl std::fmt::Debug for Tracker {
+impl std::fmt::Debug for Tracking {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tracker").finish_non_exhaustive()
+        f.debug_struct("Tracking").finish_non_exhaustive()
     }
 }
 
-impl Tracker {
-    /// Returns once every invalidation Redis sent before this call has been applied: one
+impl Tracking {
+    /// Returns once every invalidation Redis sent before this call has been delivered: one
     /// `PING` per tracking connection, answered after the messages queued before it.
-    pub(crate) async fn sync(&self) -> Result<(), CacheError> {
+    pub async fn sync(&self) -> Result<(), CacheError> {
         let links = self.lock().links.clone();
         for mut link in links {
             let ping = redis::cmd("PING");
@@ -143,9 +209,9 @@ impl Tracker {
 
 /// Everything the supervisor needs, shared by its restarts.
 struct Supervisor {
-    store: Weak<RedisStore>,
-    near: Weak<NearCache>,
-    tracker: Weak<Tracker>,
+    store: Weak<Pool>,
+    sessions: Arc<Sessions>,
+    tracker: Weak<Tracking>,
     endpoints: Endpoints,
     /// `CLIENT TRACKING` arguments after `ON BCAST`.
     prefix: Option<String>,
@@ -156,13 +222,16 @@ struct Supervisor {
     spawner: Spawner,
 }
 
-/// Starts tracking for `near` on `store`'s deployment; the task ends with the store.
+/// Starts tracking keys under `prefix` for `listener` on `redis`'s deployment; the task ends
+/// with the connection's pool, the listener or the returned handle.
 pub(crate) fn start(
-    store: &Arc<RedisStore>,
-    config: &CacheBuilder,
-    near: &Arc<NearCache>,
+    redis: &Redis,
+    prefix: Option<&str>,
     client_name: &str,
-) -> Result<Arc<Tracker>, CacheError> {
+    listener: Weak<dyn TrackingListener>,
+) -> Result<Arc<Tracking>, CacheError> {
+    let config = redis.config();
+    let store = redis.pool();
     let url = config.topology.describe(&config.url);
     let resp3 = |info: ConnectionInfo| {
         let redis = info
@@ -175,11 +244,11 @@ pub(crate) fn start(
         Topology::Standalone => match standalone_info(config, &url)? {
             #[cfg(feature = "tls")]
             (info, true) => {
-                let tls = super::tls::Connector::new(&resp3(info), super::redis::keepalive())
+                let tls = super::tls::Connector::new(&resp3(info), super::connector::keepalive())
                     .map_err(|reason| CacheError::InvalidUrl {
-                        url: url.clone(),
-                        reason,
-                    })?;
+                    url: url.clone(),
+                    reason,
+                })?;
                 Endpoints::Tls(tls)
             }
             (info, _) => Endpoints::Url(resp3(info)),
@@ -204,22 +273,25 @@ pub(crate) fn start(
             Endpoints::Sentinel(tokio::sync::Mutex::new(client))
         }
     };
-    let tracker = Arc::new(Tracker {
+    let tracker = Arc::new(Tracking {
         session: Mutex::default(),
         timeout: config.command_timeout.max(Duration::from_secs(1)),
         command_timeout: config.command_timeout,
     });
     let supervisor = Arc::new(Supervisor {
         store: Arc::downgrade(store),
-        near: Arc::downgrade(near),
+        sessions: Arc::new(Sessions {
+            listener,
+            state: Mutex::new((0, false)),
+        }),
         tracker: Arc::downgrade(&tracker),
         endpoints,
-        prefix: (!config.namespace.is_empty()).then(|| config.namespace.clone()),
+        prefix: prefix.filter(|p| !p.is_empty()).map(str::to_owned),
         client_name: client_name.to_owned(),
         connect_timeout: config.connect_timeout,
         command_timeout: config.command_timeout.max(Duration::from_secs(1)),
         closed: store.closed(),
-        spawner: store.spawner().clone(),
+        spawner: redis.spawner().clone(),
     });
     supervise(supervisor);
     Ok(tracker)
@@ -243,10 +315,8 @@ fn supervise(supervisor: Arc<Supervisor>) {
     spawner.spawn(async move {
         let again = Arc::clone(&supervisor);
         let _restart = OnPanic(Some(move || {
-            tracing::error!("the near cache's tracking task panicked; restarting it");
-            if let Some(near) = again.near.upgrade() {
-                near.begin();
-            }
+            tracing::error!("the tracking task panicked; restarting it");
+            again.sessions.begin();
             supervise(again);
         }));
         let mut closed = supervisor.closed.clone();
@@ -277,46 +347,38 @@ impl Supervisor {
         let mut backoff = BACKOFF_MIN;
         let mut warned = false;
         loop {
-            let Some(near) = self.near.upgrade() else {
+            let Some(session) = self.sessions.begin() else {
                 return;
             };
-            let session = near.begin();
-            drop(near);
             let lost = Arc::new(Notify::new());
             match self.connect(session, &lost).await {
                 Ok((links, primaries, slots)) => {
-                    let Some(near) = self.near.upgrade() else {
-                        return;
-                    };
                     if let Some(tracker) = self.tracker.upgrade() {
                         tracker.set_session(Session {
                             links: links.clone(),
                             slots,
                         });
                     }
-                    near.serve(session);
-                    drop(near);
-                    tracing::debug!(connections = links.len(), "near cache tracking established");
+                    self.sessions.serve(session);
+                    tracing::debug!(connections = links.len(), "tracking established");
                     backoff = BACKOFF_MIN;
                     warned = false;
                     let why = self.watch(links, primaries, &lost).await;
-                    tracing::info!(reason = %why, "near cache tracking lost; bypassing the near cache until it is back");
+                    tracing::info!(reason = %why, "tracking lost; its listener is stopped until it is back");
                 }
                 Err(Failure::Unsupported(e)) => {
                     if !warned {
-                        tracing::warn!(error = %e, "redis has no client tracking (Redis 6 or later is needed): the near cache stays off");
+                        tracing::warn!(error = %e, "redis has no client tracking (Redis 6 or later is needed): the near cache stays off until it has");
                         warned = true;
                     }
                     tokio::time::sleep(UNSUPPORTED_RETRY).await;
                     continue;
                 }
                 Err(Failure::Other(e)) => {
-                    tracing::debug!(error = %e, "near cache tracking could not be established; retrying");
+                    tracing::debug!(error = %e, "tracking could not be established; retrying");
                 }
             }
-            if let Some(near) = self.near.upgrade() {
-                near.lost(session);
-            }
+            self.sessions.lost(session);
             if let Some(tracker) = self.tracker.upgrade() {
                 tracker.set_session(Session::default());
             }
@@ -380,7 +442,11 @@ impl Supervisor {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout))
-            .set_push_sender(pusher(self.near.clone(), session, Arc::clone(lost)));
+            .set_push_sender(pusher(
+                Arc::clone(&self.sessions),
+                session,
+                Arc::clone(lost),
+            ));
         let connected = match &self.endpoints {
             Endpoints::Url(info) => match redis::Client::open(info.clone()) {
                 Ok(client) => {
@@ -449,10 +515,11 @@ impl Supervisor {
                 () = lost.notified() => return "a tracking connection closed".to_owned(),
                 () = tokio::time::sleep(HEARTBEAT) => {}
             }
-            match self.near.upgrade() {
-                Some(near) if near.is_serving() => {}
-                Some(_) => return "tracking stopped".to_owned(),
-                None => return "cache dropped".to_owned(),
+            if self.sessions.listener.strong_count() == 0 {
+                return "listener dropped".to_owned();
+            }
+            if !self.sessions.is_serving() {
+                return "tracking stopped".to_owned();
             }
             for link in &links {
                 let mut link = link.clone();
@@ -478,12 +545,12 @@ impl Supervisor {
 
 /// Applies the invalidations a tracking connection receives, in its reader.
 fn pusher(
-    near: Weak<NearCache>,
+    sessions: Arc<Sessions>,
     session: u64,
     lost: Arc<Notify>,
 ) -> impl Fn(PushInfo) -> Result<(), ()> + Send + Sync + 'static {
     move |info: PushInfo| {
-        let Some(near) = near.upgrade() else {
+        let Some(listener) = sessions.listener.upgrade() else {
             return Err(());
         };
         match info.kind {
@@ -491,14 +558,14 @@ fn pusher(
                 Some(Value::Array(keys)) => {
                     for key in keys {
                         if let Value::BulkString(key) = key {
-                            near.invalidated(Some(key));
+                            listener.invalidated(Some(key));
                         }
                     }
                 }
                 // A flush of the whole database.
-                _ => near.invalidated(None),
+                _ => listener.invalidated(None),
             },
-            PushKind::Disconnection if near.lost(session) => lost.notify_one(),
+            PushKind::Disconnection if sessions.lost(session) => lost.notify_one(),
             _ => {}
         }
         Ok(())
@@ -529,6 +596,49 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    /// Whether the listener was last told to start.
+    #[derive(Default)]
+    struct Flag(AtomicBool);
+
+    impl TrackingListener for Flag {
+        fn stop(&self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+        fn start(&self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+        fn invalidated(&self, _key: Option<&[u8]>) {}
+    }
+
+    #[test]
+    fn an_older_session_can_neither_stop_nor_start_the_listener() {
+        let flag = Arc::new(Flag::default());
+        let listener: Weak<dyn TrackingListener> =
+            Arc::downgrade(&(Arc::clone(&flag) as Arc<dyn TrackingListener>));
+        let sessions = Sessions {
+            listener,
+            state: Mutex::new((0, false)),
+        };
+        let old = sessions.begin().expect("listener alive");
+        let new = sessions.begin().expect("listener alive");
+        sessions.serve(old);
+        assert!(
+            !flag.0.load(Ordering::SeqCst),
+            "an old session does not start it"
+        );
+        sessions.serve(new);
+        assert!(flag.0.load(Ordering::SeqCst) && sessions.is_serving());
+        assert!(!sessions.lost(old), "an older session's loss is ignored");
+        assert!(flag.0.load(Ordering::SeqCst));
+        assert!(sessions.lost(new));
+        assert!(!flag.0.load(Ordering::SeqCst) && !sessions.is_serving());
+        drop(flag);
+        assert!(
+            sessions.begin().is_none(),
+            "a dropped listener ends the sessions"
+        );
+    }
 
     #[tokio::test]
     async fn a_task_that_panics_runs_its_restart_and_one_that_ends_does_not() {

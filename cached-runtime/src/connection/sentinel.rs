@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use redis::{Client, ConnectionInfo};
 use tokio::sync::watch;
 
-use super::redis::RedisStore;
+use super::pool::Pool;
 use crate::spawn::Spawner;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -23,7 +23,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Listens for `+switch-master` of `master` on the first sentinel that answers, until
 /// `closed` reports the cache gone.
 pub(super) fn watch_switches(
-    store: Weak<RedisStore>,
+    store: Weak<Pool>,
     sentinels: Vec<ConnectionInfo>,
     master: String,
     connect_timeout: Duration,
@@ -53,7 +53,7 @@ pub(super) fn watch_switches(
 
 /// One subscription: returns when the sentinel's connection ends.
 async fn listen(
-    store: &Weak<RedisStore>,
+    store: &Weak<Pool>,
     info: &ConnectionInfo,
     master: &str,
     connect_timeout: Duration,

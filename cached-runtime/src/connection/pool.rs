@@ -1,10 +1,11 @@
-//! The Redis backend: a bb8 pool and a few shared multiplexed connections, to one server, to
-//! the primary Sentinel names, or to a whole Redis Cluster.
+//! The pool: a bb8 pool and a few shared multiplexed connections, to one server, to the
+//! primary Sentinel names, or to a whole Redis Cluster.
 //!
-//! The three differ only in how a connection is made ([`Connector`]) and what it is
-//! ([`Link`]): a cluster connection is one handle that routes each command to the shard that
-//! owns its key and pipelines per node; a Sentinel connection is a plain connection to the
-//! primary the sentinels name at the moment it is made. Everything below treats them alike.
+//! The three differ only in how a connection is made ([`Connector`](super::connector)) and
+//! what it is ([`Link`]): a cluster connection is one handle that routes each command to the
+//! shard that owns its key and pipelines per node; a Sentinel connection is a plain connection
+//! to the primary the sentinels name at the moment it is made. Everything here treats them
+//! alike.
 //!
 //! bb8 owns connection life: it connects with a timeout, checks a connection with `PING` when
 //! it is handed out, closes connections that broke or outlived `max_lifetime`, and reaps idle
@@ -31,23 +32,21 @@ use std::{
 };
 
 use arc_swap::ArcSwapOption;
-use bb8::{ErrorSink, Pool, PooledConnection, RunError};
-use bb8_redis::RedisConnectionManager;
+use bb8::{ErrorSink, Pool as Bb8Pool, PooledConnection, RunError};
 use redis::{
-    AsyncConnectionConfig, Cmd, FromRedisValue, IntoConnectionInfo, Pipeline, RedisError,
-    RedisFuture, RedisResult, Value,
-    aio::{ConnectionLike, MultiplexedConnection},
-    cluster::{ClusterClient, ClusterClientBuilder},
-    cluster_async::ClusterConnection,
+    Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script, Value,
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
-    io::tcp::{TcpSettings, socket2::TcpKeepalive},
-    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
 };
 use tokio::sync::watch;
 
+use super::{
+    breaker::Breakers,
+    cluster::SlotRange,
+    config::{RedisBuilder, Topology},
+    connector::{Connector, Manager, node_info},
+    link::{Fault, Link},
+};
 use crate::{
-    breaker::Breaker,
-    config::{CacheBuilder, Topology},
     error::{CacheError, is_failover_code},
     spawn::Spawner,
 };
@@ -66,161 +65,12 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 type Pooled = PooledConnection<'static, Manager>;
 
-/// A command that did not succeed, as the layers above need to know it.
-#[derive(Debug)]
-pub(crate) enum Fault {
-    /// No answer within the command timeout. `event`: the first timeout of its connection
-    /// since its last success.
-    Timeout { event: bool },
-    /// The connection is unusable and was retired. `event`: this caller retired it.
-    Broken { event: bool, error: RedisError },
-    /// No connection yet: one is being made.
-    NoConnection,
-    /// Redis answered with an error; the connection is fine.
-    Command(RedisError),
-}
-
-impl Fault {
-    pub(crate) fn into_error(self, command_timeout: Duration) -> CacheError {
-        match self {
-            Fault::Timeout { .. } => CacheError::Timeout(command_timeout),
-            Fault::NoConnection => CacheError::Unavailable,
-            Fault::Broken { error, .. } | Fault::Command(error) => match error.code() {
-                Some(code) => CacheError::Command {
-                    code: Some(code.to_owned()),
-                    source: Box::new(error),
-                },
-                None if error.kind() == redis::ErrorKind::Io => {
-                    CacheError::Connection(Box::new(error))
-                }
-                None => CacheError::Command {
-                    code: None,
-                    source: Box::new(error),
-                },
-            },
-        }
-    }
-}
-
-/// One shared, multiplexed connection: to a server, or to a whole cluster.
-#[derive(Clone)]
-pub(crate) enum Link {
-    Single(MultiplexedConnection),
-    /// Routes each command to the shard that owns its key; follows `MOVED` and `ASK`.
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Link {
-    #[inline]
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Link::Single(c) => c.req_packed_command(cmd),
-            Link::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Link::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Link::Single(c) => c.get_db(),
-            Link::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// How new connections are made.
-enum Connector {
-    /// A plain URL, through bb8-redis's manager.
-    Url(RedisConnectionManager),
-    /// A `rediss://` URL, with this crate's own TLS setup.
-    #[cfg(feature = "tls")]
-    Tls(super::tls::Connector),
-    Cluster(ClusterClient),
-    /// Asks the sentinels for the primary on every connect, so a reconnect after a failover
-    /// finds the new one. The client needs `&mut` for its lookups.
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
-}
-
-/// The connector, plus a flag through which a slot tells bb8 a connection broke.
-struct Manager {
-    connector: Connector,
-    response_timeout: Duration,
-}
-
-struct Conn {
-    conn: Link,
-    broken: Arc<AtomicBool>,
-}
-
-impl bb8::ManageConnection for Manager {
-    type Connection = Conn;
-    type Error = RedisError;
-
-    async fn connect(&self) -> Result<Conn, RedisError> {
-        let conn = match &self.connector {
-            Connector::Url(inner) => {
-                let mut conn = inner.connect().await?;
-                conn.set_response_timeout(self.response_timeout);
-                Link::Single(conn)
-            }
-            #[cfg(feature = "tls")]
-            Connector::Tls(tls) => Link::Single(tls.connect(self.response_timeout).await?),
-            Connector::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
-            Connector::Sentinel(client) => {
-                let config =
-                    AsyncConnectionConfig::new().set_response_timeout(Some(self.response_timeout));
-                let conn = client
-                    .lock()
-                    .await
-                    .get_async_connection_with_config(&config)
-                    .await?;
-                Link::Single(conn)
-            }
-        };
-        Ok(Conn {
-            conn,
-            broken: Arc::new(AtomicBool::new(false)),
-        })
-    }
-
-    async fn is_valid(&self, conn: &mut Conn) -> Result<(), RedisError> {
-        if let Connector::Sentinel(_) = self.connector {
-            // A pooled connection to a primary demoted by a failover still answers PING;
-            // ROLE tells it apart (same round trip).
-            let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn.conn).await?;
-            return match role.first() {
-                Some(Value::BulkString(r)) if r == b"master" => Ok(()),
-                _ => Err(RedisError::from((
-                    redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-                    "no longer the primary",
-                ))),
-            };
-        }
-        let _: String = redis::cmd("PING").query_async(&mut conn.conn).await?;
-        Ok(())
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.broken.load(Ordering::Acquire)
-    }
-}
-
-pub(crate) struct RedisStore {
+/// The connections to one deployment.
+pub(crate) struct Pool {
     kind: Kind,
     /// Dropped with the store, which ends background listeners.
     _closed: watch::Sender<()>,
-    pool: Pool<Manager>,
+    pool: Bb8Pool<Manager>,
     slots: Box<[Slot]>,
     next: AtomicUsize,
     generation: AtomicU64,
@@ -228,11 +78,10 @@ pub(crate) struct RedisStore {
     connect_timeout: Duration,
     last_connect_error: ConnectErrors,
     url: String,
-    breaker: Arc<Breaker>,
+    breakers: Arc<Breakers>,
     spawner: Spawner,
     retired: AtomicU64,
-    unlock: redis::Script,
-    this: Weak<RedisStore>,
+    this: Weak<Pool>,
 }
 
 #[derive(Default)]
@@ -297,7 +146,7 @@ impl ConnectErrors {
 
 /// Clears a slot's refill flag however the refill ends: done, failed, cancelled or panicked.
 struct RefillFlag {
-    store: Weak<RedisStore>,
+    store: Weak<Pool>,
     index: usize,
 }
 
@@ -318,172 +167,20 @@ enum Kind {
     Cluster,
 }
 
-/// Slots `start..=end` of a cluster and the primary that owns them.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct SlotRange {
-    pub(crate) start: i64,
-    pub(crate) end: i64,
-    pub(crate) host: String,
-    pub(crate) port: u16,
-}
-
 /// The slot a command was sent on, to judge its outcome.
 struct Lease {
     index: usize,
     generation: u64,
 }
 
-/// `COMPARE_AND_DELETE`: releases a lock only while it still holds the caller's token.
-const UNLOCK_SCRIPT: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
-     return redis.call('DEL', KEYS[1]) else return 0 end";
-
-fn invalid(url: &str, e: &RedisError) -> CacheError {
-    CacheError::InvalidUrl {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    }
-}
-
-/// A cluster node's or a sentinel's URL: plain `redis://` only.
-pub(super) fn node_info(raw: &str, shown: &str) -> Result<redis::ConnectionInfo, CacheError> {
-    if raw.starts_with("rediss://") {
-        return Err(CacheError::InvalidUrl {
-            url: shown.to_owned(),
-            reason:
-                "rediss:// is supported for a single Redis only, not yet for Cluster or Sentinel"
-                    .to_owned(),
-        });
-    }
-    raw.into_connection_info().map_err(|e| invalid(shown, &e))
-}
-
-/// A client that asks `sentinels` for `master`'s primary and connects to it with the
-/// primary's own `(username, password)` and `protocol`.
-pub(super) fn sentinel_client(
-    master: &str,
-    sentinels: &[String],
-    (username, password): (Option<&str>, Option<&str>),
-    protocol: redis::ProtocolVersion,
-    url: &str,
-) -> Result<SentinelClient, CacheError> {
-    let tcp = || TcpSettings::default().set_keepalive(keepalive());
-    let infos = sentinels
-        .iter()
-        .map(|n| node_info(n, url).map(|i| i.set_tcp_settings(tcp())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut redis = redis::RedisConnectionInfo::default().set_protocol(protocol);
-    if let Some(u) = username {
-        redis = redis.set_username(u);
-    }
-    if let Some(p) = password {
-        redis = redis.set_password(p);
-    }
-    let node = SentinelNodeConnectionInfo::default()
-        .set_redis_connection_info(redis)
-        .set_tcp_settings(tcp());
-    SentinelClient::build(
-        infos,
-        master.to_owned(),
-        Some(node),
-        SentinelServerType::Master,
-    )
-    .map_err(|e| invalid(url, &e))
-}
-
-/// The connection info of one server at `config.url`, and whether it is `rediss://` (the
-/// info then has the `redis` scheme: TLS is this crate's own).
-pub(super) fn standalone_info(
-    config: &CacheBuilder,
-    url: &str,
-) -> Result<(redis::ConnectionInfo, bool), CacheError> {
-    let tls_url = config.url.starts_with("rediss://");
-    if tls_url && !cfg!(feature = "tls") {
-        return Err(CacheError::InvalidUrl {
-            url: url.to_owned(),
-            reason: "rediss:// needs the `tls` feature of cached-runtime".to_owned(),
-        });
-    }
-    let plain = config
-        .url
-        .strip_prefix("rediss://")
-        .map_or_else(|| config.url.clone(), |rest| format!("redis://{rest}"));
-    let info = plain
-        .as_str()
-        .into_connection_info()
-        .map_err(|e| invalid(url, &e))?
-        .set_tcp_settings(TcpSettings::default().set_keepalive(keepalive()));
-    Ok((info, tls_url))
-}
-
-/// Keepalive probes find a peer that vanished without a word (a failed-over host).
-pub(super) fn keepalive() -> TcpKeepalive {
-    TcpKeepalive::new()
-        .with_time(Duration::from_secs(15))
-        .with_interval(Duration::from_secs(5))
-}
-
-/// The connector for one server at `config.url`, plain or TLS.
-fn standalone(config: &CacheBuilder, url: &str) -> Result<Connector, CacheError> {
-    let (info, tls_url) = standalone_info(config, url)?;
-    #[cfg(feature = "tls")]
-    if tls_url {
-        let tls = super::tls::Connector::new(&info, keepalive()).map_err(|reason| {
-            CacheError::InvalidUrl {
-                url: url.to_owned(),
-                reason,
-            }
-        })?;
-        return Ok(Connector::Tls(tls));
-    }
-    #[cfg(not(feature = "tls"))]
-    let _ = tls_url;
-    Ok(Connector::Url(
-        RedisConnectionManager::new(info).map_err(|e| invalid(url, &e))?,
-    ))
-}
-
-impl RedisStore {
+impl Pool {
     pub(crate) fn new(
-        config: &CacheBuilder,
-        breaker: Arc<Breaker>,
+        config: &RedisBuilder,
+        breakers: Arc<Breakers>,
         spawner: Spawner,
     ) -> Result<Arc<Self>, CacheError> {
         let url = config.topology.describe(&config.url);
-        let tcp = || TcpSettings::default().set_keepalive(keepalive());
-        let connector = match &config.topology {
-            Topology::Standalone => standalone(config, &url)?,
-            Topology::Cluster { nodes } => {
-                let infos = nodes
-                    .iter()
-                    .map(|n| node_info(n, &url).map(|i| i.set_tcp_settings(tcp())))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let client = ClusterClientBuilder::new(infos)
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.command_timeout)
-                    // A command is bounded by the command timeout, retries included; a
-                    // redirect after a failover needs one or two.
-                    .retries(2)
-                    .tcp_settings(tcp())
-                    .build()
-                    .map_err(|e| invalid(&url, &e))?;
-                Connector::Cluster(client)
-            }
-            Topology::Sentinel {
-                master,
-                sentinels,
-                username,
-                password,
-            } => {
-                let client = sentinel_client(
-                    master,
-                    sentinels,
-                    (username.as_deref(), password.as_deref()),
-                    redis::ProtocolVersion::RESP2,
-                    &url,
-                )?;
-                Connector::Sentinel(tokio::sync::Mutex::new(client))
-            }
-        };
+        let connector = Connector::new(config, &url)?;
         let kind = match connector {
             Connector::Cluster(_) => Kind::Cluster,
             _ => Kind::Single,
@@ -506,7 +203,7 @@ impl RedisStore {
             response_timeout: config.command_timeout,
         };
         let last_connect_error = ConnectErrors::default();
-        let pool = Pool::builder()
+        let pool = Bb8Pool::builder()
             .max_size(config.max_size)
             .min_idle(Some(config.min_idle).filter(|&n| n > 0))
             .connection_timeout(config.connect_timeout)
@@ -528,10 +225,9 @@ impl RedisStore {
             connect_timeout: config.connect_timeout,
             last_connect_error,
             url,
-            breaker,
+            breakers,
             spawner,
             retired: AtomicU64::new(0),
-            unlock: redis::Script::new(UNLOCK_SCRIPT),
             this: this.clone(),
         });
         if let Some((master, sentinels)) = watch {
@@ -547,21 +243,9 @@ impl RedisStore {
         Ok(store)
     }
 
-    pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Changes (to an error) when the store is dropped: background tasks end with it.
     pub(super) fn closed(&self) -> watch::Receiver<()> {
         self._closed.subscribe()
-    }
-
-    pub(super) fn spawner(&self) -> &Spawner {
-        &self.spawner
-    }
-
-    pub(crate) fn command_timeout(&self) -> Duration {
-        self.command_timeout
     }
 
     /// Connections retired as broken or half-open so far.
@@ -620,16 +304,25 @@ impl RedisStore {
         self.judge(&lease, result)
     }
 
-    /// Releases `key` if it still holds `token` (`EVALSHA`, loading the script once).
-    pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<bool, Fault> {
+    /// Runs `evalsha` (of `script`); on `NOSCRIPT` only, loads the script and runs it once
+    /// more. Bounded by the command timeout.
+    pub(crate) async fn eval<T: FromRedisValue>(
+        &self,
+        evalsha: &Cmd,
+        script: &Script,
+    ) -> Result<T, Fault> {
         let (lease, mut conn) = self.checkout()?;
-        let result = self
-            .unlock
-            .key(key)
-            .arg(token)
-            .invoke_async::<i64>(&mut conn)
-            .await;
-        self.judge(&lease, result).map(|n| n > 0)
+        let mut result = evalsha.query_async::<T>(&mut conn).await;
+        if let Err(e) = &result
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            // NOSCRIPT: the script did not run; loading it and running it once is safe.
+            result = match script.load_async(&mut conn).await {
+                Ok(_) => evalsha.query_async::<T>(&mut conn).await,
+                Err(e) => Err(e),
+            };
+        }
+        self.judge(&lease, result)
     }
 
     /// Whether this is a cluster, whose keys are spread over several primaries.
@@ -641,42 +334,7 @@ impl RedisStore {
     /// exactly when no slot changed hands between them.
     pub(crate) async fn slot_owners(&self) -> Result<Vec<SlotRange>, Fault> {
         let reply: Value = self.query(redis::cmd("CLUSTER").arg("SLOTS")).await?;
-        let bad = || {
-            Fault::Command(RedisError::from((
-                redis::ErrorKind::Parse,
-                "unexpected CLUSTER SLOTS reply",
-            )))
-        };
-        let Value::Array(ranges) = reply else {
-            return Err(bad());
-        };
-        let mut owners = Vec::with_capacity(ranges.len());
-        for range in ranges {
-            let Value::Array(fields) = range else {
-                return Err(bad());
-            };
-            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(primary))) =
-                (fields.first(), fields.get(1), fields.get(2))
-            else {
-                return Err(bad());
-            };
-            let host = match primary.first() {
-                Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
-                Some(Value::SimpleString(h)) => h.clone(),
-                _ => return Err(bad()),
-            };
-            let Some(Value::Int(port)) = primary.get(1) else {
-                return Err(bad());
-            };
-            owners.push(SlotRange {
-                start: *start,
-                end: *end,
-                host,
-                port: u16::try_from(*port).map_err(|_| bad())?,
-            });
-        }
-        owners.sort();
-        Ok(owners)
+        super::cluster::parse_slots(reply).map_err(Fault::Command)
     }
 
     /// Runs `cmd` on the cluster node at `host:port` (a primary, for `SCAN`).
@@ -803,7 +461,7 @@ impl RedisStore {
                     Ok(()) => return,
                     Err(e) => {
                         tracing::debug!(error = %e, "redis reconnect attempt failed");
-                        store.breaker.event();
+                        store.breakers.connection_event();
                     }
                 }
                 drop(store);

@@ -96,6 +96,8 @@ mod local;
 mod memory;
 mod mode;
 mod policy;
+#[cfg(feature = "ratelimit")]
+pub mod ratelimit;
 pub mod shape;
 mod spawn;
 mod stats;

@@ -146,7 +146,10 @@ mod tests {
 
     #[test]
     fn a_denied_request_charges_no_limit() {
-        let limits = [Limit::per_second(10).burst(5), Limit::per_minute(2).burst(1)];
+        let limits = [
+            Limit::per_second(10).burst(5),
+            Limit::per_minute(2).burst(1),
+        ];
         let mut tats = [0, 0];
         let now = 5_000_000;
         assert!(step(&mut tats, now, 1, &limits).0);

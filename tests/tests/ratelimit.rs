@@ -62,7 +62,11 @@ async fn allowed_requests_in_any_period_never_exceed_rate_plus_burst_and_reach_i
     let quota = usize::try_from(limit.quota()).expect("small");
     let mut limiters = Vec::new();
     for _ in 0..4 {
-        limiters.push(limiter(&d.redis().await, "exact", &[limit.clone()]));
+        limiters.push(limiter(
+            &d.redis().await,
+            "exact",
+            std::slice::from_ref(&limit),
+        ));
     }
     let allowed = Arc::new(Mutex::new(Vec::<u64>::new()));
     let first = Arc::new(AtomicU64::new(u64::MAX));

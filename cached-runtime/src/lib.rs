@@ -85,6 +85,8 @@ mod cache;
 mod codec;
 mod config;
 pub mod connection;
+#[cfg(feature = "ratelimit")]
+pub mod counter;
 mod error;
 mod fill;
 mod flight;

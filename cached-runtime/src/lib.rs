@@ -123,3 +123,6 @@ pub use vary::VarySource;
 
 #[doc(inline)]
 pub use cached_macro::redis_cache;
+#[cfg(feature = "ratelimit")]
+#[doc(inline)]
+pub use ratelimit::rate_limit;

@@ -73,8 +73,12 @@ mod identity;
 mod limit;
 mod local;
 pub mod metrics;
+mod respond;
 #[cfg(feature = "axum")]
 pub mod tower;
+
+#[doc(hidden)]
+pub mod __macro;
 
 use std::{
     fmt,
@@ -88,6 +92,7 @@ use sha2::Digest as _;
 pub use self::gcra::LimitState;
 pub use self::identity::{Client, ForwardedHeader, TrustedProxies};
 pub use self::limit::Limit;
+pub use self::respond::{LimitResponse, Limited};
 use self::{
     gcra::Reply,
     local::{Denial, Fallback, Shards},
@@ -98,6 +103,9 @@ use crate::{
     error::CacheError,
     stats::WarnLimiter,
 };
+
+#[doc(inline)]
+pub use cached_macro::rate_limit;
 
 /// How long a fail-closed limiter asks a refused client to wait while Redis cannot answer.
 const CLOSED_RETRY: Duration = Duration::from_secs(1);

@@ -101,6 +101,7 @@ mod policy;
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit;
 pub mod shape;
+mod shared;
 mod spawn;
 mod stats;
 pub mod telemetry;

@@ -7,7 +7,12 @@ use std::{
     sync::{Arc, PoisonError, RwLock},
 };
 
-use actix_web::{App, HttpServer, dev::ServerHandle, middleware::ErrorHandlers, web};
+use actix_web::{
+    App, HttpServer,
+    dev::ServerHandle,
+    middleware::{ErrorHandlers, from_fn},
+    web,
+};
 use cached_runtime::{Cache, redact_url};
 use metrics_exporter_prometheus::PrometheusHandle;
 use secrecy::SecretString;
@@ -17,6 +22,7 @@ use crate::{
     config::Config,
     db::Db,
     error::{ApiError, StartError, ensure_json_body},
+    limits::{self, Limits},
     metrics, routes,
 };
 
@@ -172,6 +178,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Lazy: the service starts and serves (uncached) while Redis is down, and picks it up
     // when it answers.
     let cache = config.cache.clone().build_lazy()?;
+    let limits = web::Data::new(Limits::build(
+        &cache,
+        &config.api_limits,
+        &config.trusted_proxies,
+    )?);
     let state = web::Data::new(AppState {
         db,
         cache,
@@ -184,7 +195,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .app_data(limits.clone())
             .wrap(ErrorHandlers::new().default_handler(ensure_json_body))
+            .wrap(from_fn(limits::count_views))
+            // Outermost: a refused request costs nothing more, and its problem body is kept.
+            .wrap(limits.middleware())
+            // Before `/items/{id}`, which would take "popular" for an id.
+            .service(limits::popular_items)
             .configure(routes::configure)
     })
     .shutdown_timeout(10);

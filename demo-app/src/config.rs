@@ -2,7 +2,11 @@
 
 use std::{fmt, num::NonZeroUsize, path::PathBuf, time::Duration};
 
-use cached_runtime::{Cache, CacheBuilder, DEFAULT_URL, redact_url};
+use cached_runtime::{
+    Cache, CacheBuilder, DEFAULT_URL,
+    ratelimit::{Limit, TrustedProxies},
+    redact_url,
+};
 use secrecy::SecretString;
 
 use crate::error::StartError;
@@ -36,6 +40,8 @@ pub const DEFAULT_FIB_QUEUE: usize = 64;
 /// | `REDIS_CACHE_*` | see [`CacheBuilder`] | timeouts, pool size, key namespace |
 /// | `FIB_CONCURRENCY` | the number of cores | `/fib` computations running at once |
 /// | `FIB_QUEUE` | 64 | `/fib` requests waiting for a computation slot; more get 503 |
+/// | `API_RATE_LIMIT` | unset (no limit) | per-client limits, `RATE/PERIOD[+BURST]` comma-separated, like `100/60s+19,1000/1h`: see the `limits` module |
+/// | `API_TRUSTED_PROXIES` | unset | proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names the client |
 /// | `RUST_LOG` | `info` | log filter |
 #[derive(Clone)]
 pub struct Config {
@@ -59,6 +65,10 @@ pub struct Config {
     /// Whether SIGINT/SIGTERM stop the server gracefully (off for in-process tests, which
     /// stop it with [`Running::stop`](crate::Running::stop)).
     pub handle_signals: bool,
+    /// Per-client limits on the API (`API_RATE_LIMIT`); none: not limited.
+    pub api_limits: Vec<Limit>,
+    /// Proxies whose `X-Forwarded-For` names the client (`API_TRUSTED_PROXIES`).
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl fmt::Debug for Config {
@@ -73,6 +83,8 @@ impl fmt::Debug for Config {
             .field("fib_concurrency", &self.fib_concurrency)
             .field("fib_queue", &self.fib_queue)
             .field("handle_signals", &self.handle_signals)
+            .field("api_limits", &self.api_limits)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -94,6 +106,8 @@ impl Config {
             fib_concurrency: default_fib_concurrency(),
             fib_queue: DEFAULT_FIB_QUEUE,
             handle_signals: false,
+            api_limits: Vec::new(),
+            trusted_proxies: TrustedProxies::none(),
         }
     }
 
@@ -135,6 +149,14 @@ impl Config {
             fib_concurrency,
             fib_queue: count("FIB_QUEUE")?.unwrap_or(DEFAULT_FIB_QUEUE),
             handle_signals: true,
+            api_limits: crate::limits::parse_limits(&var("API_RATE_LIMIT").unwrap_or_default())
+                .map_err(StartError::Config)?,
+            trusted_proxies: match var("API_TRUSTED_PROXIES") {
+                Some(list) => {
+                    TrustedProxies::new(list.split(',').filter(|p| !p.trim().is_empty()))?
+                }
+                None => TrustedProxies::none(),
+            },
         };
         config.validate()?;
         Ok(config)

@@ -22,6 +22,7 @@ mod compute;
 mod config;
 mod db;
 mod error;
+pub mod limits;
 mod metrics;
 pub mod model;
 pub mod routes;

@@ -22,7 +22,8 @@ pub(crate) fn expand(plan: Plan, func: Func) -> TokenStream {
     // Generated locals use mixed-site hygiene: the body cannot see them, nor they the body.
     let local = Span::mixed_site();
     let limiter = format_ident!("__rl_limiter", span = local);
-    let source = format_ident!("__rl_source", span = local);
+    // Located at the expression, so a value that is no limiter is reported there.
+    let source = format_ident!("__rl_source", span = local.located_at(plan.limiter.span()));
     let key = format_ident!("__rl_key", span = local);
     let decision = format_ident!("__rl_decision", span = local);
     let answer = format_ident!("__rl_answer", span = local);

@@ -1,0 +1,10 @@
+use actix_web::{HttpRequest, HttpResponse};
+use cached_runtime::ratelimit::{RateLimiter, rate_limit};
+
+#[rate_limit(limiter = limiter, cost = 0)]
+async fn hello(limiter: &RateLimiter, req: HttpRequest) -> HttpResponse {
+    let _ = (limiter, req);
+    HttpResponse::Ok().finish()
+}
+
+fn main() {}

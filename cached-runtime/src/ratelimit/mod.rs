@@ -107,6 +107,12 @@ use crate::{
 #[doc(inline)]
 pub use cached_macro::rate_limit;
 
+/// The decision script's source, as the limiter loads it (`EVALSHA` of its SHA-1): for tools
+/// that run it themselves. Its `KEYS` are each limit's key; `ARGV` the cost, then each
+/// limit's emission interval and capacity in microseconds; it answers whether it allowed,
+/// Redis's clock, and each limit's remaining, reset and retry-after (µs).
+pub const GCRA_SCRIPT: &str = gcra::SCRIPT;
+
 /// How long a fail-closed limiter asks a refused client to wait while Redis cannot answer.
 const CLOSED_RETRY: Duration = Duration::from_secs(1);
 

@@ -30,19 +30,20 @@
 //!
 //! Unbatched, [`Counter::incr`] and [`Counter::add`] send one `INCRBY` each and lose nothing
 //! that Redis acknowledged. Batched ([`CounterBuilder::batch`]), [`Counter::add`] adds in
-//! process and the sums go to Redis in one pipeline per hash slot when `max_calls` adds have
+//! process and the sums go to Redis in one pipeline per hash slot once `max_calls` adds have
 //! accumulated or every `every`, whichever comes first (and when the last handle is dropped).
-//! At most one batch is on its way at a time, and adds wait while it is, so **a crash loses
-//! at most the last `max_calls` adds** (those pending, or the batch being sent), or those of
-//! the last `every` if fewer. While Redis cannot be reached the sums stay pending and are
-//! sent later (so a crash then loses all of them); a batch whose fate is unknown (a timeout
-//! or a broken connection after it was sent) is dropped rather than risk counting it twice,
-//! and counted in `redis_counter_batches_total{result="lost"}`.
+//! One batch is on its way at a time; while it is, adds go on accumulating up to `max_calls`,
+//! and then wait for it. So **a crash loses at most `2 × max_calls` adds**: the batch being
+//! sent and the next one filling (or those of the last `every`, if fewer). While Redis cannot
+//! be reached the sums stay pending and are sent later (a crash then loses them all); a batch
+//! whose fate is unknown (a timeout or a broken connection after it was sent) is dropped
+//! rather than risk counting it twice, and counted in
+//! `redis_counter_batches_total{result="lost"}`.
 
 use std::{
     collections::HashMap,
     fmt,
-    sync::{Arc, Weak},
+    sync::{Arc, Mutex, PoisonError, Weak},
     time::Duration,
 };
 
@@ -50,7 +51,7 @@ use ::metrics::{
     Counter as MetricCounter, Key, KeyName, Label, Level, Metadata, SharedString, Unit,
 };
 use sha2::Digest as _;
-use tokio::sync::{Mutex, OwnedMutexGuard};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     connection::{Redis, Script, Value, cluster::key_slot, cmd, pipe},
@@ -252,7 +253,10 @@ struct Inner {
 }
 
 struct Batching {
+    /// Adds not yet sent; a short lock, never held across an `.await`.
     pending: Arc<Mutex<Pending>>,
+    /// One batch on its way at a time: its permit is held until Redis answers.
+    sending: Arc<Semaphore>,
     max_calls: u64,
     metrics: Arc<BatchMetrics>,
 }
@@ -262,6 +266,10 @@ struct Batching {
 struct Pending {
     sums: HashMap<Box<str>, i64>,
     calls: u64,
+}
+
+fn lock(pending: &Mutex<Pending>) -> std::sync::MutexGuard<'_, Pending> {
+    pending.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl fmt::Debug for Counter {
@@ -336,6 +344,7 @@ impl CounterBuilder {
         let inner = Arc::new(Inner {
             batch: batch.map(|(_, max_calls)| Batching {
                 pending: Arc::default(),
+                sending: Arc::new(Semaphore::new(1)),
                 max_calls,
                 metrics: Arc::new(BatchMetrics::new(name.clone())),
             }),
@@ -365,10 +374,13 @@ async fn tick(counter: Weak<Inner>, every: Duration) {
         let Some(batch) = &inner.batch else {
             return;
         };
-        let guard = Arc::clone(&batch.pending).lock_owned().await;
+        let sending = Arc::clone(&batch.sending);
         let send = inner.sender();
         drop(inner);
-        let _ = send.send(guard).await;
+        let Ok(permit) = sending.acquire_owned().await else {
+            return;
+        };
+        let _ = send.send_pending(permit).await;
     }
 }
 
@@ -406,8 +418,8 @@ impl Counter {
     }
 
     /// Adds `by` to `id`'s counter: batched when the counter batches (it returns once the
-    /// add is pending, waiting only while a full batch is being sent), else [`incr`](Self::incr)
-    /// with its error logged.
+    /// add is pending, waiting only when `max_calls` adds are pending while the previous
+    /// batch is still on its way), else [`incr`](Self::incr) with its error logged.
     pub async fn add(&self, id: &str, by: i64) {
         let Some(batch) = &self.inner.batch else {
             if let Err(e) = self.incr(id, by).await {
@@ -415,17 +427,36 @@ impl Counter {
             }
             return;
         };
-        let mut pending = Arc::clone(&batch.pending).lock_owned().await;
-        let key = self.inner.key(id);
-        *pending.sums.entry(key.into_boxed_str()).or_insert(0) += by;
-        pending.calls += 1;
-        if pending.calls >= batch.max_calls {
-            // The send runs on its own, holding the lock: a dropped caller loses nothing, and
-            // no second batch starts before this one is answered.
-            let send = self.inner.sender();
-            self.inner.redis.spawner().spawn(async move {
-                let _ = send.send(pending).await;
-            });
+        let mut add = Some(self.inner.key(id).into_boxed_str());
+        loop {
+            let full = {
+                let mut pending = lock(&batch.pending);
+                if pending.calls < batch.max_calls
+                    && let Some(key) = add.take()
+                {
+                    *pending.sums.entry(key).or_insert(0) += by;
+                    pending.calls += 1;
+                }
+                pending.calls >= batch.max_calls
+            };
+            if full {
+                // Waits for the batch on its way, if any; the send runs on its own, so a
+                // dropped caller loses nothing that was pending.
+                let Ok(permit) = Arc::clone(&batch.sending).acquire_owned().await else {
+                    return;
+                };
+                let send = self.inner.sender();
+                // Taken now, so the adds that wait can go on at once.
+                if let Some((sums, calls)) = send.take(batch.max_calls) {
+                    self.inner.redis.spawner().spawn(async move {
+                        let _ = send.send(sums, calls).await;
+                        drop(permit);
+                    });
+                }
+            }
+            if add.is_none() {
+                return;
+            }
         }
     }
 
@@ -435,16 +466,24 @@ impl Counter {
         let Some(batch) = &self.inner.batch else {
             return Ok(());
         };
-        let guard = Arc::clone(&batch.pending).lock_owned().await;
-        self.inner.sender().send(guard).await
+        let Ok(permit) = Arc::clone(&batch.sending).acquire_owned().await else {
+            return Ok(());
+        };
+        let send = self.inner.sender();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // On its own task: dropping this call does not drop a batch on its way.
+        self.inner.redis.spawner().spawn(async move {
+            let _ = tx.send(send.send_pending(permit).await);
+        });
+        rx.await.unwrap_or(Err(CacheError::Unavailable))
     }
 
     /// Adds pending in process, not yet sent.
-    pub async fn pending(&self) -> u64 {
-        match &self.inner.batch {
-            Some(batch) => batch.pending.lock().await.calls,
-            None => 0,
-        }
+    pub fn pending(&self) -> u64 {
+        self.inner
+            .batch
+            .as_ref()
+            .map_or(0, |b| lock(&b.pending).calls)
     }
 
     /// `id`'s value in Redis (0 when it has none); pending adds are not in it.
@@ -461,6 +500,11 @@ impl Inner {
 
     fn sender(&self) -> Sender {
         Sender {
+            pending: self
+                .batch
+                .as_ref()
+                .map(|b| Arc::clone(&b.pending))
+                .unwrap_or_default(),
             redis: self.redis.clone(),
             name: self.name.clone(),
             ranking: self.ranking.as_ref().map(|r| Arc::clone(&r.key)),
@@ -478,11 +522,12 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // The last handle is gone: send what is pending, in the background.
         if let Some(batch) = &self.batch {
-            let pending = Arc::clone(&batch.pending);
+            let sending = Arc::clone(&batch.sending);
             let send = self.sender();
             self.redis.spawner().spawn(async move {
-                let guard = pending.lock_owned().await;
-                let _ = send.send(guard).await;
+                if let Ok(permit) = sending.acquire_owned().await {
+                    let _ = send.send_pending(permit).await;
+                }
             });
         }
     }
@@ -490,6 +535,7 @@ impl Drop for Inner {
 
 /// What sending a batch needs, apart from the counter (which may be gone).
 struct Sender {
+    pending: Arc<Mutex<Pending>>,
     redis: Redis,
     name: SharedString,
     ranking: Option<Arc<str>>,
@@ -499,16 +545,34 @@ struct Sender {
 }
 
 impl Sender {
-    /// Sends the pending sums, one pipeline per hash slot, holding the lock until every
-    /// answer is in: sums that were not sent go back to pending, those whose fate is unknown
-    /// are dropped.
-    async fn send(&self, mut pending: OwnedMutexGuard<Pending>) -> Result<(), CacheError> {
+    /// Takes what is pending, when at least `at_least` adds are and something is.
+    fn take(&self, at_least: u64) -> Option<(HashMap<Box<str>, i64>, u64)> {
+        let mut pending = lock(&self.pending);
         if pending.sums.is_empty() {
             pending.calls = 0;
-            return Ok(());
+            return None;
         }
-        let sums = std::mem::take(&mut pending.sums);
-        let calls = std::mem::take(&mut pending.calls);
+        (pending.calls >= at_least).then(|| {
+            (
+                std::mem::take(&mut pending.sums),
+                std::mem::take(&mut pending.calls),
+            )
+        })
+    }
+
+    /// Takes what is pending and sends it, holding `permit` until Redis answers.
+    async fn send_pending(&self, permit: OwnedSemaphorePermit) -> Result<(), CacheError> {
+        let Some((sums, calls)) = self.take(0) else {
+            return Ok(());
+        };
+        let result = self.send(sums, calls).await;
+        drop(permit);
+        result
+    }
+
+    /// Sends `sums` (`calls` adds), one pipeline per hash slot: sums that were not sent go
+    /// back to pending, those whose fate is unknown are dropped.
+    async fn send(&self, sums: HashMap<Box<str>, i64>, calls: u64) -> Result<(), CacheError> {
         let mut by_slot: HashMap<u16, Vec<(Box<str>, i64)>> = HashMap::new();
         for (key, sum) in sums {
             if sum != 0 {
@@ -527,6 +591,7 @@ impl Sender {
             (group, result)
         });
         let mut outcome = Ok(());
+        let mut retained = false;
         let mut ranked: Vec<(Box<str>, i64)> = Vec::new();
         for (group, result) in futures_util::future::join_all(sends).await {
             match result {
@@ -536,10 +601,13 @@ impl Sender {
                 }
                 Err(e) if not_sent(&e) => {
                     self.metrics.batch(BatchResult::Retained);
+                    let mut pending = lock(&self.pending);
                     for (key, sum) in group {
                         *pending.sums.entry(key).or_insert(0) += sum;
                     }
-                    pending.calls = pending.calls.max(calls);
+                    if !std::mem::replace(&mut retained, true) {
+                        pending.calls = pending.calls.saturating_add(calls);
+                    }
                     outcome = Err(e);
                 }
                 Err(e) => {
@@ -573,7 +641,6 @@ impl Sender {
                 outcome = outcome.and(Err(e));
             }
         }
-        drop(pending);
         outcome
     }
 }

@@ -85,7 +85,7 @@ async fn batched_adds_arrive_once(d: Deployment) {
     }
     for counter in counters.iter() {
         counter.flush().await.expect("flush");
-        assert_eq!(counter.pending().await, 0);
+        assert_eq!(counter.pending(), 0);
     }
     let mut expected = vec![0i64; 36];
     for i in 0..64usize {
@@ -167,9 +167,9 @@ deployment_suite!(standalone, cluster;
 
 /// Adds from 16 callers into a counter batching every 100 adds (and never by time), on a
 /// runtime of its own; then that runtime dies with the counter still alive (a crash). What
-/// Redis holds is short of the adds by at most 100.
+/// Redis holds is short of the adds by at most 200: the batch on its way and the next.
 #[tokio::test]
-async fn a_batching_counter_that_dies_loses_at_most_max_calls_adds() {
+async fn a_batching_counter_that_dies_loses_at_most_two_batches_of_adds() {
     let d = Deployment::start(Topology::Standalone);
     let builder = d.builder();
     const ADDS: i64 = 16 * 130;
@@ -212,8 +212,8 @@ async fn a_batching_counter_that_dies_loses_at_most_max_calls_adds() {
     assert!(stored <= ADDS, "{stored} > {ADDS}: counted twice");
     let lost = ADDS - stored;
     assert!(
-        lost <= i64::try_from(MAX_CALLS).expect("small"),
-        "lost {lost} adds, more than one batch"
+        lost <= 2 * i64::try_from(MAX_CALLS).expect("small"),
+        "lost {lost} adds, more than two batches"
     );
 }
 
@@ -229,7 +229,7 @@ async fn dropping_a_batching_counter_sends_what_is_pending() {
     for _ in 0..10 {
         counter.add("x", 2).await;
     }
-    assert_eq!(counter.pending().await, 10);
+    assert_eq!(counter.pending(), 10);
     assert_eq!(counter.get("x").await.expect("GET"), 0, "nothing sent yet");
     let probe = Counter::on(&redis, "dropped").build().expect("valid");
     drop(counter);
@@ -268,7 +268,7 @@ async fn a_batch_redis_could_not_take_is_sent_later_once() {
     counter.add("x", 1).await;
     // Refused by the open circuit (or, probing, by the dead server): nothing was sent.
     assert!(counter.flush().await.is_err());
-    assert_eq!(counter.pending().await, 2);
+    assert_eq!(counter.pending(), 2);
     let restarted = tests::RedisServer::start_on(port);
     wait_until_async(Duration::from_secs(20), || async {
         counter.flush().await.is_ok()
@@ -276,5 +276,5 @@ async fn a_batch_redis_could_not_take_is_sent_later_once() {
     .await;
     let stored: Option<i64> = restarted.conn().get("cnt:{outage:x}").expect("GET");
     assert_eq!(stored, Some(6), "the retained adds arrive once");
-    assert_eq!(counter.pending().await, 0);
+    assert_eq!(counter.pending(), 0);
 }

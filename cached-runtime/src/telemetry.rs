@@ -76,7 +76,7 @@ use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit,
 };
 
-use crate::stats::{Event, Outcome};
+use crate::cache::stats::{Event, Outcome};
 
 /// Cached calls by outcome: counter, labels `cache`, `prefix`, `outcome`.
 pub const REQUESTS: &str = "redis_cache_requests_total";
@@ -528,7 +528,7 @@ pub(crate) fn cache_name(given: Option<&str>) -> SharedString {
 
 /// The span of one cached call; see the module docs for its fields.
 #[inline]
-pub(crate) fn call_span(cache: &str, key: &crate::key::Key) -> tracing::Span {
+pub(crate) fn call_span(cache: &str, key: &crate::cache::key::Key) -> tracing::Span {
     tracing::debug_span!(
         "cache.get",
         cache = cache,

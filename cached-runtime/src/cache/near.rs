@@ -36,7 +36,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{connection::TrackingListener, fill::Landed};
+use crate::{cache::fill::Landed, connection::TrackingListener};
 use quick_cache::{DefaultHashBuilder, Weighter, sync::Cache as Store};
 use serde::Serialize;
 use tokio::sync::watch;

@@ -210,10 +210,10 @@ pub mod select {
     macro_rules! select {
         ($level:ident, $refs:ty, [$($g:ident),*], $ty:ty => $shape:ty) => {
             impl<$($g),*> $level for $refs {
-                type Selected = $crate::shape::select::Selected<$shape, $ty>;
+                type Selected = $crate::cache::shape::select::Selected<$shape, $ty>;
                 #[inline]
                 fn __cached_select(&self) -> Self::Selected {
-                    $crate::shape::select::Selected::NEW
+                    $crate::cache::shape::select::Selected::NEW
                 }
             }
         };
@@ -235,14 +235,14 @@ pub mod select {
 #[allow(unused_macros)]
 macro_rules! framework_wrapper {
     ($wrapper:ident, $adapter:ty) => {
-        use $crate::shape::select::{select, Level1, Level2, Level3, Probe};
+        use $crate::cache::shape::select::{select, Level1, Level2, Level3, Probe};
         select!(Level3, &&&Probe<Result<Option<$wrapper<T>>, E>>, [T, E],
-            Result<Option<$wrapper<T>>, E> => $crate::shape::FallibleOptional<$adapter>);
+            Result<Option<$wrapper<T>>, E> => $crate::cache::shape::FallibleOptional<$adapter>);
         select!(Level2, &&Probe<Result<$wrapper<T>, E>>, [T, E],
-            Result<$wrapper<T>, E> => $crate::shape::Fallible<$adapter>);
+            Result<$wrapper<T>, E> => $crate::cache::shape::Fallible<$adapter>);
         select!(Level2, &&Probe<Option<$wrapper<T>>>, [T],
-            Option<$wrapper<T>> => $crate::shape::Optional<$adapter>);
-        select!(Level1, &Probe<$wrapper<T>>, [T], $wrapper<T> => $crate::shape::Plain<$adapter>);
+            Option<$wrapper<T>> => $crate::cache::shape::Optional<$adapter>);
+        select!(Level1, &Probe<$wrapper<T>>, [T], $wrapper<T> => $crate::cache::shape::Plain<$adapter>);
     };
 }
 

@@ -12,7 +12,9 @@ use std::{
     time::Duration,
 };
 
-use crate::{config::MAX_TTL, error::CacheError, key::validate_prefix, stats::Counters};
+use crate::{
+    cache::builder::MAX_TTL, cache::key::validate_prefix, cache::stats::Counters, error::CacheError,
+};
 
 /// The longest lock a fill may hold: a body that needs longer should not be cached this way.
 const MAX_LOCK: Duration = Duration::from_secs(3600);

@@ -13,13 +13,13 @@ use std::{
 use tracing::Span;
 
 use crate::{
+    cache::codec,
+    cache::flight::{Join, LeaderGuard, Published, Waited},
+    cache::key::Key,
+    cache::policy::Policy,
+    cache::shape::{Entry, Shape},
+    cache::stats::{Counters, Outcome},
     cache::{Cache, KeyTag, Lookup},
-    codec,
-    flight::{Join, LeaderGuard, Published, Waited},
-    key::Key,
-    policy::Policy,
-    shape::{Entry, Shape},
-    stats::{Counters, Outcome},
     telemetry::{self, Wait},
 };
 

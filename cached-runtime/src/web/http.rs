@@ -36,18 +36,18 @@ use actix_web::web::Bytes;
 use axum::body::Bytes;
 
 #[cfg(any(feature = "axum", feature = "actix"))]
-use crate::shape::{Fallible, FallibleOptional, Optional, Plain};
+use crate::cache::shape::{Fallible, FallibleOptional, Optional, Plain};
 use crate::{
     cache::Cache,
-    codec::{self, Raw},
+    cache::codec::{self, Raw},
+    cache::fill::{EntrySlot, Fill, Landed, Landing, Source},
+    cache::flight::Published,
+    cache::key::Key,
+    cache::mode::{self, Mode},
+    cache::policy::Policy,
+    cache::shape::{Entry, Shape},
+    cache::stats::Outcome,
     error::CacheError,
-    fill::{EntrySlot, Fill, Landed, Landing, Source},
-    flight::Published,
-    key::Key,
-    mode::{self, Mode},
-    policy::Policy,
-    shape::{Entry, Shape},
-    stats::Outcome,
     telemetry,
 };
 
@@ -436,9 +436,9 @@ macro_rules! json_response {
 }
 
 #[cfg(feature = "actix")]
-json_response!(crate::shape::ActixJson);
+json_response!(crate::cache::shape::ActixJson);
 #[cfg(feature = "axum")]
-json_response!(crate::shape::AxumJson);
+json_response!(crate::cache::shape::AxumJson);
 
 impl Cache {
     /// The hit and miss paths of a revalidating handler: one `GET` and a header check on a hit

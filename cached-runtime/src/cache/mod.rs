@@ -1,4 +1,20 @@
-//! The cache handle and the hit path: one `GET` and a decode.
+//! Cache-aside on the connection layer: the [`Cache`] handle, and below it the read path,
+//! fills, the near cache, keys, the stored format and invalidation.
+
+pub(crate) mod builder;
+pub(crate) mod codec;
+pub(crate) mod fill;
+pub(crate) mod flight;
+pub(crate) mod global;
+pub(crate) mod invalidate;
+pub mod key;
+pub(crate) mod mode;
+pub(crate) mod near;
+pub(crate) mod policy;
+pub mod shape;
+pub(crate) mod stats;
+pub(crate) mod store;
+pub(crate) mod vary;
 
 use std::{
     fmt,
@@ -15,22 +31,24 @@ use futures_util::future::Either;
 use sha2::Digest as _;
 use tracing::{Instrument as _, Span};
 
-use crate::{
-    backend::{self, Store},
-    codec::{self, Decoded},
-    config::{CacheBuilder, Connection},
-    connection::{Redis, Tracking, TrackingListener},
-    error::CacheError,
+use self::{
+    builder::{CacheBuilder, Connection},
+    codec::Decoded,
     fill::{Fill, Landed, Landing, Source},
     flight::Flights,
     invalidate::Pending,
     key::{Key, KeyBuilder},
-    local::NearCache,
-    mode::{self, Mode},
+    mode::Mode,
+    near::NearCache,
     policy::Policy,
     shape::{Entry, Shape},
-    spawn::Spawner,
     stats::{Counters, Outcome, Registry, Stats, WarnLimiter},
+    store::Store,
+};
+use crate::{
+    connection::{Redis, Tracking, TrackingListener},
+    error::CacheError,
+    spawn::Spawner,
     telemetry,
 };
 
@@ -293,7 +311,7 @@ impl Cache {
         name: metrics::SharedString,
     ) -> Self {
         // A finished fill answers callers whose GET raced it for as long as a GET can take.
-        let keep = (backend::command_timeout(&store) * 2).max(Duration::from_secs(1));
+        let keep = (store::command_timeout(&store) * 2).max(Duration::from_secs(1));
         let (near, tracker) = Self::near_cache(config, &store, &name);
         Self {
             inner: Arc::new(Inner {

@@ -5,12 +5,12 @@ use std::{fmt, time::Duration};
 
 use crate::{
     cache::Cache,
+    cache::near::LocalConfig,
     connection::{
         Redis, RedisBuilder,
         config::{Lookup, MAX_WAIT, env_flag, env_num, validate_name},
     },
     error::CacheError,
-    local::LocalConfig,
 };
 
 /// The longest TTL accepted anywhere: ten years. Redis rejects far larger ones, and an entry
@@ -394,8 +394,6 @@ impl CacheBuilder {
         Cache::memory(self)
     }
 }
-
-pub use crate::connection::{DEFAULT_URL, redact_url};
 
 #[cfg(test)]
 mod tests {

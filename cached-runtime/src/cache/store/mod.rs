@@ -6,12 +6,14 @@
 //! Reads, fills and lock attempts go through the breaker of the key's node; invalidations and
 //! lock releases do not: they must not be skipped because reads have been failing.
 
+pub(crate) mod memory;
+
 use std::time::Duration;
 
 use crate::{
+    cache::store::memory::MemoryStore,
     connection::{Gate, Redis, Script, Tracking, TrackingListener},
     error::CacheError,
-    memory::MemoryStore,
     telemetry::Op,
 };
 

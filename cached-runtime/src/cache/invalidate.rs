@@ -17,12 +17,12 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    cache::codec,
+    cache::key::{Key, glob_escape, validate_prefix},
+    cache::policy::Policy,
+    cache::store::memory::glob_match,
     cache::{Cache, Inner},
-    codec,
     error::CacheError,
-    key::{Key, glob_escape, validate_prefix},
-    memory::glob_match,
-    policy::Policy,
 };
 
 const RETRY_MIN: Duration = Duration::from_millis(100);

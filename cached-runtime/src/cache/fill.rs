@@ -57,28 +57,34 @@ struct Encoded {
     storable: bool,
 }
 
-/// The cross-process fill lock, released (compare-and-delete) when dropped: by the holder when
-/// it is done, or in the background when its future is dropped mid-fill.
-struct HeldLock {
+/// The cross-process fill lock, released (compare-and-delete of this caller's token) when
+/// dropped while armed: by the holder when it is done, or in the background when its future is
+/// dropped mid-fill.
+///
+/// It is armed *before* the `SET NX` that takes the lock is sent: a call dropped while that
+/// request is in flight (or whose request failed ambiguously, a timeout) may hold the lock
+/// without knowing it, and releasing a lock held by another token is a no-op.
+struct LockGuard {
     cache: Cache,
     key: String,
     token: String,
-    released: bool,
+    /// Whether this caller may hold the lock, so dropping must release it.
+    armed: bool,
 }
 
-impl HeldLock {
+impl LockGuard {
     async fn release(mut self, counters: &Counters) {
         if let Err(e) = self.cache.inner.store.unlock(&self.key, &self.token).await {
             self.cache.failed(counters, "EVALSHA", &e);
         }
-        // Set only once the release was answered: a release cancelled midway is redone by drop.
-        self.released = true;
+        // Disarmed only once the release was answered: one cancelled midway is redone by drop.
+        self.armed = false;
     }
 }
 
-impl Drop for HeldLock {
+impl Drop for LockGuard {
     fn drop(&mut self) {
-        if self.released || self.cache.inner.store.unlock_now(&self.key, &self.token) {
+        if !self.armed || self.cache.inner.store.unlock_now(&self.key, &self.token) {
             return;
         }
         // Without a runtime the lock expires with its TTL.
@@ -302,8 +308,12 @@ impl Fill<'_> {
         F: Future<Output = R>,
     {
         let (cache, counters) = (self.cache, self.counters);
-        let lock_key = self.key.lock_key();
-        let token = format!("{:032x}", fastrand::u128(..));
+        let mut lock = LockGuard {
+            cache: cache.clone(),
+            key: self.key.lock_key(),
+            token: format!("{:032x}", fastrand::u128(..)),
+            armed: false,
+        };
         let deadline = Instant::now() + Duration::from_millis(lock_ms);
         let mut backoff = Duration::from_millis(5);
         let mut stale = stale;
@@ -316,15 +326,17 @@ impl Fill<'_> {
             }
         };
         loop {
-            match cache.inner.store.lock(&lock_key, &token, lock_ms).await {
+            // Armed before the request is sent: from here a drop releases whatever it took.
+            lock.armed = true;
+            match cache
+                .inner
+                .store
+                .lock(&lock.key, &lock.token, lock_ms)
+                .await
+            {
                 Ok(true) => {
                     waited(waiting_since);
-                    let held = HeldLock {
-                        cache: cache.clone(),
-                        key: lock_key,
-                        token,
-                        released: false,
-                    };
+                    let held = lock;
                     // Another process may have filled it between our miss and our lock.
                     let source = match self.lookup::<S, R>().await {
                         Lookup::Hit {
@@ -346,8 +358,12 @@ impl Fill<'_> {
                     return result;
                 }
                 Ok(false) => {
+                    // Another caller holds it: nothing of ours to release.
+                    lock.armed = false;
                     waiting_since.get_or_insert_with(Instant::now);
                 }
+                // Ambiguous (a timeout may have taken the lock): it stays armed, and is
+                // released when this call ends.
                 Err(e) => {
                     waited(waiting_since);
                     cache.failed(counters, "SET NX", &e);

@@ -11,6 +11,7 @@ pub mod key;
 pub(crate) mod mode;
 pub(crate) mod near;
 pub(crate) mod policy;
+pub(crate) mod read;
 pub mod shape;
 pub(crate) mod stats;
 pub(crate) mod store;
@@ -24,7 +25,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use futures_util::future::Either;
@@ -33,15 +34,15 @@ use tracing::{Instrument as _, Span};
 
 use self::{
     builder::{CacheBuilder, Connection},
-    codec::Decoded,
-    fill::{Fill, Landed, Landing, Source},
+    fill::Landed,
     flight::Flights,
     invalidate::Pending,
     key::{Key, KeyBuilder},
     mode::Mode,
     near::NearCache,
     policy::Policy,
-    shape::{Entry, Shape},
+    read::{Found, ReadOptions, RemoteValues, Values},
+    shape::Shape,
     stats::{Counters, Outcome, Registry, Stats, WarnLimiter},
     store::Store,
 };
@@ -102,12 +103,11 @@ pub(crate) struct Inner {
     pub(crate) tracker: Option<Arc<Tracking>>,
 }
 
-/// What one `GET` found.
+/// What a fill's re-read found.
 pub(crate) enum Lookup<R> {
-    /// A usable entry: the result, whether it was the null marker, and the stored bytes.
+    /// A usable entry: the result and the stored bytes.
     Hit {
         result: R,
-        null: bool,
         bytes: Vec<u8>,
         /// What the near cache may keep of it, when the lookup asked.
         landed: Option<Landed>,
@@ -455,8 +455,13 @@ impl Cache {
         F: Future<Output = R>,
     {
         let span = telemetry::call_span(&self.inner.name, key);
-        in_span(span, |span| {
-            self.get_or_fill_near::<S, R, F>(key, policy, body, span)
+        let options = ReadOptions {
+            near: true,
+            refresh: false,
+        };
+        in_span(span, move |span| async move {
+            self.read::<S, R, F, Values>(key, policy, &Values, options, body, &span)
+                .await
         })
     }
 
@@ -473,8 +478,10 @@ impl Cache {
         F: Future<Output = R>,
     {
         let span = telemetry::call_span(&self.inner.name, key);
-        in_span(span, |span| {
-            self.get_or_fill_in::<S, R, F>(key, policy, body, span, None)
+        let options = ReadOptions::default();
+        in_span(span, move |span| async move {
+            self.read::<S, R, F, RemoteValues>(key, policy, &RemoteValues, options, body, &span)
+                .await
         })
     }
 
@@ -485,112 +492,6 @@ impl Cache {
         let near = inner.near.as_deref()?;
         (policy.local && mode::current() == Mode::Normal && !inner.pending.covers(key.as_str()))
             .then_some(near)
-    }
-
-    async fn get_or_fill_near<S, R, F>(&self, key: &Key, policy: &Policy, body: F, span: Span) -> R
-    where
-        S: Shape<R>,
-        S::Value: Clone + Send + Sync + 'static,
-        F: Future<Output = R>,
-    {
-        let Some(near) = self.near_for(key, policy) else {
-            return self
-                .get_or_fill_in::<S, R, F>(key, policy, body, span, None)
-                .await;
-        };
-        if let Some(slot) = near.get(key.as_str()) {
-            let (result, outcome) = match &slot.value {
-                Some(value) => (
-                    value
-                        .downcast_ref::<S::Value>()
-                        .and_then(|v| S::from_hit(Some(v.clone()))),
-                    Outcome::LocalHit,
-                ),
-                None => (S::from_hit(None), Outcome::LocalNullHit),
-            };
-            if let Some(result) = result {
-                self.counters(policy).outcome(outcome);
-                telemetry::record_outcome(&span, outcome);
-                return result;
-            }
-        }
-        let Some(ticket) = near.ticket(key.as_str()) else {
-            return self
-                .get_or_fill_in::<S, R, F>(key, policy, body, span, None)
-                .await;
-        };
-        let landing = Landing::new();
-        let result = self
-            .get_or_fill_in::<S, R, F>(key, policy, body, span, Some(&landing))
-            .await;
-        if let Some(landed) = landing.get() {
-            let value: Option<Arc<dyn std::any::Any + Send + Sync>> = match S::entry(&result) {
-                Entry::Value(v) => Some(Arc::new(v.clone())),
-                Entry::Absent => None,
-                Entry::Skip => return result,
-            };
-            near.insert(key.as_str(), ticket, value, *landed);
-        }
-        result
-    }
-
-    async fn get_or_fill_in<S, R, F>(
-        &self,
-        key: &Key,
-        policy: &Policy,
-        body: F,
-        span: Span,
-        landing: Option<&Landing>,
-    ) -> R
-    where
-        S: Shape<R>,
-        F: Future<Output = R>,
-    {
-        let span = &span;
-        let inner = &*self.inner;
-        let counters = self.counters(policy);
-        let mode = mode::current();
-        if mode == Mode::Bypass || inner.pending.covers(key.as_str()) {
-            counters.outcome(Outcome::Bypass);
-            telemetry::record_outcome(span, Outcome::Bypass);
-            return body.await;
-        }
-        let seq = inner.flights.seq();
-        let source = if mode == Mode::Refresh {
-            Source::Refresh
-        } else {
-            match self
-                .lookup::<S, R>(key, policy, &counters, span, landing.is_some())
-                .await
-            {
-                Lookup::Hit {
-                    result,
-                    null,
-                    landed,
-                    ..
-                } => {
-                    let outcome = if null { Outcome::NullHit } else { Outcome::Hit };
-                    counters.outcome(outcome);
-                    telemetry::record_outcome(span, outcome);
-                    if let (Some(landing), Some(landed)) = (landing, landed) {
-                        let _ = landing.set(landed);
-                    }
-                    return result;
-                }
-                Lookup::Miss { stale } => Source::Miss { stale },
-                Lookup::Failed => Source::Failed,
-            }
-        };
-        let fill = Fill {
-            cache: self,
-            key,
-            policy,
-            counters: &counters,
-            span,
-            entry: None,
-            landing,
-        };
-        fill.run::<S, R, F>(seq, source, body).await
     }
 
     /// The counters of `policy`'s prefix: one load and a compare when the policy caches them.
@@ -608,8 +509,8 @@ impl Cache {
         CountersRef::Looked(counters)
     }
 
-    /// One `GET` and decode: the whole hit path. `keep`: the near cache will keep what it
-    /// finds, so `PTTL` goes in the same round trip (its copy must not outlive the entry).
+    /// Reads the key again during a fill (a locked fill's re-reads), decoded: the entry
+    /// another caller stored, or why there is none. `keep`: with its TTL, for the near cache.
     pub(crate) async fn lookup<S: Shape<R>, R>(
         &self,
         key: &Key,
@@ -618,48 +519,29 @@ impl Cache {
         span: &Span,
         keep: bool,
     ) -> Lookup<R> {
-        let timer = telemetry::span_timer(span);
-        let since = Instant::now();
-        let (got, ttl) = if keep {
-            match self.inner.store.get_with_ttl(key.as_str()).await {
-                Ok(Some((bytes, ttl))) => (Ok(Some(bytes)), ttl),
-                Ok(None) => (Ok(None), None),
-                Err(e) => (Err(e), None),
+        match self.get(key, counters, span, keep).await {
+            Found::Entry { bytes, landed } => {
+                let call = read::Call {
+                    key,
+                    policy,
+                    counters,
+                };
+                match read::decode::<S, R>(&bytes, &call) {
+                    Some((result, _)) => Lookup::Hit {
+                        result,
+                        bytes,
+                        landed: keep.then_some(landed),
+                    },
+                    None => Lookup::Miss { stale: true },
+                }
             }
-        } else {
-            (self.inner.store.get(key.as_str()).await, None)
-        };
-        // Only where a command was sent: not skipped by the circuit, not without a connection.
-        if let Some(started) = timer
-            && !matches!(got, Err(CacheError::CircuitOpen | CacheError::Unavailable))
-        {
-            span.record("redis_ms", started.elapsed().as_secs_f64() * 1e3);
-        }
-        let bytes = match got {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return Lookup::Miss { stale: false },
-            Err(e) => {
-                self.failed(counters, "GET", &e);
-                return Lookup::Failed;
-            }
-        };
-        match self.decode::<S, R>(&bytes, policy, counters, key) {
-            Some((result, null)) => Lookup::Hit {
-                result,
-                null,
-                landed: keep.then_some(Landed {
-                    since,
-                    ttl,
-                    bytes: bytes.len(),
-                }),
-                bytes,
-            },
-            None => Lookup::Miss { stale: true },
+            Found::Missing => Lookup::Miss { stale: false },
+            Found::Failed => Lookup::Failed,
         }
     }
 
-    /// The result an entry stands for, and whether it was the null marker; `None` when it is
-    /// unusable (counted when it does not decode).
+    /// The result a published entry stands for, and whether it was the null marker; `None`
+    /// when it is unusable (counted).
     pub(crate) fn decode<S: Shape<R>, R>(
         &self,
         bytes: &[u8],
@@ -667,17 +549,12 @@ impl Cache {
         counters: &Counters,
         key: &Key,
     ) -> Option<(R, bool)> {
-        match codec::decode::<S::Value>(bytes, policy.version) {
-            Ok(Decoded::Value(v)) => S::from_hit(Some(v)).map(|r| (r, false)),
-            // `None` from a shape that cannot be absent: replace the marker.
-            Ok(Decoded::Null) => S::from_hit(None).map(|r| (r, true)),
-            Err(e) => {
-                counters.decode_failures(1);
-                tracing::debug!(key = %KeyTag(key), error = %e, "unusable cache entry, treated as a miss");
-                tracing::trace!(key = %key, "unusable cache entry");
-                None
-            }
-        }
+        let call = read::Call {
+            key,
+            policy,
+            counters,
+        };
+        read::decode::<S, R>(bytes, &call)
     }
 
     /// Counts and logs (rate-limited) a Redis command that failed.

@@ -25,9 +25,9 @@
 //! (`revalidate = "no-cache"`, `revalidate = "public, max-age"`). A function with `vary` also
 //! answers `Vary` with its header names.
 
-use std::{fmt::Write as _, sync::Arc, time::Instant};
+use std::{any::Any, fmt::Write as _, sync::Arc};
 
-use tracing::{Instrument as _, Span};
+use tracing::Instrument as _;
 
 // Both frameworks' bodies are `bytes::Bytes`.
 #[cfg(all(feature = "actix", not(feature = "axum")))]
@@ -38,16 +38,15 @@ use axum::body::Bytes;
 #[cfg(any(feature = "axum", feature = "actix"))]
 use crate::cache::shape::{Fallible, FallibleOptional, Optional, Plain};
 use crate::{
-    cache::Cache,
-    cache::codec::{self, Raw},
-    cache::fill::{EntrySlot, Fill, Landed, Landing, Source},
-    cache::flight::Published,
-    cache::key::Key,
-    cache::mode::{self, Mode},
-    cache::policy::Policy,
-    cache::shape::{Entry, Shape},
-    cache::stats::Outcome,
-    error::CacheError,
+    cache::{
+        Cache, KeyTag,
+        codec::{self, Raw},
+        flight::Published,
+        key::Key,
+        policy::Policy,
+        read::{Call as ReadCall, Kept, ReadOptions, View},
+        shape::{Entry, Shape},
+    },
     telemetry,
 };
 
@@ -261,20 +260,23 @@ enum Answer<R> {
     NotModified(Validated),
 }
 
-/// A stored value with its validator.
-#[derive(Debug)]
-struct Validated {
+/// A stored value with its validator, parsed once: a near-cache slot keeps it as it is, so a
+/// warm hit from there parses nothing.
+#[derive(Clone, Debug)]
+pub(crate) struct Validated {
     bytes: Stored,
     json_at: usize,
     /// `"…"`, quoted.
-    etag: String,
-    max_age: u64,
+    etag: Arc<str>,
+    /// When the entry expires (Unix seconds); `None` when it carries no validator, whose
+    /// expiry is not known.
+    expires: Option<u64>,
 }
 
-/// An entry as read (`GET`) or as filled.
-#[derive(Debug)]
+/// An entry as read (`GET`) or as filled (or kept in the near cache).
+#[derive(Clone, Debug)]
 enum Stored {
-    Read(Vec<u8>),
+    Read(Arc<Vec<u8>>),
     Filled(Arc<[u8]>),
 }
 
@@ -290,28 +292,34 @@ impl Validated {
             Stored::Read(b) => b,
             Stored::Filled(b) => b,
         };
-        let (etag, max_age, json_at) = match codec::raw(entry, version) {
+        let (etag, expires, json_at) = match codec::raw(entry, version) {
             Ok(Raw::Value {
                 etag,
                 expires,
                 json_at,
-            }) => (
-                format!("\"{etag}\""),
-                expires.saturating_sub(codec::unix_now()),
-                json_at,
-            ),
+            }) => (format!("\"{etag}\""), Some(expires), json_at),
             Ok(Raw::Unvalidated { json_at }) => {
                 let tag = codec::etag(&entry[json_at..]);
-                (format!("\"{}\"", String::from_utf8_lossy(&tag)), 0, json_at)
+                (
+                    format!("\"{}\"", String::from_utf8_lossy(&tag)),
+                    None,
+                    json_at,
+                )
             }
             Ok(Raw::Null) | Err(_) => return None,
         };
         Some(Self {
             bytes,
             json_at,
-            etag,
-            max_age,
+            etag: etag.into(),
+            expires,
         })
+    }
+
+    /// Seconds the entry has left, for `max-age`.
+    fn max_age(&self) -> u64 {
+        self.expires
+            .map_or(0, |at| at.saturating_sub(codec::unix_now()))
     }
 
     fn json(&self) -> &[u8] {
@@ -321,12 +329,17 @@ impl Validated {
         }
     }
 
-    /// The JSON, without a copy when it was read.
+    /// The JSON as a response body.
     #[cfg(any(feature = "axum", feature = "actix"))]
-    fn into_body(self) -> Bytes {
+    pub(crate) fn into_body(self) -> Bytes {
+        let json_at = self.json_at;
         match self.bytes {
-            Stored::Read(b) => Bytes::from(b).slice(self.json_at..),
-            Stored::Filled(b) => Bytes::copy_from_slice(&b[self.json_at..]),
+            Stored::Read(b) => match Arc::try_unwrap(b) {
+                Ok(b) => Bytes::from(b).slice(json_at..),
+                Err(b) => Bytes::copy_from_slice(&b[json_at..]),
+            },
+            // Shared with the near cache: the body borrows the kept entry, no copy.
+            Stored::Filled(b) => Bytes::from_owner(b).slice(json_at..),
         }
     }
 }
@@ -378,7 +391,7 @@ impl<R> Revalidated<R> {
     pub fn etag(&self) -> Option<&str> {
         match &self.answer {
             Answer::Result(_) => None,
-            Answer::Stored(v) | Answer::NotModified(v) => Some(&v.etag),
+            Answer::Stored(v) | Answer::NotModified(v) => Some(&*v.etag),
         }
     }
 
@@ -404,8 +417,8 @@ impl<R> Revalidated<R> {
         };
         let validator = validated.into_iter().flat_map(|v| {
             [
-                ("etag", v.etag.clone()),
-                ("cache-control", self.policy.cache_control(v.max_age)),
+                ("etag", v.etag.to_string()),
+                ("cache-control", self.policy.cache_control(v.max_age())),
             ]
         });
         let vary = (!self.policy.vary.is_empty()).then(|| ("vary", self.policy.vary.to_owned()));
@@ -440,8 +453,109 @@ json_response!(crate::cache::shape::ActixJson);
 #[cfg(feature = "axum")]
 json_response!(crate::cache::shape::AxumJson);
 
+/// A revalidating handler's view of an entry: the stored JSON served as it is, with its
+/// validator, never decoded; the near cache keeps the parsed [`Validated`].
+struct Responses<'a> {
+    conditional: &'a Conditional,
+    http: &'static HttpPolicy,
+    version: u32,
+}
+
+impl<S: Shape<R>, R> View<S, R> for Responses<'_> {
+    type Out = Revalidated<R>;
+    const VALIDATED: bool = true;
+
+    #[inline]
+    fn near(&self, kept: &Kept) -> Option<Revalidated<R>> {
+        match kept {
+            Some(kept) => {
+                let value = kept.downcast_ref::<Validated>()?.clone();
+                Some(Revalidated::stored(
+                    value,
+                    self.conditional,
+                    true,
+                    self.http,
+                ))
+            }
+            None => S::from_hit(None).map(|r| Revalidated::result(r, true, self.http)),
+        }
+    }
+
+    fn stored(
+        &self,
+        bytes: Vec<u8>,
+        call: &ReadCall<'_>,
+        keep: bool,
+    ) -> Option<(Revalidated<R>, bool, Option<Kept>)> {
+        match codec::raw(&bytes, self.version) {
+            Ok(Raw::Value { .. } | Raw::Unvalidated { .. }) => {
+                // Shared with the near cache only when it keeps them.
+                let stored = if keep {
+                    Stored::Filled(bytes.into())
+                } else {
+                    Stored::Read(Arc::new(bytes))
+                };
+                let value = Validated::of(stored, self.version)?;
+                let kept =
+                    keep.then(|| Some(Arc::new(value.clone()) as Arc<dyn Any + Send + Sync>));
+                let answer = Revalidated::stored(value, self.conditional, true, self.http);
+                Some((answer, false, kept))
+            }
+            Ok(Raw::Null) => {
+                let result = S::from_hit(None)?;
+                Some((
+                    Revalidated::result(result, true, self.http),
+                    true,
+                    keep.then_some(None),
+                ))
+            }
+            // Another format, another version, another program's bytes: refilled.
+            Err(e) => {
+                call.counters.decode_failures(1);
+                tracing::debug!(key = %KeyTag(call.key), error = %e, "unusable cache entry, treated as a miss");
+                None
+            }
+        }
+    }
+
+    fn filled(
+        &self,
+        result: R,
+        entry: Option<Published>,
+        keep: bool,
+    ) -> (Revalidated<R>, Option<Kept>) {
+        // The stored form of a value answers, so the body and tag are those every later hit
+        // serves; anything else (an `Err`, an absent result) is the handler's own response.
+        match (S::entry(&result), entry) {
+            (Entry::Value(_), Some(bytes)) => {
+                match Validated::of(Stored::Filled(bytes), self.version) {
+                    Some(value) => {
+                        let kept = keep
+                            .then(|| Some(Arc::new(value.clone()) as Arc<dyn Any + Send + Sync>));
+                        (
+                            Revalidated::stored(value, self.conditional, false, self.http),
+                            kept,
+                        )
+                    }
+                    None => (Revalidated::result(result, false, self.http), None),
+                }
+            }
+            (Entry::Absent, _) => (
+                Revalidated::result(result, false, self.http),
+                keep.then_some(None),
+            ),
+            _ => (Revalidated::result(result, false, self.http), None),
+        }
+    }
+
+    fn uncached(&self, result: R) -> Revalidated<R> {
+        Revalidated::uncached(result, self.http)
+    }
+}
+
 impl Cache {
-    /// The hit and miss paths of a revalidating handler: one `GET` and a header check on a hit
+    /// The hit and miss paths of a revalidating handler: the one read path
+    /// ([`Cache::read`]) with the [`Responses`] view: one `GET` and a header check on a hit
     /// (no JSON decoded, whether it answers 200 or 304); on a miss the fill of
     /// [`Cache::get_or_fill`], whose stored entry becomes the response.
     pub(crate) async fn respond<S, R, F>(
@@ -457,172 +571,19 @@ impl Cache {
         F: Future<Output = R>,
     {
         // The same `cache.get` span and outcome series as `get_or_fill`.
-        let span = telemetry::call_span(&self.inner.name, key);
-        self.respond_in::<S, R, F>(key, policy, conditional, http, body, &span)
+        let span = telemetry::call_span(self.name(), key);
+        let view = Responses {
+            conditional,
+            http,
+            version: policy.version,
+        };
+        let options = ReadOptions {
+            near: true,
+            refresh: conditional.no_cache(),
+        };
+        self.read::<S, R, F, Responses<'_>>(key, policy, &view, options, body, &span)
             .instrument(span.clone())
             .await
-    }
-
-    async fn respond_in<S, R, F>(
-        &self,
-        key: &Key,
-        policy: &Policy,
-        conditional: &Conditional,
-        http: &'static HttpPolicy,
-        body: F,
-        span: &Span,
-    ) -> Revalidated<R>
-    where
-        S: Shape<R>,
-        F: Future<Output = R>,
-    {
-        let outcome = |o: Outcome| telemetry::record_outcome(span, o);
-        let inner = &*self.inner;
-        let counters = self.counters(policy);
-        let mode = mode::current();
-        if mode == Mode::Bypass || inner.pending.covers(key.as_str()) {
-            counters.outcome(Outcome::Bypass);
-            outcome(Outcome::Bypass);
-            return Revalidated::uncached(body.await, http);
-        }
-        // The near cache keeps the stored bytes, served as they are: no decode here either.
-        let near = if conditional.no_cache() {
-            None
-        } else {
-            self.near_for(key, policy)
-        };
-        if let Some(slot) = near.and_then(|n| n.get(key.as_str())) {
-            match &slot.value {
-                Some(value) => {
-                    if let Some(value) = value
-                        .downcast_ref::<Published>()
-                        .and_then(|b| Validated::of(Stored::Filled(Arc::clone(b)), policy.version))
-                    {
-                        counters.outcome(Outcome::LocalHit);
-                        outcome(Outcome::LocalHit);
-                        return Revalidated::stored(value, conditional, true, http);
-                    }
-                }
-                None => {
-                    if let Some(result) = S::from_hit(None) {
-                        counters.outcome(Outcome::LocalNullHit);
-                        outcome(Outcome::LocalNullHit);
-                        return Revalidated::result(result, true, http);
-                    }
-                }
-            }
-        }
-        let ticket = near.and_then(|n| n.ticket(key.as_str()));
-        let keep = |value: Option<Published>, landed: Landed| {
-            if let (Some(near), Some(ticket)) = (near, ticket) {
-                let value = value.map(|b| Arc::new(b) as Arc<dyn std::any::Any + Send + Sync>);
-                near.insert(key.as_str(), ticket, value, landed);
-            }
-        };
-        let seq = inner.flights.seq();
-        let source = if mode == Mode::Refresh || conditional.no_cache() {
-            Source::Refresh
-        } else {
-            let timer = telemetry::span_timer(span);
-            let since = Instant::now();
-            let (got, ttl) = if ticket.is_some() {
-                match inner.store.get_with_ttl(key.as_str()).await {
-                    Ok(Some((bytes, ttl))) => (Ok(Some(bytes)), ttl),
-                    Ok(None) => (Ok(None), None),
-                    Err(e) => (Err(e), None),
-                }
-            } else {
-                (inner.store.get(key.as_str()).await, None)
-            };
-            if let Some(started) = timer
-                && !matches!(got, Err(CacheError::CircuitOpen | CacheError::Unavailable))
-            {
-                span.record("redis_ms", started.elapsed().as_secs_f64() * 1e3);
-            }
-            match got {
-                Ok(None) => Source::Miss { stale: false },
-                Ok(Some(bytes)) => {
-                    let landed = Landed {
-                        since,
-                        ttl,
-                        bytes: bytes.len(),
-                    };
-                    match codec::raw(&bytes, policy.version) {
-                        Ok(Raw::Value { .. } | Raw::Unvalidated { .. }) => {
-                            // Shared with the near cache only when it keeps them (a copy).
-                            let (stored, kept) = if ticket.is_some() {
-                                let bytes: Published = bytes.into();
-                                (Stored::Filled(Arc::clone(&bytes)), Some(bytes))
-                            } else {
-                                (Stored::Read(bytes), None)
-                            };
-                            if let Some(value) = Validated::of(stored, policy.version) {
-                                counters.outcome(Outcome::Hit);
-                                outcome(Outcome::Hit);
-                                if kept.is_some() {
-                                    keep(kept, landed);
-                                }
-                                return Revalidated::stored(value, conditional, true, http);
-                            }
-                            Source::Miss { stale: true }
-                        }
-                        Ok(Raw::Null) => match S::from_hit(None) {
-                            Some(result) => {
-                                counters.outcome(Outcome::NullHit);
-                                outcome(Outcome::NullHit);
-                                keep(None, landed);
-                                return Revalidated::result(result, true, http);
-                            }
-                            None => Source::Miss { stale: true },
-                        },
-                        // Another format, another version, another program's bytes: refilled.
-                        Err(e) => {
-                            counters.decode_failures(1);
-                            tracing::debug!(key = %crate::cache::KeyTag(key), error = %e, "unusable cache entry, treated as a miss");
-                            Source::Miss { stale: true }
-                        }
-                    }
-                }
-                Err(e) => {
-                    self.failed(&counters, "GET", &e);
-                    Source::Failed
-                }
-            }
-        };
-        let slot = EntrySlot::new();
-        let landing = Landing::new();
-        let fill = Fill {
-            cache: self,
-            key,
-            policy,
-            counters: &counters,
-            span,
-            entry: Some(&slot),
-            landing: ticket.is_some().then_some(&landing),
-        };
-        let result = fill.run::<S, R, F>(seq, source, body).await;
-        let landed = landing.get().copied();
-        // The stored form of a value answers, so the body and tag are those every later hit
-        // serves; anything else (an `Err`, an absent result) is the handler's own response.
-        let stored = match (S::entry(&result), slot.into_inner()) {
-            (Entry::Value(_), Some(bytes)) => {
-                if let Some(landed) = landed {
-                    keep(Some(Arc::clone(&bytes)), landed);
-                }
-                Validated::of(Stored::Filled(bytes), policy.version)
-            }
-            (Entry::Absent, _) => {
-                if let Some(landed) = landed {
-                    keep(None, landed);
-                }
-                None
-            }
-            _ => None,
-        };
-        match stored {
-            Some(value) => Revalidated::stored(value, conditional, false, http),
-            None => Revalidated::result(result, false, http),
-        }
     }
 }
 

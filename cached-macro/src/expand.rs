@@ -8,7 +8,7 @@ use syn::{Attribute, FnArg, Ident, Signature, Type, Visibility, ext::IdentExt, s
 
 use crate::{
     args::{self, Args, Body, Func},
-    validate::{self, Companions, KeyPart, Plan, Secs},
+    validate::{self, Companions, KeyPart, Options, Plan, Secs},
 };
 
 /// The whole attribute: parse, validate, expand. On any error the function is emitted
@@ -46,7 +46,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
         // Validation rejects a function without a body; emit the declaration as written.
         return quote!(#(#attrs)* #vis #sig;);
     };
-    let krate = &plan.krate;
+    let krate = &plan.options.krate;
     let private = quote!(#krate::__private);
     // Generated locals use mixed-site hygiene: the body cannot see them, nor they the body.
     let local = Span::mixed_site();
@@ -55,7 +55,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     let call = format_ident!("__cached_call", span = local);
     let select = format_ident!("__cached_select", span = local);
 
-    let prefix = &plan.prefix;
+    let prefix = &plan.options.prefix;
     // The runtime's rules, evaluated at compile time: a bad prefix or template fails the
     // build with the rule's own message, on the literal.
     let prefix_check =
@@ -64,10 +64,10 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
         .template
         .as_ref()
         .map(|t| quote_spanned!(t.span()=> const _: () = #private::check_template(#t);));
-    let policy_value = policy_tokens(&plan, &private);
+    let policy_value = policy_tokens(&plan.options, &private);
     let fn_name = sig.ident.unraw().to_string();
 
-    let start = match &plan.cache {
+    let start = match &plan.options.cache {
         Some(cache) => {
             let span = cache.span();
             quote_spanned!(span=> #private::Call::with_cache(&(#cache), &#policy, &#site))
@@ -101,7 +101,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
 
     let ret = &plan.ret;
     let ret_span = ret.span();
-    let selected = match &plan.shape {
+    let selected = match &plan.options.shape {
         Some(shape) => {
             let span = shape.span();
             quote_spanned!(span=> #private::Selected::<#shape, #ret>::NEW)
@@ -121,7 +121,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
         .as_ref()
         .map(|c| companions(&plan, c, &attrs, &vis, &sig));
     let mut sig = sig;
-    let (run, http_policy) = match &plan.revalidate {
+    let (run, http_policy) = match &plan.options.revalidate {
         None => {
             let run = quote_spanned! {ret_span=>
                 #select_at_ret.run(#call_at_ret, async move #body).await
@@ -185,19 +185,19 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     }
 }
 
-fn policy_tokens(plan: &Plan, private: &TokenStream) -> TokenStream {
-    let prefix = &plan.prefix;
-    let ttl = seconds(&plan.ttl, "ttl_secs", private);
-    let null_ttl = plan
+fn policy_tokens(options: &Options, private: &TokenStream) -> TokenStream {
+    let prefix = &options.prefix;
+    let ttl = seconds(&options.ttl, "ttl_secs", private);
+    let null_ttl = options
         .null_ttl
         .as_ref()
         .map_or_else(|| quote!(0), |s| seconds(s, "null_ttl_secs", private));
-    let jitter = plan
+    let jitter = options
         .jitter
         .as_ref()
         .map_or_else(|| quote!(0), |s| seconds(s, "jitter_secs", private));
-    let version = Literal::u32_unsuffixed(plan.version);
-    let lock = plan.lock.as_ref().map(|secs| {
+    let version = Literal::u32_unsuffixed(options.version);
+    let lock = options.lock.as_ref().map(|secs| {
         let ms = match secs {
             Secs::Literal(value, span) => {
                 let mut literal = Literal::u64_unsuffixed(value.saturating_mul(1000));
@@ -208,7 +208,7 @@ fn policy_tokens(plan: &Plan, private: &TokenStream) -> TokenStream {
         };
         quote!(.__with_lock(#ms))
     });
-    let local = (!plan.local).then(|| quote!(.__with_local(false)));
+    let local = (!options.local).then(|| quote!(.__with_local(false)));
     quote!(#private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version)#lock #local)
 }
 
@@ -256,7 +256,7 @@ fn companions(
     vis: &Visibility,
     sig: &Signature,
 ) -> TokenStream {
-    let krate = &plan.krate;
+    let krate = &plan.options.krate;
     let private = quote!(#krate::__private);
     let local = Span::mixed_site();
     let policy = format_ident!("__CACHED_POLICY", span = local);
@@ -312,8 +312,8 @@ fn companions(
         .iter()
         .map(|part| key_part(part, &private, Some(&direct)));
     let key: Vec<TokenStream> = key.collect();
-    let prefix = &plan.prefix;
-    let version = Literal::u32_unsuffixed(plan.version);
+    let prefix = &plan.options.prefix;
+    let version = Literal::u32_unsuffixed(plan.options.version);
     let where_clause = &sig.generics.where_clause;
     let generics = &sig.generics.params;
     let generics = (!generics.is_empty()).then(|| quote!(<#generics>));

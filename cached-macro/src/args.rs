@@ -29,6 +29,8 @@ mod kw {
     syn::custom_keyword!(companions);
     syn::custom_keyword!(vary);
     syn::custom_keyword!(revalidate);
+    syn::custom_keyword!(near);
+    // The name `near` had before; only to say so.
     syn::custom_keyword!(local);
 }
 
@@ -49,7 +51,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "crate",
     "vary",
     "revalidate",
-    "local",
+    "near",
 ];
 
 /// The options of one `#[redis_cache(...)]`, each with the span of its name.
@@ -75,8 +77,8 @@ pub(crate) struct Args {
     /// `revalidate`, or `revalidate = "public, max-age"`: answer HTTP revalidation from the
     /// cache, with this `Cache-Control` policy when given.
     pub(crate) revalidate: Option<(Span, Option<LitStr>)>,
-    /// `local = false`: never answered from the cache's near cache.
-    pub(crate) local: Option<(Span, LitBool)>,
+    /// `near = false`: never answered from the cache's near cache.
+    pub(crate) near: Option<(Span, LitBool)>,
 }
 
 /// `req = ["authorization", "accept-language"]` in `vary(...)`: the argument the headers are
@@ -194,10 +196,12 @@ impl Parse for Args {
                 expect_eq(input, "shape", "shape = cached_runtime::shape::Plain")?;
                 let value = input.parse::<Path>()?;
                 set(&mut args.shape, "shape", span, value)?;
-            } else if look.peek(kw::local) {
-                let span = input.parse::<kw::local>()?.span;
-                let value = parse_value(input, "local", "local = false")?;
-                set(&mut args.local, "local", span, value)?;
+            } else if look.peek(kw::near) {
+                let span = input.parse::<kw::near>()?.span;
+                let value = parse_value(input, "near", "near = false")?;
+                set(&mut args.near, "near", span, value)?;
+            } else if input.peek(kw::local) {
+                return Err(renamed_local(input));
             } else if look.peek(kw::companions) {
                 let span = input.parse::<kw::companions>()?.span;
                 let value = parse_value(input, "companions", "companions = false")?;
@@ -333,6 +337,20 @@ fn unknown_option(input: ParseStream<'_>) -> syn::Error {
         }
         Err(_) => input.error(format!("expected an option; valid options: {valid}")),
     }
+}
+
+/// The error for `local`, the option's name before `near`, on the `local` token: the new
+/// spelling, with the value given when it is a `bool`.
+fn renamed_local(input: ParseStream<'_>) -> syn::Error {
+    let fork = input.fork();
+    let span = fork
+        .parse::<kw::local>()
+        .map_or_else(|_| input.span(), |k| k.span);
+    let on = fork
+        .parse::<Token![=]>()
+        .and_then(|_| fork.parse::<LitBool>())
+        .is_ok_and(|b| b.value);
+    syn::Error::new(span, format!("`local` is now `near`: write `near = {on}`"))
 }
 
 /// Levenshtein distance, for suggesting the option a typo meant.
@@ -487,6 +505,25 @@ mod tests {
         }
         let args = parse(quote!(ttl = TTL)).expect("parses");
         assert!(matches!(args.ttl, Some((_, Seconds::Duration(_)))));
+    }
+
+    #[test]
+    fn near_is_an_option_and_local_says_it_was_renamed() {
+        let args = parse(quote!(prefix = "x", ttl = 1, near = false)).expect("`near` parses");
+        assert!(args.near.is_some_and(|(_, flag)| !flag.value));
+        assert_eq!(
+            error(quote!(prefix = "x", local = false)),
+            "`local` is now `near`: write `near = false`"
+        );
+        assert_eq!(
+            error(quote!(local = true)),
+            "`local` is now `near`: write `near = true`"
+        );
+        assert_eq!(
+            error(quote!(local = "no")),
+            "`local` is now `near`: write `near = false`"
+        );
+        assert!(error(quote!(nera = false)).contains("did you mean `near`?"));
     }
 
     #[test]

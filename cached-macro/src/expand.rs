@@ -208,8 +208,8 @@ fn policy_tokens(options: &Options, private: &TokenStream) -> TokenStream {
         };
         quote!(.__with_lock(#ms))
     });
-    let local = (!options.local).then(|| quote!(.__with_local(false)));
-    quote!(#private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version)#lock #local)
+    let near = (!options.near).then(|| quote!(.__with_local(false)));
+    quote!(#private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version)#lock #near)
 }
 
 fn types_tokens(types: &[TokenStream]) -> Option<TokenStream> {

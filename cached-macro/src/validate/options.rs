@@ -23,8 +23,8 @@ pub(crate) struct Options {
     pub(crate) version: u32,
     /// The cross-process fill lock's TTL, when `lock` is on.
     pub(crate) lock: Option<Secs>,
-    /// `local = false`: the near cache never answers this function.
-    pub(crate) local: bool,
+    /// `near = false`: the near cache never answers this function.
+    pub(crate) near: bool,
     pub(crate) cache: Option<Expr>,
     /// `shape = …`, when given.
     pub(crate) shape: Option<Path>,
@@ -98,7 +98,7 @@ pub(super) fn check(args: &Args, errors: &mut Errors) -> Option<Options> {
         jitter,
         version,
         lock,
-        local: args.local.as_ref().is_none_or(|(_, flag)| flag.value),
+        near: args.near.as_ref().is_none_or(|(_, flag)| flag.value),
         cache: args.cache.as_ref().map(|(_, e)| e.clone()),
         shape: args.shape.as_ref().map(|(_, p)| p.clone()),
         revalidate: args.revalidate.as_ref().map(|(_, policy)| policy.clone()),

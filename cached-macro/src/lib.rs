@@ -235,9 +235,9 @@ mod validate;
 ///     const _: () = ::cached_runtime::__private::check_prefix("item");
 ///     use ::cached_runtime::__private::{KeyLevel0 as _, KeyLevel1 as _, Level0 as _, /* … */};
 ///     static __CACHED_POLICY: ::cached_runtime::__private::Policy =
-///         ::cached_runtime::__private::Policy::__from_macro("item", 600, 0, 0, 0);
+///         ::cached_runtime::__private::policy("item", 600, 0, 0, 0);
 ///     static __CACHED_SITE: ::cached_runtime::__private::Site =
-///         ::cached_runtime::__private::Site::__new(::core::module_path!(), "item");
+///         ::cached_runtime::__private::site(::core::module_path!(), "item");
 ///     let __cached_call = ::cached_runtime::__private::Call::new(&__CACHED_POLICY, &__CACHED_SITE)
 ///         .key_arg((&&::cached_runtime::__private::KeyProbe(&id)).__cached_key())
 ///         .key_arg((&&::cached_runtime::__private::KeyProbe(&path)).__cached_key());
@@ -249,7 +249,8 @@ mod validate;
 /// With `cache = expr` the call starts with `Call::with_cache(&(expr), …)`; with
 /// `key = "v1:{id}"` the parts are `.literal("v1:").key_value(…)` and the template is checked
 /// by `const _: () = check_template("v1:{id}");`; a generic function adds
-/// `.types(&[type_name::<T>()])`.
+/// `.types(&[type_name::<T>()])`; `lock = 3` wraps the policy in `with_lock(…, 3000)` and
+/// `near = false` in `with_near(…, false)`, both `const fn`s of `__private` like the rest.
 #[proc_macro_attribute]
 pub fn redis_cache(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::redis_cache(args.into(), item.into()).into()

@@ -1,14 +1,20 @@
 //! Expansion: the signature as written, and a body that makes one call into the runtime's
 //! `__private` module with the key parts, the options and the original body as an
-//! `async move` block; then the companion functions `{name}_key` and `{name}_invalidate`.
+//! `async move` block; then the companion functions `{name}_key` and `{name}_invalidate`
+//! (`companions`), from the key parts both share (`parts`).
+
+mod companions;
+mod parts;
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::{Attribute, FnArg, Ident, Signature, Type, Visibility, ext::IdentExt, spanned::Spanned};
+use syn::{ext::IdentExt, spanned::Spanned};
+
+use self::parts::{generic_friendly, key_part, strip_group, types_tokens, vary_tokens};
 
 use crate::{
     args::{self, Args, Body, Func},
-    validate::{self, Companions, KeyPart, Options, Plan, Secs},
+    validate::{self, Options, Plan, Secs},
 };
 
 /// The whole attribute: parse, validate, expand. On any error the function is emitted
@@ -119,7 +125,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     let companions = plan
         .companions
         .as_ref()
-        .map(|c| companions(&plan, c, &attrs, &vis, &sig));
+        .map(|c| companions::emit(&plan, c, &attrs, &vis, &sig));
     let mut sig = sig;
     let (run, http_policy) = match &plan.options.revalidate {
         None => {
@@ -214,219 +220,6 @@ fn policy_tokens(options: &Options, private: &TokenStream) -> TokenStream {
         policy = quote!(#private::with_near(#policy, false));
     }
     policy
-}
-
-fn types_tokens(types: &[TokenStream]) -> Option<TokenStream> {
-    (!types.is_empty()).then(|| quote!(.types(&[#(#types),*])))
-}
-
-/// One key part. In the getter, arguments are keyed through the probe (an extractor on what
-/// it holds); in a companion, `direct` names the parameters that already are the key's value.
-fn key_part(part: &KeyPart, private: &TokenStream, direct: Option<&[Ident]>) -> TokenStream {
-    let is_direct = |name: &Ident| direct.is_some_and(|d| d.contains(name));
-    match part {
-        KeyPart::Arg(name) => {
-            let span = name.span();
-            if is_direct(name) {
-                quote_spanned!(span=> .key_arg(#name))
-            } else if direct.is_some() {
-                quote_spanned!(span=> .key_arg((&&#private::KeyProbe(#name)).__cached_key()))
-            } else {
-                quote_spanned!(span=> .key_arg((&&#private::KeyProbe(&#name)).__cached_key()))
-            }
-        }
-        KeyPart::Value { root, fields, span } => {
-            let root_ident = syn::parse2::<Ident>(root.clone()).ok();
-            if !fields.is_empty() {
-                quote_spanned!(*span=> .key_value(&#root #fields))
-            } else if root_ident.as_ref().is_some_and(is_direct) {
-                quote_spanned!(*span=> .key_value(#root))
-            } else if direct.is_some() {
-                quote_spanned!(*span=> .key_value((&&#private::KeyProbe(#root)).__cached_key()))
-            } else {
-                quote_spanned!(*span=> .key_value((&&#private::KeyProbe(&#root)).__cached_key()))
-            }
-        }
-        KeyPart::Literal(text) => quote!(.literal(#text)),
-    }
-}
-
-/// `{name}_key(cache, args…)` and `{name}_invalidate(cache, args…)`: the key of one call and
-/// its invalidation, so a writer names the function rather than repeating its key layout.
-fn companions(
-    plan: &Plan,
-    companions: &Companions,
-    attrs: &[Attribute],
-    vis: &Visibility,
-    sig: &Signature,
-) -> TokenStream {
-    let krate = &plan.options.krate;
-    let private = quote!(#krate::__private);
-    let local = Span::mixed_site();
-    let policy = format_ident!("__CACHED_POLICY", span = local);
-    let cache = format_ident!("cache", span = local);
-    let name = sig.ident.unraw();
-    let key_fn = format_ident!("{}_key", name, span = sig.ident.span());
-    let invalidate_fn = format_ident!("{}_invalidate", name, span = sig.ident.span());
-    let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
-    let receiver = companions
-        .receiver
-        .then(|| {
-            sig.inputs.iter().find_map(|arg| match arg {
-                FnArg::Receiver(r) => {
-                    let self_token = r.self_token;
-                    Some(quote!(&#self_token,))
-                }
-                FnArg::Typed(_) => None,
-            })
-        })
-        .flatten();
-    let with_fields: Vec<&Ident> = plan
-        .key
-        .iter()
-        .filter_map(|part| match part {
-            KeyPart::Value { root, fields, .. } if !fields.is_empty() => companions
-                .params
-                .iter()
-                .map(|(n, _)| n)
-                .find(|n| syn::parse2::<Ident>(root.clone()).is_ok_and(|r| r == **n)),
-            _ => None,
-        })
-        .collect();
-    let mut direct = Vec::new();
-    let params = companions.params.iter().map(|(name, ty)| match ty {
-        Some(ty) if with_fields.contains(&name) || !generic_friendly(ty) => {
-            let ty = strip_group(ty);
-            quote!(#name: &(#ty))
-        }
-        Some(ty) => {
-            direct.push(name.clone());
-            quote!(#name: &(impl #private::KeyFor<#ty> + ?::core::marker::Sized))
-        }
-        // A name bound by a pattern whose type the signature does not show.
-        None => {
-            direct.push(name.clone());
-            quote!(#name: &(impl #private::SerializeTrait + ?::core::marker::Sized))
-        }
-    });
-    let params: Vec<TokenStream> = params.collect();
-    let types = types_tokens(&plan.types);
-    let key = plan
-        .key
-        .iter()
-        .map(|part| key_part(part, &private, Some(&direct)));
-    let key: Vec<TokenStream> = key.collect();
-    let prefix = &plan.options.prefix;
-    let version = Literal::u32_unsuffixed(plan.options.version);
-    let where_clause = &sig.generics.where_clause;
-    let generics = &sig.generics.params;
-    let generics = (!generics.is_empty()).then(|| quote!(<#generics>));
-    let doc_key = format!(
-        "The cache key `{name}` reads for these arguments (generated by `#[redis_cache]`)."
-    );
-    let doc_invalidate = format!(
-        "Deletes the cached entry of `{name}` for these arguments; `Ok(false)` when there was none (generated by `#[redis_cache]`)."
-    );
-    let body = quote! {
-        static #policy: #private::Policy = #private::policy(#prefix, 1, 0, 0, #version);
-        #[allow(unused_imports)]
-        use #private::{KeyLevel0 as _, KeyLevel1 as _, KeyLevel2 as _};
-        #private::Call::companion(#cache, &#policy) #types #(#key)*
-    };
-    // With `vary`, the key also takes the request the headers are read from; the
-    // invalidation cannot know every caller's headers and deletes the entries of all of them.
-    let vary_params = companions.vary.iter().map(|(name, ty)| {
-        let ty = strip_group(ty);
-        quote!(#name: &(#ty))
-    });
-    let vary_params: Vec<TokenStream> = vary_params.collect();
-    let call = format_ident!("__cached_call", span = local);
-    let vary_parts = plan
-        .vary
-        .iter()
-        .filter(|(_, headers)| !headers.is_empty())
-        .map(|(arg, headers)| {
-            quote!(let #call = (&&#private::VaryProbe(#arg)).__cached_vary(#call, &[#(#headers),*]);)
-        });
-    let invalidate = if companions.vary.is_empty() {
-        quote!(#body.invalidate().await)
-    } else {
-        quote!(#body.invalidate_variants().await.map(|n| n > 0))
-    };
-    let doc_invalidate = if companions.vary.is_empty() {
-        doc_invalidate
-    } else {
-        format!(
-            "Deletes the cached entries of `{name}` for these arguments, for every value of the headers it varies on (`SCAN` + `UNLINK`); `Ok(false)` when there were none (generated by `#[redis_cache]`)."
-        )
-    };
-    quote! {
-        #(#cfgs)*
-        #[doc = #doc_key]
-        #[allow(dead_code, clippy::ptr_arg, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
-        #vis fn #key_fn #generics (#receiver #cache: &#krate::Cache, #(#params,)* #(#vary_params),*)
-            -> ::core::result::Result<#krate::Key, #krate::CacheError> #where_clause
-        {
-            #[allow(unused_imports)]
-            use #private::{VaryLevel0 as _, VaryLevel1 as _};
-            let #call = { #body };
-            #(#vary_parts)*
-            #call.key()
-        }
-
-        #[doc = #doc_invalidate]
-        #[allow(dead_code, clippy::ptr_arg, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
-        #vis async fn #invalidate_fn #generics (#receiver #cache: &#krate::Cache, #(#params),*)
-            -> ::core::result::Result<bool, #krate::CacheError> #where_clause
-        {
-            #invalidate
-        }
-    }
-}
-
-/// `.vary(&req, &["authorization"])` for each `vary` source of the getter.
-fn vary_tokens(vary: &[(Ident, Vec<syn::LitStr>)]) -> TokenStream {
-    vary.iter()
-        .filter(|(_, headers)| !headers.is_empty())
-        .map(|(arg, headers)| quote_spanned!(arg.span()=> .vary(&#arg, &[#(#headers),*])))
-        .collect()
-}
-
-/// Whether `impl KeyFor<ty>` can be written: no `impl Trait` and no elided lifetime, which
-/// are not allowed in that position.
-fn generic_friendly(ty: &Type) -> bool {
-    fn walk(tokens: TokenStream, prev_amp: bool) -> bool {
-        let mut prev_amp = prev_amp;
-        for tree in tokens {
-            match &tree {
-                proc_macro2::TokenTree::Ident(i) if i == "impl" || i == "dyn" => return false,
-                proc_macro2::TokenTree::Punct(p) if p.as_char() == '&' => {
-                    prev_amp = true;
-                    continue;
-                }
-                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
-                    prev_amp = false;
-                    continue;
-                }
-                proc_macro2::TokenTree::Ident(i) if i == "_" => return false,
-                proc_macro2::TokenTree::Group(g) if !walk(g.stream(), false) => return false,
-                _ => {}
-            }
-            if prev_amp {
-                // `&T` without a lifetime.
-                return false;
-            }
-        }
-        true
-    }
-    walk(quote!(#ty), false)
-}
-
-fn strip_group(ty: &Type) -> &Type {
-    match ty {
-        Type::Group(g) => strip_group(&g.elem),
-        _ => ty,
-    }
 }
 
 /// A duration option as `u64` seconds in a constant context.

@@ -1,12 +1,16 @@
-//! Parsing: the attribute's options and the function it is applied to, as written.
+//! Parsing: the attribute's options (here) and the function it is applied to (`func`), as
+//! written.
 //!
 //! Nothing here judges whether the options make sense together; [`crate::validate`] does.
 //! Every value keeps its tokens, so later errors can point at them.
 
-use proc_macro2::{Span, TokenStream};
+mod func;
+
+pub(crate) use self::func::{Body, Func, parse_func};
+
+use proc_macro2::Span;
 use syn::{
-    Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, LitBool, LitInt, LitStr, Path, Signature,
-    Token, Visibility, braced, bracketed,
+    Expr, ExprLit, ExprUnary, Ident, Lit, LitBool, LitInt, LitStr, Path, Token, bracketed,
     ext::IdentExt,
     parenthesized,
     parse::{Parse, ParseStream},
@@ -373,63 +377,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The function the attribute is on, split so the signature can be re-emitted as written.
-pub(crate) struct Func {
-    pub(crate) attrs: Vec<Attribute>,
-    pub(crate) vis: Visibility,
-    pub(crate) sig: Signature,
-    /// `None` for a declaration without a body (`fn f();` in a trait), with the `;`.
-    pub(crate) body: Result<Body, Token![;]>,
-}
-
-/// A function body: its braces, inner attributes and the rest as tokens, unparsed, so a
-/// syntax error in it is reported by rustc as that error.
-pub(crate) struct Body {
-    pub(crate) brace: token::Brace,
-    pub(crate) inner_attrs: Vec<Attribute>,
-    pub(crate) tokens: TokenStream,
-}
-
-impl Parse for Func {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
-        let vis = input.parse()?;
-        let sig = input.parse()?;
-        let body = if input.peek(Token![;]) {
-            Err(input.parse()?)
-        } else {
-            let content;
-            let brace = braced!(content in input);
-            let inner_attrs = content.call(Attribute::parse_inner)?;
-            let tokens = content.parse::<TokenStream>()?;
-            Ok(Body {
-                brace,
-                inner_attrs,
-                tokens,
-            })
-        };
-        Ok(Func {
-            attrs,
-            vis,
-            sig,
-            body,
-        })
-    }
-}
-
-/// Parses the item, with an error that says what the attribute applies to.
-pub(crate) fn parse_func(item: TokenStream) -> syn::Result<Func> {
-    syn::parse2::<Func>(item).map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            format!("#[redis_cache] applies to `async fn` items only: {e}"),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proc_macro2::TokenStream;
     use quote::quote;
 
     fn parse(tokens: TokenStream) -> syn::Result<Args> {

@@ -85,6 +85,7 @@ pub(super) fn generic_friendly(ty: &Type) -> bool {
     walk(quote!(#ty), false)
 }
 
+/// The type inside the invisible groups a `macro_rules!` caller leaves around it.
 pub(super) fn strip_group(ty: &Type) -> &Type {
     match ty {
         Type::Group(g) => strip_group(&g.elem),

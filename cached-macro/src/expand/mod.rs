@@ -1,14 +1,20 @@
 //! Expansion: the signature as written, and a body that makes one call into the runtime's
 //! `__private` module with the key parts, the options and the original body as an
-//! `async move` block; then the companion functions `{name}_key` and `{name}_invalidate`.
+//! `async move` block; then the companion functions `{name}_key` and `{name}_invalidate`
+//! (`companions`), from the key parts both share (`parts`).
+
+mod companions;
+mod parts;
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
-use syn::{Attribute, FnArg, Ident, Signature, Type, Visibility, ext::IdentExt, spanned::Spanned};
+use syn::{ext::IdentExt, spanned::Spanned};
+
+use self::parts::{generic_friendly, key_part, strip_group, types_tokens, vary_tokens};
 
 use crate::{
     args::{self, Args, Body, Func},
-    validate::{self, Companions, KeyPart, Plan, Secs},
+    validate::{self, Options, Plan, Secs},
 };
 
 /// The whole attribute: parse, validate, expand. On any error the function is emitted
@@ -46,7 +52,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
         // Validation rejects a function without a body; emit the declaration as written.
         return quote!(#(#attrs)* #vis #sig;);
     };
-    let krate = &plan.krate;
+    let krate = &plan.options.krate;
     let private = quote!(#krate::__private);
     // Generated locals use mixed-site hygiene: the body cannot see them, nor they the body.
     let local = Span::mixed_site();
@@ -55,7 +61,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     let call = format_ident!("__cached_call", span = local);
     let select = format_ident!("__cached_select", span = local);
 
-    let prefix = &plan.prefix;
+    let prefix = &plan.options.prefix;
     // The runtime's rules, evaluated at compile time: a bad prefix or template fails the
     // build with the rule's own message, on the literal.
     let prefix_check =
@@ -64,10 +70,10 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
         .template
         .as_ref()
         .map(|t| quote_spanned!(t.span()=> const _: () = #private::check_template(#t);));
-    let policy_value = policy_tokens(&plan, &private);
+    let policy_value = policy_tokens(&plan.options, &private);
     let fn_name = sig.ident.unraw().to_string();
 
-    let start = match &plan.cache {
+    let start = match &plan.options.cache {
         Some(cache) => {
             let span = cache.span();
             quote_spanned!(span=> #private::Call::with_cache(&(#cache), &#policy, &#site))
@@ -101,7 +107,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
 
     let ret = &plan.ret;
     let ret_span = ret.span();
-    let selected = match &plan.shape {
+    let selected = match &plan.options.shape {
         Some(shape) => {
             let span = shape.span();
             quote_spanned!(span=> #private::Selected::<#shape, #ret>::NEW)
@@ -119,9 +125,9 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     let companions = plan
         .companions
         .as_ref()
-        .map(|c| companions(&plan, c, &attrs, &vis, &sig));
+        .map(|c| companions::emit(&plan, c, &attrs, &vis, &sig));
     let mut sig = sig;
-    let (run, http_policy) = match &plan.revalidate {
+    let (run, http_policy) = match &plan.options.revalidate {
         None => {
             let run = quote_spanned! {ret_span=>
                 #select_at_ret.run(#call_at_ret, async move #body).await
@@ -152,7 +158,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
                 .collect::<Vec<_>>()
                 .join(", ");
             let http_policy = quote! {
-                static #http_static: #private::HttpPolicy = #private::HttpPolicy::__new({ #policy }, #vary_names);
+                static #http_static: #private::HttpPolicy = #private::http_policy({ #policy }, #vary_names);
             };
             let run = quote_spanned! {ret_span=>
                 #select_at_ret.check_json_response();
@@ -173,7 +179,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
             #(#header_checks)*
             static #policy: #private::Policy = #policy_value;
             #http_policy
-            static #site: #private::Site = #private::Site::__new(::core::module_path!(), #fn_name);
+            static #site: #private::Site = #private::site(::core::module_path!(), #fn_name);
             #[allow(unused_imports)]
             use #private::{RiskLevel0 as _, RiskLevel1 as _};
             #(#risks)*
@@ -185,19 +191,21 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     }
 }
 
-fn policy_tokens(plan: &Plan, private: &TokenStream) -> TokenStream {
-    let prefix = &plan.prefix;
-    let ttl = seconds(&plan.ttl, "ttl_secs", private);
-    let null_ttl = plan
+/// The function's `Policy` as a constant expression, built by the runtime's `const fn`s.
+fn policy_tokens(options: &Options, private: &TokenStream) -> TokenStream {
+    let prefix = &options.prefix;
+    let ttl = seconds(&options.ttl, "ttl_secs", private);
+    let null_ttl = options
         .null_ttl
         .as_ref()
         .map_or_else(|| quote!(0), |s| seconds(s, "null_ttl_secs", private));
-    let jitter = plan
+    let jitter = options
         .jitter
         .as_ref()
         .map_or_else(|| quote!(0), |s| seconds(s, "jitter_secs", private));
-    let version = Literal::u32_unsuffixed(plan.version);
-    let lock = plan.lock.as_ref().map(|secs| {
+    let version = Literal::u32_unsuffixed(options.version);
+    let mut policy = quote!(#private::policy(#prefix, #ttl, #null_ttl, #jitter, #version));
+    if let Some(secs) = &options.lock {
         let ms = match secs {
             Secs::Literal(value, span) => {
                 let mut literal = Literal::u64_unsuffixed(value.saturating_mul(1000));
@@ -206,223 +214,12 @@ fn policy_tokens(plan: &Plan, private: &TokenStream) -> TokenStream {
             }
             Secs::Duration(_) => seconds(secs, "lock_ms", private),
         };
-        quote!(.__with_lock(#ms))
-    });
-    let local = (!plan.local).then(|| quote!(.__with_local(false)));
-    quote!(#private::Policy::__from_macro(#prefix, #ttl, #null_ttl, #jitter, #version)#lock #local)
-}
-
-fn types_tokens(types: &[TokenStream]) -> Option<TokenStream> {
-    (!types.is_empty()).then(|| quote!(.types(&[#(#types),*])))
-}
-
-/// One key part. In the getter, arguments are keyed through the probe (an extractor on what
-/// it holds); in a companion, `direct` names the parameters that already are the key's value.
-fn key_part(part: &KeyPart, private: &TokenStream, direct: Option<&[Ident]>) -> TokenStream {
-    let is_direct = |name: &Ident| direct.is_some_and(|d| d.contains(name));
-    match part {
-        KeyPart::Arg(name) => {
-            let span = name.span();
-            if is_direct(name) {
-                quote_spanned!(span=> .key_arg(#name))
-            } else if direct.is_some() {
-                quote_spanned!(span=> .key_arg((&&#private::KeyProbe(#name)).__cached_key()))
-            } else {
-                quote_spanned!(span=> .key_arg((&&#private::KeyProbe(&#name)).__cached_key()))
-            }
-        }
-        KeyPart::Value { root, fields, span } => {
-            let root_ident = syn::parse2::<Ident>(root.clone()).ok();
-            if !fields.is_empty() {
-                quote_spanned!(*span=> .key_value(&#root #fields))
-            } else if root_ident.as_ref().is_some_and(is_direct) {
-                quote_spanned!(*span=> .key_value(#root))
-            } else if direct.is_some() {
-                quote_spanned!(*span=> .key_value((&&#private::KeyProbe(#root)).__cached_key()))
-            } else {
-                quote_spanned!(*span=> .key_value((&&#private::KeyProbe(&#root)).__cached_key()))
-            }
-        }
-        KeyPart::Literal(text) => quote!(.literal(#text)),
+        policy = quote!(#private::with_lock(#policy, #ms));
     }
-}
-
-/// `{name}_key(cache, args…)` and `{name}_invalidate(cache, args…)`: the key of one call and
-/// its invalidation, so a writer names the function rather than repeating its key layout.
-fn companions(
-    plan: &Plan,
-    companions: &Companions,
-    attrs: &[Attribute],
-    vis: &Visibility,
-    sig: &Signature,
-) -> TokenStream {
-    let krate = &plan.krate;
-    let private = quote!(#krate::__private);
-    let local = Span::mixed_site();
-    let policy = format_ident!("__CACHED_POLICY", span = local);
-    let cache = format_ident!("cache", span = local);
-    let name = sig.ident.unraw();
-    let key_fn = format_ident!("{}_key", name, span = sig.ident.span());
-    let invalidate_fn = format_ident!("{}_invalidate", name, span = sig.ident.span());
-    let cfgs = attrs.iter().filter(|a| a.path().is_ident("cfg"));
-    let receiver = companions
-        .receiver
-        .then(|| {
-            sig.inputs.iter().find_map(|arg| match arg {
-                FnArg::Receiver(r) => {
-                    let self_token = r.self_token;
-                    Some(quote!(&#self_token,))
-                }
-                FnArg::Typed(_) => None,
-            })
-        })
-        .flatten();
-    let with_fields: Vec<&Ident> = plan
-        .key
-        .iter()
-        .filter_map(|part| match part {
-            KeyPart::Value { root, fields, .. } if !fields.is_empty() => companions
-                .params
-                .iter()
-                .map(|(n, _)| n)
-                .find(|n| syn::parse2::<Ident>(root.clone()).is_ok_and(|r| r == **n)),
-            _ => None,
-        })
-        .collect();
-    let mut direct = Vec::new();
-    let params = companions.params.iter().map(|(name, ty)| match ty {
-        Some(ty) if with_fields.contains(&name) || !generic_friendly(ty) => {
-            let ty = strip_group(ty);
-            quote!(#name: &(#ty))
-        }
-        Some(ty) => {
-            direct.push(name.clone());
-            quote!(#name: &(impl #private::KeyFor<#ty> + ?::core::marker::Sized))
-        }
-        // A name bound by a pattern whose type the signature does not show.
-        None => {
-            direct.push(name.clone());
-            quote!(#name: &(impl #private::SerializeTrait + ?::core::marker::Sized))
-        }
-    });
-    let params: Vec<TokenStream> = params.collect();
-    let types = types_tokens(&plan.types);
-    let key = plan
-        .key
-        .iter()
-        .map(|part| key_part(part, &private, Some(&direct)));
-    let key: Vec<TokenStream> = key.collect();
-    let prefix = &plan.prefix;
-    let version = Literal::u32_unsuffixed(plan.version);
-    let where_clause = &sig.generics.where_clause;
-    let generics = &sig.generics.params;
-    let generics = (!generics.is_empty()).then(|| quote!(<#generics>));
-    let doc_key = format!(
-        "The cache key `{name}` reads for these arguments (generated by `#[redis_cache]`)."
-    );
-    let doc_invalidate = format!(
-        "Deletes the cached entry of `{name}` for these arguments; `Ok(false)` when there was none (generated by `#[redis_cache]`)."
-    );
-    let body = quote! {
-        static #policy: #private::Policy = #private::Policy::__from_macro(#prefix, 1, 0, 0, #version);
-        #[allow(unused_imports)]
-        use #private::{KeyLevel0 as _, KeyLevel1 as _, KeyLevel2 as _};
-        #private::Call::companion(#cache, &#policy) #types #(#key)*
-    };
-    // With `vary`, the key also takes the request the headers are read from; the
-    // invalidation cannot know every caller's headers and deletes the entries of all of them.
-    let vary_params = companions.vary.iter().map(|(name, ty)| {
-        let ty = strip_group(ty);
-        quote!(#name: &(#ty))
-    });
-    let vary_params: Vec<TokenStream> = vary_params.collect();
-    let call = format_ident!("__cached_call", span = local);
-    let vary_parts = plan
-        .vary
-        .iter()
-        .filter(|(_, headers)| !headers.is_empty())
-        .map(|(arg, headers)| {
-            quote!(let #call = (&&#private::VaryProbe(#arg)).__cached_vary(#call, &[#(#headers),*]);)
-        });
-    let invalidate = if companions.vary.is_empty() {
-        quote!(#body.invalidate().await)
-    } else {
-        quote!(#body.invalidate_variants().await.map(|n| n > 0))
-    };
-    let doc_invalidate = if companions.vary.is_empty() {
-        doc_invalidate
-    } else {
-        format!(
-            "Deletes the cached entries of `{name}` for these arguments, for every value of the headers it varies on (`SCAN` + `UNLINK`); `Ok(false)` when there were none (generated by `#[redis_cache]`)."
-        )
-    };
-    quote! {
-        #(#cfgs)*
-        #[doc = #doc_key]
-        #[allow(dead_code, clippy::ptr_arg, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
-        #vis fn #key_fn #generics (#receiver #cache: &#krate::Cache, #(#params,)* #(#vary_params),*)
-            -> ::core::result::Result<#krate::Key, #krate::CacheError> #where_clause
-        {
-            #[allow(unused_imports)]
-            use #private::{VaryLevel0 as _, VaryLevel1 as _};
-            let #call = { #body };
-            #(#vary_parts)*
-            #call.key()
-        }
-
-        #[doc = #doc_invalidate]
-        #[allow(dead_code, clippy::ptr_arg, clippy::extra_unused_type_parameters, clippy::too_many_arguments)]
-        #vis async fn #invalidate_fn #generics (#receiver #cache: &#krate::Cache, #(#params),*)
-            -> ::core::result::Result<bool, #krate::CacheError> #where_clause
-        {
-            #invalidate
-        }
+    if !options.near {
+        policy = quote!(#private::with_near(#policy, false));
     }
-}
-
-/// `.vary(&req, &["authorization"])` for each `vary` source of the getter.
-fn vary_tokens(vary: &[(Ident, Vec<syn::LitStr>)]) -> TokenStream {
-    vary.iter()
-        .filter(|(_, headers)| !headers.is_empty())
-        .map(|(arg, headers)| quote_spanned!(arg.span()=> .vary(&#arg, &[#(#headers),*])))
-        .collect()
-}
-
-/// Whether `impl KeyFor<ty>` can be written: no `impl Trait` and no elided lifetime, which
-/// are not allowed in that position.
-fn generic_friendly(ty: &Type) -> bool {
-    fn walk(tokens: TokenStream, prev_amp: bool) -> bool {
-        let mut prev_amp = prev_amp;
-        for tree in tokens {
-            match &tree {
-                proc_macro2::TokenTree::Ident(i) if i == "impl" || i == "dyn" => return false,
-                proc_macro2::TokenTree::Punct(p) if p.as_char() == '&' => {
-                    prev_amp = true;
-                    continue;
-                }
-                proc_macro2::TokenTree::Punct(p) if p.as_char() == '\'' => {
-                    prev_amp = false;
-                    continue;
-                }
-                proc_macro2::TokenTree::Ident(i) if i == "_" => return false,
-                proc_macro2::TokenTree::Group(g) if !walk(g.stream(), false) => return false,
-                _ => {}
-            }
-            if prev_amp {
-                // `&T` without a lifetime.
-                return false;
-            }
-        }
-        true
-    }
-    walk(quote!(#ty), false)
-}
-
-fn strip_group(ty: &Type) -> &Type {
-    match ty {
-        Type::Group(g) => strip_group(&g.elem),
-        _ => ty,
-    }
+    policy
 }
 
 /// A duration option as `u64` seconds in a constant context.
@@ -465,7 +262,9 @@ mod tests {
         );
         assert!(!out.contains("KeyProbe (& db)"), "{out}");
         assert!(
-            out.contains("Policy :: __from_macro (\"item\" , 600 , 0 , 0 , 0)"),
+            out.contains(
+                "static __CACHED_POLICY : :: cached_runtime :: __private :: Policy = :: cached_runtime :: __private :: policy (\"item\" , 600 , 0 , 0 , 0) ;"
+            ),
             "{out}"
         );
         assert!(
@@ -477,6 +276,52 @@ mod tests {
             out.contains("fn get_key (cache : & :: cached_runtime :: Cache"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn lock_and_near_wrap_the_policy_in_the_private_const_fns() {
+        let out = expand_str(
+            quote!(prefix = "item", ttl = 600, lock = 3, near = false),
+            quote!(
+                async fn get(id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(
+            out.contains(":: cached_runtime :: __private :: with_near (:: cached_runtime :: __private :: with_lock (:: cached_runtime :: __private :: policy (\"item\" , 600 , 0 , 0 , 0) , 3000) , false) ;"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                ":: cached_runtime :: __private :: site (:: core :: module_path ! () , \"get\")"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("__from_macro"), "{out}");
+        assert!(!out.contains("__with_"), "{out}");
+    }
+
+    #[test]
+    fn revalidate_builds_its_http_policy_with_the_private_const_fn() {
+        let out = expand_str(
+            quote!(
+                prefix = "item",
+                ttl = 600,
+                revalidate,
+                vary(req = ["authorization"])
+            ),
+            quote!(
+                async fn get(req: HttpRequest, id: u64) -> Json<u64> {
+                    Json(id)
+                }
+            ),
+        );
+        assert!(
+            out.contains(":: cached_runtime :: __private :: http_policy ({ :: cached_runtime :: http :: DEFAULT_CACHE_CONTROL } , \"authorization\")"),
+            "{out}"
+        );
+        assert!(!out.contains("HttpPolicy :: __new"), "{out}");
     }
 
     #[test]

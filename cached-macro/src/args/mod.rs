@@ -1,12 +1,16 @@
-//! Parsing: the attribute's options and the function it is applied to, as written.
+//! Parsing: the attribute's options (here) and the function it is applied to (`func`), as
+//! written.
 //!
 //! Nothing here judges whether the options make sense together; [`crate::validate`] does.
 //! Every value keeps its tokens, so later errors can point at them.
 
-use proc_macro2::{Span, TokenStream};
+mod func;
+
+pub(crate) use self::func::{Body, Func, parse_func};
+
+use proc_macro2::Span;
 use syn::{
-    Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, LitBool, LitInt, LitStr, Path, Signature,
-    Token, Visibility, braced, bracketed,
+    Expr, ExprLit, ExprUnary, Ident, Lit, LitBool, LitInt, LitStr, Path, Token, bracketed,
     ext::IdentExt,
     parenthesized,
     parse::{Parse, ParseStream},
@@ -29,6 +33,8 @@ mod kw {
     syn::custom_keyword!(companions);
     syn::custom_keyword!(vary);
     syn::custom_keyword!(revalidate);
+    syn::custom_keyword!(near);
+    // The name `near` had before; only to say so.
     syn::custom_keyword!(local);
 }
 
@@ -49,7 +55,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "crate",
     "vary",
     "revalidate",
-    "local",
+    "near",
 ];
 
 /// The options of one `#[redis_cache(...)]`, each with the span of its name.
@@ -75,8 +81,8 @@ pub(crate) struct Args {
     /// `revalidate`, or `revalidate = "public, max-age"`: answer HTTP revalidation from the
     /// cache, with this `Cache-Control` policy when given.
     pub(crate) revalidate: Option<(Span, Option<LitStr>)>,
-    /// `local = false`: never answered from the cache's near cache.
-    pub(crate) local: Option<(Span, LitBool)>,
+    /// `near = false`: never answered from the cache's near cache.
+    pub(crate) near: Option<(Span, LitBool)>,
 }
 
 /// `req = ["authorization", "accept-language"]` in `vary(...)`: the argument the headers are
@@ -194,10 +200,12 @@ impl Parse for Args {
                 expect_eq(input, "shape", "shape = cached_runtime::shape::Plain")?;
                 let value = input.parse::<Path>()?;
                 set(&mut args.shape, "shape", span, value)?;
-            } else if look.peek(kw::local) {
-                let span = input.parse::<kw::local>()?.span;
-                let value = parse_value(input, "local", "local = false")?;
-                set(&mut args.local, "local", span, value)?;
+            } else if look.peek(kw::near) {
+                let span = input.parse::<kw::near>()?.span;
+                let value = parse_value(input, "near", "near = false")?;
+                set(&mut args.near, "near", span, value)?;
+            } else if input.peek(kw::local) {
+                return Err(renamed_local(input));
             } else if look.peek(kw::companions) {
                 let span = input.parse::<kw::companions>()?.span;
                 let value = parse_value(input, "companions", "companions = false")?;
@@ -335,6 +343,20 @@ fn unknown_option(input: ParseStream<'_>) -> syn::Error {
     }
 }
 
+/// The error for `local`, the option's name before `near`, on the `local` token: the new
+/// spelling, with the value given when it is a `bool`.
+fn renamed_local(input: ParseStream<'_>) -> syn::Error {
+    let fork = input.fork();
+    let span = fork
+        .parse::<kw::local>()
+        .map_or_else(|_| input.span(), |k| k.span);
+    let on = fork
+        .parse::<Token![=]>()
+        .and_then(|_| fork.parse::<LitBool>())
+        .is_ok_and(|b| b.value);
+    syn::Error::new(span, format!("`local` is now `near`: write `near = {on}`"))
+}
+
 /// Levenshtein distance, for suggesting the option a typo meant.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -355,63 +377,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The function the attribute is on, split so the signature can be re-emitted as written.
-pub(crate) struct Func {
-    pub(crate) attrs: Vec<Attribute>,
-    pub(crate) vis: Visibility,
-    pub(crate) sig: Signature,
-    /// `None` for a declaration without a body (`fn f();` in a trait), with the `;`.
-    pub(crate) body: Result<Body, Token![;]>,
-}
-
-/// A function body: its braces, inner attributes and the rest as tokens, unparsed, so a
-/// syntax error in it is reported by rustc as that error.
-pub(crate) struct Body {
-    pub(crate) brace: token::Brace,
-    pub(crate) inner_attrs: Vec<Attribute>,
-    pub(crate) tokens: TokenStream,
-}
-
-impl Parse for Func {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
-        let attrs = input.call(Attribute::parse_outer)?;
-        let vis = input.parse()?;
-        let sig = input.parse()?;
-        let body = if input.peek(Token![;]) {
-            Err(input.parse()?)
-        } else {
-            let content;
-            let brace = braced!(content in input);
-            let inner_attrs = content.call(Attribute::parse_inner)?;
-            let tokens = content.parse::<TokenStream>()?;
-            Ok(Body {
-                brace,
-                inner_attrs,
-                tokens,
-            })
-        };
-        Ok(Func {
-            attrs,
-            vis,
-            sig,
-            body,
-        })
-    }
-}
-
-/// Parses the item, with an error that says what the attribute applies to.
-pub(crate) fn parse_func(item: TokenStream) -> syn::Result<Func> {
-    syn::parse2::<Func>(item).map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            format!("#[redis_cache] applies to `async fn` items only: {e}"),
-        )
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proc_macro2::TokenStream;
     use quote::quote;
 
     fn parse(tokens: TokenStream) -> syn::Result<Args> {
@@ -487,6 +456,25 @@ mod tests {
         }
         let args = parse(quote!(ttl = TTL)).expect("parses");
         assert!(matches!(args.ttl, Some((_, Seconds::Duration(_)))));
+    }
+
+    #[test]
+    fn near_is_an_option_and_local_says_it_was_renamed() {
+        let args = parse(quote!(prefix = "x", ttl = 1, near = false)).expect("`near` parses");
+        assert!(args.near.is_some_and(|(_, flag)| !flag.value));
+        assert_eq!(
+            error(quote!(prefix = "x", local = false)),
+            "`local` is now `near`: write `near = false`"
+        );
+        assert_eq!(
+            error(quote!(local = true)),
+            "`local` is now `near`: write `near = true`"
+        );
+        assert_eq!(
+            error(quote!(local = "no")),
+            "`local` is now `near`: write `near = false`"
+        );
+        assert!(error(quote!(nera = false)).contains("did you mean `near`?"));
     }
 
     #[test]

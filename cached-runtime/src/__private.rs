@@ -297,7 +297,7 @@ impl Call {
 
     /// Runs the cache-aside path, near cache included, or just `body` when there is no cache
     /// or no key.
-    pub async fn run_local<S, R, F>(self, body: F) -> R
+    pub async fn run_near<S, R, F>(self, body: F) -> R
     where
         S: Shape<R>,
         S::Value: Clone + Send + Sync + 'static,
@@ -566,7 +566,7 @@ where
     S: Shape<R>,
     S::Value: Clone + Send + Sync + 'static,
 {
-    /// Runs the cache-aside path with the near cache: [`Call::run_local`].
+    /// Runs the cache-aside path with the near cache: [`Call::run_near`].
     ///
     /// A value that cannot be cloned into the near cache derefs to [`Remote::run`]. When `S`
     /// does not fit `R` at all (the value is not `Serialize` or `DeserializeOwned`), method
@@ -578,7 +578,7 @@ where
         call: Call,
         body: F,
     ) -> impl Future<Output = R> + use<S, R, F> {
-        call.run_local::<S, R, F>(body)
+        call.run_near::<S, R, F>(body)
     }
 }
 

@@ -51,12 +51,12 @@
 //!
 //! # Near cache
 //!
-//! [`CacheBuilder::local_cache`] keeps decoded values in process memory in front of Redis: a
+//! [`CacheBuilder::near_cache`] keeps decoded values in process memory in front of Redis: a
 //! hit there sends no command. Redis keeps every process's copy coherent through
 //! server-assisted client-side caching (`CLIENT TRACKING … BCAST`, one connection per
 //! primary): any change to a key, by anyone, evicts it; while tracking is down the near cache
-//! is empty and bypassed. [`Cache::sync_local`] waits for invalidations already sent, and
-//! [`LocalStats`] reports it.
+//! is empty and bypassed. [`Cache::sync_near`] waits for invalidations already sent, and
+//! [`NearStats`] reports it.
 //!
 //! # Metrics and tracing
 //!
@@ -98,7 +98,7 @@ pub use cache::builder::CacheBuilder;
 pub use cache::global::{install, installed};
 pub use cache::key::{Key, KeyBuilder};
 pub use cache::mode::{bypass, refresh};
-pub use cache::near::LocalStats;
+pub use cache::near::NearStats;
 pub use cache::policy::Policy;
 pub use cache::stats::{Counts, Stats};
 pub use cache::vary::VarySource;

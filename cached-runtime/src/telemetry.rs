@@ -17,7 +17,7 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `redis_cache_requests_total` | counter | `cache`, `prefix`, `outcome`, `tier` (hits only) | cached calls by how they ended, exactly one outcome per call: `hit`, `null_hit` (a stored absence), each with `tier="local"` (the near cache) or `tier="redis"`, `miss` (the body ran and its result was stored), `coalesced` (answered by another caller's fill), `bypass` (a `bypass`/`refresh` scope or a pending invalidation), `error` (the cache could not be read, the body ran) |
+//! | `redis_cache_requests_total` | counter | `cache`, `prefix`, `outcome`, `tier` (hits only) | cached calls by how they ended, exactly one outcome per call: `hit`, `null_hit` (a stored absence), each with `tier="near"` (the near cache) or `tier="redis"`, `miss` (the body ran and its result was stored), `coalesced` (answered by another caller's fill), `bypass` (a `bypass`/`refresh` scope or a pending invalidation), `error` (the cache could not be read, the body ran) |
 //! | `redis_cache_stores_total` | counter | `cache`, `prefix` | entries written (values and null markers) |
 //! | `redis_cache_oversized_total` | counter | `cache`, `prefix` | results returned but not stored: larger than `max_value_bytes` |
 //! | `redis_cache_decode_failures_total` | counter | `cache`, `prefix` | stored entries that did not decode (garbage, another version or shape), treated as misses and overwritten |
@@ -44,9 +44,9 @@
 //! and is not timed in `db.client.operation.duration`; neither are the tracking connections'
 //! `ROLE` heartbeats.
 //!
-//! Hits and null hits carry a `tier` label: `local` when the near cache answered (no Redis
+//! Hits and null hits carry a `tier` label: `near` when the near cache answered (no Redis
 //! command), `redis` otherwise; summing over it gives all hits. The near cache's own state is
-//! in [`Cache::stats`](crate::Cache::stats) (`local`).
+//! in [`Cache::stats`](crate::Cache::stats) (`near`).
 //!
 //! Histograms are recorded in seconds. [`LATENCY_BUCKETS`] suit Redis commands on a local
 //! network (tens of microseconds up to the command timeout); [`FILL_BUCKETS`] suit bodies

@@ -69,7 +69,7 @@ async fn through_redis(
 async fn through_near(cache: &Cache, handler: bool) {
     for id in [1, 101] {
         call(cache, handler, id).await;
-        cache.sync_local().await.expect("sync");
+        cache.sync_near().await.expect("sync");
         call(cache, handler, id).await;
     }
 }
@@ -116,8 +116,8 @@ fn fields(c: &cached_runtime::Counts) -> Fields {
     (
         c.hits,
         c.null_hits,
-        c.local_hits,
-        c.local_null_hits,
+        c.near_hits,
+        c.near_null_hits,
         c.misses,
         c.bypasses,
         c.errors,
@@ -141,12 +141,12 @@ async fn a_plain_function_and_a_revalidating_handler_end_the_same_way() {
     let near = server
         .cache_builder()
         .name("same-near")
-        .local_cache(100)
+        .near_cache(100)
         .build()
         .await
         .expect("connect");
     assert!(
-        near.local_ready(Duration::from_secs(10)).await,
+        near.near_ready(Duration::from_secs(10)).await,
         "near cache up"
     );
     let key = |prefix: &'static str| {

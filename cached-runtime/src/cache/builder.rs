@@ -5,7 +5,7 @@ use std::{fmt, time::Duration};
 
 use crate::{
     cache::Cache,
-    cache::near::LocalConfig,
+    cache::near::NearConfig,
     connection::{
         Redis, RedisBuilder,
         config::{Lookup, MAX_WAIT, env_flag, env_num, validate_name},
@@ -35,9 +35,9 @@ pub(crate) const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// | in-process single-flight of misses | on | `REDIS_CACHE_SINGLE_FLIGHT` (`true`/`false`/`1`/`0`) |
 /// | longest wait for another caller's fill | 5000 ms | `REDIS_CACHE_FILL_WAIT_MS` |
 /// | the `cache` label of metrics and spans | `default`, `default-2`, … | `REDIS_CACHE_NAME` |
-/// | near cache: entries kept in process memory (0: off; see [`local_cache`](Self::local_cache)) | 0 | `REDIS_CACHE_LOCAL_ENTRIES` |
-/// | near cache: bound on the bytes it holds | none | `REDIS_CACHE_LOCAL_BYTES` |
-/// | near cache: longest time an entry is kept locally | the entry's Redis TTL | `REDIS_CACHE_LOCAL_TTL_SECS` |
+/// | near cache: entries kept in process memory (0: off; see [`near_cache`](Self::near_cache)) | 0 | `REDIS_CACHE_NEAR_ENTRIES` |
+/// | near cache: bound on the bytes it holds | none | `REDIS_CACHE_NEAR_BYTES` |
+/// | near cache: longest time an entry is kept locally | the entry's Redis TTL | `REDIS_CACHE_NEAR_TTL_SECS` |
 #[derive(Clone)]
 pub struct CacheBuilder {
     pub(crate) connection: Connection,
@@ -47,7 +47,7 @@ pub struct CacheBuilder {
     pub(crate) single_flight: bool,
     pub(crate) fill_wait: Duration,
     pub(crate) name: Option<String>,
-    pub(crate) local: LocalConfig,
+    pub(crate) near: NearConfig,
 }
 
 /// Where a cache's connection comes from.
@@ -75,7 +75,7 @@ impl fmt::Debug for CacheBuilder {
             .field("single_flight", &self.single_flight)
             .field("fill_wait", &self.fill_wait)
             .field("name", &self.name)
-            .field("local", &self.local)
+            .field("near", &self.near)
             .finish()
     }
 }
@@ -90,7 +90,7 @@ impl CacheBuilder {
             single_flight: true,
             fill_wait: Duration::from_secs(5),
             name: None,
-            local: LocalConfig {
+            near: NearConfig {
                 max_entries: 0,
                 max_bytes: None,
                 ttl: None,
@@ -176,14 +176,14 @@ impl CacheBuilder {
         if let Some(name) = lookup("REDIS_CACHE_NAME") {
             b = b.name(name);
         }
-        if let Some(n) = env_num(&lookup, "REDIS_CACHE_LOCAL_ENTRIES")? {
-            b = b.local_cache(n);
+        if let Some(n) = env_num(&lookup, "REDIS_CACHE_NEAR_ENTRIES")? {
+            b = b.near_cache(n);
         }
-        if let Some(n) = env_num(&lookup, "REDIS_CACHE_LOCAL_BYTES")? {
-            b = b.local_cache_bytes(n);
+        if let Some(n) = env_num(&lookup, "REDIS_CACHE_NEAR_BYTES")? {
+            b = b.near_cache_bytes(n);
         }
-        if let Some(s) = env_num(&lookup, "REDIS_CACHE_LOCAL_TTL_SECS")? {
-            b = b.local_ttl(Duration::from_secs(s));
+        if let Some(s) = env_num(&lookup, "REDIS_CACHE_NEAR_TTL_SECS")? {
+            b = b.near_ttl(Duration::from_secs(s));
         }
         Ok(b)
     }
@@ -299,26 +299,26 @@ impl CacheBuilder {
     ///
     /// Entries hold decoded values, so a hit is a lookup and a `clone` of the value: it
     /// applies to functions whose value type is `Clone + Send + Sync + 'static` (others read
-    /// Redis as before), unless they opt out with `local = false`. Eviction is S3-FIFO by
-    /// entries (and bytes, see [`local_cache_bytes`](Self::local_cache_bytes)); an entry
-    /// never outlives the TTL it has in Redis, nor [`local_ttl`](Self::local_ttl).
-    pub fn local_cache(mut self, max_entries: u64) -> Self {
-        self.local.max_entries = max_entries;
+    /// Redis as before), unless they opt out with `near = false`. Eviction is S3-FIFO by
+    /// entries (and bytes, see [`near_cache_bytes`](Self::near_cache_bytes)); an entry
+    /// never outlives the TTL it has in Redis, nor [`near_ttl`](Self::near_ttl).
+    pub fn near_cache(mut self, max_entries: u64) -> Self {
+        self.near.max_entries = max_entries;
         self
     }
 
     /// Also bounds the near cache by size: the sum over its entries of the key's length and
     /// the stored entry's length (its JSON with the envelope), a measure of the memory the
     /// decoded values take rather than an exact count.
-    pub fn local_cache_bytes(mut self, max_bytes: u64) -> Self {
-        self.local.max_bytes = Some(max_bytes);
+    pub fn near_cache_bytes(mut self, max_bytes: u64) -> Self {
+        self.near.max_bytes = Some(max_bytes);
         self
     }
 
     /// The longest an entry stays in the near cache, whatever its Redis TTL: a bound on
     /// staleness should an invalidation ever be lost unnoticed.
-    pub fn local_ttl(mut self, ttl: Duration) -> Self {
-        self.local.ttl = Some(ttl);
+    pub fn near_ttl(mut self, ttl: Duration) -> Self {
+        self.near.ttl = Some(ttl);
         self
     }
 
@@ -346,13 +346,11 @@ impl CacheBuilder {
         if let Some(name) = &self.name {
             validate_name(name)?;
         }
-        if self.local.max_bytes == Some(0) {
+        if self.near.max_bytes == Some(0) {
             return bad("the near cache's byte bound must be at least 1");
         }
-        if self.local.ttl.is_some_and(|t| t.is_zero() || t > MAX_TTL) {
-            return bad(
-                "the near cache's local ttl must be greater than zero and at most ten years",
-            );
+        if self.near.ttl.is_some_and(|t| t.is_zero() || t > MAX_TTL) {
+            return bad("the near cache's ttl must be greater than zero and at most ten years");
         }
         if self.fill_wait.is_zero() {
             return bad(

@@ -38,7 +38,6 @@ use self::{
     flight::Flights,
     invalidate::Pending,
     key::{Key, KeyBuilder},
-    mode::Mode,
     near::NearCache,
     policy::Policy,
     read::{Found, ReadOptions, RemoteValues, Values},
@@ -340,10 +339,10 @@ impl Cache {
         store: &Store,
         name: &str,
     ) -> (Option<Arc<NearCache>>, Option<Arc<Tracking>>) {
-        if config.local.max_entries == 0 {
+        if config.near.max_entries == 0 {
             return (None, None);
         }
-        let near = Arc::new(NearCache::new(config.local));
+        let near = Arc::new(NearCache::new(config.near));
         // A client name is one word of printable ASCII.
         let client_name: String = format!("redis-cache-tracking-{name}")
             .chars()
@@ -403,13 +402,13 @@ impl Cache {
         ) = inner.store.health();
         stats.waiting = inner.flights.waiting();
         stats.pending_invalidations = inner.pending.len();
-        stats.local = inner.near.as_ref().map(|n| n.stats());
+        stats.near = inner.near.as_ref().map(|n| n.stats());
         stats
     }
 
     /// Waits until the near cache answers calls (its tracking is established), at most
     /// `timeout`. `false` on timeout, or when this cache has no near cache.
-    pub async fn local_ready(&self, timeout: Duration) -> bool {
+    pub async fn near_ready(&self, timeout: Duration) -> bool {
         match &self.inner.near {
             Some(near) => near.ready(timeout).await,
             None => false,
@@ -419,7 +418,7 @@ impl Cache {
     /// Returns once the near cache has applied every invalidation Redis sent before this call
     /// (one `PING` on each tracking connection): after another process's write has returned,
     /// a read that follows this sees it. Immediate without a near cache.
-    pub async fn sync_local(&self) -> Result<(), CacheError> {
+    pub async fn sync_near(&self) -> Result<(), CacheError> {
         match &self.inner.tracker {
             Some(tracker) => tracker.sync().await,
             None => Ok(()),
@@ -435,7 +434,7 @@ impl Cache {
     /// returns as `S` says, and returns it. Redis failing never fails the call, and
     /// concurrent misses of one key in this process run `body` once, Redis up or down.
     ///
-    /// With a near cache ([`CacheBuilder::local_cache`]) a result read or stored here is kept
+    /// With a near cache ([`CacheBuilder::near_cache`]) a result read or stored here is kept
     /// in process memory too, and later calls get a clone of it without a Redis command,
     /// until Redis reports the key changed; the value type is cloned for that, hence the
     /// bounds. [`get_or_fill_remote`](Self::get_or_fill_remote) has none and always reads
@@ -483,15 +482,6 @@ impl Cache {
             self.read::<S, R, F, RemoteValues>(key, policy, &RemoteValues, options, body, &span)
                 .await
         })
-    }
-
-    /// The near cache for `policy`'s calls, when there is one and the call may use it.
-    #[inline]
-    pub(crate) fn near_for(&self, key: &Key, policy: &Policy) -> Option<&NearCache> {
-        let inner = &*self.inner;
-        let near = inner.near.as_deref()?;
-        (policy.local && mode::current() == Mode::Normal && !inner.pending.covers(key.as_str()))
-            .then_some(near)
     }
 
     /// The counters of `policy`'s prefix: one load and a compare when the policy caches them.

@@ -12,7 +12,7 @@
 //! Entries hold decoded values (`Arc<dyn Any>` of the function's value type, cloned out on a
 //! hit), so a hit costs a hash lookup and a clone, no decode; revalidating HTTP handlers keep
 //! the stored bytes, which they serve as they are. An entry never outlives the Redis TTL it was
-//! read or written with, nor the configured local TTL.
+//! read or written with, nor the configured near-cache TTL.
 //!
 //! Two races are closed here:
 //! - **A fill that read an old value while an invalidation arrived.** A call takes a
@@ -36,7 +36,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{cache::fill::Landed, connection::TrackingListener};
+use super::{
+    Cache,
+    fill::Landed,
+    key::Key,
+    mode::{self, Mode},
+    policy::Policy,
+};
+use crate::connection::TrackingListener;
 use quick_cache::{DefaultHashBuilder, Weighter, sync::Cache as Store};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -66,7 +73,7 @@ impl Weighter<Box<str>, Slot> for Weigh {
 
 /// The near cache's configuration.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct LocalConfig {
+pub(crate) struct NearConfig {
     pub(crate) max_entries: u64,
     pub(crate) max_bytes: Option<u64>,
     pub(crate) ttl: Option<Duration>,
@@ -75,7 +82,7 @@ pub(crate) struct LocalConfig {
 /// A snapshot of the near cache.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
-pub struct LocalStats {
+pub struct NearStats {
     /// Entries held now.
     pub entries: u64,
     /// Their weight: entries, or the share of the byte bound they use when one is set.
@@ -109,13 +116,13 @@ pub(crate) struct NearCache {
     serving: AtomicBool,
     /// `serving`, for waiters.
     ready: watch::Sender<bool>,
-    config: LocalConfig,
+    config: NearConfig,
     invalidations: AtomicU64,
     flushes: AtomicU64,
 }
 
 impl NearCache {
-    pub(crate) fn new(config: LocalConfig) -> Self {
+    pub(crate) fn new(config: NearConfig) -> Self {
         let items = usize::try_from(config.max_entries).unwrap_or(usize::MAX);
         Self {
             store: Store::with_weighter(items, config.max_entries.max(1), Weigh),
@@ -269,8 +276,8 @@ impl NearCache {
             .is_ok_and(|r| r.is_ok())
     }
 
-    pub(crate) fn stats(&self) -> LocalStats {
-        LocalStats {
+    pub(crate) fn stats(&self) -> NearStats {
+        NearStats {
             entries: self.store.len() as u64,
             weight: self.store.weight(),
             capacity: self.store.capacity(),
@@ -278,6 +285,19 @@ impl NearCache {
             invalidations: self.invalidations.load(Ordering::Relaxed),
             flushes: self.flushes.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl Cache {
+    /// The one decision whether a call uses the near cache: the cache has one, the policy
+    /// allows it (`near = false` opts out), no `bypass`/`refresh` scope is active and no
+    /// invalidation of the key is pending.
+    #[inline]
+    pub(crate) fn near_for(&self, key: &Key, policy: &Policy) -> Option<&NearCache> {
+        let inner = &*self.inner;
+        let near = inner.near.as_deref()?;
+        (policy.near && mode::current() == Mode::Normal && !inner.pending.covers(key.as_str()))
+            .then_some(near)
     }
 }
 
@@ -301,7 +321,7 @@ mod tests {
     use super::*;
 
     fn near(max_entries: u64) -> NearCache {
-        let near = NearCache::new(LocalConfig {
+        let near = NearCache::new(NearConfig {
             max_entries,
             max_bytes: None,
             ttl: None,
@@ -367,7 +387,7 @@ mod tests {
 
     #[test]
     fn both_bounds_hold_with_one_weight_capacity() {
-        let near = NearCache::new(LocalConfig {
+        let near = NearCache::new(NearConfig {
             max_entries: 100,
             max_bytes: Some(1000),
             ttl: None,

@@ -29,7 +29,7 @@ pub struct Policy {
     pub(crate) version: u32,
     pub(crate) lock_ms: Option<u64>,
     /// Whether calls may use the cache's near cache.
-    pub(crate) local: bool,
+    pub(crate) near: bool,
     /// The counters of the first cache that used this policy, so its calls skip the lookup by
     /// prefix (a lock and a reference count on every call otherwise).
     pub(crate) counters: CountersSlot,
@@ -57,7 +57,7 @@ impl Policy {
             jitter: 0,
             version: 0,
             lock_ms: None,
-            local: true,
+            near: true,
             counters: CountersSlot::default(),
         })
     }
@@ -82,40 +82,22 @@ impl Policy {
     }
 
     /// Whether calls may be answered from the cache's near cache
-    /// ([`CacheBuilder::local_cache`](crate::CacheBuilder::local_cache)); on by default. Off,
+    /// ([`CacheBuilder::near_cache`](crate::CacheBuilder::near_cache)); on by default. Off,
     /// every call reads Redis: for values that must be read fresh from Redis each time.
-    pub fn local(mut self, on: bool) -> Self {
-        self.local = on;
+    pub fn near(mut self, on: bool) -> Self {
+        self.near = on;
         self
     }
 
     /// For the macro's `near = false`.
     pub(crate) const fn with_near(mut self, on: bool) -> Self {
-        self.local = on;
+        self.near = on;
         self
-    }
-
-    /// For the macro's `local = false` (the name before `near`).
-    #[doc(hidden)]
-    pub const fn __with_local(self, on: bool) -> Self {
-        self.with_near(on)
     }
 
     /// The key prefix.
     pub fn prefix(&self) -> &str {
         &self.prefix
-    }
-
-    /// For the macro, which has validated every value at compile time.
-    #[doc(hidden)]
-    pub const fn __from_macro(
-        prefix: &'static str,
-        ttl: u64,
-        null_ttl: u64,
-        jitter: u64,
-        version: u32,
-    ) -> Self {
-        Self::from_macro(prefix, ttl, null_ttl, jitter, version)
     }
 
     /// For the macro, which has validated every value at compile time. `null_ttl` 0 means the
@@ -134,15 +116,9 @@ impl Policy {
             jitter,
             version,
             lock_ms: None,
-            local: true,
+            near: true,
             counters: CountersSlot(OnceLock::new()),
         }
-    }
-
-    /// For the macro's `lock` option: the lock TTL in milliseconds.
-    #[doc(hidden)]
-    pub const fn __with_lock(self, lock_ms: u64) -> Self {
-        self.with_lock_ms(lock_ms)
     }
 
     /// The lock TTL in milliseconds, validated by the macro.
@@ -192,12 +168,6 @@ pub struct Site {
 static SITES: Mutex<Vec<(&'static str, &'static Site)>> = Mutex::new(Vec::new());
 
 impl Site {
-    /// The site of `function` in `module` (`module_path!()`).
-    #[doc(hidden)]
-    pub const fn __new(module: &'static str, function: &'static str) -> Self {
-        Self::new(module, function)
-    }
-
     pub(crate) const fn new(module: &'static str, function: &'static str) -> Self {
         Self {
             module,
@@ -254,9 +224,9 @@ mod tests {
 
     #[test]
     fn a_second_function_with_the_same_prefix_is_reported_once_with_the_first() {
-        static A: Site = Site::__new("app::items", "item");
-        static B: Site = Site::__new("app::admin", "item_again");
-        static C: Site = Site::__new("app::users", "user");
+        static A: Site = Site::new("app::items", "item");
+        static B: Site = Site::new("app::admin", "item_again");
+        static C: Site = Site::new("app::users", "user");
         let sites = Mutex::new(Vec::new());
         assert!(A.register_slow("item", &sites).is_none());
         assert!(C.register_slow("user", &sites).is_none());

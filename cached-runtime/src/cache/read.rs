@@ -231,9 +231,9 @@ impl Cache {
             && let Some(out) = view.near(&slot.value)
         {
             outcome(if slot.value.is_some() {
-                Outcome::LocalHit
+                Outcome::NearHit
             } else {
-                Outcome::LocalNullHit
+                Outcome::NearNullHit
             });
             return out;
         }

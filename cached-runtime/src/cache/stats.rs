@@ -1,6 +1,6 @@
 //! Counters: per prefix and in total, as atomics, mirrored to the `metrics` facade.
 //!
-//! Every cached call ends in exactly one *outcome*: `local_hits`, `local_null_hits` (answered
+//! Every cached call ends in exactly one *outcome*: `near_hits`, `near_null_hits` (answered
 //! by the near cache), `hits`, `null_hits` (answered by Redis), `misses`, `coalesced`,
 //! `bypasses` or `errors`, so their sum is the number of calls and the answered ones over it
 //! is the hit ratio. The other counters are *events*
@@ -28,8 +28,8 @@ use crate::telemetry::{self, Lazy, PrefixHandles, Wait};
 pub(crate) enum Outcome {
     Hit,
     NullHit,
-    LocalHit,
-    LocalNullHit,
+    NearHit,
+    NearNullHit,
     Miss,
     Coalesced,
     Bypass,
@@ -40,8 +40,8 @@ impl Outcome {
     pub(crate) const ALL: [Outcome; 8] = [
         Outcome::Hit,
         Outcome::NullHit,
-        Outcome::LocalHit,
-        Outcome::LocalNullHit,
+        Outcome::NearHit,
+        Outcome::NearNullHit,
         Outcome::Miss,
         Outcome::Coalesced,
         Outcome::Bypass,
@@ -51,8 +51,8 @@ impl Outcome {
     /// The `outcome` label value.
     pub(crate) const fn label(self) -> &'static str {
         match self {
-            Outcome::Hit | Outcome::LocalHit => "hit",
-            Outcome::NullHit | Outcome::LocalNullHit => "null_hit",
+            Outcome::Hit | Outcome::NearHit => "hit",
+            Outcome::NullHit | Outcome::NearNullHit => "null_hit",
             Outcome::Miss => "miss",
             Outcome::Coalesced => "coalesced",
             Outcome::Bypass => "bypass",
@@ -64,7 +64,7 @@ impl Outcome {
     pub(crate) const fn tier(self) -> Option<&'static str> {
         match self {
             Outcome::Hit | Outcome::NullHit => Some("redis"),
-            Outcome::LocalHit | Outcome::LocalNullHit => Some("local"),
+            Outcome::NearHit | Outcome::NearNullHit => Some("near"),
             _ => None,
         }
     }
@@ -113,9 +113,9 @@ pub struct Counts {
     /// Outcome: answered from a null marker stored in Redis.
     pub null_hits: u64,
     /// Outcome: answered from a value in the near cache, without a Redis command.
-    pub local_hits: u64,
+    pub near_hits: u64,
     /// Outcome: answered from a null marker in the near cache, without a Redis command.
-    pub local_null_hits: u64,
+    pub near_null_hits: u64,
     /// Outcome: ran the body after the cache had nothing usable.
     pub misses: u64,
     /// Outcome: answered by another caller's fill (in this process, or in another through the
@@ -150,7 +150,7 @@ impl Counts {
     /// Calls answered without running the body: hits and null hits of both tiers, and
     /// coalesced calls.
     pub fn answered(&self) -> u64 {
-        self.hits + self.null_hits + self.local_hits + self.local_null_hits + self.coalesced
+        self.hits + self.null_hits + self.near_hits + self.near_null_hits + self.coalesced
     }
 
     /// [`answered`](Self::answered) over all calls; `None` before the first call.
@@ -164,8 +164,8 @@ impl Counts {
         let [
             hits,
             null_hits,
-            local_hits,
-            local_null_hits,
+            near_hits,
+            near_null_hits,
             misses,
             coalesced,
             bypasses,
@@ -181,8 +181,8 @@ impl Counts {
         ] = *events;
         self.hits += hits;
         self.null_hits += null_hits;
-        self.local_hits += local_hits;
-        self.local_null_hits += local_null_hits;
+        self.near_hits += near_hits;
+        self.near_null_hits += near_null_hits;
         self.misses += misses;
         self.coalesced += coalesced;
         self.bypasses += bypasses;
@@ -203,8 +203,8 @@ impl std::ops::AddAssign for Counts {
             &[
                 o.hits,
                 o.null_hits,
-                o.local_hits,
-                o.local_null_hits,
+                o.near_hits,
+                o.near_null_hits,
                 o.misses,
                 o.coalesced,
                 o.bypasses,
@@ -349,7 +349,7 @@ pub struct Stats {
     /// cover are not read from the cache.
     pub pending_invalidations: u64,
     /// The near cache, when one is configured.
-    pub local: Option<crate::LocalStats>,
+    pub near: Option<crate::NearStats>,
 }
 
 pub(crate) struct Registry {
@@ -451,8 +451,8 @@ mod tests {
         assert_eq!(Counts::default().hit_ratio(), None);
         let counts = Counts {
             hits: 3,
-            local_hits: 1,
-            local_null_hits: 1,
+            near_hits: 1,
+            near_null_hits: 1,
             null_hits: 1,
             coalesced: 2,
             misses: 1,
@@ -479,8 +479,8 @@ mod tests {
         let expected = Counts {
             hits: 1,
             null_hits: 2,
-            local_hits: 3,
-            local_null_hits: 4,
+            near_hits: 3,
+            near_null_hits: 4,
             misses: 5,
             coalesced: 6,
             bypasses: 7,

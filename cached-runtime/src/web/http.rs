@@ -59,13 +59,8 @@ pub struct HttpPolicy {
 }
 
 impl HttpPolicy {
-    /// For the macro: `cache_control` passed [`cache_control_error`] at compile time; `vary`
-    /// is the header names joined by `, ` (empty for none).
-    #[doc(hidden)]
-    pub const fn __new(cache_control: &'static str, vary: &'static str) -> Self {
-        Self::new(cache_control, vary)
-    }
-
+    /// `cache_control` passed [`cache_control_error`] at compile time; `vary` is the header
+    /// names joined by `, ` (empty for none).
     pub(crate) const fn new(cache_control: &'static str, vary: &'static str) -> Self {
         Self {
             cache_control,
@@ -746,14 +741,11 @@ mod tests {
 
     #[test]
     fn bare_max_age_gets_the_seconds_left() {
-        let policy = HttpPolicy::__new(DEFAULT_CACHE_CONTROL, "");
+        let policy = HttpPolicy::new(DEFAULT_CACHE_CONTROL, "");
         assert_eq!(policy.cache_control(42), "private, max-age=42");
-        let policy = HttpPolicy::__new("public,s-maxage, max-age=5", "");
+        let policy = HttpPolicy::new("public,s-maxage, max-age=5", "");
         assert_eq!(policy.cache_control(9), "public, s-maxage=9, max-age=5");
-        assert_eq!(
-            HttpPolicy::__new("no-cache", "").cache_control(9),
-            "no-cache"
-        );
+        assert_eq!(HttpPolicy::new("no-cache", "").cache_control(9), "no-cache");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod key;
 pub(crate) mod mode;
 pub(crate) mod near;
 pub(crate) mod policy;
+pub(crate) mod report;
 pub mod shape;
 pub(crate) mod stats;
 pub(crate) mod store;
@@ -28,7 +29,6 @@ use std::{
 };
 
 use futures_util::future::Either;
-use sha2::Digest as _;
 use tracing::{Instrument as _, Span};
 
 use self::{
@@ -37,12 +37,12 @@ use self::{
     fill::{Fill, Landed, Landing, Source},
     flight::Flights,
     invalidate::Pending,
-    key::{Key, KeyBuilder},
+    key::{Key, KeyBuilder, KeyTag},
     mode::Mode,
     near::NearCache,
     policy::Policy,
     shape::{Entry, Shape},
-    stats::{Counters, Outcome, Registry, Stats, WarnLimiter},
+    stats::{Counters, Outcome, Registry, Stats},
     store::Store,
 };
 use crate::{
@@ -50,6 +50,7 @@ use crate::{
     error::CacheError,
     spawn::Spawner,
     telemetry,
+    warn::WarnLimiter,
 };
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -125,19 +126,6 @@ impl fmt::Debug for Cache {
             .field("store", &self.inner.store.describe())
             .field("namespace", &self.inner.namespace)
             .finish_non_exhaustive()
-    }
-}
-
-/// A key as debug logs show it: its prefix and a hash, never the argument values (they may be
-/// personal data). The whole key is logged at trace level only.
-pub(crate) struct KeyTag<'a>(pub(crate) &'a Key);
-
-impl fmt::Display for KeyTag<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Computed only when a log line is written; the same in every process.
-        let digest = sha2::Sha256::digest(self.0.as_str().as_bytes());
-        write!(f, "{}#", self.0.prefix())?;
-        digest[..8].iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 
@@ -454,7 +442,7 @@ impl Cache {
         S::Value: Clone + Send + Sync + 'static,
         F: Future<Output = R>,
     {
-        let span = telemetry::call_span(&self.inner.name, key);
+        let span = report::call_span(&self.inner.name, key);
         in_span(span, |span| {
             self.get_or_fill_near::<S, R, F>(key, policy, body, span)
         })
@@ -472,7 +460,7 @@ impl Cache {
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        let span = telemetry::call_span(&self.inner.name, key);
+        let span = report::call_span(&self.inner.name, key);
         in_span(span, |span| {
             self.get_or_fill_in::<S, R, F>(key, policy, body, span, None)
         })
@@ -510,7 +498,7 @@ impl Cache {
             };
             if let Some(result) = result {
                 self.counters(policy).outcome(outcome);
-                telemetry::record_outcome(&span, outcome);
+                report::record_outcome(&span, outcome);
                 return result;
             }
         }
@@ -552,7 +540,7 @@ impl Cache {
         let mode = mode::current();
         if mode == Mode::Bypass || inner.pending.covers(key.as_str()) {
             counters.outcome(Outcome::Bypass);
-            telemetry::record_outcome(span, Outcome::Bypass);
+            report::record_outcome(span, Outcome::Bypass);
             return body.await;
         }
         let seq = inner.flights.seq();
@@ -571,7 +559,7 @@ impl Cache {
                 } => {
                     let outcome = if null { Outcome::NullHit } else { Outcome::Hit };
                     counters.outcome(outcome);
-                    telemetry::record_outcome(span, outcome);
+                    report::record_outcome(span, outcome);
                     if let (Some(landing), Some(landed)) = (landing, landed) {
                         let _ = landing.set(landed);
                     }

@@ -45,6 +45,7 @@ use crate::{
     cache::key::Key,
     cache::mode::{self, Mode},
     cache::policy::Policy,
+    cache::report,
     cache::shape::{Entry, Shape},
     cache::stats::Outcome,
     error::CacheError,
@@ -457,7 +458,7 @@ impl Cache {
         F: Future<Output = R>,
     {
         // The same `cache.get` span and outcome series as `get_or_fill`.
-        let span = telemetry::call_span(&self.inner.name, key);
+        let span = report::call_span(&self.inner.name, key);
         self.respond_in::<S, R, F>(key, policy, conditional, http, body, &span)
             .instrument(span.clone())
             .await
@@ -476,7 +477,7 @@ impl Cache {
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        let outcome = |o: Outcome| telemetry::record_outcome(span, o);
+        let outcome = |o: Outcome| report::record_outcome(span, o);
         let inner = &*self.inner;
         let counters = self.counters(policy);
         let mode = mode::current();
@@ -578,7 +579,7 @@ impl Cache {
                         // Another format, another version, another program's bytes: refilled.
                         Err(e) => {
                             counters.decode_failures(1);
-                            tracing::debug!(key = %crate::cache::KeyTag(key), error = %e, "unusable cache entry, treated as a miss");
+                            tracing::debug!(key = %crate::cache::key::KeyTag(key), error = %e, "unusable cache entry, treated as a miss");
                             Source::Miss { stale: true }
                         }
                     }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Imports in cached-runtime go downward only (docs/ARCHITECTURE.md draws the layers):
+# Imports in cached-runtime go downward only (docs/ARCHITECTURE.md draws the layers; LAYERS
+# below lists them):
 #
 #   leaves (error, spawn, telemetry, warn) < connection < cache < web < __private < lib.rs
 #
@@ -14,6 +15,17 @@
 #        scripts/check-layers.sh --self-test  (proves the check fails on planted violations)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Every module at the crate root, with its layer (lib.rs is above them all, at 5). A new
+# module gets a line here and in docs/ARCHITECTURE.md: a primitive beside the cache (a rate
+# limiter, a queue) sits in layer 2 with it.
+LAYERS=(
+  error:0 spawn:0 telemetry:0 warn:0
+  connection:1
+  cache:2
+  web:3
+  __private:4
+)
 
 # Known violations, each to be removed by the change named beside it; an entry that no longer
 # matches fails the check, so none outlives its reason. Format: `file top-module`.
@@ -31,7 +43,8 @@ check() {
   exports=$(root_exports "$src/lib.rs")
   (cd "$src" && find . -name '*.rs' | sed 's|^\./||' | LC_ALL=C sort) |
     while IFS= read -r file; do
-      awk -v file="$file" -v srcdir="$src" -v exports="$exports" -f <(lexer) "$src/$file"
+      awk -v file="$file" -v srcdir="$src" -v exports="$exports" -v layers="${LAYERS[*]}" \
+        -f <(lexer) "$src/$file"
     done |
     ALLOWED_LIST="$allowed" awk -v src="$src" '
       BEGIN {
@@ -74,20 +87,11 @@ root_exports() {
 # for every upward name, or `UNLAYERED file`.
 lexer() {
   cat <<'AWK'
-function layer_of_top(t) {
-  if (t == "error" || t == "spawn" || t == "telemetry" || t == "warn") return 0
-  if (t == "connection") return 1
-  if (t == "cache") return 2
-  if (t == "web") return 3
-  if (t == "__private") return 4
-  return 5
-}
+function layer_of_top(t) { return (t in layer) ? layer[t] : 5 }
 function layer_name(l) {
-  return l == 0 ? "a leaf" : l == 1 ? "connection" : l == 2 ? "cache" : l == 3 ? "web" : l == 4 ? "__private" : "lib.rs"
+  return l " (" (l == 0 ? "leaves" : l == 1 ? "connection" : l == 2 ? "cache and primitives" : l == 3 ? "web" : l == 4 ? "__private" : "lib.rs") ")"
 }
-function is_module(t) {
-  return t == "error" || t == "spawn" || t == "telemetry" || t == "warn" || t == "connection" || t == "cache" || t == "web" || t == "__private"
-}
+function is_module(t) { return t in layer }
 function named(top, line) {
   if (top == "self" || top == "*" || top == "") return
   how = ""
@@ -98,7 +102,7 @@ function named(top, line) {
     how = ", through the crate root"
   } else l = 5
   if (l > own) {
-    printf "VIOLATION %s %d %s %s/%s:%d: names %s (%s%s) from %s\n", file, line, top, srcdir, file, line, top, layer_name(l), how, layer_name(own)
+    printf "VIOLATION %s %d %s %s/%s:%d: names %s%s, of layer %s, from layer %s\n", file, line, top, srcdir, file, line, top, how, layer_name(l), layer_name(own)
   }
 }
 # One token of code at a time: identifiers, `::`, `{`, `}`, `,`, `;`, or `#` for anything else.
@@ -141,14 +145,12 @@ function tok(t, line) {
 }
 function flush(line) { if (word != "") { tok(word, line); word = "" } }
 BEGIN {
+  nl = split(layers, lw, " ")
+  for (k = 1; k <= nl; k++) if (split(lw[k], kv, ":") == 2) layer[kv[1]] = kv[2] + 0
   # The layer of this file, and how deep its module sits below the crate root.
   top = file; sub(/\/.*/, "", top); sub(/\.rs$/, "", top)
   if (file == "lib.rs") own = 5
-  else if (top == "error" || top == "spawn" || top == "telemetry" || top == "warn") own = 0
-  else if (top == "connection") own = 1
-  else if (top == "cache") own = 2
-  else if (top == "web") own = 3
-  else if (top == "__private") own = 4
+  else if (top in layer) own = layer[top]
   else { print "UNLAYERED " file; own = -1 }
   path = file; sub(/\.rs$/, "", path); sub(/\/mod$/, "", path)
   nmod = (file == "lib.rs") ? 0 : split(path, parts, "/")
@@ -220,17 +222,17 @@ self_test() {
   }
   check "$base" >/dev/null || { echo "self-test: the tree itself does not pass" >&2; return 1; }
   plant "use crate::cache in a connection file" connection/link.rs \
-    'use crate::cache;' 'names cache (cache) from connection'
+    'use crate::cache;' 'names cache, of layer 2 (cache and primitives), from layer 1 (connection)'
   plant "a group naming a higher layer" connection/pool.rs \
-    $'use crate::{\n    error::CacheError,\n    web::http,\n};' 'names web (web) from connection'
+    $'use crate::{\n    error::CacheError,\n    web::http,\n};' 'names web, of layer 3 (web), from layer 1 (connection)'
   plant '$crate naming a higher layer in a macro' cache/codec.rs \
-    'macro_rules! m { () => { $crate::__private::X }; }' 'names __private (__private) from cache'
+    'macro_rules! m { () => { $crate::__private::X }; }' 'names __private, of layer 4 (__private), from layer 2'
   plant "super:: climbing to the root" connection/tracking.rs \
-    'fn f() { let _ = super::super::cache::Cache::in_memory(); }' 'names cache (cache) from connection'
+    'fn f() { let _ = super::super::cache::Cache::in_memory(); }' 'names cache, of layer 2 (cache and primitives), from layer 1 (connection)'
   plant "a crate-root re-export from a leaf" telemetry.rs \
-    'fn f(_: &crate::Cache) {}' 'names Cache (cache, through the crate root) from a leaf'
+    'fn f(_: &crate::Cache) {}' 'names Cache, through the crate root, of layer 2 (cache and primitives), from layer 0 (leaves)'
   plant "an item of lib.rs itself from __private" __private.rs \
-    'fn f() { crate::not_reexported(); }' 'names not_reexported (lib.rs) from __private'
+    'fn f() { crate::not_reexported(); }' 'names not_reexported, of layer 5 (lib.rs), from layer 4'
   plant "a file outside every layer" stray.rs '' 'not in any layer'
   # An allowed violation that no longer occurs.
   rm -rf "$tmp/src" && cp -r "$base" "$tmp/src"

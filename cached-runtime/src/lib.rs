@@ -85,6 +85,7 @@ pub mod connection;
 mod error;
 mod spawn;
 pub mod telemetry;
+mod warn;
 mod web;
 
 pub use cache::{key, shape};

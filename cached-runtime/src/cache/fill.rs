@@ -15,12 +15,12 @@ use tracing::Span;
 use crate::{
     cache::codec,
     cache::flight::{Join, LeaderGuard, Published, Waited},
-    cache::key::Key,
+    cache::key::{Key, KeyTag},
     cache::policy::Policy,
+    cache::report::{self, Wait},
     cache::shape::{Entry, Shape},
     cache::stats::{Counters, Outcome},
-    cache::{Cache, KeyTag, Lookup},
-    telemetry::{self, Wait},
+    cache::{Cache, Lookup},
 };
 
 /// Why the body is about to run.
@@ -139,7 +139,7 @@ impl Fill<'_> {
     /// Counts the call's one outcome, and records it on its span.
     fn outcome(&self, outcome: Outcome) {
         self.counters.outcome(outcome);
-        telemetry::record_outcome(self.span, outcome);
+        report::record_outcome(self.span, outcome);
     }
 
     /// Runs the body, timed.

@@ -202,7 +202,8 @@ impl Cache {
         policy: &Policy,
     ) -> Result<(), CacheError> {
         let inner = &*self.inner;
-        let bytes = codec::encode_value(value, policy.version).map_err(CacheError::Encode)?;
+        let bytes =
+            codec::encode_value(value, policy.version).map_err(|e| CacheError::Encode(e.into()))?;
         if bytes.len() > inner.max_value_bytes {
             inner.stats.prefix(key.prefix()).oversized(1);
             self.invalidate(key).await?;
@@ -311,5 +312,36 @@ impl Cache {
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+    use crate::error::ErrorKind;
+
+    struct Refuses;
+
+    impl Serialize for Refuses {
+        fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+            Err(serde::ser::Error::custom("no json for this"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_value_that_does_not_encode_is_an_encode_error_with_its_reason() {
+        let cache = Cache::in_memory();
+        let policy = Policy::new("p", Duration::from_secs(60)).expect("a valid policy");
+        let key = cache.key("p").arg(&1u8).build().expect("a valid key");
+        let e = cache
+            .set(&key, &Refuses, &policy)
+            .await
+            .expect_err("the value refused to serialize");
+        assert_eq!(e.kind(), ErrorKind::Encode);
+        assert_eq!(e.to_string(), "cannot encode a cached value");
+        let reason = e.source().expect("the encoder's error").to_string();
+        assert!(reason.contains("no json for this"), "{reason}");
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod mode;
 pub(crate) mod near;
 pub(crate) mod policy;
 pub(crate) mod read;
+pub(crate) mod report;
 pub mod shape;
 pub(crate) mod stats;
 pub(crate) mod store;
@@ -29,7 +30,6 @@ use std::{
 };
 
 use futures_util::future::Either;
-use sha2::Digest as _;
 use tracing::{Instrument as _, Span};
 
 use self::{
@@ -42,7 +42,7 @@ use self::{
     policy::Policy,
     read::{Found, ReadOptions, RemoteValues, Values},
     shape::Shape,
-    stats::{Counters, Outcome, Registry, Stats, WarnLimiter},
+    stats::{Counters, Outcome, Registry, Stats},
     store::Store,
 };
 use crate::{
@@ -50,6 +50,7 @@ use crate::{
     error::CacheError,
     spawn::Spawner,
     telemetry,
+    warn::WarnLimiter,
 };
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -124,19 +125,6 @@ impl fmt::Debug for Cache {
             .field("store", &self.inner.store.describe())
             .field("namespace", &self.inner.namespace)
             .finish_non_exhaustive()
-    }
-}
-
-/// A key as debug logs show it: its prefix and a hash, never the argument values (they may be
-/// personal data). The whole key is logged at trace level only.
-pub(crate) struct KeyTag<'a>(pub(crate) &'a Key);
-
-impl fmt::Display for KeyTag<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Computed only when a log line is written; the same in every process.
-        let digest = sha2::Sha256::digest(self.0.as_str().as_bytes());
-        write!(f, "{}#", self.0.prefix())?;
-        digest[..8].iter().try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 
@@ -453,7 +441,7 @@ impl Cache {
         S::Value: Clone + Send + Sync + 'static,
         F: Future<Output = R>,
     {
-        let span = telemetry::call_span(&self.inner.name, key);
+        let span = report::call_span(&self.inner.name, key);
         let options = ReadOptions {
             near: true,
             refresh: false,
@@ -476,7 +464,7 @@ impl Cache {
         S: Shape<R>,
         F: Future<Output = R>,
     {
-        let span = telemetry::call_span(&self.inner.name, key);
+        let span = report::call_span(&self.inner.name, key);
         let options = ReadOptions::default();
         in_span(span, move |span| async move {
             self.read::<S, R, F, RemoteValues>(key, policy, &RemoteValues, options, body, &span)

@@ -15,17 +15,18 @@ use std::{any::Any, future::Future, sync::Arc, time::Instant};
 use tracing::Span;
 
 use super::{
-    Cache, KeyTag,
+    Cache,
     codec::{self, Decoded},
     fill::{EntrySlot, Fill, Landed, Landing, Source},
     flight::Published,
-    key::Key,
+    key::{Key, KeyTag},
     mode::{self, Mode},
     policy::Policy,
+    report,
     shape::{Entry, Shape},
     stats::{Counters, Outcome},
 };
-use crate::{error::CacheError, telemetry};
+use crate::error::CacheError;
 
 /// What a near-cache slot holds: the view's form of a value, or `None` for the null marker.
 pub(crate) type Kept = Option<Arc<dyn Any + Send + Sync>>;
@@ -214,7 +215,7 @@ impl Cache {
         let counters = self.counters(policy);
         let outcome = |o: Outcome| {
             counters.outcome(o);
-            telemetry::record_outcome(span, o);
+            report::record_outcome(span, o);
         };
         let mode = mode::current();
         if mode == Mode::Bypass || inner.pending.covers(key.as_str()) {
@@ -300,7 +301,7 @@ impl Cache {
         with_ttl: bool,
     ) -> Found {
         let store = &self.inner.store;
-        let timer = telemetry::span_timer(span);
+        let timer = crate::telemetry::span_timer(span);
         let since = Instant::now();
         let (got, ttl) = if with_ttl {
             match store.get_with_ttl(key.as_str()).await {

@@ -11,17 +11,21 @@
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
-        Arc, OnceLock, PoisonError, RwLock,
+        Arc, PoisonError, RwLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use serde::Serialize;
 
 use metrics::Histogram;
 
-use crate::telemetry::{self, Lazy, PrefixHandles, Wait};
+use crate::{
+    cache::report::{self, PrefixHandles, Wait},
+    telemetry::{self, Lazy},
+    warn::WarnLimiter,
+};
 
 /// How a call ended: exactly one per call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -306,7 +310,7 @@ impl Counters {
     pub(crate) fn fill_time(&self, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
         self.fill.with(
-            |r| telemetry::prefix_histogram(r, &self.cache, &self.prefix, None),
+            |r| report::prefix_histogram(r, &self.cache, &self.prefix, None),
             |h| h.record(secs),
         );
     }
@@ -315,7 +319,7 @@ impl Counters {
     pub(crate) fn wait_time(&self, wait: Wait, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
         self.waits[wait as usize].with(
-            |r| telemetry::prefix_histogram(r, &self.cache, &self.prefix, Some(wait)),
+            |r| report::prefix_histogram(r, &self.cache, &self.prefix, Some(wait)),
             |h| h.record(secs),
         );
     }
@@ -349,7 +353,7 @@ pub struct Stats {
     /// cover are not read from the cache.
     pub pending_invalidations: u64,
     /// The near cache, when one is configured.
-    pub near: Option<crate::NearStats>,
+    pub near: Option<crate::cache::near::NearStats>,
 }
 
 pub(crate) struct Registry {
@@ -400,51 +404,9 @@ impl Registry {
     }
 }
 
-/// How often one kind of warning is logged at warn level; the ones in between go to debug.
-const WARN_EVERY: Duration = Duration::from_secs(10);
-
-/// Admits one warning per [`WARN_EVERY`] and counts the rest.
-#[derive(Default)]
-pub(crate) struct WarnLimiter {
-    // Milliseconds since `epoch` of the last warning, plus one (0: never warned).
-    last: AtomicU64,
-    suppressed: AtomicU64,
-    epoch: OnceLock<Instant>,
-}
-
-impl WarnLimiter {
-    /// `Some(suppressed since the last warning)` when this one may be logged at warn.
-    pub(crate) fn admit(&self) -> Option<u64> {
-        let epoch = *self.epoch.get_or_init(Instant::now);
-        let now = u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
-        let last = self.last.load(Ordering::Relaxed);
-        let every = u64::try_from(WARN_EVERY.as_millis()).unwrap_or(u64::MAX);
-        if last != 0 && now.saturating_sub(last) < every
-            || self
-                .last
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        Some(self.suppressed.swap(0, Ordering::Relaxed))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn warnings_are_admitted_once_per_period_and_the_rest_counted() {
-        let w = WarnLimiter::default();
-        assert_eq!(w.admit(), Some(0));
-        for _ in 0..5 {
-            assert_eq!(w.admit(), None);
-        }
-        assert_eq!(w.suppressed.load(Ordering::Relaxed), 5);
-    }
 
     #[test]
     fn the_hit_ratio_counts_null_hits_and_coalesced_calls_as_answered() {

@@ -37,17 +37,15 @@ use axum::body::Bytes;
 
 #[cfg(any(feature = "axum", feature = "actix"))]
 use crate::cache::shape::{Fallible, FallibleOptional, Optional, Plain};
-use crate::{
-    cache::{
-        Cache, KeyTag,
-        codec::{self, Raw},
-        flight::Published,
-        key::Key,
-        policy::Policy,
-        read::{Call as ReadCall, Kept, ReadOptions, View},
-        shape::{Entry, Shape},
-    },
-    telemetry,
+use crate::cache::{
+    Cache,
+    codec::{self, Raw},
+    flight::Published,
+    key::{Key, KeyTag},
+    policy::Policy,
+    read::{Call as ReadCall, Kept, ReadOptions, View},
+    report,
+    shape::{Entry, Shape},
 };
 
 /// What a revalidating function answers beside its own response: the `Cache-Control` to send
@@ -566,7 +564,7 @@ impl Cache {
         F: Future<Output = R>,
     {
         // The same `cache.get` span and outcome series as `get_or_fill`.
-        let span = telemetry::call_span(self.name(), key);
+        let span = report::call_span(self.name(), key);
         let view = Responses {
             conditional,
             http,

@@ -29,14 +29,6 @@ use std::{fmt::Write as _, sync::Arc, time::Instant};
 
 use tracing::{Instrument as _, Span};
 
-// Both frameworks' bodies are `bytes::Bytes`.
-#[cfg(all(feature = "actix", not(feature = "axum")))]
-use actix_web::web::Bytes;
-#[cfg(feature = "axum")]
-use axum::body::Bytes;
-
-#[cfg(any(feature = "axum", feature = "actix"))]
-use crate::cache::shape::{Fallible, FallibleOptional, Optional, Plain};
 use crate::{
     cache::Cache,
     cache::codec::{self, Raw},
@@ -246,13 +238,13 @@ impl Conditional {
 /// and Actix's `Responder` when `R` does.
 #[derive(Debug)]
 pub struct Revalidated<R> {
-    answer: Answer<R>,
+    pub(crate) answer: Answer<R>,
     hit: bool,
     policy: &'static HttpPolicy,
 }
 
 #[derive(Debug)]
-enum Answer<R> {
+pub(crate) enum Answer<R> {
     /// The function's own result.
     Result(R),
     /// A stored value: its JSON is the body.
@@ -263,7 +255,7 @@ enum Answer<R> {
 
 /// A stored value with its validator.
 #[derive(Debug)]
-struct Validated {
+pub(crate) struct Validated {
     bytes: Stored,
     json_at: usize,
     /// `"…"`, quoted.
@@ -321,12 +313,12 @@ impl Validated {
         }
     }
 
-    /// The JSON, without a copy when it was read.
+    /// The JSON, without a copy when it was read. Both frameworks' bodies are `bytes::Bytes`.
     #[cfg(any(feature = "axum", feature = "actix"))]
-    fn into_body(self) -> Bytes {
+    pub(crate) fn into_body(self) -> bytes::Bytes {
         match self.bytes {
-            Stored::Read(b) => Bytes::from(b).slice(self.json_at..),
-            Stored::Filled(b) => Bytes::copy_from_slice(&b[self.json_at..]),
+            Stored::Read(b) => bytes::Bytes::from(b).slice(self.json_at..),
+            Stored::Filled(b) => bytes::Bytes::copy_from_slice(&b[self.json_at..]),
         }
     }
 }
@@ -428,17 +420,20 @@ pub trait JsonResponse {}
 #[allow(unused_macros)]
 macro_rules! json_response {
     ($adapter:ty) => {
-        impl JsonResponse for Plain<$adapter> {}
-        impl JsonResponse for Optional<$adapter> {}
-        impl JsonResponse for Fallible<$adapter> {}
-        impl JsonResponse for FallibleOptional<$adapter> {}
+        const _: () = {
+            use $crate::{
+                cache::shape::{Fallible, FallibleOptional, Optional, Plain},
+                web::http::JsonResponse,
+            };
+            impl JsonResponse for Plain<$adapter> {}
+            impl JsonResponse for Optional<$adapter> {}
+            impl JsonResponse for Fallible<$adapter> {}
+            impl JsonResponse for FallibleOptional<$adapter> {}
+        };
     };
 }
-
-#[cfg(feature = "actix")]
-json_response!(crate::cache::shape::ActixJson);
-#[cfg(feature = "axum")]
-json_response!(crate::cache::shape::AxumJson);
+#[allow(unused_imports)]
+pub(crate) use json_response;
 
 impl Cache {
     /// The hit and miss paths of a revalidating handler: one `GET` and a header check on a hit
@@ -622,132 +617,6 @@ impl Cache {
         match stored {
             Some(value) => Revalidated::stored(value, conditional, false, http),
             None => Revalidated::result(result, false, http),
-        }
-    }
-}
-
-#[cfg(feature = "axum")]
-mod axum_impls {
-    use axum::{
-        extract::FromRequestParts,
-        http::{HeaderName, HeaderValue, Method, StatusCode, header, request::Parts},
-        response::{IntoResponse, Response},
-    };
-
-    use super::{Answer, Conditional, Revalidated};
-
-    impl<S: Send + Sync> FromRequestParts<S> for Conditional {
-        type Rejection = std::convert::Infallible;
-
-        async fn from_request_parts(
-            parts: &mut Parts,
-            _state: &S,
-        ) -> Result<Self, Self::Rejection> {
-            Ok(Conditional::new(
-                parts.method == Method::GET || parts.method == Method::HEAD,
-                parts
-                    .headers
-                    .get_all(header::IF_NONE_MATCH)
-                    .iter()
-                    .map(HeaderValue::as_bytes),
-                parts
-                    .headers
-                    .get_all(header::CACHE_CONTROL)
-                    .iter()
-                    .map(HeaderValue::as_bytes),
-            ))
-        }
-    }
-
-    impl<R: IntoResponse> IntoResponse for Revalidated<R> {
-        fn into_response(self) -> Response {
-            let headers: Vec<(&'static str, String)> = self.headers().collect();
-            let mut response = match self.answer {
-                Answer::Result(result) => result.into_response(),
-                Answer::Stored(value) => {
-                    let body = value.into_body();
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        )],
-                        body,
-                    )
-                        .into_response()
-                }
-                Answer::NotModified(_) => StatusCode::NOT_MODIFIED.into_response(),
-            };
-            let map = response.headers_mut();
-            for (name, value) in headers {
-                // Our values are visible ASCII: tags, directives, header names.
-                if let Ok(value) = HeaderValue::try_from(value) {
-                    map.insert(HeaderName::from_static(name), value);
-                }
-            }
-            response
-        }
-    }
-}
-
-#[cfg(feature = "actix")]
-mod actix_impls {
-    use std::future::{Ready, ready};
-
-    use actix_web::{
-        FromRequest, HttpRequest, HttpResponse, Responder,
-        body::{BoxBody, EitherBody},
-        dev::Payload,
-        http::{
-            Method, StatusCode,
-            header::{self, HeaderName, HeaderValue},
-        },
-    };
-
-    use super::{Answer, Conditional, Revalidated};
-
-    impl FromRequest for Conditional {
-        type Error = std::convert::Infallible;
-        type Future = Ready<Result<Self, Self::Error>>;
-
-        fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-            let headers = req.headers();
-            ready(Ok(Conditional::new(
-                req.method() == Method::GET || req.method() == Method::HEAD,
-                headers
-                    .get_all(header::IF_NONE_MATCH)
-                    .map(HeaderValue::as_bytes),
-                headers
-                    .get_all(header::CACHE_CONTROL)
-                    .map(HeaderValue::as_bytes),
-            )))
-        }
-    }
-
-    impl<R: Responder> Responder for Revalidated<R> {
-        type Body = EitherBody<R::Body, BoxBody>;
-
-        fn respond_to(self, req: &HttpRequest) -> HttpResponse<Self::Body> {
-            let headers: Vec<(&'static str, String)> = self.headers().collect();
-            let mut response = match self.answer {
-                Answer::Result(result) => result.respond_to(req).map_into_left_body(),
-                Answer::Stored(value) => {
-                    let body = value.into_body();
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(body)
-                        .map_into_right_body()
-                }
-                Answer::NotModified(_) => HttpResponse::build(StatusCode::NOT_MODIFIED)
-                    .finish()
-                    .map_into_right_body(),
-            };
-            let map = response.headers_mut();
-            for (name, value) in headers {
-                if let Ok(value) = HeaderValue::try_from(value) {
-                    map.insert(HeaderName::from_static(name), value);
-                }
-            }
-            response
         }
     }
 }

@@ -10,12 +10,13 @@ pub use crate::cache::shape::select::{
     Level0, Level1, Level2, Level3, Probe, Remote, Selected, Uncacheable,
 };
 pub use crate::cache::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
+pub use crate::cache::{Cache, key::Key};
+pub use crate::error::CacheError;
 pub use crate::web::extract::{
     KeyFor, KeyLevel0, KeyLevel1, KeyLevel2, KeyProbe, MustSkip, RiskLevel0, RiskLevel1, RiskProbe,
     SharedState, SkipSharedState, SkipWholeRequest, WholeRequest,
 };
 pub use crate::web::http::{Conditional, HttpPolicy, JsonResponse, Revalidated};
-pub use crate::{Cache, CacheError, Key};
 pub use serde::Serialize as SerializeTrait;
 pub use serde::de::DeserializeOwned;
 
@@ -163,7 +164,7 @@ impl Call {
 
     /// Appends the segment of `vary(source = [headers])`: a hash of those headers' values.
     #[inline]
-    pub fn vary<V: crate::VarySource + ?Sized>(
+    pub fn vary<V: crate::cache::vary::VarySource + ?Sized>(
         mut self,
         source: &V,
         headers: &'static [&'static str],
@@ -286,12 +287,12 @@ impl Call {
 }
 
 /// A companion's `vary` source, selected like [`KeyProbe`]: a source that is not a
-/// [`VarySource`](crate::VarySource) adds nothing here, as the getter already fails to
+/// [`VarySource`](crate::cache::vary::VarySource) adds nothing here, as the getter already fails to
 /// compile with the error about it.
 #[derive(Debug)]
 pub struct VaryProbe<'a, V: ?Sized>(pub &'a V);
 
-/// A [`VarySource`](crate::VarySource): its segment.
+/// A [`VarySource`](crate::cache::vary::VarySource): its segment.
 pub trait VaryLevel1 {
     /// [`Call::vary`].
     fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call;
@@ -303,7 +304,7 @@ pub trait VaryLevel0 {
     fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call;
 }
 
-impl<V: crate::VarySource + ?Sized> VaryLevel1 for &VaryProbe<'_, V> {
+impl<V: crate::cache::vary::VarySource + ?Sized> VaryLevel1 for &VaryProbe<'_, V> {
     #[inline]
     fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call {
         call.vary(self.0, headers)
@@ -484,4 +485,4 @@ pub const fn jitter_secs(jitter: Duration) -> u64 {
 }
 
 /// The shape module, for `shape = …` paths in generated code.
-pub use crate::shape as shapes;
+pub use crate::web::shape as shapes;

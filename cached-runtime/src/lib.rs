@@ -88,27 +88,7 @@ pub mod telemetry;
 mod web;
 
 pub use cache::key;
-pub use web::http;
-
-pub mod shape {
-    //! How a cached function's return type maps to stored entries, and how the macro picks that
-    //! mapping from the return type's traits (not its name).
-    //!
-    //! Four shapes cover the outer type: [`Plain`] (`T`), [`Optional`] (`Option<T>`),
-    //! [`Fallible`] (`Result<T, E>`) and [`FallibleOptional`] (`Result<Option<T>, E>`). Each takes
-    //! an [`Adapter`] for what is inside: [`Identity`] stores the value itself; a web framework's
-    //! response wrapper (Actix's `web::Json<T>`, axum's `Json<T>`) gets one small adapter that
-    //! stores the `T` it wraps. Calling [`Cache::get_or_fill`](crate::Cache::get_or_fill) directly, you pick the
-    //! shape yourself; the macro selects it from the return type, or takes `shape = …`.
-
-    pub use crate::cache::shape::*;
-    #[cfg(feature = "actix")]
-    pub use crate::web::actix::{
-        ActixJson, FallibleJson, FallibleOptionalJson, Json, OptionalJson,
-    };
-    #[cfg(feature = "axum")]
-    pub use crate::web::axum::AxumJson;
-}
+pub use web::{http, shape};
 
 #[doc(hidden)]
 pub mod __private;

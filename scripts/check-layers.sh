@@ -29,11 +29,8 @@ LAYERS=(
 
 # Known violations, each to be removed by the change named beside it; an entry that no longer
 # matches fails the check, so none outlives its reason. Format: `file top-module`.
-ALLOWED=(
-  # shape.rs registers extractors with `crate::__private::extractor!`; the framework glue
-  # moves to web/ with its machinery (the web split).
-  "cache/shape.rs __private"
-)
+# Known violations, each with its reason; none today.
+ALLOWED=()
 
 check() {
   local src=$1

@@ -88,8 +88,8 @@ pub mod telemetry;
 mod warn;
 mod web;
 
-pub use cache::{key, shape};
-pub use web::http;
+pub use cache::key;
+pub use web::{http, shape};
 
 #[doc(hidden)]
 pub mod __private;

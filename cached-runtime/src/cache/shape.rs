@@ -1,12 +1,6 @@
-//! How a cached function's return type maps to stored entries, and how the macro picks that
-//! mapping from the return type's traits (not its name).
-//!
-//! Four shapes cover the outer type: [`Plain`] (`T`), [`Optional`] (`Option<T>`),
-//! [`Fallible`] (`Result<T, E>`) and [`FallibleOptional`] (`Result<Option<T>, E>`). Each takes
-//! an [`Adapter`] for what is inside: [`Identity`] stores the value itself; a web framework's
-//! response wrapper (Actix's `web::Json<T>`, axum's `Json<T>`) gets one small adapter that
-//! stores the `T` it wraps. Calling [`Cache::get_or_fill`](crate::Cache::get_or_fill) directly, you pick the
-//! shape yourself; the macro selects it from the return type, or takes `shape = …`.
+//! The shapes ([`Plain`], [`Optional`], [`Fallible`], [`FallibleOptional`]), their
+//! [`Adapter`]s, and shape selection for the macro; published as `cached_runtime::shape`, with
+//! each framework's adapter added from its file under `web/`.
 
 use std::marker::PhantomData;
 
@@ -234,91 +228,16 @@ pub mod select {
 /// call of this macro.
 #[allow(unused_macros)]
 macro_rules! framework_wrapper {
-    ($wrapper:ident, $adapter:ty) => {
+    ($($wrapper:ident)::+, $adapter:ty) => {
         use $crate::cache::shape::select::{select, Level1, Level2, Level3, Probe};
-        select!(Level3, &&&Probe<Result<Option<$wrapper<T>>, E>>, [T, E],
-            Result<Option<$wrapper<T>>, E> => $crate::cache::shape::FallibleOptional<$adapter>);
-        select!(Level2, &&Probe<Result<$wrapper<T>, E>>, [T, E],
-            Result<$wrapper<T>, E> => $crate::cache::shape::Fallible<$adapter>);
-        select!(Level2, &&Probe<Option<$wrapper<T>>>, [T],
-            Option<$wrapper<T>> => $crate::cache::shape::Optional<$adapter>);
-        select!(Level1, &Probe<$wrapper<T>>, [T], $wrapper<T> => $crate::cache::shape::Plain<$adapter>);
+        select!(Level3, &&&Probe<Result<Option<$($wrapper)::+<T>>, E>>, [T, E],
+            Result<Option<$($wrapper)::+<T>>, E> => $crate::cache::shape::FallibleOptional<$adapter>);
+        select!(Level2, &&Probe<Result<$($wrapper)::+<T>, E>>, [T, E],
+            Result<$($wrapper)::+<T>, E> => $crate::cache::shape::Fallible<$adapter>);
+        select!(Level2, &&Probe<Option<$($wrapper)::+<T>>>, [T],
+            Option<$($wrapper)::+<T>> => $crate::cache::shape::Optional<$adapter>);
+        select!(Level1, &Probe<$($wrapper)::+<T>>, [T], $($wrapper)::+<T> => $crate::cache::shape::Plain<$adapter>);
     };
 }
-
-/// Actix Web: `web::Json<T>` returns store `T`; `web::Path`, `web::Query`, `web::Json` and
-/// `web::Form` arguments key on the value they hold.
-#[cfg(feature = "actix")]
-mod actix {
-    use actix_web::web::Json;
-
-    /// Stores the `T` of an `actix_web::web::Json<T>`.
-    #[derive(Debug)]
-    pub struct ActixJson;
-
-    impl<T> super::Adapter<Json<T>> for ActixJson {
-        type Value = T;
-        fn value(wrapper: &Json<T>) -> &T {
-            &wrapper.0
-        }
-        fn wrap(value: T) -> Json<T> {
-            Json(value)
-        }
-    }
-
-    framework_wrapper!(Json, ActixJson);
-
-    crate::__private::extractor!(actix_web::web::Path<T>);
-    crate::__private::extractor!(actix_web::web::Query<T>);
-    crate::__private::extractor!(actix_web::web::Json<T>);
-    crate::__private::extractor!(actix_web::web::Form<T>);
-}
-
-#[cfg(feature = "actix")]
-pub use actix::ActixJson;
-
-/// axum: `Json<T>` returns store `T`; `Path`, `Query`, `Json` and `Form` arguments key on the
-/// value they hold.
-#[cfg(feature = "axum")]
-mod axum_json {
-    use axum::Json;
-
-    /// Stores the `T` of an `axum::Json<T>`.
-    #[derive(Debug)]
-    pub struct AxumJson;
-
-    impl<T> super::Adapter<Json<T>> for AxumJson {
-        type Value = T;
-        fn value(wrapper: &Json<T>) -> &T {
-            &wrapper.0
-        }
-        fn wrap(value: T) -> Json<T> {
-            Json(value)
-        }
-    }
-
-    framework_wrapper!(Json, AxumJson);
-
-    crate::__private::extractor!(axum::extract::Path<T>);
-    crate::__private::extractor!(axum::extract::Query<T>);
-    crate::__private::extractor!(axum::Json<T>);
-    crate::__private::extractor!(axum::Form<T>);
-}
-
-#[cfg(feature = "axum")]
-pub use axum_json::AxumJson;
-
-/// `actix_web::web::Json<T>`: stored as `T`.
-#[cfg(feature = "actix")]
-pub type Json = Plain<ActixJson>;
-/// `Result<actix_web::web::Json<T>, E>`: `Ok` stored as `T`, `Err` never.
-#[cfg(feature = "actix")]
-pub type FallibleJson = Fallible<ActixJson>;
-/// `Option<actix_web::web::Json<T>>` (Actix answers `None` with 404): `None` is stored as the
-/// null marker.
-#[cfg(feature = "actix")]
-pub type OptionalJson = Optional<ActixJson>;
-/// `Result<Option<actix_web::web::Json<T>>, E>`: `Ok(None)` is stored as the null marker,
-/// `Err` never.
-#[cfg(feature = "actix")]
-pub type FallibleOptionalJson = FallibleOptional<ActixJson>;
+#[allow(unused_imports)]
+pub(crate) use framework_wrapper;

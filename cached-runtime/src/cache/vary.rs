@@ -25,45 +25,6 @@ impl<T: VarySource + ?Sized> VarySource for &T {
     }
 }
 
-#[cfg(feature = "actix")]
-impl VarySource for actix_web::HttpRequest {
-    fn header_values(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
-        self.headers().header_values(name, each);
-    }
-}
-
-#[cfg(feature = "actix")]
-impl VarySource for actix_web::http::header::HeaderMap {
-    fn header_values(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
-        for value in self.get_all(name) {
-            each(value.as_bytes());
-        }
-    }
-}
-
-#[cfg(feature = "axum")]
-impl VarySource for axum::http::HeaderMap {
-    fn header_values(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
-        for value in self.get_all(name) {
-            each(value.as_bytes());
-        }
-    }
-}
-
-#[cfg(feature = "axum")]
-impl<B> VarySource for axum::http::Request<B> {
-    fn header_values(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
-        self.headers().header_values(name, each);
-    }
-}
-
-#[cfg(feature = "axum")]
-impl VarySource for axum::http::request::Parts {
-    fn header_values(&self, name: &str, each: &mut dyn FnMut(&[u8])) {
-        self.headers.header_values(name, each);
-    }
-}
-
 /// The key segment for `headers` of `source`: 32 hex digits.
 pub(crate) fn segment(source: &(impl VarySource + ?Sized), headers: &[&str]) -> String {
     let mut hash = Sha256::new();

@@ -29,14 +29,6 @@ use std::{any::Any, fmt::Write as _, sync::Arc};
 
 use tracing::Instrument as _;
 
-// Both frameworks' bodies are `bytes::Bytes`.
-#[cfg(all(feature = "actix", not(feature = "axum")))]
-use actix_web::web::Bytes;
-#[cfg(feature = "axum")]
-use axum::body::Bytes;
-
-#[cfg(any(feature = "axum", feature = "actix"))]
-use crate::cache::shape::{Fallible, FallibleOptional, Optional, Plain};
 use crate::cache::{
     Cache,
     codec::{self, Raw},
@@ -238,13 +230,13 @@ impl Conditional {
 /// and Actix's `Responder` when `R` does.
 #[derive(Debug)]
 pub struct Revalidated<R> {
-    answer: Answer<R>,
+    pub(crate) answer: Answer<R>,
     hit: bool,
     policy: &'static HttpPolicy,
 }
 
 #[derive(Debug)]
-enum Answer<R> {
+pub(crate) enum Answer<R> {
     /// The function's own result.
     Result(R),
     /// A stored value: its JSON is the body.
@@ -322,17 +314,17 @@ impl Validated {
         }
     }
 
-    /// The JSON as a response body.
+    /// The JSON as a response body. Both frameworks' bodies are `bytes::Bytes`.
     #[cfg(any(feature = "axum", feature = "actix"))]
-    pub(crate) fn into_body(self) -> Bytes {
+    pub(crate) fn into_body(self) -> bytes::Bytes {
         let json_at = self.json_at;
         match self.bytes {
             Stored::Read(b) => match Arc::try_unwrap(b) {
-                Ok(b) => Bytes::from(b).slice(json_at..),
-                Err(b) => Bytes::copy_from_slice(&b[json_at..]),
+                Ok(b) => bytes::Bytes::from(b).slice(json_at..),
+                Err(b) => bytes::Bytes::copy_from_slice(&b[json_at..]),
             },
             // Shared with the near cache: the body borrows the kept entry, no copy.
-            Stored::Filled(b) => Bytes::from_owner(b).slice(json_at..),
+            Stored::Filled(b) => bytes::Bytes::from_owner(b).slice(json_at..),
         }
     }
 }
@@ -434,17 +426,20 @@ pub trait JsonResponse {}
 #[allow(unused_macros)]
 macro_rules! json_response {
     ($adapter:ty) => {
-        impl JsonResponse for Plain<$adapter> {}
-        impl JsonResponse for Optional<$adapter> {}
-        impl JsonResponse for Fallible<$adapter> {}
-        impl JsonResponse for FallibleOptional<$adapter> {}
+        const _: () = {
+            use $crate::{
+                cache::shape::{Fallible, FallibleOptional, Optional, Plain},
+                web::http::JsonResponse,
+            };
+            impl JsonResponse for Plain<$adapter> {}
+            impl JsonResponse for Optional<$adapter> {}
+            impl JsonResponse for Fallible<$adapter> {}
+            impl JsonResponse for FallibleOptional<$adapter> {}
+        };
     };
 }
-
-#[cfg(feature = "actix")]
-json_response!(crate::cache::shape::ActixJson);
-#[cfg(feature = "axum")]
-json_response!(crate::cache::shape::AxumJson);
+#[allow(unused_imports)]
+pub(crate) use json_response;
 
 /// A revalidating handler's view of an entry: the stored JSON served as it is, with its
 /// validator, never decoded; the near cache keeps the parsed [`Validated`].
@@ -577,132 +572,6 @@ impl Cache {
         self.read::<S, R, F, Responses<'_>>(key, policy, &view, options, body, &span)
             .instrument(span.clone())
             .await
-    }
-}
-
-#[cfg(feature = "axum")]
-mod axum_impls {
-    use axum::{
-        extract::FromRequestParts,
-        http::{HeaderName, HeaderValue, Method, StatusCode, header, request::Parts},
-        response::{IntoResponse, Response},
-    };
-
-    use super::{Answer, Conditional, Revalidated};
-
-    impl<S: Send + Sync> FromRequestParts<S> for Conditional {
-        type Rejection = std::convert::Infallible;
-
-        async fn from_request_parts(
-            parts: &mut Parts,
-            _state: &S,
-        ) -> Result<Self, Self::Rejection> {
-            Ok(Conditional::new(
-                parts.method == Method::GET || parts.method == Method::HEAD,
-                parts
-                    .headers
-                    .get_all(header::IF_NONE_MATCH)
-                    .iter()
-                    .map(HeaderValue::as_bytes),
-                parts
-                    .headers
-                    .get_all(header::CACHE_CONTROL)
-                    .iter()
-                    .map(HeaderValue::as_bytes),
-            ))
-        }
-    }
-
-    impl<R: IntoResponse> IntoResponse for Revalidated<R> {
-        fn into_response(self) -> Response {
-            let headers: Vec<(&'static str, String)> = self.headers().collect();
-            let mut response = match self.answer {
-                Answer::Result(result) => result.into_response(),
-                Answer::Stored(value) => {
-                    let body = value.into_body();
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            HeaderValue::from_static("application/json"),
-                        )],
-                        body,
-                    )
-                        .into_response()
-                }
-                Answer::NotModified(_) => StatusCode::NOT_MODIFIED.into_response(),
-            };
-            let map = response.headers_mut();
-            for (name, value) in headers {
-                // Our values are visible ASCII: tags, directives, header names.
-                if let Ok(value) = HeaderValue::try_from(value) {
-                    map.insert(HeaderName::from_static(name), value);
-                }
-            }
-            response
-        }
-    }
-}
-
-#[cfg(feature = "actix")]
-mod actix_impls {
-    use std::future::{Ready, ready};
-
-    use actix_web::{
-        FromRequest, HttpRequest, HttpResponse, Responder,
-        body::{BoxBody, EitherBody},
-        dev::Payload,
-        http::{
-            Method, StatusCode,
-            header::{self, HeaderName, HeaderValue},
-        },
-    };
-
-    use super::{Answer, Conditional, Revalidated};
-
-    impl FromRequest for Conditional {
-        type Error = std::convert::Infallible;
-        type Future = Ready<Result<Self, Self::Error>>;
-
-        fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-            let headers = req.headers();
-            ready(Ok(Conditional::new(
-                req.method() == Method::GET || req.method() == Method::HEAD,
-                headers
-                    .get_all(header::IF_NONE_MATCH)
-                    .map(HeaderValue::as_bytes),
-                headers
-                    .get_all(header::CACHE_CONTROL)
-                    .map(HeaderValue::as_bytes),
-            )))
-        }
-    }
-
-    impl<R: Responder> Responder for Revalidated<R> {
-        type Body = EitherBody<R::Body, BoxBody>;
-
-        fn respond_to(self, req: &HttpRequest) -> HttpResponse<Self::Body> {
-            let headers: Vec<(&'static str, String)> = self.headers().collect();
-            let mut response = match self.answer {
-                Answer::Result(result) => result.respond_to(req).map_into_left_body(),
-                Answer::Stored(value) => {
-                    let body = value.into_body();
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(body)
-                        .map_into_right_body()
-                }
-                Answer::NotModified(_) => HttpResponse::build(StatusCode::NOT_MODIFIED)
-                    .finish()
-                    .map_into_right_body(),
-            };
-            let map = response.headers_mut();
-            for (name, value) in headers {
-                if let Ok(value) = HeaderValue::try_from(value) {
-                    map.insert(HeaderName::from_static(name), value);
-                }
-            }
-            response
-        }
     }
 }
 

@@ -82,21 +82,57 @@ impl bb8::ManageConnection for Manager {
         if let Connector::Sentinel(_) = self.connector {
             // A pooled connection to a primary demoted by a failover still answers PING;
             // ROLE tells it apart (same round trip).
-            let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn.conn).await?;
-            return match role.first() {
-                Some(Value::BulkString(r)) if r == b"master" => Ok(()),
-                _ => Err(RedisError::from((
-                    redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-                    "no longer the primary",
-                ))),
+            let role = redis::cmd("ROLE")
+                .query_async::<Vec<Value>>(&mut conn.conn)
+                .await;
+            return match role {
+                Ok(role) => match role.first() {
+                    Some(Value::BulkString(r)) if r == b"master" => Ok(()),
+                    _ => Err(RedisError::from((
+                        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                        "no longer the primary",
+                    ))),
+                },
+                // A user whose ACL refuses ROLE: the server answered, which is all we can tell;
+                // a demoted primary then shows itself by its READONLY replies.
+                Err(e) if is_refused(&e) => Ok(()),
+                Err(e) => Err(e),
             };
         }
-        let _: String = redis::cmd("PING").query_async(&mut conn.conn).await?;
-        Ok(())
+        answers(&mut conn.conn).await
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
         conn.broken.load(Ordering::Acquire)
+    }
+}
+
+/// Whether Redis refused the command to this user (`NOPERM`): an answer all the same, so the
+/// connection works.
+pub(crate) fn is_refused(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+}
+
+/// The command a `NOPERM` reply names (`… to run the 'cluster|slots' command`), as it is
+/// typed (`CLUSTER SLOTS`).
+pub(crate) fn refused_command(e: &RedisError) -> Option<String> {
+    let detail = e.detail()?;
+    let start = detail.find('\'')? + 1;
+    let len = detail[start..].find('\'')?;
+    Some(
+        detail[start..start + len]
+            .replace('|', " ")
+            .to_ascii_uppercase(),
+    )
+}
+
+/// Whether the server behind `conn` answers: `PING`, or any reply to it when the user's ACL
+/// refuses `PING` (`NOPERM` comes from the server too).
+pub(crate) async fn answers<C: redis::aio::ConnectionLike>(conn: &mut C) -> Result<(), RedisError> {
+    match redis::cmd("PING").query_async::<Value>(conn).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_refused(&e) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

@@ -43,7 +43,7 @@ use super::{
     breaker::Breakers,
     cluster::SlotRange,
     config::{RedisBuilder, Topology},
-    connector::{Connector, Manager, node_info},
+    connector::{Connector, Manager, is_refused, node_info, refused_command},
     link::{Fault, Link},
 };
 use crate::{
@@ -258,10 +258,12 @@ impl Pool {
         for index in 0..self.slots.len() {
             self.fill(index).await?;
         }
-        let pong: String = self
-            .query(&redis::cmd("PING"))
-            .await
-            .map_err(|f| f.into_error(self.command_timeout))?;
+        let pong: String = match self.query(&redis::cmd("PING")).await {
+            Ok(pong) => pong,
+            // Only a Redis server refuses a command by ACL: nothing more to check.
+            Err(Fault::Command(e)) if is_refused(&e) => return Ok(()),
+            Err(f) => return Err(f.into_error(self.command_timeout)),
+        };
         if pong != "PONG" {
             return Err(CacheError::Config(format!(
                 "{} answered PING with {pong:?}: is it a redis server?",
@@ -506,6 +508,16 @@ impl Pool {
     }
 
     fn explain(&self, e: RedisError) -> CacheError {
+        if is_refused(&e) {
+            // A command the connection needs: saying which one tells the operator the fix.
+            let command = refused_command(&e).unwrap_or_else(|| "a command".to_owned());
+            return CacheError::Config(format!(
+                "redis at {} refused `{command}` to this user (NOPERM), and connecting needs \
+                 it: allow it in the user's ACL (`ACL SETUSER <user> +{}`)",
+                self.url,
+                command.to_ascii_lowercase().replace(' ', "|"),
+            ));
+        }
         let code = e.code().unwrap_or_default();
         let hint = if e.is_connection_refusal() {
             "connection refused (is redis-server running and listening at this address?)"

@@ -30,7 +30,11 @@ pub(crate) enum Connector {
     /// A `rediss://` URL, with this crate's own TLS setup.
     #[cfg(feature = "tls")]
     Tls(super::tls::Connector),
-    Cluster(ClusterClient),
+    /// The client of the shared connections, and one that never retries, for scripts.
+    Cluster {
+        shared: Box<ClusterClient>,
+        scripts: Box<ClusterClient>,
+    },
     /// Asks the sentinels for the primary on every connect, so a reconnect after a failover
     /// finds the new one. The client needs `&mut` for its lookups.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
@@ -60,7 +64,9 @@ impl bb8::ManageConnection for Manager {
             }
             #[cfg(feature = "tls")]
             Connector::Tls(tls) => Link::Single(tls.connect(self.response_timeout).await?),
-            Connector::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
+            Connector::Cluster { shared, .. } => {
+                Link::Cluster(shared.get_async_connection().await?)
+            }
             Connector::Sentinel(client) => {
                 let config =
                     AsyncConnectionConfig::new().set_response_timeout(Some(self.response_timeout));
@@ -252,16 +258,24 @@ impl Connector {
                     .iter()
                     .map(|n| node_info(n, url).map(|i| i.set_tcp_settings(tcp())))
                     .collect::<Result<Vec<_>, _>>()?;
-                let client = ClusterClientBuilder::new(infos)
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.command_timeout)
+                let client = |retries| {
+                    ClusterClientBuilder::new(infos.clone())
+                        .connection_timeout(config.connect_timeout)
+                        .response_timeout(config.command_timeout)
+                        .retries(retries)
+                        .tcp_settings(tcp())
+                        .build()
+                        .map_err(|e| invalid(url, &e))
+                };
+                Connector::Cluster {
                     // A command is bounded by the command timeout, retries included; a
                     // redirect after a failover needs one or two.
-                    .retries(2)
-                    .tcp_settings(tcp())
-                    .build()
-                    .map_err(|e| invalid(url, &e))?;
-                Connector::Cluster(client)
+                    shared: Box::new(client(2)?),
+                    // redis-rs re-sends a command after an I/O error or a timeout, when it
+                    // may have run already: scripts go through a client that never does,
+                    // and `Pool::eval` retries only the replies that prove it did not run.
+                    scripts: Box::new(client(0)?),
+                }
             }
             Topology::Sentinel {
                 master,

@@ -45,6 +45,7 @@ use super::{
     config::{RedisBuilder, Topology},
     connector::{Connector, Manager, is_refused, node_info, refused_command},
     link::{Fault, Link},
+    scripts::Scripts,
 };
 use crate::{
     error::{CacheError, is_failover_code},
@@ -81,6 +82,8 @@ pub(crate) struct Pool {
     breakers: Arc<Breakers>,
     spawner: Spawner,
     retired: AtomicU64,
+    /// On a cluster, the connection scripts go through (see [`Scripts`]).
+    scripts: Option<Scripts>,
     this: Weak<Pool>,
 }
 
@@ -181,9 +184,11 @@ impl Pool {
     ) -> Result<Arc<Self>, CacheError> {
         let url = config.topology.describe(&config.url);
         let connector = Connector::new(config, &url)?;
-        let kind = match connector {
-            Connector::Cluster(_) => Kind::Cluster,
-            _ => Kind::Single,
+        let (kind, scripts) = match &connector {
+            Connector::Cluster { scripts, .. } => {
+                (Kind::Cluster, Some(Scripts::new((**scripts).clone())))
+            }
+            _ => (Kind::Single, None),
         };
         let (closed, on_close) = watch::channel(());
         let watch = match &config.topology {
@@ -228,6 +233,7 @@ impl Pool {
             breakers,
             spawner,
             retired: AtomicU64::new(0),
+            scripts,
             this: this.clone(),
         });
         if let Some((master, sentinels)) = watch {
@@ -283,6 +289,9 @@ impl Pool {
     /// Retires every connection and makes new ones, so the probe after the circuit's
     /// cool-down finds a fresh connection rather than the one that failed.
     pub(crate) fn reconnect_all(&self) {
+        if let Some(scripts) = &self.scripts {
+            scripts.reset();
+        }
         for index in 0..self.slots.len() {
             if let Some(held) = self.slots[index].conn.swap(None) {
                 held.mark_broken();
@@ -307,13 +316,31 @@ impl Pool {
     }
 
     /// Runs `evalsha` (of `script`); on `NOSCRIPT` only, loads the script and runs it once
-    /// more. Bounded by the command timeout.
+    /// more (on a cluster, also after replies that prove it did not run: see [`Scripts`]).
+    /// Bounded by the command timeout.
     pub(crate) async fn eval<T: FromRedisValue>(
         &self,
         evalsha: &Cmd,
         script: &Script,
     ) -> Result<T, Fault> {
         let (lease, mut conn) = self.checkout()?;
+        if let Some(scripts) = &self.scripts {
+            let result = match scripts.connection(self.connect_timeout).await {
+                Ok(conn) => {
+                    let run = Scripts::eval(conn, evalsha, script);
+                    match tokio::time::timeout(self.command_timeout, run).await {
+                        Ok(reply) => {
+                            reply.and_then(|v| T::from_redis_value(v).map_err(RedisError::from))
+                        }
+                        Err(_) => Err(RedisError::from(std::io::Error::from(
+                            std::io::ErrorKind::TimedOut,
+                        ))),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            return self.judge(&lease, result);
+        }
         let mut result = evalsha.query_async::<T>(&mut conn).await;
         if let Err(e) = &result
             && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)

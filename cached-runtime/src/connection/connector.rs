@@ -17,6 +17,8 @@ use redis::{
     sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
 };
 
+use tokio::sync::watch;
+
 use super::{
     config::{RedisBuilder, Topology},
     link::Link,
@@ -44,11 +46,15 @@ pub(crate) enum Connector {
 pub(crate) struct Manager {
     pub(crate) connector: Connector,
     pub(crate) response_timeout: Duration,
+    /// The pool's topology epoch, stamped on each connection made.
+    pub(crate) topology: watch::Receiver<u64>,
 }
 
 pub(crate) struct Conn {
     pub(crate) conn: Link,
     pub(crate) broken: Arc<AtomicBool>,
+    /// The pool's topology epoch when it was made.
+    pub(crate) epoch: u64,
 }
 
 impl bb8::ManageConnection for Manager {
@@ -56,6 +62,8 @@ impl bb8::ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Conn, RedisError> {
+        // Read before asking where to connect: a change during the connect makes it stale.
+        let epoch = *self.topology.borrow();
         let conn = match &self.connector {
             Connector::Url(inner) => {
                 let mut conn = inner.connect().await?;
@@ -81,6 +89,7 @@ impl bb8::ManageConnection for Manager {
         Ok(Conn {
             conn,
             broken: Arc::new(AtomicBool::new(false)),
+            epoch,
         })
     }
 

@@ -71,6 +71,9 @@ pub(crate) struct Pool {
     kind: Kind,
     /// Dropped with the store, which ends background listeners.
     _closed: watch::Sender<()>,
+    /// Bumped whenever every connection is replaced (a failover announced, the circuit
+    /// opened): connections made apart from the pool's (tracking) follow it.
+    topology: watch::Sender<u64>,
     pool: Bb8Pool<Manager>,
     slots: Box<[Slot]>,
     next: AtomicUsize,
@@ -203,9 +206,11 @@ impl Pool {
             )),
             _ => None,
         };
+        let topology = watch::Sender::new(0);
         let manager = Manager {
             connector,
             response_timeout: config.command_timeout,
+            topology: topology.subscribe(),
         };
         let last_connect_error = ConnectErrors::default();
         let pool = Bb8Pool::builder()
@@ -222,6 +227,7 @@ impl Pool {
         let store = Arc::new_cyclic(|this| Self {
             kind,
             _closed: closed,
+            topology,
             pool,
             slots: (0..config.connections).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
@@ -252,6 +258,12 @@ impl Pool {
     /// Changes (to an error) when the store is dropped: background tasks end with it.
     pub(super) fn closed(&self) -> watch::Receiver<()> {
         self._closed.subscribe()
+    }
+
+    /// Changes when every connection is replaced ([`reconnect_all`](Self::reconnect_all)):
+    /// whatever holds connections of its own to the deployment makes new ones then.
+    pub(crate) fn topology(&self) -> watch::Receiver<u64> {
+        self.topology.subscribe()
     }
 
     /// Connections retired as broken or half-open so far.
@@ -289,6 +301,8 @@ impl Pool {
     /// Retires every connection and makes new ones, so the probe after the circuit's
     /// cool-down finds a fresh connection rather than the one that failed.
     pub(crate) fn reconnect_all(&self) {
+        // First, so the tracking connections move at the same moment as these.
+        self.topology.send_modify(|epoch| *epoch += 1);
         if let Some(scripts) = &self.scripts {
             scripts.reset();
         }
@@ -501,25 +515,7 @@ impl Pool {
     }
 
     async fn fill(&self, index: usize) -> Result<(), CacheError> {
-        let mut failures = self.last_connect_error.seen.subscribe();
-        let checkout = tokio::select! {
-            checkout = self.pool.get_owned() => checkout,
-            // bb8 would keep waiting out the connect timeout after a refused connection.
-            Ok(()) = failures.changed() => Err(RunError::TimedOut),
-        };
-        let pooled = match checkout {
-            Ok(p) => p,
-            Err(RunError::User(e)) => return Err(self.explain(e)),
-            Err(RunError::TimedOut) => {
-                return Err(match self.last_connect_error.take() {
-                    Some(e) => self.explain(e),
-                    None => CacheError::ConnectTimeout {
-                        url: self.url.clone(),
-                        timeout: self.connect_timeout,
-                    },
-                });
-            }
-        };
+        let pooled = self.checkout_fresh().await?;
         let held = Held {
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             conn: pooled.conn.clone(),
@@ -532,6 +528,39 @@ impl Pool {
         slot.conn.store(Some(Arc::new(held)));
         tracing::debug!(url = %self.url, "redis connection ready");
         Ok(())
+    }
+
+    /// A connection from bb8 made since every connection was last replaced: an idle one from
+    /// before may reach a primary that a failover is demoting, which answers as a primary
+    /// for seconds, so it is closed instead.
+    async fn checkout_fresh(&self) -> Result<Pooled, CacheError> {
+        loop {
+            let pooled = self.checkout_one().await?;
+            if pooled.epoch == *self.topology.borrow() {
+                return Ok(pooled);
+            }
+            pooled.broken.store(true, Ordering::Release);
+        }
+    }
+
+    async fn checkout_one(&self) -> Result<Pooled, CacheError> {
+        let mut failures = self.last_connect_error.seen.subscribe();
+        let checkout = tokio::select! {
+            checkout = self.pool.get_owned() => checkout,
+            // bb8 would keep waiting out the connect timeout after a refused connection.
+            Ok(()) = failures.changed() => Err(RunError::TimedOut),
+        };
+        match checkout {
+            Ok(p) => Ok(p),
+            Err(RunError::User(e)) => Err(self.explain(e)),
+            Err(RunError::TimedOut) => Err(match self.last_connect_error.take() {
+                Some(e) => self.explain(e),
+                None => CacheError::ConnectTimeout {
+                    url: self.url.clone(),
+                    timeout: self.connect_timeout,
+                },
+            }),
+        }
     }
 
     fn explain(&self, e: RedisError) -> CacheError {

@@ -22,6 +22,12 @@
 //! cluster, that the set of primaries did not change. Any failure, a lost connection, a
 //! demoted node, new primaries, ends the session: the listener is stopped at once, and a new
 //! session starts with back-off. A panic in the task starts a new one.
+//!
+//! The session also ends the moment the pool replaces its data connections (the pool's
+//! topology epoch changes: Sentinel announced a new primary, or a circuit opened). A primary
+//! demoted by a manual failover keeps answering `ROLE` as one for seconds, and writes on the
+//! new primary would go unreported meanwhile; this way the tracking connections move when
+//! the data connections do.
 
 use std::{
     sync::{Arc, Mutex, PoisonError, Weak},
@@ -352,6 +358,11 @@ impl Supervisor {
             let Some(session) = self.sessions.begin() else {
                 return;
             };
+            let Some(mut topology) = self.store.upgrade().map(|s| s.topology()) else {
+                return;
+            };
+            // Seen: only a change from now on ends the session, one during the connect too.
+            topology.borrow_and_update();
             let lost = Arc::new(Notify::new());
             match self.connect(session, &lost).await {
                 Ok((links, primaries, slots)) => {
@@ -365,7 +376,7 @@ impl Supervisor {
                     tracing::debug!(connections = links.len(), "tracking established");
                     backoff = BACKOFF_MIN;
                     warned = false;
-                    let why = self.watch(links, primaries, &lost).await;
+                    let why = self.watch(links, primaries, &lost, &mut topology).await;
                     tracing::info!(reason = %why, "tracking lost; its listener is stopped until it is back");
                 }
                 Err(Failure::Unsupported(e)) => {
@@ -516,10 +527,14 @@ impl Supervisor {
         links: Vec<MultiplexedConnection>,
         primaries: Vec<(String, u16)>,
         lost: &Notify,
+        topology: &mut watch::Receiver<u64>,
     ) -> String {
         loop {
             tokio::select! {
                 () = lost.notified() => return "a tracking connection closed".to_owned(),
+                // The data connections are being replaced (a failover was announced): a
+                // demoted primary may answer as one for seconds, so follow them now.
+                _ = topology.changed() => return "the data connections were replaced".to_owned(),
                 () = tokio::time::sleep(HEARTBEAT) => {}
             }
             if self.sessions.listener.strong_count() == 0 {

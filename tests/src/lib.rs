@@ -13,6 +13,7 @@ use std::{
 use cached_runtime::{Cache, CacheBuilder};
 pub use nix::sys::signal::Signal;
 
+pub mod cutter;
 pub mod fixtures;
 pub mod proxy;
 pub mod recorder;

@@ -33,6 +33,7 @@ pub(crate) mod config;
 mod connector;
 mod link;
 mod pool;
+mod scripts;
 mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;

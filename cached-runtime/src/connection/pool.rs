@@ -43,8 +43,9 @@ use super::{
     breaker::Breakers,
     cluster::SlotRange,
     config::{RedisBuilder, Topology},
-    connector::{Connector, Manager, node_info},
+    connector::{Connector, Manager, is_refused, node_info, refused_command},
     link::{Fault, Link},
+    scripts::Scripts,
 };
 use crate::{
     error::{CacheError, is_failover_code},
@@ -70,6 +71,9 @@ pub(crate) struct Pool {
     kind: Kind,
     /// Dropped with the store, which ends background listeners.
     _closed: watch::Sender<()>,
+    /// Bumped whenever every connection is replaced (a failover announced, the circuit
+    /// opened): connections made apart from the pool's (tracking) follow it.
+    topology: watch::Sender<u64>,
     pool: Bb8Pool<Manager>,
     slots: Box<[Slot]>,
     next: AtomicUsize,
@@ -81,6 +85,8 @@ pub(crate) struct Pool {
     breakers: Arc<Breakers>,
     spawner: Spawner,
     retired: AtomicU64,
+    /// On a cluster, the connection scripts go through (see [`Scripts`]).
+    scripts: Option<Scripts>,
     this: Weak<Pool>,
 }
 
@@ -181,9 +187,11 @@ impl Pool {
     ) -> Result<Arc<Self>, CacheError> {
         let url = config.topology.describe(&config.url);
         let connector = Connector::new(config, &url)?;
-        let kind = match connector {
-            Connector::Cluster(_) => Kind::Cluster,
-            _ => Kind::Single,
+        let (kind, scripts) = match &connector {
+            Connector::Cluster { scripts, .. } => {
+                (Kind::Cluster, Some(Scripts::new((**scripts).clone())))
+            }
+            _ => (Kind::Single, None),
         };
         let (closed, on_close) = watch::channel(());
         let watch = match &config.topology {
@@ -198,9 +206,11 @@ impl Pool {
             )),
             _ => None,
         };
+        let topology = watch::Sender::new(0);
         let manager = Manager {
             connector,
             response_timeout: config.command_timeout,
+            topology: topology.subscribe(),
         };
         let last_connect_error = ConnectErrors::default();
         let pool = Bb8Pool::builder()
@@ -217,6 +227,7 @@ impl Pool {
         let store = Arc::new_cyclic(|this| Self {
             kind,
             _closed: closed,
+            topology,
             pool,
             slots: (0..config.connections).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
@@ -228,6 +239,7 @@ impl Pool {
             breakers,
             spawner,
             retired: AtomicU64::new(0),
+            scripts,
             this: this.clone(),
         });
         if let Some((master, sentinels)) = watch {
@@ -248,6 +260,12 @@ impl Pool {
         self._closed.subscribe()
     }
 
+    /// Changes when every connection is replaced ([`reconnect_all`](Self::reconnect_all)):
+    /// whatever holds connections of its own to the deployment makes new ones then.
+    pub(crate) fn topology(&self) -> watch::Receiver<u64> {
+        self.topology.subscribe()
+    }
+
     /// Connections retired as broken or half-open so far.
     pub(crate) fn retired(&self) -> u64 {
         self.retired.load(Ordering::Relaxed)
@@ -258,10 +276,12 @@ impl Pool {
         for index in 0..self.slots.len() {
             self.fill(index).await?;
         }
-        let pong: String = self
-            .query(&redis::cmd("PING"))
-            .await
-            .map_err(|f| f.into_error(self.command_timeout))?;
+        let pong: String = match self.query(&redis::cmd("PING")).await {
+            Ok(pong) => pong,
+            // Only a Redis server refuses a command by ACL: nothing more to check.
+            Err(Fault::Command(e)) if is_refused(&e) => return Ok(()),
+            Err(f) => return Err(f.into_error(self.command_timeout)),
+        };
         if pong != "PONG" {
             return Err(CacheError::Config(format!(
                 "{} answered PING with {pong:?}: is it a redis server?",
@@ -281,6 +301,11 @@ impl Pool {
     /// Retires every connection and makes new ones, so the probe after the circuit's
     /// cool-down finds a fresh connection rather than the one that failed.
     pub(crate) fn reconnect_all(&self) {
+        // First, so the tracking connections move at the same moment as these.
+        self.topology.send_modify(|epoch| *epoch += 1);
+        if let Some(scripts) = &self.scripts {
+            scripts.reset();
+        }
         for index in 0..self.slots.len() {
             if let Some(held) = self.slots[index].conn.swap(None) {
                 held.mark_broken();
@@ -305,13 +330,31 @@ impl Pool {
     }
 
     /// Runs `evalsha` (of `script`); on `NOSCRIPT` only, loads the script and runs it once
-    /// more. Bounded by the command timeout.
+    /// more (on a cluster, also after replies that prove it did not run: see [`Scripts`]).
+    /// Bounded by the command timeout.
     pub(crate) async fn eval<T: FromRedisValue>(
         &self,
         evalsha: &Cmd,
         script: &Script,
     ) -> Result<T, Fault> {
         let (lease, mut conn) = self.checkout()?;
+        if let Some(scripts) = &self.scripts {
+            let result = match scripts.connection(self.connect_timeout).await {
+                Ok(conn) => {
+                    let run = Scripts::eval(conn, evalsha, script);
+                    match tokio::time::timeout(self.command_timeout, run).await {
+                        Ok(reply) => {
+                            reply.and_then(|v| T::from_redis_value(v).map_err(RedisError::from))
+                        }
+                        Err(_) => Err(RedisError::from(std::io::Error::from(
+                            std::io::ErrorKind::TimedOut,
+                        ))),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            return self.judge(&lease, result);
+        }
         let mut result = evalsha.query_async::<T>(&mut conn).await;
         if let Err(e) = &result
             && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
@@ -472,25 +515,7 @@ impl Pool {
     }
 
     async fn fill(&self, index: usize) -> Result<(), CacheError> {
-        let mut failures = self.last_connect_error.seen.subscribe();
-        let checkout = tokio::select! {
-            checkout = self.pool.get_owned() => checkout,
-            // bb8 would keep waiting out the connect timeout after a refused connection.
-            Ok(()) = failures.changed() => Err(RunError::TimedOut),
-        };
-        let pooled = match checkout {
-            Ok(p) => p,
-            Err(RunError::User(e)) => return Err(self.explain(e)),
-            Err(RunError::TimedOut) => {
-                return Err(match self.last_connect_error.take() {
-                    Some(e) => self.explain(e),
-                    None => CacheError::ConnectTimeout {
-                        url: self.url.clone(),
-                        timeout: self.connect_timeout,
-                    },
-                });
-            }
-        };
+        let pooled = self.checkout_fresh().await?;
         let held = Held {
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             conn: pooled.conn.clone(),
@@ -505,7 +530,50 @@ impl Pool {
         Ok(())
     }
 
+    /// A connection from bb8 made since every connection was last replaced: an idle one from
+    /// before may reach a primary that a failover is demoting, which answers as a primary
+    /// for seconds, so it is closed instead.
+    async fn checkout_fresh(&self) -> Result<Pooled, CacheError> {
+        loop {
+            let pooled = self.checkout_one().await?;
+            if pooled.epoch == *self.topology.borrow() {
+                return Ok(pooled);
+            }
+            pooled.broken.store(true, Ordering::Release);
+        }
+    }
+
+    async fn checkout_one(&self) -> Result<Pooled, CacheError> {
+        let mut failures = self.last_connect_error.seen.subscribe();
+        let checkout = tokio::select! {
+            checkout = self.pool.get_owned() => checkout,
+            // bb8 would keep waiting out the connect timeout after a refused connection.
+            Ok(()) = failures.changed() => Err(RunError::TimedOut),
+        };
+        match checkout {
+            Ok(p) => Ok(p),
+            Err(RunError::User(e)) => Err(self.explain(e)),
+            Err(RunError::TimedOut) => Err(match self.last_connect_error.take() {
+                Some(e) => self.explain(e),
+                None => CacheError::ConnectTimeout {
+                    url: self.url.clone(),
+                    timeout: self.connect_timeout,
+                },
+            }),
+        }
+    }
+
     fn explain(&self, e: RedisError) -> CacheError {
+        if is_refused(&e) {
+            // A command the connection needs: saying which one tells the operator the fix.
+            let command = refused_command(&e).unwrap_or_else(|| "a command".to_owned());
+            return CacheError::Config(format!(
+                "redis at {} refused `{command}` to this user (NOPERM), and connecting needs \
+                 it: allow it in the user's ACL (`ACL SETUSER <user> +{}`)",
+                self.url,
+                command.to_ascii_lowercase().replace(' ', "|"),
+            ));
+        }
         let code = e.code().unwrap_or_default();
         let hint = if e.is_connection_refusal() {
             "connection refused (is redis-server running and listening at this address?)"

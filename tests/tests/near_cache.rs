@@ -23,6 +23,7 @@ use cached_runtime::{
 use redis::{Commands, ConnectionLike};
 use tests::{
     RedisServer,
+    fixtures::{entry, policy},
     topology::{LocalCluster, TestRedis, Topology},
     topology_suite, wait_until, wait_until_async,
 };
@@ -34,16 +35,6 @@ const NS: &str = "near:";
 /// How long a cache may take to establish tracking, and any other bounded wait: generous,
 /// because a busy CI machine is slow; a passing run never waits this long.
 const WITHIN: Duration = Duration::from_secs(15);
-
-fn policy(prefix: &'static str) -> Policy {
-    Policy::new(prefix, Duration::from_secs(600)).expect("valid policy")
-}
-
-/// The stored form of a plain `u64` value (see `cached-runtime/src/codec.rs`), for raw writes
-/// that stand for another process of the same service.
-fn entry(value: u64) -> String {
-    format!("rc1:0:v:{value}")
-}
 
 /// A cache named `name` in the namespace [`NS`] with a near cache of `entries`, once its near
 /// cache serves.

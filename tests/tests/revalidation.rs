@@ -16,14 +16,7 @@ use std::{
 
 use cached_runtime::{Cache, redis_cache};
 use reqwest::{StatusCode, header};
-use serde::{Deserialize, Serialize};
-use tests::RedisServer;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    name: String,
-}
+use tests::{RedisServer, fixtures::Item, wait_until};
 
 /// What a handler reads: items, and how often the handler body ran.
 #[derive(Clone)]
@@ -475,14 +468,11 @@ async fn a_revalidating_call_dropped_mid_fill_leaves_the_key_to_the_next_caller(
             .await
         })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !STUCK_STARTED.load(Ordering::SeqCst) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the leader never started"
-        );
-        tokio::task::yield_now().await;
-    }
+    // The leader's body has started.
+    wait_until(Duration::from_secs(15), || {
+        STUCK_STARTED.load(Ordering::SeqCst)
+    })
+    .await;
     leader.abort();
     assert!(leader.await.is_err_and(|e| e.is_cancelled()));
 

@@ -4,6 +4,9 @@
 # to print "skipped"; `cargo clippy --workspace --all-targets` still checks them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Imports go downward only (docs/ARCHITECTURE.md); cheap, so before the build.
+scripts/check-layers.sh
+scripts/check-layers.sh --self-test
 scripts/ensure-redis.sh
 cargo test --workspace --exclude benches --all-targets
 cargo test --workspace --exclude benches --doc

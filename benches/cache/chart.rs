@@ -15,7 +15,7 @@ const SERIES: [(&str, RGBColor); 4] = [
 const NEAR_SERIES: [(&str, RGBColor); 4] = [
     ("a multiplexed GET + decode", RGBColor(90, 90, 90)),
     ("b #[redis_cache]", RGBColor(31, 119, 180)),
-    ("c #[redis_cache] + local_cache", RGBColor(214, 39, 40)),
+    ("c #[redis_cache] + near_cache", RGBColor(214, 39, 40)),
     ("d amalgam L1", RGBColor(148, 103, 189)),
 ];
 

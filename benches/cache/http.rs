@@ -16,7 +16,7 @@ use tests::{RedisServer, free_port};
 const CONNECTIONS: usize = 64;
 const SECONDS: u64 = 5;
 const PATH: &str = "/items/1";
-/// The demo's near cache bound in the near-cache run (what `REDIS_CACHE_LOCAL_ENTRIES` sets).
+/// The demo's near cache bound in the near-cache run (what `REDIS_CACHE_NEAR_ENTRIES` sets).
 const LOCAL_ENTRIES: u64 = 10_000;
 
 #[derive(Clone, Copy, Debug)]
@@ -84,7 +84,7 @@ fn measure_with(name: &str, addr: SocketAddr, header: Option<&str>) -> Option<Wr
 }
 
 /// The demo on `127.0.0.1:0`; `local_entries` > 0 turns its near cache on, as
-/// `REDIS_CACHE_LOCAL_ENTRIES` does through `CacheBuilder::from_env`.
+/// `REDIS_CACHE_NEAR_ENTRIES` does through `CacheBuilder::from_env`.
 async fn start_demo(
     redis_url: String,
     db: &std::path::Path,
@@ -92,14 +92,14 @@ async fn start_demo(
 ) -> demo_app::Running {
     let mut config = demo_app::Config::new(redis_url, db);
     config.bind = "127.0.0.1:0".to_owned();
-    config.cache = config.cache.local_cache(local_entries);
+    config.cache = config.cache.near_cache(local_entries);
     demo_app::start(config).await.expect("start the demo")
 }
 
 /// Requests answered from the demo's process memory so far.
-fn local_hits(running: &demo_app::Running) -> u64 {
+fn near_hits(running: &demo_app::Running) -> u64 {
     let total = running.state().cache.stats().total;
-    total.local_hits + total.local_null_hits
+    total.near_hits + total.near_null_hits
 }
 
 pub(crate) fn run(rt: &tokio::runtime::Runtime) {
@@ -128,17 +128,17 @@ pub(crate) fn run(rt: &tokio::runtime::Runtime) {
 
     let near = rt.block_on(start_demo(redis.url(), &dir.join("near.db"), LOCAL_ENTRIES));
     assert!(
-        rt.block_on(near.state().cache.local_ready(Duration::from_secs(10))),
+        rt.block_on(near.state().cache.near_ready(Duration::from_secs(10))),
         "the demo's near cache did not start serving"
     );
     rt.block_on(get_item(near.addr()));
-    let local_before = local_hits(&near);
+    let local_before = near_hits(&near);
     let near_cached = measure(
-        &format!("demo, near cache on (`local_cache({LOCAL_ENTRIES})`), warm (200)"),
+        &format!("demo, near cache on (`near_cache({LOCAL_ENTRIES})`), warm (200)"),
         near.addr(),
     );
     let near_total = near.state().cache.stats().total;
-    let near_local = local_hits(&near) - local_before;
+    let near_local = near_hits(&near) - local_before;
     rt.block_on(near.stop()).expect("stop the demo");
 
     let down = format!("redis://127.0.0.1:{}", free_port());

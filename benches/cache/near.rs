@@ -68,12 +68,12 @@ pub(crate) struct NearRow {
 async fn near_cache(url: &str, name: &str, entries: u64) -> Cache {
     let cache = Cache::builder(url)
         .name(name)
-        .local_cache(entries)
+        .near_cache(entries)
         .build()
         .await
         .expect("a cache with a near cache");
     assert!(
-        cache.local_ready(READY).await,
+        cache.near_ready(READY).await,
         "the near cache of {name} did not start serving within {READY:?}"
     );
     cache
@@ -113,9 +113,9 @@ async fn item_amalgam(cache: &amalgam::Cache<Item>, id: u64) -> Item {
 }
 
 /// Calls answered from process memory so far.
-fn local_hits(cache: &Cache) -> u64 {
+fn near_hits(cache: &Cache) -> u64 {
     let total = cache.stats().total;
-    total.local_hits + total.local_null_hits
+    total.near_hits + total.near_null_hits
 }
 
 /// `1.23 µs`, `117 µs`: a duration in microseconds with about three significant digits.
@@ -161,11 +161,11 @@ async fn hits(server: &RedisServer) -> Vec<NearRow> {
         item_amalgam(&amalgam, HOT_ID).await;
     }
     assert!(
-        local_hits(&near) > 0,
+        near_hits(&near) > 0,
         "the warm near cache did not answer from memory"
     );
     let body_runs = v.body_runs();
-    let hits_before = local_hits(&near);
+    let hits_before = near_hits(&near);
 
     println!(
         "\n## Near cache: hit path (warm)\n\n\
@@ -222,13 +222,13 @@ async fn hits(server: &RedisServer) -> Vec<NearRow> {
     let near_calls = (CONCURRENCY.len() * (crate::harness::REPS + 1) * LOCAL_OPS) as u64;
     println!(
         "\nnear-cache calls answered from memory: {} of {near_calls}; body runs: {}",
-        local_hits(&near) - hits_before,
+        near_hits(&near) - hits_before,
         v.body_runs() - body_runs
     );
 
     println!("\n### Near cache: hit path, ops/s\n");
     println!(
-        "| callers | a multiplexed GET+decode | b `#[redis_cache]` | c `#[redis_cache]` + `local_cache` | d `amalgam` L1 | c/d | c/a |"
+        "| callers | a multiplexed GET+decode | b `#[redis_cache]` | c `#[redis_cache]` + `near_cache` | d `amalgam` L1 | c/d | c/a |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
@@ -287,10 +287,10 @@ async fn propagation(server: &RedisServer) {
     for i in 1..=UPDATES as u64 {
         // B holds the current value in memory: its next read is answered locally.
         loop {
-            let before = local_hits(&b);
+            let before = near_hits(&b);
             item_ours(&b, PROPAGATION_ID).await;
             rewarm_reads += 1;
-            if local_hits(&b) > before {
+            if near_hits(&b) > before {
                 break;
             }
         }
@@ -313,12 +313,12 @@ async fn propagation(server: &RedisServer) {
             first_read += 1;
         }
     }
-    let local = b.stats().local.expect("cache B has a near cache");
+    let local = b.stats().near.expect("cache B has a near cache");
     let slow = UPDATES as u64 - h.count_between(0, 1_000_000);
     println!(
         "\n## Near cache: invalidation propagation\n\n\
          {UPDATES} updates through cache A (`Cache::set`), each timed from its return until \
-         cache B (own connections, warm) returns the new value; no `sync_local`\n"
+         cache B (own connections, warm) returns the new value; no `sync_near`\n"
     );
     println!(
         "| p50 | p99 | max | mean | over 1 ms | reads through B per update | new value on B's first read |"
@@ -434,7 +434,7 @@ pub(crate) fn memory_child(url: &str) {
             item_ours(&cache, id).await;
         })
         .await;
-        // What `local_cache_bytes` would count for one entry: the key and the stored entry.
+        // What `near_cache_bytes` would count for one entry: the key and the stored entry.
         let key = cache.key("item").arg(&ids).build().expect("a valid key");
         let mut conn = redis::Client::open(url)
             .expect("url")
@@ -444,28 +444,28 @@ pub(crate) fn memory_child(url: &str) {
         let stored: usize = redis::AsyncCommands::strlen(&mut conn, key.as_str())
             .await
             .expect("STRLEN");
-        let before = (rss(), cache.stats().local.expect("a near cache"));
+        let before = (rss(), cache.stats().near.expect("a near cache"));
         fill(&cache, ids, MEMORY_ENTRIES, |cache, id| async move {
             item_ours(&cache, id).await;
         })
         .await;
-        let after = (rss(), cache.stats().local.expect("a near cache"));
+        let after = (rss(), cache.stats().near.expect("a near cache"));
         // Every entry is in memory: a second pass is answered locally.
-        let hits = local_hits(&cache);
+        let hits = near_hits(&cache);
         fill(&cache, ids, MEMORY_ENTRIES, |cache, id| async move {
             item_ours(&cache, id).await;
         })
         .await;
-        let second_pass_local = local_hits(&cache) - hits;
+        let second_pass_local = near_hits(&cache) - hits;
 
         let entries = after.1.entries - before.1.entries;
         let grown = after.0.saturating_sub(before.0);
         println!(
-            "| cache | entries added | RSS growth | bytes per entry (RSS) | weight per entry | `local_cache_bytes` would count |"
+            "| cache | entries added | RSS growth | bytes per entry (RSS) | weight per entry | `near_cache_bytes` would count |"
         );
         println!("|---|---:|---:|---:|---:|---:|");
         println!(
-            "| `#[redis_cache]` + `local_cache({bound})` | {entries} | {:.1} MiB | {:.0} | {:.2} | {} + {stored} = {} bytes |",
+            "| `#[redis_cache]` + `near_cache({bound})` | {entries} | {:.1} MiB | {:.0} | {:.2} | {} + {stored} = {} bytes |",
             grown as f64 / (1 << 20) as f64,
             grown as f64 / entries.max(1) as f64,
             (after.1.weight - before.1.weight) as f64 / entries.max(1) as f64,

@@ -4,20 +4,20 @@ use std::{future::Future, marker::PhantomData, ops::Deref, time::Duration};
 
 use serde::Serialize;
 
-pub use crate::http::{Conditional, HttpPolicy, JsonResponse, Revalidated};
-pub use crate::policy::{Policy, Site};
-pub use crate::shape::select::{
+pub use crate::cache::policy::{Policy, Site};
+pub use crate::cache::shape::select::{
     Level0, Level1, Level2, Level3, Probe, Remote, Selected, Uncacheable,
 };
-pub use crate::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
+pub use crate::cache::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
+pub use crate::web::http::{Conditional, HttpPolicy, JsonResponse, Revalidated};
 pub use crate::{Cache, CacheError, Key};
 pub use serde::Serialize as SerializeTrait;
 pub use serde::de::DeserializeOwned;
 
 use crate::{
     cache::Cache as CacheHandle,
-    global,
-    key::{self, KeyBuilder},
+    cache::global,
+    cache::key::{self, KeyBuilder},
 };
 
 /// Fails the build with the rule's message when `prefix` is not a valid prefix.
@@ -29,14 +29,14 @@ pub const fn check_prefix(prefix: &str) {
 
 /// Fails the build with the rule's message when `name` cannot be a header name in `vary`.
 pub const fn check_header_name(name: &str) {
-    if let Some(message) = crate::vary::header_name_error(name) {
+    if let Some(message) = crate::cache::vary::header_name_error(name) {
         panic!("{}", message);
     }
 }
 
 /// Fails the build with the rule's message when `value` is not a `revalidate` policy.
 pub const fn check_cache_control(value: &str) {
-    if let Some(message) = crate::http::cache_control_error(value) {
+    if let Some(message) = crate::web::http::cache_control_error(value) {
         panic!("{}", message);
     }
 }
@@ -202,7 +202,7 @@ impl Call {
         if let Some((_, key)) = &mut self.cache
             && !headers.is_empty()
         {
-            key.push_arg(crate::vary::segment(source, headers).as_str());
+            key.push_arg(crate::cache::vary::segment(source, headers).as_str());
         }
         self
     }
@@ -219,7 +219,7 @@ impl Call {
             .strip_prefix(cache.namespace())
             .unwrap_or(key.as_str());
         let mut pattern = String::with_capacity(relative.len() + 2);
-        crate::key::glob_escape(relative, &mut pattern);
+        crate::cache::key::glob_escape(relative, &mut pattern);
         // `prefix:` alone when the key has no argument before the vary segments.
         if !pattern.ends_with(':') {
             pattern.push(':');
@@ -297,7 +297,7 @@ impl Call {
 
     /// Runs the cache-aside path, near cache included, or just `body` when there is no cache
     /// or no key.
-    pub async fn run_local<S, R, F>(self, body: F) -> R
+    pub async fn run_near<S, R, F>(self, body: F) -> R
     where
         S: Shape<R>,
         S::Value: Clone + Send + Sync + 'static,
@@ -566,7 +566,7 @@ where
     S: Shape<R>,
     S::Value: Clone + Send + Sync + 'static,
 {
-    /// Runs the cache-aside path with the near cache: [`Call::run_local`].
+    /// Runs the cache-aside path with the near cache: [`Call::run_near`].
     ///
     /// A value that cannot be cloned into the near cache derefs to [`Remote::run`]. When `S`
     /// does not fit `R` at all (the value is not `Serialize` or `DeserializeOwned`), method
@@ -578,7 +578,7 @@ where
         call: Call,
         body: F,
     ) -> impl Future<Output = R> + use<S, R, F> {
-        call.run_local::<S, R, F>(body)
+        call.run_near::<S, R, F>(body)
     }
 }
 
@@ -704,4 +704,4 @@ pub const fn jitter_secs(jitter: Duration) -> u64 {
 }
 
 /// The shape module, for `shape = …` paths in generated code.
-pub use crate::shape as shapes;
+pub use crate::cache::shape as shapes;

@@ -26,7 +26,7 @@ const KNOWN_LABELS: [&str; 9] = [
 ];
 
 /// Calls of `prefix` that ended in `outcome`; hits are those Redis answered (no near cache
-/// here: its hits are `tier="local"`).
+/// here: its hits are `tier="near"`).
 fn requests(r: &TestRecorder, cache: &str, prefix: &str, outcome: &str) -> Option<u64> {
     let mut labels = vec![("cache", cache), ("prefix", prefix), ("outcome", outcome)];
     if matches!(outcome, "hit" | "null_hit") {

@@ -1,0 +1,529 @@
+//! The pool: a bb8 pool and a few shared multiplexed connections, to one server, to the
+//! primary Sentinel names, or to a whole Redis Cluster.
+//!
+//! The three differ only in how a connection is made ([`Connector`](super::connector)) and
+//! what it is ([`Link`]): a cluster connection is one handle that routes each command to the
+//! shard that owns its key and pipelines per node; a Sentinel connection is a plain connection
+//! to the primary the sentinels name at the moment it is made. Everything here treats them
+//! alike.
+//!
+//! bb8 owns connection life: it connects with a timeout, checks a connection with `PING` when
+//! it is handed out, closes connections that broke or outlived `max_lifetime`, and reaps idle
+//! ones. The cached path does not check a connection out per command, which would forfeit
+//! pipelining: each of a few *slots* leases one multiplexed connection from bb8 and every
+//! caller sends on a clone of it, so concurrent commands share its pipeline. A lease ends:
+//! - when the connection breaks (an I/O error, a dropped connection, or a `READONLY`,
+//!   `LOADING` or `MASTERDOWN` reply): it goes back to bb8 marked broken, so bb8 closes it;
+//! - after [`RETIRE_AFTER_TIMEOUTS`] consecutive timeouts, the sign of a half-open connection
+//!   (a failover, a silent load balancer) that no error will ever reveal;
+//! - after the lease time, healthy: it returns to bb8, which recycles it, and the slot takes a
+//!   freshly checked one.
+//!
+//! A slot is refilled in the background, with back-off, by a task that holds the slot's
+//! refill flag in a guard (a task dropped at shutdown or by a panic frees the flag). Until
+//! then callers fail fast and run their bodies.
+
+use std::{
+    sync::{
+        Arc, Mutex, PoisonError, Weak,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwapOption;
+use bb8::{ErrorSink, Pool as Bb8Pool, PooledConnection, RunError};
+use redis::{
+    Cmd, FromRedisValue, Pipeline, RedisError, RedisResult, Script, Value,
+    cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
+};
+use tokio::sync::watch;
+
+use super::{
+    breaker::Breakers,
+    cluster::SlotRange,
+    config::{RedisBuilder, Topology},
+    connector::{Connector, Manager, node_info},
+    link::{Fault, Link},
+};
+use crate::{
+    error::{CacheError, is_failover_code},
+    spawn::Spawner,
+};
+
+/// Consecutive timeouts after which a connection is presumed half-open and replaced.
+pub(crate) const RETIRE_AFTER_TIMEOUTS: u32 = 3;
+
+/// How long a slot keeps a healthy connection before handing it back to bb8.
+const LEASE: Duration = Duration::from_secs(30);
+
+/// bb8 closes connections older than this when they come back.
+const MAX_LIFETIME: Duration = Duration::from_secs(30 * 60);
+
+const BACKOFF_MIN: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+type Pooled = PooledConnection<'static, Manager>;
+
+/// The connections to one deployment.
+pub(crate) struct Pool {
+    kind: Kind,
+    /// Dropped with the store, which ends background listeners.
+    _closed: watch::Sender<()>,
+    pool: Bb8Pool<Manager>,
+    slots: Box<[Slot]>,
+    next: AtomicUsize,
+    generation: AtomicU64,
+    command_timeout: Duration,
+    connect_timeout: Duration,
+    last_connect_error: ConnectErrors,
+    url: String,
+    breakers: Arc<Breakers>,
+    spawner: Spawner,
+    retired: AtomicU64,
+    this: Weak<Pool>,
+}
+
+#[derive(Default)]
+struct Slot {
+    conn: ArcSwapOption<Held>,
+    refilling: AtomicBool,
+    timeouts: AtomicU32,
+}
+
+struct Held {
+    generation: u64,
+    conn: Link,
+    since: Instant,
+    // Keeps the connection leased from bb8; dropping it hands it back (closed if `broken`).
+    pooled: Pooled,
+}
+
+impl Held {
+    fn mark_broken(&self) {
+        self.pooled.broken.store(true, Ordering::Release);
+    }
+}
+
+/// The connection errors bb8 meets. bb8's checkout keeps waiting for its background connect
+/// until the connect timeout whatever happens to it; the refill stops waiting as soon as an
+/// attempt fails, and explains it in words.
+#[derive(Clone, Debug)]
+struct ConnectErrors {
+    last: Arc<Mutex<Option<RedisError>>>,
+    seen: Arc<watch::Sender<u64>>,
+}
+
+impl Default for ConnectErrors {
+    fn default() -> Self {
+        Self {
+            last: Arc::default(),
+            seen: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
+
+impl ErrorSink<RedisError> for ConnectErrors {
+    fn sink(&self, error: RedisError) {
+        tracing::debug!(error = %error, "redis connection attempt failed");
+        *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+        self.seen.send_modify(|n| *n += 1);
+    }
+
+    fn boxed_clone(&self) -> Box<dyn ErrorSink<RedisError>> {
+        Box::new(self.clone())
+    }
+}
+
+impl ConnectErrors {
+    fn take(&self) -> Option<RedisError> {
+        self.last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+/// Clears a slot's refill flag however the refill ends: done, failed, cancelled or panicked.
+struct RefillFlag {
+    store: Weak<Pool>,
+    index: usize,
+}
+
+impl Drop for RefillFlag {
+    fn drop(&mut self) {
+        if let Some(store) = self.store.upgrade() {
+            store.slots[self.index]
+                .refilling
+                .store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Which kind of deployment the connections reach.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Single,
+    Cluster,
+}
+
+/// The slot a command was sent on, to judge its outcome.
+struct Lease {
+    index: usize,
+    generation: u64,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        config: &RedisBuilder,
+        breakers: Arc<Breakers>,
+        spawner: Spawner,
+    ) -> Result<Arc<Self>, CacheError> {
+        let url = config.topology.describe(&config.url);
+        let connector = Connector::new(config, &url)?;
+        let kind = match connector {
+            Connector::Cluster(_) => Kind::Cluster,
+            _ => Kind::Single,
+        };
+        let (closed, on_close) = watch::channel(());
+        let watch = match &config.topology {
+            Topology::Sentinel {
+                master, sentinels, ..
+            } => Some((
+                master.clone(),
+                sentinels
+                    .iter()
+                    .map(|n| node_info(n, &url))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )),
+            _ => None,
+        };
+        let manager = Manager {
+            connector,
+            response_timeout: config.command_timeout,
+        };
+        let last_connect_error = ConnectErrors::default();
+        let pool = Bb8Pool::builder()
+            .max_size(config.max_size)
+            .min_idle(Some(config.min_idle).filter(|&n| n > 0))
+            .connection_timeout(config.connect_timeout)
+            .max_lifetime(Some(MAX_LIFETIME))
+            .test_on_check_out(true)
+            // One attempt per checkout: the refill loop retries with back-off and counts each
+            // failed attempt as a breaker event.
+            .retry_connection(false)
+            .error_sink(Box::new(last_connect_error.clone()))
+            .build_unchecked(manager);
+        let store = Arc::new_cyclic(|this| Self {
+            kind,
+            _closed: closed,
+            pool,
+            slots: (0..config.connections).map(|_| Slot::default()).collect(),
+            next: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
+            command_timeout: config.command_timeout,
+            connect_timeout: config.connect_timeout,
+            last_connect_error,
+            url,
+            breakers,
+            spawner,
+            retired: AtomicU64::new(0),
+            this: this.clone(),
+        });
+        if let Some((master, sentinels)) = watch {
+            super::sentinel::watch_switches(
+                Arc::downgrade(&store),
+                sentinels,
+                master,
+                config.connect_timeout,
+                on_close,
+                &store.spawner,
+            );
+        }
+        Ok(store)
+    }
+
+    /// Changes (to an error) when the store is dropped: background tasks end with it.
+    pub(super) fn closed(&self) -> watch::Receiver<()> {
+        self._closed.subscribe()
+    }
+
+    /// Connections retired as broken or half-open so far.
+    pub(crate) fn retired(&self) -> u64 {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Fills every slot now, explaining a failure in words a user can act on.
+    pub(crate) async fn connect_all(&self) -> Result<(), CacheError> {
+        for index in 0..self.slots.len() {
+            self.fill(index).await?;
+        }
+        let pong: String = self
+            .query(&redis::cmd("PING"))
+            .await
+            .map_err(|f| f.into_error(self.command_timeout))?;
+        if pong != "PONG" {
+            return Err(CacheError::Config(format!(
+                "{} answered PING with {pong:?}: is it a redis server?",
+                self.url
+            )));
+        }
+        Ok(())
+    }
+
+    /// Starts filling every slot in the background.
+    pub(crate) fn connect_in_background(&self) {
+        for index in 0..self.slots.len() {
+            self.refill(index);
+        }
+    }
+
+    /// Retires every connection and makes new ones, so the probe after the circuit's
+    /// cool-down finds a fresh connection rather than the one that failed.
+    pub(crate) fn reconnect_all(&self) {
+        for index in 0..self.slots.len() {
+            if let Some(held) = self.slots[index].conn.swap(None) {
+                held.mark_broken();
+            }
+            self.refill(index);
+        }
+    }
+
+    /// Runs one command on a shared connection, bounded by the command timeout.
+    pub(crate) async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> Result<T, Fault> {
+        let (lease, mut conn) = self.checkout()?;
+        let result = cmd.query_async::<T>(&mut conn).await;
+        self.judge(&lease, result)
+    }
+
+    /// Runs a pipeline on a shared connection (one round trip), bounded by the command
+    /// timeout.
+    pub(crate) async fn query_pipe<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Fault> {
+        let (lease, mut conn) = self.checkout()?;
+        let result = pipe.query_async::<T>(&mut conn).await;
+        self.judge(&lease, result)
+    }
+
+    /// Runs `evalsha` (of `script`); on `NOSCRIPT` only, loads the script and runs it once
+    /// more. Bounded by the command timeout.
+    pub(crate) async fn eval<T: FromRedisValue>(
+        &self,
+        evalsha: &Cmd,
+        script: &Script,
+    ) -> Result<T, Fault> {
+        let (lease, mut conn) = self.checkout()?;
+        let mut result = evalsha.query_async::<T>(&mut conn).await;
+        if let Err(e) = &result
+            && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+        {
+            // NOSCRIPT: the script did not run; loading it and running it once is safe.
+            result = match script.load_async(&mut conn).await {
+                Ok(_) => evalsha.query_async::<T>(&mut conn).await,
+                Err(e) => Err(e),
+            };
+        }
+        self.judge(&lease, result)
+    }
+
+    /// Whether this is a cluster, whose keys are spread over several primaries.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster)
+    }
+
+    /// Which primary owns which slots (`CLUSTER SLOTS`), sorted: two snapshots compare equal
+    /// exactly when no slot changed hands between them.
+    pub(crate) async fn slot_owners(&self) -> Result<Vec<SlotRange>, Fault> {
+        let reply: Value = self.query(redis::cmd("CLUSTER").arg("SLOTS")).await?;
+        super::cluster::parse_slots(reply).map_err(Fault::Command)
+    }
+
+    /// Runs `cmd` on the cluster node at `host:port` (a primary, for `SCAN`).
+    pub(crate) async fn query_node<T: FromRedisValue>(
+        &self,
+        cmd: Cmd,
+        host: &str,
+        port: u16,
+    ) -> Result<T, Fault> {
+        let (lease, mut conn) = self.checkout()?;
+        let Link::Cluster(conn) = &mut conn else {
+            // One server: every command reaches the only node there is.
+            let result = cmd.query_async::<T>(&mut conn).await;
+            return self.judge(&lease, result);
+        };
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+            host: host.to_owned(),
+            port,
+        });
+        let result = conn
+            .route_command(cmd, routing)
+            .await
+            .and_then(|v| T::from_redis_value(v).map_err(RedisError::from));
+        self.judge(&lease, result)
+    }
+
+    fn checkout(&self) -> Result<(Lease, Link), Fault> {
+        let index = if self.slots.len() == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len()
+        };
+        let slot = &self.slots[index];
+        let guard = slot.conn.load();
+        let Some(held) = guard.as_ref() else {
+            drop(guard);
+            self.refill(index);
+            return Err(Fault::NoConnection);
+        };
+        if held.since.elapsed() >= LEASE {
+            // Healthy but due: swap in a freshly checked connection, keep using this one.
+            self.refill(index);
+        }
+        let lease = Lease {
+            index,
+            generation: held.generation,
+        };
+        Ok((lease, held.conn.clone()))
+    }
+
+    /// Classifies a command's outcome and retires the connection when it is the culprit.
+    fn judge<T>(&self, lease: &Lease, result: RedisResult<T>) -> Result<T, Fault> {
+        let slot = &self.slots[lease.index];
+        let error = match result {
+            Ok(value) => {
+                // Read first: a store on every command would bounce this line between cores.
+                if slot.timeouts.load(Ordering::Relaxed) != 0 {
+                    slot.timeouts.store(0, Ordering::Relaxed);
+                }
+                return Ok(value);
+            }
+            Err(e) => e,
+        };
+        if error.is_timeout() {
+            let n = slot.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+            if n == RETIRE_AFTER_TIMEOUTS {
+                self.retire(lease, "stopped answering");
+            }
+            return Err(Fault::Timeout { event: n == 1 });
+        }
+        let failover = error.code().is_some_and(is_failover_code);
+        if failover
+            || error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_unrecoverable_error()
+        {
+            let why = if failover {
+                "answered with a failover error"
+            } else {
+                "broke"
+            };
+            let event = self.retire(lease, why);
+            return Err(Fault::Broken { event, error });
+        }
+        Err(Fault::Command(error))
+    }
+
+    /// Empties the slot if it still holds the leased connection; returns whether this call
+    /// did (so many callers on one dead connection make one event).
+    fn retire(&self, lease: &Lease, why: &'static str) -> bool {
+        let slot = &self.slots[lease.index];
+        let current = slot.conn.load_full();
+        let Some(held) = current.filter(|h| h.generation == lease.generation) else {
+            return false;
+        };
+        let previous = slot.conn.compare_and_swap(&Some(Arc::clone(&held)), None);
+        let won = previous.as_ref().is_some_and(|p| Arc::ptr_eq(p, &held));
+        if won {
+            held.mark_broken();
+            self.retired.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(url = %self.url, why, "redis connection retired; reconnecting in the background");
+            self.refill(lease.index);
+        }
+        won
+    }
+
+    /// Starts (re)filling a slot in the background unless that is already under way; retries
+    /// with back-off until it succeeds or the cache is dropped.
+    fn refill(&self, index: usize) {
+        if self.slots[index].refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let flag = RefillFlag {
+            store: self.this.clone(),
+            index,
+        };
+        let weak = self.this.clone();
+        self.spawner.spawn(async move {
+            let _flag = flag;
+            let mut backoff = BACKOFF_MIN;
+            loop {
+                let Some(store) = weak.upgrade() else { return };
+                match store.fill(index).await {
+                    Ok(()) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "redis reconnect attempt failed");
+                        store.breakers.connection_event();
+                    }
+                }
+                drop(store);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        });
+    }
+
+    async fn fill(&self, index: usize) -> Result<(), CacheError> {
+        let mut failures = self.last_connect_error.seen.subscribe();
+        let checkout = tokio::select! {
+            checkout = self.pool.get_owned() => checkout,
+            // bb8 would keep waiting out the connect timeout after a refused connection.
+            Ok(()) = failures.changed() => Err(RunError::TimedOut),
+        };
+        let pooled = match checkout {
+            Ok(p) => p,
+            Err(RunError::User(e)) => return Err(self.explain(e)),
+            Err(RunError::TimedOut) => {
+                return Err(match self.last_connect_error.take() {
+                    Some(e) => self.explain(e),
+                    None => CacheError::ConnectTimeout {
+                        url: self.url.clone(),
+                        timeout: self.connect_timeout,
+                    },
+                });
+            }
+        };
+        let held = Held {
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            conn: pooled.conn.clone(),
+            since: Instant::now(),
+            pooled,
+        };
+        let slot = &self.slots[index];
+        slot.timeouts.store(0, Ordering::Relaxed);
+        // The lease it replaces (if any) goes back to bb8 once in-flight commands let go.
+        slot.conn.store(Some(Arc::new(held)));
+        tracing::debug!(url = %self.url, "redis connection ready");
+        Ok(())
+    }
+
+    fn explain(&self, e: RedisError) -> CacheError {
+        let code = e.code().unwrap_or_default();
+        let hint = if e.is_connection_refusal() {
+            "connection refused (is redis-server running and listening at this address?)"
+        } else if e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(code, "NOAUTH" | "WRONGPASS")
+        {
+            "authentication failed (check the user and password in the URL)"
+        } else if e.is_timeout() {
+            "the connection timed out (is the host reachable?)"
+        } else if e.is_io_error() {
+            "the connection failed (check the host and port in the URL)"
+        } else {
+            "the server rejected the connection"
+        };
+        CacheError::Connect {
+            url: self.url.clone(),
+            hint,
+            source: Box::new(e),
+        }
+    }
+}

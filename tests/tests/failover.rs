@@ -13,8 +13,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cached_runtime::{Cache, Policy, shape::Plain};
+use cached_runtime::{Cache, shape::Plain};
 use tests::{
+    fixtures::policy,
     topology::{LocalCluster, LocalSentinel},
     wait_for,
 };
@@ -41,7 +42,7 @@ fn start_load(
     let load = Arc::new(Load::default());
     let seen = Arc::clone(&load);
     let task = tokio::spawn(async move {
-        let policy = Policy::new("hot", Duration::from_secs(600)).expect("valid policy");
+        let policy = policy("hot");
         while !stop.load(Ordering::Relaxed) {
             for &id in &ids {
                 let key = cache.key("hot").arg(&id).build().expect("valid key");
@@ -201,7 +202,7 @@ async fn a_sentinel_failover_fails_no_call_and_hits_resume_on_the_new_primary() 
     .await;
     // Writes go to the new primary: a fresh entry is stored there.
     let key = cache.key("hot").arg(&1000u64).build().expect("valid key");
-    let policy = Policy::new("hot", Duration::from_secs(600)).expect("valid policy");
+    let policy = policy("hot");
     let _: u64 = cache
         .get_or_fill::<Plain, _, _>(&key, &policy, async { 7 })
         .await;
@@ -218,7 +219,7 @@ async fn a_sentinel_failover_fails_no_call_and_hits_resume_on_the_new_primary() 
 async fn after_a_manual_failover_writes_reach_the_new_primary_while_the_old_one_lives_on() {
     let setup = LocalSentinel::start();
     let cache = setup.cache_builder().build().await.expect("connect");
-    let policy = Policy::new("moved", Duration::from_secs(600)).expect("valid policy");
+    let policy = policy("moved");
     let old = setup.primary_port();
     let _: u64 = cache
         .get_or_fill::<Plain, _, _>(

@@ -8,8 +8,10 @@ use std::{
     time::Duration,
 };
 
-use cached_runtime::{Policy, shape::Plain};
-use tests::{Proxy, RedisServer, Signal, cache_builder, signal, wait_for, wait_until};
+use cached_runtime::shape::Plain;
+use tests::{
+    Proxy, RedisServer, Signal, cache_builder, fixtures::policy, signal, wait_for, wait_until,
+};
 
 /// How long a read waits where nothing must come: a read that times out here is a fault being
 /// injected, not a speed being measured.
@@ -329,7 +331,7 @@ async fn a_cache_works_through_the_proxy() {
         .build()
         .await
         .expect("connect through the proxy");
-    let policy = Policy::new("p", Duration::from_secs(600)).expect("a valid policy");
+    let policy = policy("p");
     let key = cache.key("p").arg(&7u8).build().expect("a valid key");
     let filled = cache
         .get_or_fill::<Plain, _, _>(&key, &policy, async { 70u32 })

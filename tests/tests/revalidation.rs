@@ -16,7 +16,11 @@ use std::{
 
 use cached_runtime::{Cache, redis_cache};
 use reqwest::{StatusCode, header};
-use tests::{RedisServer, fixtures::Item, wait_until};
+use tests::{
+    RedisServer,
+    fixtures::{Item, policy},
+    wait_until,
+};
 
 /// What a handler reads: items, and how often the handler body ran.
 #[derive(Clone)]
@@ -386,8 +390,7 @@ async fn a_value_stored_without_a_validator_is_served_with_the_tag_of_its_json()
     let redis = RedisServer::start();
     let served = Served::start(Framework::Axum, redis.cache().await).await;
     // As `Cache::set` writes it, or a binary without `revalidate`.
-    let policy =
-        cached_runtime::Policy::new("rv.axum", Duration::from_secs(600)).expect("a policy");
+    let policy = policy("rv.axum");
     let key = served
         .catalog
         .cache

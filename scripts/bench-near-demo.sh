@@ -6,7 +6,7 @@
 # `wrk -t2 -c64 -d5s` after a 1 s warm-up. Prints a Markdown table and the `tier` series of
 # the near-cache run's /metrics, which show where the hits were answered.
 #
-# `cargo bench -p tests --bench cache` measures the same read in-process beside a constant
+# `cargo bench -p benches --bench cache` measures the same read in-process beside a constant
 # JSON handler (its `http` section); this script checks the environment variable path of the
 # real binary. LOCAL_ENTRIES (default 10000), SECONDS_PER_RUN (default 5).
 set -euo pipefail

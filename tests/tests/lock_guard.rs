@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use cached_runtime::{Cache, Policy, shape::Plain};
 use redis::Commands;
-use tests::{RedisServer, wait_until};
+use tests::{RedisServer, fixtures::policy_with_ttl, wait_until};
 
 /// How many `SET`s the server has run.
 fn set_calls(admin: &mut redis::Connection) -> u64 {
@@ -39,8 +39,7 @@ fn unpause(admin: &mut redis::Connection) {
 }
 
 fn locked_policy() -> Policy {
-    Policy::new("guarded", Duration::from_secs(60))
-        .expect("policy")
+    policy_with_ttl("guarded", 60)
         .lock(Duration::from_secs(60))
         .expect("lock ttl")
 }

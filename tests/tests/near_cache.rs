@@ -23,6 +23,7 @@ use cached_runtime::{
 use redis::{Commands, ConnectionLike};
 use tests::{
     RedisServer,
+    fixtures::{entry, policy, policy_with_ttl},
     topology::{LocalCluster, TestRedis, Topology},
     topology_suite, wait_until, wait_until_async,
 };
@@ -34,16 +35,6 @@ const NS: &str = "near:";
 /// How long a cache may take to establish tracking, and any other bounded wait: generous,
 /// because a busy CI machine is slow; a passing run never waits this long.
 const WITHIN: Duration = Duration::from_secs(15);
-
-fn policy(prefix: &'static str) -> Policy {
-    Policy::new(prefix, Duration::from_secs(600)).expect("valid policy")
-}
-
-/// The stored form of a plain `u64` value (see `cached-runtime/src/codec.rs`), for raw writes
-/// that stand for another process of the same service.
-fn entry(value: u64) -> String {
-    format!("rc1:0:v:{value}")
-}
 
 /// A cache named `name` in the namespace [`NS`] with a near cache of `entries`, once its near
 /// cache serves.
@@ -413,7 +404,7 @@ async fn an_entry_expired_in_redis_is_not_served_from_the_near_cache() {
     let server = RedisServer::start();
     let a = near(server.cache_builder(), "a", 1000).await;
     let b = near(server.cache_builder(), "b", 1000).await;
-    let short = Policy::new("exp", Duration::from_secs(1)).expect("valid policy");
+    let short = policy_with_ttl("exp", 1);
     let key = a.key("exp").arg(&1u8).build().expect("valid key");
     assert_eq!(answer(&a, &key, &short, 1).await, Answer::Body(1));
     warm(&b, &key, &short, 1).await;

@@ -5,24 +5,22 @@
 
 use std::time::Duration;
 
-use cached_runtime::{Cache, Policy, shape::Plain};
+use cached_runtime::{Cache, shape::Plain};
 use redis::Commands;
-use tests::RedisServer;
+use tests::{
+    RedisServer,
+    fixtures::{entry, policy},
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn policy() -> Policy {
-    Policy::new("guard", Duration::from_secs(600)).expect("valid policy")
-}
-
-/// A stored value of `policy()` (version 0), as another process would write it.
-fn entry(value: u64) -> String {
-    format!("rc1:0:v:{value}")
-}
+/// The prefix of every key here; [`entry`] is a stored value of its policy (version 0), as
+/// another process would write it.
+const PREFIX: &str = "guard";
 
 async fn read(cache: &Cache, key: &cached_runtime::Key, fallback: u64) -> u64 {
     cache
-        .get_or_fill::<Plain, _, _>(key, &policy(), async move { fallback })
+        .get_or_fill::<Plain, _, _>(key, &policy(PREFIX), async move { fallback })
         .await
 }
 
@@ -45,7 +43,7 @@ async fn a_failed_write_keeps_nothing_and_a_later_write_by_another_client_still_
         .await
         .expect("cache");
     assert!(cache.near_ready(WAIT).await, "tracking established");
-    let key = cache.key("guard").arg(&1u64).build().expect("key");
+    let key = cache.key(PREFIX).arg(&1u64).build().expect("key");
 
     assert_eq!(read(&cache, &key, 1).await, 1, "a miss whose SET fails");
     assert_eq!(cache.stats().total.redis_errors, 1, "the SET failed");
@@ -82,11 +80,11 @@ async fn a_call_dropped_while_its_write_is_in_flight_keeps_nothing_and_later_wri
         .await
         .expect("cache");
     assert!(cache.near_ready(WAIT).await, "tracking established");
-    let key = cache.key("guard").arg(&2u64).build().expect("key");
+    let key = cache.key(PREFIX).arg(&2u64).build().expect("key");
 
     // The body freezes the server as it returns, so the call is dropped with its SET sent
     // and unanswered: the dangerous point.
-    let policy = policy();
+    let policy = policy(PREFIX);
     let call = cache.get_or_fill::<Plain, _, _>(&key, &policy, async {
         server.freeze();
         1u64

@@ -10,32 +10,30 @@ use std::{
 use axum::Json;
 use cached_runtime::{Cache, http::Conditional, redis_cache};
 use redis::Commands;
-use serde::{Deserialize, Serialize};
-use tests::{RedisServer, recorder::TestRecorder};
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-}
+use tests::{
+    RedisServer,
+    fixtures::{Item, item},
+    recorder::TestRecorder,
+};
 
 static PLAIN_RUNS: AtomicUsize = AtomicUsize::new(0);
 static HTTP_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 /// Ids above 100 are absent.
-fn item(id: u64) -> Option<Json<Item>> {
-    (id <= 100).then_some(Json(Item { id }))
+fn find(id: u64) -> Option<Json<Item>> {
+    (id <= 100).then(|| Json(item(id)))
 }
 
 #[redis_cache(prefix = "same.plain", ttl = 60, cache = cache, skip(cache))]
 async fn plain(cache: &Cache, id: u64) -> Option<Json<Item>> {
     PLAIN_RUNS.fetch_add(1, Ordering::SeqCst);
-    item(id)
+    find(id)
 }
 
 #[redis_cache(prefix = "same.http", ttl = 60, cache = cache, skip(cache), revalidate)]
 async fn http(cache: &Cache, id: u64) -> Option<Json<Item>> {
     HTTP_RUNS.fetch_add(1, Ordering::SeqCst);
-    item(id)
+    find(id)
 }
 
 /// The same step, through the plain function or the handler.
@@ -74,13 +72,12 @@ async fn through_near(cache: &Cache, handler: bool) {
     }
 }
 
+/// A metric series: its name, its labels and its counter value.
+type Series = (String, Vec<(String, String)>, Option<u64>);
+
 /// Every series of `cache` and `prefix`, with its counter value, the prefix label blanked so
 /// two prefixes compare.
-fn series(
-    recorder: &TestRecorder,
-    cache: &str,
-    prefix: &str,
-) -> Vec<(String, Vec<(String, String)>, Option<u64>)> {
+fn series(recorder: &TestRecorder, cache: &str, prefix: &str) -> Vec<Series> {
     let mut all: Vec<_> = recorder
         .all_series(&[("cache", cache), ("prefix", prefix)])
         .into_iter()

@@ -2,7 +2,7 @@
 //! redis-server on loopback; then the near cache (hit path, invalidation propagation, memory),
 //! the same on a local Redis Cluster, invalidation, HTTP under `wrk` and a cold stampede.
 //!
-//! `cargo bench -p tests --bench cache` (or `scripts/bench.sh`, which also writes the chart;
+//! `cargo bench -p benches --bench cache` (or `scripts/bench.sh`, which also writes the chart;
 //! docs/BENCHMARKS.md records a run). Results go to stdout as Markdown tables.
 //!
 //! Each variant runs a fixed number of operations at 1, 16 and 64 concurrent callers on a
@@ -35,7 +35,7 @@ fn main() {
     // `cargo test --all-targets` runs this binary without `--bench`: measure only under
     // `cargo bench`.
     if !std::env::args().any(|a| a == "--bench") {
-        println!("benchmark skipped: run it with `cargo bench -p tests --bench cache`");
+        println!("benchmark skipped: run it with `cargo bench -p benches --bench cache`");
         return;
     }
     // The near section's memory figure, in a fresh process of this binary.

@@ -3,7 +3,7 @@
 //! hit ratio and the latency while the cache warms up, while Redis stops answering, and
 //! after it answers again.
 //!
-//! `cargo bench -p tests --bench load` (about 40 s). Everything runs on loopback: a private
+//! `cargo bench -p benches --bench load` (about 40 s). Everything runs on loopback: a private
 //! redis-server on a free port, the demo in this process, eight clients at 100 requests/s
 //! each, for exactly [`SCRIPT`]'s length. The chart goes to `LOAD_CHART` (default
 //! docs/load.svg); a table of the samples to stdout.
@@ -39,7 +39,7 @@ struct Script {
 
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
-        println!("benchmark skipped: run it with `cargo bench -p tests --bench load`");
+        println!("benchmark skipped: run it with `cargo bench -p benches --bench load`");
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread()

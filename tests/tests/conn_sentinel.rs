@@ -28,12 +28,12 @@ async fn near(setup: &LocalSentinel, name: &str, spare: u32) -> Cache {
         .min_idle(spare)
         .name(name)
         .namespace("follow:")
-        .local_cache(100)
+        .near_cache(100)
         .build()
         .await
         .expect("connect");
     assert!(
-        cache.local_ready(WITHIN).await,
+        cache.near_ready(WITHIN).await,
         "cache {name}: the near cache is not serving"
     );
     cache
@@ -84,12 +84,12 @@ async fn writes_after_a_manual_failover_reach_the_other_near_cache(spare: u32) {
     };
     // A holds the first value in its near cache.
     b.set(&key, &1u64, &p).await.expect("SET");
-    a.sync_local().await.expect("sync_local");
+    a.sync_near().await.expect("sync_near");
     assert_eq!(read(&a).await, Some(1));
-    let before = a.stats().total.local_hits;
+    let before = a.stats().total.near_hits;
     assert_eq!(read(&a).await, Some(1));
     assert_eq!(
-        a.stats().total.local_hits,
+        a.stats().total.near_hits,
         before + 1,
         "not in A's near cache"
     );
@@ -118,7 +118,7 @@ async fn writes_after_a_manual_failover_reach_the_other_near_cache(spare: u32) {
 
     // Write through B until the old primary is demoted (the window in which a tracking
     // connection left on it would hear nothing): every write that reached the new primary
-    // must be what A returns after `sync_local`.
+    // must be what A returns after `sync_near`.
     let mut checked = 0u32;
     let mut computed = 0u32;
     let mut value = 1u64;
@@ -135,7 +135,7 @@ async fn writes_after_a_manual_failover_reach_the_other_near_cache(spare: u32) {
             // B's connections have not followed the switch yet.
             continue;
         }
-        if a.sync_local().await.is_err() {
+        if a.sync_near().await.is_err() {
             // A's tracking is being re-established: nothing is promised until it is.
             continue;
         }

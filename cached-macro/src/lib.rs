@@ -11,6 +11,7 @@ use proc_macro::TokenStream;
 
 mod args;
 mod expand;
+mod rate_limit;
 mod validate;
 
 /// Cache-aside over Redis for an `async fn`: on a call, build a key from the arguments and
@@ -254,4 +255,59 @@ mod validate;
 #[proc_macro_attribute]
 pub fn redis_cache(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::redis_cache(args.into(), item.into()).into()
+}
+
+/// Rate-limits a handler: before its body runs, the client is charged against a
+/// `cached_runtime::ratelimit::RateLimiter`; a refused request gets the limiter's refusal
+/// (`429` with a problem body, or `503` when the limiter fails closed) without running the
+/// body, and an allowed one gets the `RateLimit` fields on its answer. Needs the runtime's
+/// `ratelimit` feature (and `actix` or `axum` for their response types).
+///
+/// ```text
+/// #[rate_limit(limiter = state.limiter)]
+/// async fn search(state: web::Data<AppState>, req: HttpRequest, q: web::Query<Q>) -> HttpResponse {
+///     …
+/// }
+///
+/// #[rate_limit(limiter = state.limiter, key = user.id, cost = 5)]
+/// async fn export(State(state): State<App>, user: User) -> Result<Response, AppError> {
+///     …
+/// }
+/// ```
+///
+/// # Options
+///
+/// | option | meaning |
+/// |---|---|
+/// | `limiter = expr` | Required. The limiter: a `RateLimiter`, `&`, `Arc` or `web::Data` of one, evaluated on each call before the body runs (so it may use the arguments). |
+/// | `key = expr` | The client key: anything `ToString` (a user id, an API token). Without it the client is read from the arguments: an Actix `HttpRequest`, or axum's `ConnectInfo<SocketAddr>` (and a `HeaderMap`, for the forwarded header behind the limiter's trusted proxies), found by type. |
+/// | `cost = expr` | What a call costs, a `u64` (1 by default; a literal 0 is refused). |
+/// | `crate = "path"` | The path of the runtime crate when it is renamed or re-exported, instead of `::cached_runtime`. |
+///
+/// # Return types
+///
+/// The return type answers the refusal, through `cached_runtime::ratelimit::LimitResponse`:
+/// `HttpResponse` (Actix), `Response` (axum), a `Result` of one (the refusal is `Ok`, an
+/// `Err` passes unchanged), or `Limited<T>` around any other responder (the body returns
+/// `Limited::from(web::Json(item))`). An `impl Trait` return type cannot be named, and is
+/// refused at compile time.
+///
+/// # Expansion
+///
+/// The signature is kept as written; the body becomes (the `__rl…` names are hygienic):
+///
+/// ```text
+/// let __rl_limiter = ::cached_runtime::ratelimit::__macro::limiter(&(state.limiter));
+/// let __rl_key = ::cached_runtime::ratelimit::__macro::client(
+///     __rl_limiter, __macro::peer(&req), Some(__macro::headers(&req)));
+/// let __rl_decision = __rl_limiter.check(&__rl_key, __macro::cost(1)).await;
+/// if !__rl_decision.is_allowed() {
+///     return <HttpResponse as __macro::LimitResponse>::refused(&__rl_decision);
+/// }
+/// let __rl_answer = __macro::pin_output::<HttpResponse, _>(async move { body }).await;
+/// <HttpResponse as __macro::LimitResponse>::allowed(__rl_answer, &__rl_decision)
+/// ```
+#[proc_macro_attribute]
+pub fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
+    rate_limit::rate_limit(args.into(), item.into()).into()
 }

@@ -82,7 +82,11 @@
 
 mod cache;
 pub mod connection;
+#[cfg(feature = "ratelimit")]
+pub mod counter;
 mod error;
+#[cfg(feature = "ratelimit")]
+pub mod ratelimit;
 mod spawn;
 pub mod telemetry;
 mod warn;
@@ -109,3 +113,6 @@ pub use error::{BoxError, CacheError, ErrorKind};
 
 #[doc(inline)]
 pub use cached_macro::redis_cache;
+#[cfg(feature = "ratelimit")]
+#[doc(inline)]
+pub use ratelimit::rate_limit;

@@ -14,6 +14,7 @@ use cached_runtime::{Cache, CacheBuilder};
 pub use nix::sys::signal::Signal;
 
 pub mod cutter;
+pub mod deployment;
 pub mod fixtures;
 pub mod proxy;
 pub mod recorder;

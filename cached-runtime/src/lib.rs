@@ -96,6 +96,8 @@ mod local;
 mod memory;
 mod mode;
 mod policy;
+#[cfg(feature = "queue")]
+pub mod queue;
 pub mod shape;
 mod spawn;
 mod stats;

@@ -15,6 +15,7 @@ pub use nix::sys::signal::Signal;
 
 pub mod fixtures;
 pub mod proxy;
+pub mod queue;
 pub mod recorder;
 pub mod topology;
 pub use proxy::Proxy;

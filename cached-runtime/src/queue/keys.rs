@@ -18,15 +18,15 @@ const SUFFIXES: [&str; 11] = [
     "wait",
     // Jobs due later (pushed with a delay, or waiting out a retry's backoff), scored by due ms.
     "delayed", // Jobs under a lease, scored by the lease's deadline in ms.
-    "active", // Jobs out of attempts, scored by when they died.
+    "active",  // Jobs out of attempts, scored by when they died.
     "dead",
     // Completed jobs kept for a while (bounded), scored by when they completed.
     "done",
     // Each job's payload (field `{id}`) and state (`{id}:a` attempts, `{id}:t` lease token …).
-    "jobs", // The last job id handed out.
-    "ids", // The last lease token handed out (fencing).
+    "jobs",  // The last job id handed out.
+    "ids",   // The last lease token handed out (fencing).
     "fence", // Idempotency key → job id.
-    "idem", // Idempotency key → when it stops deduplicating (ms).
+    "idem",  // Idempotency key → when it stops deduplicating (ms).
     "idem-exp",
     // Markers that wake blocked workers: "there may be something to take".
     "marker",

@@ -416,6 +416,7 @@ where
                     continue 'run;
                 }
                 Ok(Taken::Empty { next_in }) => {
+                    tracing::trace!(queue = %inner.name, ?next_in, "nothing to take");
                     self.recovered(&mut errors, &mut failing);
                     next_due = next_in.map(|d| Instant::now() + d);
                 }
@@ -445,6 +446,7 @@ where
                     () = stopped(&mut stop) => break 'run,
                     (c, woke) = wait_on(&mut waiter) => {
                         conn = Some(c);
+                        tracing::trace!(queue = %inner.name, woke = ?woke.as_ref().ok(), "blocking wait ended");
                         match woke {
                             Ok(true) => break,
                             Ok(false) => {

@@ -215,7 +215,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     tracing::info!(
         "demo-app listening on http://{addr} database={} items={} redis={} admin={} \
-         ttl(item=600s list=60s fib=3600s) fib(concurrency={} queue={}) cache={:?}",
+         ttl(item=600s list=60s fib=3600s) fib(concurrency={} queue={}) reindex(delay={:?}) cache={:?}",
         config.database_path.display(),
         survey.items,
         redact_url(&config.redis_url),
@@ -226,6 +226,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         config.fib_concurrency,
         config.fib_queue,
+        config.reindex_delay,
         config.cache,
     );
     let server = server.run();

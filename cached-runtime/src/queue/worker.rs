@@ -630,6 +630,13 @@ where
 
 async fn settle(held: &mut Held, action: Action<'_>, stats: &Counters, queue: &str) -> End {
     match held.settle_until_deadline(action).await {
+        Ok(Settled::Dead) => {
+            if let Action::Fail { error, .. } = action {
+                tracing::warn!(queue, job = %held.id(), attempt = held.attempt(), error, "job dead: moved to the dead letters");
+            }
+            stats.settled(Settled::Dead);
+            End::Settled(Settled::Dead)
+        }
         Ok(settled) => {
             stats.settled(settled);
             End::Settled(settled)

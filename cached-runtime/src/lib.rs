@@ -85,6 +85,8 @@ pub mod connection;
 #[cfg(feature = "ratelimit")]
 pub mod counter;
 mod error;
+#[cfg(feature = "queue")]
+pub mod queue;
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit;
 mod spawn;

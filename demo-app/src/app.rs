@@ -17,6 +17,7 @@ use crate::{
     config::Config,
     db::Db,
     error::{ApiError, StartError, ensure_json_body},
+    jobs::Jobs,
     metrics, routes,
 };
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub compute: ComputeLimit,
     /// Renders `GET /metrics`; `None` when the process has another recorder.
     pub(crate) metrics: Option<PrometheusHandle>,
+    /// The reindex queue and its worker.
+    pub jobs: Jobs,
 }
 
 impl AppState {
@@ -138,6 +141,7 @@ impl Running {
         if let Some(upkeep) = self.upkeep {
             upkeep.abort();
         }
+        self.state.jobs.stop().await;
         drop(self.state);
         tracing::info!("demo-app stopped");
         result
@@ -172,6 +176,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Lazy: the service starts and serves (uncached) while Redis is down, and picks it up
     // when it answers.
     let cache = config.cache.clone().build_lazy()?;
+    let jobs = Jobs::start(
+        config.queue_redis.clone(),
+        Arc::clone(&db),
+        config.reindex_delay,
+    )
+    .await?;
     let state = web::Data::new(AppState {
         db,
         cache,
@@ -179,6 +189,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         categories: RwLock::new(survey.categories.into_iter().collect()),
         compute: ComputeLimit::new(config.fib_concurrency, config.fib_queue),
         metrics: prometheus.clone(),
+        jobs,
     });
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
@@ -204,7 +215,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     tracing::info!(
         "demo-app listening on http://{addr} database={} items={} redis={} admin={} \
-         ttl(item=600s list=60s fib=3600s) fib(concurrency={} queue={}) cache={:?}",
+         ttl(item=600s list=60s fib=3600s) fib(concurrency={} queue={}) reindex(delay={:?}) cache={:?}",
         config.database_path.display(),
         survey.items,
         redact_url(&config.redis_url),
@@ -215,6 +226,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         config.fib_concurrency,
         config.fib_queue,
+        config.reindex_delay,
         config.cache,
     );
     let server = server.run();

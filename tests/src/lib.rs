@@ -17,6 +17,7 @@ pub mod cutter;
 pub mod deployment;
 pub mod fixtures;
 pub mod proxy;
+pub mod queue;
 pub mod recorder;
 pub mod topology;
 pub use proxy::{Proxy, Traffic};

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod blocking;
 mod breaker;
 pub(crate) mod cluster;
 pub(crate) mod config;
@@ -48,6 +49,7 @@ use std::{
 
 pub use ::redis::{Cmd, FromRedisValue, Pipeline, Script, ToRedisArgs, Value, cmd, pipe};
 
+pub use self::blocking::BlockingConnection;
 pub use self::config::{DEFAULT_URL, RedisBuilder, redact_url};
 pub use self::tracking::{Tracking, TrackingListener};
 use self::{breaker::Breakers, link::Fault, pool::Pool};

@@ -15,10 +15,7 @@
 //! (another format, another version, JSON of another shape, bytes from another program) is a
 //! miss, and the fill that follows overwrites it.
 
-use std::{
-    io::Write as _,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Serialize, de::DeserializeOwned};
 use sha2::{Digest, Sha256};
@@ -66,7 +63,8 @@ pub(crate) fn encode_value<T: Serialize + ?Sized>(
     value: &T,
     version: u32,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let mut buf = Vec::with_capacity(128);
+    // Room for a typical small value: growing is a realloc and a copy on every fill.
+    let mut buf = Vec::with_capacity(512);
     header(&mut buf, version, b'v');
     buf.push(b':');
     serde_json::to_writer(&mut buf, value)?;
@@ -79,13 +77,14 @@ pub(crate) fn encode_validated<T: Serialize + ?Sized>(
     version: u32,
     ttl: u64,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let mut buf = Vec::with_capacity(192);
+    let mut buf = Vec::with_capacity(512);
     header(&mut buf, version, b'e');
     buf.push(b':');
     let etag_at = buf.len();
     buf.extend_from_slice(&[b'0'; ETAG_LEN]);
-    // Writing to a Vec cannot fail.
-    let _ = write!(buf, ":{}:", unix_now().saturating_add(ttl));
+    buf.push(b':');
+    push_decimal(&mut buf, unix_now().saturating_add(ttl));
+    buf.push(b':');
     let json_at = buf.len();
     serde_json::to_writer(&mut buf, value)?;
     let tag = etag(&buf[json_at..]);
@@ -114,9 +113,47 @@ pub(crate) fn encode_null(version: u32) -> Vec<u8> {
 
 fn header(buf: &mut Vec<u8>, version: u32, kind: u8) {
     buf.extend_from_slice(MAGIC);
-    // Writing to a Vec cannot fail.
-    let _ = write!(buf, "{version}:");
+    push_decimal(buf, version.into());
+    buf.push(b':');
     buf.push(kind);
+}
+
+/// `n` in decimal: what `write!` produces, without the formatting machinery (a tenth of a
+/// fill's own instructions went to formatting the version).
+pub(crate) fn push_decimal(buf: &mut Vec<u8>, n: u64) {
+    buf.extend_from_slice(Decimal::new(n).as_bytes());
+}
+
+/// The decimal digits of a number, on the stack.
+pub(crate) struct Decimal {
+    digits: [u8; 20],
+    at: usize,
+}
+
+impl Decimal {
+    pub(crate) fn new(mut n: u64) -> Self {
+        let mut digits = [0; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            // A digit: `n % 10` is below 10.
+            digits[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        Self { digits, at }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.digits[self.at..]
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // ASCII digits only.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 /// Seconds since the Unix epoch (0 on a clock set before it).
@@ -159,10 +196,11 @@ pub(crate) fn raw(bytes: &[u8], version: u32) -> Result<Raw<'_>, DecodeError> {
             let (etag, rest) = rest
                 .split_at_checked(ETAG_LEN)
                 .ok_or(DecodeError::Foreign)?;
-            let etag = std::str::from_utf8(etag).map_err(|_| DecodeError::Foreign)?;
-            if !etag.bytes().all(|b| HEX.contains(&b)) {
+            // A range check, not a search of `HEX`: this runs on every revalidating hit.
+            if !etag.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
                 return Err(DecodeError::Foreign);
             }
+            let etag = std::str::from_utf8(etag).map_err(|_| DecodeError::Foreign)?;
             let rest = rest.strip_prefix(b":").ok_or(DecodeError::Foreign)?;
             let digits = rest
                 .iter()
@@ -198,6 +236,15 @@ pub(crate) fn decode<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_written_as_format_writes_them() {
+        for n in [0, 7, 10, 42, 4_294_967_295, u64::MAX] {
+            let mut buf = b"x".to_vec();
+            push_decimal(&mut buf, n);
+            assert_eq!(buf, format!("x{n}").into_bytes());
+        }
+    }
 
     #[test]
     fn values_and_null_markers_round_trip_and_never_mix() {

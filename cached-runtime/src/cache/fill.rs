@@ -209,7 +209,10 @@ impl Fill<'_> {
         F: Future<Output = R>,
     {
         if let (Source::Miss { stale }, Some(lock_ms)) = (source, self.policy.lock_ms) {
-            return self.locked::<S, R, F>(stale, lock_ms, guard, body).await;
+            // Boxed: the lock path's state is most of the size of a call's future, which every
+            // call (hit or miss) moves several times on its way down; only locked fills pay
+            // for the box.
+            return Box::pin(self.locked::<S, R, F>(stale, lock_ms, guard, body)).await;
         }
         self.outcome(source.outcome());
         self.compute::<S, R, F>(source, guard, body).await

@@ -509,7 +509,7 @@ impl Cache {
                     Some((result, _)) => Lookup::Hit {
                         result,
                         bytes,
-                        landed: keep.then_some(landed),
+                        landed,
                     },
                     None => Lookup::Miss { stale: true },
                 }

@@ -70,10 +70,10 @@ pub(crate) struct Call<'a> {
 
 /// What one `GET` found.
 pub(crate) enum Found {
-    /// An entry, and what the near cache needs to keep it.
+    /// An entry, and what the near cache needs to keep it (when it asked).
     Entry {
         bytes: Vec<u8>,
-        landed: Landed,
+        landed: Option<Landed>,
     },
     Missing,
     /// Counted and logged already.
@@ -259,7 +259,7 @@ impl Cache {
                     match view.stored(bytes, &call, ticket.is_some()) {
                         Some((out, null, kept)) => {
                             outcome(if null { Outcome::NullHit } else { Outcome::Hit });
-                            if let Some(kept) = kept {
+                            if let (Some(kept), Some(landed)) = (kept, landed) {
                                 keep(kept, landed);
                             }
                             return out;
@@ -302,7 +302,8 @@ impl Cache {
     ) -> Found {
         let store = &self.inner.store;
         let timer = crate::telemetry::span_timer(span);
-        let since = Instant::now();
+        // The clock is read only when the near cache will keep what is found.
+        let since = with_ttl.then(Instant::now);
         let (got, ttl) = if with_ttl {
             match store.get_with_ttl(key.as_str()).await {
                 Ok(Some((bytes, ttl))) => (Ok(Some(bytes)), ttl),
@@ -320,11 +321,11 @@ impl Cache {
         }
         match got {
             Ok(Some(bytes)) => Found::Entry {
-                landed: Landed {
+                landed: since.map(|since| Landed {
                     since,
                     ttl,
                     bytes: bytes.len(),
-                },
+                }),
                 bytes,
             },
             Ok(None) => Found::Missing,

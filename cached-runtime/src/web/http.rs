@@ -25,7 +25,7 @@
 //! (`revalidate = "no-cache"`, `revalidate = "public, max-age"`). A function with `vary` also
 //! answers `Vary` with its header names.
 
-use std::{any::Any, fmt::Write as _, sync::Arc};
+use std::{any::Any, sync::Arc};
 
 use tracing::Instrument as _;
 
@@ -68,8 +68,8 @@ impl HttpPolicy {
             let directive = directive.trim();
             out.push_str(directive);
             if matches!(directive, "max-age" | "s-maxage") {
-                // Writing to a String cannot fail.
-                let _ = write!(out, "={max_age}");
+                out.push('=');
+                out.push_str(codec::Decimal::new(max_age).as_str());
             }
         }
         out

@@ -8,18 +8,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cached_runtime::{Cache, Policy, shape::Plain};
+use cached_runtime::{Cache, shape::Plain};
 use redis::Value;
-use tests::topology::{LocalSentinel, MASTER_NAME};
+use tests::{
+    fixtures::{entry, policy},
+    topology::{LocalSentinel, MASTER_NAME},
+    wait_for,
+};
 
 /// Bound on every wait of this test; a passing run waits far less.
 const WITHIN: Duration = Duration::from_secs(60);
-
-/// The stored form of a plain `u64` (see `cached-runtime/src/codec.rs`), to recognise a write
-/// of the cache on a node.
-fn entry(value: u64) -> String {
-    format!("rc1:0:v:{value}")
-}
 
 /// A cache with a near cache, and `spare` idle connections kept open by its pool.
 async fn near(setup: &LocalSentinel, name: &str, spare: u32) -> Cache {
@@ -64,7 +62,7 @@ async fn writes_after_a_manual_failover_reach_the_other_near_cache(spare: u32) {
     let setup = LocalSentinel::start();
     let a = near(&setup, "a", spare).await;
     let b = near(&setup, "b", spare).await;
-    let p = Policy::new("v", Duration::from_secs(600)).expect("valid policy");
+    let p = policy("v");
     let key = a.key("v").arg(&1u8).build().expect("valid key");
     // What the cache returned, or `None` when the body ran (Redis failed, or the entry was
     // gone: B retries the invalidation of a write that failed during the switch), which
@@ -101,13 +99,14 @@ async fn writes_after_a_manual_failover_reach_the_other_near_cache(spare: u32) {
         .query(&mut setup.sentinel_conn())
         .expect("SENTINEL FAILOVER");
     let deadline = Instant::now() + WITHIN;
-    while setup.primary_port() == old {
-        assert!(
-            Instant::now() < deadline,
-            "the sentinels promoted no replica"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_for(WITHIN, || async {
+        if setup.primary_port() == old {
+            Err("the sentinels promoted no replica")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     let new = setup.primary_port();
     let get = |port: u16| -> Option<String> {
         redis::cmd("GET")

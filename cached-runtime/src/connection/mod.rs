@@ -23,7 +23,7 @@
 //! let redis = Redis::builder("redis://127.0.0.1:6379").build().await?;
 //! let visits: u64 = redis.query(cmd("INCR").arg("visits")).await?;
 //! // A cache on the same connections.
-//! let cache = Cache::on(&redis).namespace("shop:").build()?;
+//! let cache = Cache::on(&redis).namespace("shop:").build().await?;
 //! # Ok(()) }
 //! ```
 

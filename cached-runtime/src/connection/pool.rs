@@ -22,6 +22,12 @@
 //! A slot is refilled in the background, with back-off, by a task that holds the slot's
 //! refill flag in a guard (a task dropped at shutdown or by a panic frees the flag). Until
 //! then callers fail fast and run their bodies.
+//!
+//! A cluster connection reaches every node, so one node's failures (timeouts, I/O errors, a
+//! redirection that could not be followed) do not retire it: they are judged by that node's
+//! breaker, redis-rs reconnects the node by itself, and the slot map the breakers route by is
+//! read again ([`Pool::refresh_slots`]). Only when every node's circuit is open is the whole
+//! connection replaced.
 
 use std::{
     sync::{
@@ -87,6 +93,8 @@ pub(crate) struct Pool {
     retired: AtomicU64,
     /// On a cluster, the connection scripts go through (see [`Scripts`]).
     scripts: Option<Scripts>,
+    /// On a cluster, the reads of the slot map for the per-node breakers.
+    slot_map: Arc<SlotMapReads>,
     this: Weak<Pool>,
 }
 
@@ -147,6 +155,52 @@ impl ConnectErrors {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+    }
+}
+
+/// Least time between two reads of a cluster's slot map for the breakers.
+const SLOTS_EVERY: Duration = Duration::from_secs(1);
+
+/// When the slot map was read, and whether a read is wanted or under way.
+struct SlotMapReads {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last read; 0: never.
+    read_at: AtomicU64,
+    wanted: AtomicBool,
+    reading: AtomicBool,
+}
+
+impl SlotMapReads {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            read_at: AtomicU64::new(0),
+            wanted: AtomicBool::new(false),
+            reading: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+    }
+
+    /// How long until another read is allowed.
+    fn due_in(&self) -> Duration {
+        let last = self.read_at.load(Ordering::Acquire);
+        if last == 0 {
+            return Duration::ZERO;
+        }
+        let every = u64::try_from(SLOTS_EVERY.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis((last + every).saturating_sub(self.now_ms()))
+    }
+}
+
+/// Clears a flag on drop.
+struct ReadingFlag<'a>(&'a AtomicBool);
+
+impl Drop for ReadingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -240,6 +294,7 @@ impl Pool {
             spawner,
             retired: AtomicU64::new(0),
             scripts,
+            slot_map: Arc::new(SlotMapReads::new()),
             this: this.clone(),
         });
         if let Some((master, sentinels)) = watch {
@@ -275,6 +330,9 @@ impl Pool {
     pub(crate) async fn connect_all(&self) -> Result<(), CacheError> {
         for index in 0..self.slots.len() {
             self.fill(index).await?;
+        }
+        if self.is_cluster() {
+            self.load_slots().await;
         }
         let pong: String = match self.query(&redis::cmd("PING")).await {
             Ok(pong) => pong,
@@ -441,14 +499,21 @@ impl Pool {
             }
             Err(e) => e,
         };
+        let cluster = self.is_cluster();
         if error.is_timeout() {
             let n = slot.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
-            if n == RETIRE_AFTER_TIMEOUTS {
+            // A cluster connection reaches every node: one that stopped answering is judged
+            // by its own breaker, and its connection is redis-rs's to replace.
+            if n == RETIRE_AFTER_TIMEOUTS && !cluster {
                 self.retire(lease, "stopped answering");
             }
             return Err(Fault::Timeout { event: n == 1 });
         }
-        let failover = error.code().is_some_and(is_failover_code);
+        // On a cluster, redis-rs follows redirections itself: one that reaches us means the
+        // slot's owner could not be reached (a dead primary, its slots not yet taken over).
+        let failover = error.code().is_some_and(|code| {
+            is_failover_code(code) || (cluster && matches!(code, "MOVED" | "ASK" | "CLUSTERDOWN"))
+        });
         if failover
             || error.is_io_error()
             || error.is_connection_dropped()
@@ -459,10 +524,61 @@ impl Pool {
             } else {
                 "broke"
             };
-            let event = self.retire(lease, why);
+            // On a cluster, as for a timeout (redis-rs reconnects a node by itself).
+            let event = cluster || self.retire(lease, why);
             return Err(Fault::Broken { event, error });
         }
         Err(Fault::Command(error))
+    }
+
+    /// Reads the slot map again in the background, for the per-node breakers: at once if it
+    /// was not read within [`SLOTS_EVERY`], else when that much time has passed.
+    pub(crate) fn refresh_slots(&self) {
+        if !self.is_cluster() {
+            return;
+        }
+        let state = Arc::clone(&self.slot_map);
+        state.wanted.store(true, Ordering::Release);
+        if state.reading.swap(true, Ordering::AcqRel) {
+            // The running reader sees `wanted`.
+            return;
+        }
+        let weak = self.this.clone();
+        self.spawner.spawn(async move {
+            loop {
+                {
+                    // Clears `reading` however this ends, dropped or not.
+                    let _reading = ReadingFlag(&state.reading);
+                    while state.wanted.load(Ordering::Acquire) {
+                        let wait = state.due_in();
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        state.wanted.store(false, Ordering::Release);
+                        let Some(store) = weak.upgrade() else { return };
+                        store.load_slots().await;
+                    }
+                }
+                // A request that came as the flag was cleared found it still taken.
+                if !state.wanted.load(Ordering::Acquire)
+                    || state.reading.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Reads the slot map now (`CLUSTER SLOTS`) into the per-node breakers.
+    async fn load_slots(&self) {
+        match self.slot_owners().await {
+            Ok(owners) => self.breakers.set_slots(&owners),
+            Err(f) => tracing::debug!(error = ?f, "cluster slot map not read; trying later"),
+        }
+        self.slot_map
+            .read_at
+            .store(self.slot_map.now_ms(), Ordering::Release);
     }
 
     /// Empties the slot if it still holds the leased connection; returns whether this call
@@ -527,6 +643,8 @@ impl Pool {
         // The lease it replaces (if any) goes back to bb8 once in-flight commands let go.
         slot.conn.store(Some(Arc::new(held)));
         tracing::debug!(url = %self.url, "redis connection ready");
+        // A new cluster connection: the per-node breakers learn the slot map (again).
+        self.refresh_slots();
         Ok(())
     }
 

@@ -28,8 +28,7 @@ LAYERS=(
 )
 
 # Known violations, each to be removed by the change named beside it; an entry that no longer
-# matches fails the check, so none outlives its reason. Format: `file top-module`.
-# Known violations, each with its reason; none today.
+# matches fails the check, so none outlives its reason. Format: `file top-module`. None today.
 ALLOWED=()
 
 check() {

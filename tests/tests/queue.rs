@@ -419,6 +419,8 @@ async fn a_worker_runs_every_job_and_a_delayed_one_once_it_is_due(redis: QueueRe
         waited >= delay,
         "ran {waited:?} after the push, before its delay"
     );
+    // The handler has run; its ack is counted once it is answered.
+    wait_until(WITHIN, || worker.stats().completed == 201).await;
     let stats = worker.stats();
     assert_eq!((stats.taken, stats.completed), (201, 201), "{stats:?}");
     let report = worker.shutdown(Duration::from_secs(5)).await;

@@ -51,7 +51,7 @@ mod validate;
 /// | `crate = "facade::cache"` | The path of the runtime crate when it is renamed or re-exported, instead of `::cached_runtime`. |
 /// | `vary(req = ["authorization"])` | Request headers the result depends on, read from the argument `req` (an Actix `HttpRequest`, or an axum `HeaderMap`, `Request` or `request::Parts`), go into the key as a hash of their values; the argument itself is left out. `vary(req = [])` says the result depends on none of its headers. Header names are lowercase; checked at compile time. See *Per-caller results* below. |
 /// | `revalidate` | HTTP revalidation for an Actix or axum handler returning a framework's `Json<T>` (inside `Option`/`Result` or not): the response carries `ETag`, `Cache-Control` and `X-Cache: HIT\|MISS`, a matching `If-None-Match` gets `304 Not Modified` (no JSON decoded), and `Cache-Control: no-cache` on the request refreshes the entry. `revalidate = "public, max-age"` (or `"no-cache"`, …) replaces the default `Cache-Control: private, max-age=<seconds the entry has left>`. See *HTTP revalidation* below. |
-/// | `local = false` | Never answered from the cache's near cache (`CacheBuilder::local_cache`): every call reads Redis. Without it, a function whose value type is `Clone + Send + Sync + 'static` is answered from process memory when the cache has a near cache; other value types always read Redis. |
+/// | `near = false` | Never answered from the cache's near cache (`CacheBuilder::near_cache`; for a `Policy` built by hand, `Policy::near(false)`): every call reads Redis. Without it, a function whose value type is `Clone + Send + Sync + 'static` is answered from process memory when the cache has a near cache; other value types always read Redis. (`local`, its earlier name, is a compile error that says so.) |
 /// | `lock = true` | Across processes, one caller fills a missing entry under a Redis lock (`SET NX PX`, released only by its owner) while the others poll for its value. `lock = true` holds the lock at most 10 s; `lock = 3` or `lock = Duration::from_millis(500)` sets that TTL. Waiters give up and run the body themselves after the lock TTL, so a crashed holder blocks nobody for longer. In-process single-flight needs no option: it is on for every cache unless turned off there. |
 ///
 /// An unknown, repeated or malformed option is a compile error that lists the valid ones.
@@ -236,9 +236,9 @@ mod validate;
 ///     const _: () = ::cached_runtime::__private::check_prefix("item");
 ///     use ::cached_runtime::__private::{KeyLevel0 as _, KeyLevel1 as _, Level0 as _, /* … */};
 ///     static __CACHED_POLICY: ::cached_runtime::__private::Policy =
-///         ::cached_runtime::__private::Policy::__from_macro("item", 600, 0, 0, 0);
+///         ::cached_runtime::__private::policy("item", 600, 0, 0, 0);
 ///     static __CACHED_SITE: ::cached_runtime::__private::Site =
-///         ::cached_runtime::__private::Site::__new(::core::module_path!(), "item");
+///         ::cached_runtime::__private::site(::core::module_path!(), "item");
 ///     let __cached_call = ::cached_runtime::__private::Call::new(&__CACHED_POLICY, &__CACHED_SITE)
 ///         .key_arg((&&::cached_runtime::__private::KeyProbe(&id)).__cached_key())
 ///         .key_arg((&&::cached_runtime::__private::KeyProbe(&path)).__cached_key());
@@ -250,7 +250,8 @@ mod validate;
 /// With `cache = expr` the call starts with `Call::with_cache(&(expr), …)`; with
 /// `key = "v1:{id}"` the parts are `.literal("v1:").key_value(…)` and the template is checked
 /// by `const _: () = check_template("v1:{id}");`; a generic function adds
-/// `.types(&[type_name::<T>()])`.
+/// `.types(&[type_name::<T>()])`; `lock = 3` wraps the policy in `with_lock(…, 3000)` and
+/// `near = false` in `with_near(…, false)`, both `const fn`s of `__private` like the rest.
 #[proc_macro_attribute]
 pub fn redis_cache(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::redis_cache(args.into(), item.into()).into()

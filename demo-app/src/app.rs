@@ -22,6 +22,7 @@ use crate::{
     config::Config,
     db::Db,
     error::{ApiError, StartError, ensure_json_body},
+    jobs::Jobs,
     limits::{self, Limits},
     metrics, routes,
 };
@@ -41,6 +42,8 @@ pub struct AppState {
     pub compute: ComputeLimit,
     /// Renders `GET /metrics`; `None` when the process has another recorder.
     pub(crate) metrics: Option<PrometheusHandle>,
+    /// The reindex queue and its worker.
+    pub jobs: Jobs,
 }
 
 impl AppState {
@@ -144,6 +147,7 @@ impl Running {
         if let Some(upkeep) = self.upkeep {
             upkeep.abort();
         }
+        self.state.jobs.stop().await;
         drop(self.state);
         tracing::info!("demo-app stopped");
         result
@@ -178,6 +182,12 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     // Lazy: the service starts and serves (uncached) while Redis is down, and picks it up
     // when it answers.
     let cache = config.cache.clone().build_lazy()?;
+    let jobs = Jobs::start(
+        config.queue_redis.clone(),
+        Arc::clone(&db),
+        config.reindex_delay,
+    )
+    .await?;
     let limits = web::Data::new(Limits::build(
         &cache,
         &config.api_limits,
@@ -190,6 +200,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         categories: RwLock::new(survey.categories.into_iter().collect()),
         compute: ComputeLimit::new(config.fib_concurrency, config.fib_queue),
         metrics: prometheus.clone(),
+        jobs,
     });
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
@@ -221,7 +232,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })?;
     tracing::info!(
         "demo-app listening on http://{addr} database={} items={} redis={} admin={} \
-         ttl(item=600s list=60s fib=3600s) fib(concurrency={} queue={}) cache={:?}",
+         ttl(item=600s list=60s fib=3600s) fib(concurrency={} queue={}) reindex(delay={:?}) cache={:?}",
         config.database_path.display(),
         survey.items,
         redact_url(&config.redis_url),
@@ -232,6 +243,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
         config.fib_concurrency,
         config.fib_queue,
+        config.reindex_delay,
         config.cache,
     );
     let server = server.run();

@@ -3,7 +3,7 @@
 use std::{fmt, num::NonZeroUsize, path::PathBuf, time::Duration};
 
 use cached_runtime::{
-    Cache, CacheBuilder, DEFAULT_URL,
+    Cache, CacheBuilder, DEFAULT_URL, Redis, RedisBuilder,
     ratelimit::{Limit, TrustedProxies},
     redact_url,
 };
@@ -26,6 +26,10 @@ pub const DEFAULT_CACHE_NAME: &str = "catalog";
 /// How many `GET /fib/{n}` requests may wait for a computation slot before more are refused
 /// with 503, when `FIB_QUEUE` is unset.
 pub const DEFAULT_FIB_QUEUE: usize = 64;
+/// How long after an update its item is reindexed, when `REINDEX_DELAY_MS` is unset.
+pub const DEFAULT_REINDEX_DELAY: Duration = Duration::from_secs(5);
+/// The `cache` label of the reindex queue's connection metrics.
+const QUEUE_CONNECTION_NAME: &str = "reindex-queue";
 
 /// Everything the service is started with.
 ///
@@ -40,6 +44,7 @@ pub const DEFAULT_FIB_QUEUE: usize = 64;
 /// | `REDIS_CACHE_*` | see [`CacheBuilder`] | timeouts, pool size, key namespace |
 /// | `FIB_CONCURRENCY` | the number of cores | `/fib` computations running at once |
 /// | `FIB_QUEUE` | 64 | `/fib` requests waiting for a computation slot; more get 503 |
+/// | `REINDEX_DELAY_MS` | 5000 | how long after an update its item is reindexed (a delayed job on the Redis queue `reindex`, same Redis as the cache) |
 /// | `API_RATE_LIMIT` | unset (no limit) | per-client limits, `RATE/PERIOD[+BURST]` comma-separated, like `100/60s+19,1000/1h`: see the `limits` module |
 /// | `API_TRUSTED_PROXIES` | unset | proxies (addresses or networks, comma-separated) whose `X-Forwarded-For` names the client |
 /// | `RUST_LOG` | `info` | log filter |
@@ -62,6 +67,10 @@ pub struct Config {
     pub fib_concurrency: NonZeroUsize,
     /// `/fib` requests waiting for a computation slot before more are refused.
     pub fib_queue: usize,
+    /// The connection of the reindex queue (the cache's Redis, its own connections).
+    pub queue_redis: RedisBuilder,
+    /// How long after an update its item is reindexed.
+    pub reindex_delay: Duration,
     /// Whether SIGINT/SIGTERM stop the server gracefully (off for in-process tests, which
     /// stop it with [`Running::stop`](crate::Running::stop)).
     pub handle_signals: bool,
@@ -82,6 +91,8 @@ impl fmt::Debug for Config {
             .field("workers", &self.workers)
             .field("fib_concurrency", &self.fib_concurrency)
             .field("fib_queue", &self.fib_queue)
+            .field("queue_redis", &self.queue_redis)
+            .field("reindex_delay", &self.reindex_delay)
             .field("handle_signals", &self.handle_signals)
             .field("api_limits", &self.api_limits)
             .field("trusted_proxies", &self.trusted_proxies)
@@ -101,10 +112,12 @@ impl Config {
             cache: Cache::builder(redis_url.as_str())
                 .null_ttl(DEFAULT_NULL_TTL)
                 .name(DEFAULT_CACHE_NAME),
+            queue_redis: Redis::builder(redis_url.as_str()).name(QUEUE_CONNECTION_NAME),
             redis_url,
             workers: None,
             fib_concurrency: default_fib_concurrency(),
             fib_queue: DEFAULT_FIB_QUEUE,
+            reindex_delay: DEFAULT_REINDEX_DELAY,
             handle_signals: false,
             api_limits: Vec::new(),
             trusted_proxies: TrustedProxies::none(),
@@ -148,6 +161,11 @@ impl Config {
             workers: None,
             fib_concurrency,
             fib_queue: count("FIB_QUEUE")?.unwrap_or(DEFAULT_FIB_QUEUE),
+            queue_redis: RedisBuilder::from_env()?.name(QUEUE_CONNECTION_NAME),
+            reindex_delay: match count("REINDEX_DELAY_MS")? {
+                Some(ms) => Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX)),
+                None => DEFAULT_REINDEX_DELAY,
+            },
             handle_signals: true,
             api_limits: crate::limits::parse_limits(&var("API_RATE_LIMIT").unwrap_or_default())
                 .map_err(StartError::Config)?,

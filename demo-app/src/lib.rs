@@ -22,6 +22,7 @@ mod compute;
 mod config;
 mod db;
 mod error;
+mod jobs;
 pub mod limits;
 mod metrics;
 pub mod model;
@@ -31,9 +32,10 @@ pub use app::{AppState, Running, start};
 pub use compute::{ComputeLimit, ComputeStats, Paused};
 pub use config::{
     Config, DEFAULT_BIND, DEFAULT_CACHE_NAME, DEFAULT_DATABASE_PATH, DEFAULT_FIB_QUEUE,
-    DEFAULT_NULL_TTL, MIN_ADMIN_TOKEN_CHARS,
+    DEFAULT_NULL_TTL, DEFAULT_REINDEX_DELAY, MIN_ADMIN_TOKEN_CHARS,
 };
 pub use db::SEED_ITEMS;
 pub use error::{ApiError, StartError};
+pub use jobs::{Jobs, REINDEX_QUEUE, Reindex};
 /// The admin token's type: `Debug` prints `[REDACTED]`, and it is zeroed when dropped.
 pub use secrecy::SecretString;

@@ -50,6 +50,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(stats)
     .service(crate::metrics::metrics)
     .service(admin_invalidate)
+    .configure(crate::jobs::configure)
     .service(healthz);
 }
 
@@ -105,13 +106,13 @@ async fn create_item(
 }
 
 /// `PUT /items/{id}`: replaces the item; drops its entry and the lists of its old and new
-/// category.
+/// category, and schedules the item's reindex (a delayed job, see [`Jobs`](crate::Jobs)).
 #[put("/items/{id}")]
 async fn update_item(
     state: web::Data<AppState>,
     id: web::Path<u64>,
     body: web::Json<ItemInput>,
-) -> Result<web::Json<Item>, ApiError> {
+) -> Result<impl actix_web::Responder, ApiError> {
     let id = id.into_inner();
     let input = body.into_inner();
     let Some((old_category, item)) = state.db(move |db| db.update(id, &input)).await? else {
@@ -119,7 +120,16 @@ async fn update_item(
     };
     state.learn_category(&item.category);
     forget(&state.cache, id, &[&old_category, &item.category]).await;
-    Ok(web::Json(item))
+    // The update stands either way; `x-reindex` says whether its reindex is scheduled.
+    let reindex = match state.jobs.schedule(id).await {
+        Ok(pushed) if pushed.is_duplicate() => format!("pending; job={}", pushed.id()),
+        Ok(pushed) => format!("scheduled; job={}", pushed.id()),
+        Err(e) => {
+            tracing::warn!(item = id, error = %e, "could not schedule the item's reindex");
+            "failed".to_owned()
+        }
+    };
+    Ok(actix_web::Responder::customize(web::Json(item)).insert_header(("x-reindex", reindex)))
 }
 
 /// `DELETE /items/{id}`: 204; drops its entry and its category's lists.

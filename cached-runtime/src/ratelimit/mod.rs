@@ -101,7 +101,7 @@ use self::{
 use crate::{
     connection::{Redis, Script},
     error::CacheError,
-    stats::WarnLimiter,
+    warn::WarnLimiter,
 };
 
 #[doc(inline)]

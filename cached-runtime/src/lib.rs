@@ -89,7 +89,6 @@ mod error;
 pub mod queue;
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit;
-mod shared;
 mod spawn;
 pub mod telemetry;
 mod warn;

@@ -15,6 +15,7 @@ pub(crate) mod policy;
 pub(crate) mod read;
 pub(crate) mod report;
 pub(crate) mod shape;
+pub(crate) mod shared;
 pub(crate) mod stats;
 pub(crate) mod store;
 pub(crate) mod vary;

@@ -1,7 +1,7 @@
 //! A cache's connection, for the primitives that run beside it (rate limits, counters) on
 //! the same connections, breaker and metrics.
 
-use crate::{Cache, connection::Redis};
+use crate::{cache::Cache, connection::Redis};
 
 impl Cache {
     /// The Redis connection this cache runs on; `None` for a cache in memory.

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The demo's near cache from the outside: builds demo-app (release), starts a private
 # redis-server on a free loopback port, then runs the demo binary twice on it, with
-# REDIS_CACHE_LOCAL_ENTRIES unset (Redis only) and set (the near cache on, read through
+# REDIS_CACHE_NEAR_ENTRIES unset (Redis only) and set (the near cache on, read through
 # CacheBuilder::from_env), and measures the warm `GET /items/1` of each under
 # `wrk -t2 -c64 -d5s` after a 1 s warm-up. Prints a Markdown table and the `tier` series of
 # the near-cache run's /metrics, which show where the hits were answered.
 #
-# `cargo bench -p tests --bench cache` measures the same read in-process beside a constant
+# `cargo bench -p benches --bench cache` measures the same read in-process beside a constant
 # JSON handler (its `http` section); this script checks the environment variable path of the
 # real binary. LOCAL_ENTRIES (default 10000), SECONDS_PER_RUN (default 5).
 set -euo pipefail
@@ -90,12 +90,12 @@ echo "| demo-app | requests/s | p99 |"
 echo "|---|---:|---:|"
 start_demo
 read -r off_rps off_p99 < <(measure)
-echo "| Redis only (REDIS_CACHE_LOCAL_ENTRIES unset) | $off_rps | $off_p99 |"
+echo "| Redis only (REDIS_CACHE_NEAR_ENTRIES unset) | $off_rps | $off_p99 |"
 stop_demo
 
-start_demo REDIS_CACHE_LOCAL_ENTRIES="$local_entries"
+start_demo REDIS_CACHE_NEAR_ENTRIES="$local_entries"
 read -r on_rps on_p99 < <(measure)
-echo "| near cache on (REDIS_CACHE_LOCAL_ENTRIES=$local_entries) | $on_rps | $on_p99 |"
+echo "| near cache on (REDIS_CACHE_NEAR_ENTRIES=$local_entries) | $on_rps | $on_p99 |"
 echo
 echo "near / Redis only: $(awk -v a="$on_rps" -v b="$off_rps" 'BEGIN { printf "%.2f", a / b }')"
 echo

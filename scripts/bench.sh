@@ -24,4 +24,4 @@ fi
 mkdir -p target/bench
 say "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(rustc --version), $(redis-server --version | cut -d' ' -f1-3)"
 BENCH_CHART="${BENCH_CHART:-$PWD/docs/bench-hit-path.svg}" \
-  timeout 900 cargo bench -p tests --bench cache | tee target/bench/results.md
+  timeout 900 cargo bench -p benches --bench cache | tee target/bench/results.md

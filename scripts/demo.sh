@@ -9,8 +9,8 @@
 # DEMO_REDIS=cluster starts a private local Redis Cluster instead (3 primaries, 3 replicas,
 # scripts/redis-cluster.sh) and points the service at it with REDIS_CLUSTER_NODES.
 #
-# The near cache is on (10000 entries) unless REDIS_CACHE_LOCAL_ENTRIES says otherwise
-# (REDIS_CACHE_LOCAL_ENTRIES=0 turns it off).
+# The near cache is on (10000 entries) unless REDIS_CACHE_NEAR_ENTRIES says otherwise
+# (REDIS_CACHE_NEAR_ENTRIES=0 turns it off).
 #
 # Every variable of the service passes through: BIND, DATABASE_PATH (default
 # target/demo/catalog.db), ADMIN_TOKEN, REDIS_URL, REDIS_CLUSTER_NODES, REDIS_SENTINEL_*,
@@ -45,7 +45,7 @@ free_port() {
 }
 
 export DATABASE_PATH="${DATABASE_PATH:-target/demo/catalog.db}"
-export REDIS_CACHE_LOCAL_ENTRIES="${REDIS_CACHE_LOCAL_ENTRIES:-10000}"
+export REDIS_CACHE_NEAR_ENTRIES="${REDIS_CACHE_NEAR_ENTRIES:-10000}"
 mkdir -p "$(dirname "$DATABASE_PATH")"
 
 redis_pid=""

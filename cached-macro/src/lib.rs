@@ -11,6 +11,7 @@ use proc_macro::TokenStream;
 
 mod args;
 mod expand;
+mod rate_limit;
 mod validate;
 
 /// Cache-aside over Redis for an `async fn`: on a call, build a key from the arguments and
@@ -50,7 +51,7 @@ mod validate;
 /// | `crate = "facade::cache"` | The path of the runtime crate when it is renamed or re-exported, instead of `::cached_runtime`. |
 /// | `vary(req = ["authorization"])` | Request headers the result depends on, read from the argument `req` (an Actix `HttpRequest`, or an axum `HeaderMap`, `Request` or `request::Parts`), go into the key as a hash of their values; the argument itself is left out. `vary(req = [])` says the result depends on none of its headers. Header names are lowercase; checked at compile time. See *Per-caller results* below. |
 /// | `revalidate` | HTTP revalidation for an Actix or axum handler returning a framework's `Json<T>` (inside `Option`/`Result` or not): the response carries `ETag`, `Cache-Control` and `X-Cache: HIT\|MISS`, a matching `If-None-Match` gets `304 Not Modified` (no JSON decoded), and `Cache-Control: no-cache` on the request refreshes the entry. `revalidate = "public, max-age"` (or `"no-cache"`, …) replaces the default `Cache-Control: private, max-age=<seconds the entry has left>`. See *HTTP revalidation* below. |
-/// | `local = false` | Never answered from the cache's near cache (`CacheBuilder::local_cache`): every call reads Redis. Without it, a function whose value type is `Clone + Send + Sync + 'static` is answered from process memory when the cache has a near cache; other value types always read Redis. |
+/// | `near = false` | Never answered from the cache's near cache (`CacheBuilder::near_cache`; for a `Policy` built by hand, `Policy::near(false)`): every call reads Redis. Without it, a function whose value type is `Clone + Send + Sync + 'static` is answered from process memory when the cache has a near cache; other value types always read Redis. (`local`, its earlier name, is a compile error that says so.) |
 /// | `lock = true` | Across processes, one caller fills a missing entry under a Redis lock (`SET NX PX`, released only by its owner) while the others poll for its value. `lock = true` holds the lock at most 10 s; `lock = 3` or `lock = Duration::from_millis(500)` sets that TTL. Waiters give up and run the body themselves after the lock TTL, so a crashed holder blocks nobody for longer. In-process single-flight needs no option: it is on for every cache unless turned off there. |
 ///
 /// An unknown, repeated or malformed option is a compile error that lists the valid ones.
@@ -235,9 +236,9 @@ mod validate;
 ///     const _: () = ::cached_runtime::__private::check_prefix("item");
 ///     use ::cached_runtime::__private::{KeyLevel0 as _, KeyLevel1 as _, Level0 as _, /* … */};
 ///     static __CACHED_POLICY: ::cached_runtime::__private::Policy =
-///         ::cached_runtime::__private::Policy::__from_macro("item", 600, 0, 0, 0);
+///         ::cached_runtime::__private::policy("item", 600, 0, 0, 0);
 ///     static __CACHED_SITE: ::cached_runtime::__private::Site =
-///         ::cached_runtime::__private::Site::__new(::core::module_path!(), "item");
+///         ::cached_runtime::__private::site(::core::module_path!(), "item");
 ///     let __cached_call = ::cached_runtime::__private::Call::new(&__CACHED_POLICY, &__CACHED_SITE)
 ///         .key_arg((&&::cached_runtime::__private::KeyProbe(&id)).__cached_key())
 ///         .key_arg((&&::cached_runtime::__private::KeyProbe(&path)).__cached_key());
@@ -249,8 +250,64 @@ mod validate;
 /// With `cache = expr` the call starts with `Call::with_cache(&(expr), …)`; with
 /// `key = "v1:{id}"` the parts are `.literal("v1:").key_value(…)` and the template is checked
 /// by `const _: () = check_template("v1:{id}");`; a generic function adds
-/// `.types(&[type_name::<T>()])`.
+/// `.types(&[type_name::<T>()])`; `lock = 3` wraps the policy in `with_lock(…, 3000)` and
+/// `near = false` in `with_near(…, false)`, both `const fn`s of `__private` like the rest.
 #[proc_macro_attribute]
 pub fn redis_cache(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::redis_cache(args.into(), item.into()).into()
+}
+
+/// Rate-limits a handler: before its body runs, the client is charged against a
+/// `cached_runtime::ratelimit::RateLimiter`; a refused request gets the limiter's refusal
+/// (`429` with a problem body, or `503` when the limiter fails closed) without running the
+/// body, and an allowed one gets the `RateLimit` fields on its answer. Needs the runtime's
+/// `ratelimit` feature (and `actix` or `axum` for their response types).
+///
+/// ```text
+/// #[rate_limit(limiter = state.limiter)]
+/// async fn search(state: web::Data<AppState>, req: HttpRequest, q: web::Query<Q>) -> HttpResponse {
+///     …
+/// }
+///
+/// #[rate_limit(limiter = state.limiter, key = user.id, cost = 5)]
+/// async fn export(State(state): State<App>, user: User) -> Result<Response, AppError> {
+///     …
+/// }
+/// ```
+///
+/// # Options
+///
+/// | option | meaning |
+/// |---|---|
+/// | `limiter = expr` | Required. The limiter: a `RateLimiter`, `&`, `Arc` or `web::Data` of one, evaluated on each call before the body runs (so it may use the arguments). |
+/// | `key = expr` | The client key: anything `ToString` (a user id, an API token). Without it the client is read from the arguments: an Actix `HttpRequest`, or axum's `ConnectInfo<SocketAddr>` (and a `HeaderMap`, for the forwarded header behind the limiter's trusted proxies), found by type. |
+/// | `cost = expr` | What a call costs, a `u64` (1 by default; a literal 0 is refused). |
+/// | `crate = "path"` | The path of the runtime crate when it is renamed or re-exported, instead of `::cached_runtime`. |
+///
+/// # Return types
+///
+/// The return type answers the refusal, through `cached_runtime::ratelimit::LimitResponse`:
+/// `HttpResponse` (Actix), `Response` (axum), a `Result` of one (the refusal is `Ok`, an
+/// `Err` passes unchanged), or `Limited<T>` around any other responder (the body returns
+/// `Limited::from(web::Json(item))`). An `impl Trait` return type cannot be named, and is
+/// refused at compile time.
+///
+/// # Expansion
+///
+/// The signature is kept as written; the body becomes (the `__rl…` names are hygienic):
+///
+/// ```text
+/// let __rl_limiter = ::cached_runtime::ratelimit::__macro::limiter(&(state.limiter));
+/// let __rl_key = ::cached_runtime::ratelimit::__macro::client(
+///     __rl_limiter, __macro::peer(&req), Some(__macro::headers(&req)));
+/// let __rl_decision = __rl_limiter.check(&__rl_key, __macro::cost(1)).await;
+/// if !__rl_decision.is_allowed() {
+///     return <HttpResponse as __macro::LimitResponse>::refused(&__rl_decision);
+/// }
+/// let __rl_answer = __macro::pin_output::<HttpResponse, _>(async move { body }).await;
+/// <HttpResponse as __macro::LimitResponse>::allowed(__rl_answer, &__rl_decision)
+/// ```
+#[proc_macro_attribute]
+pub fn rate_limit(args: TokenStream, item: TokenStream) -> TokenStream {
+    rate_limit::rate_limit(args.into(), item.into()).into()
 }

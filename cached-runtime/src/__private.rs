@@ -1,23 +1,29 @@
 //! What `#[redis_cache]` expands to calls. Not a public API: it changes with the macro.
 
-use std::{future::Future, marker::PhantomData, ops::Deref, time::Duration};
+use std::{future::Future, ops::Deref, time::Duration};
 
 use serde::Serialize;
 
-pub use crate::http::{Conditional, HttpPolicy, JsonResponse, Revalidated};
-pub use crate::policy::{Policy, Site};
-pub use crate::shape::select::{
+pub use crate::cache::handle::AsCache;
+pub use crate::cache::policy::{Policy, Site};
+pub use crate::cache::shape::select::{
     Level0, Level1, Level2, Level3, Probe, Remote, Selected, Uncacheable,
 };
-pub use crate::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
-pub use crate::{Cache, CacheError, Key};
+pub use crate::cache::shape::{Fallible, FallibleOptional, Optional, Plain, Shape};
+pub use crate::cache::{Cache, key::Key};
+pub use crate::error::CacheError;
+pub use crate::web::extract::{
+    KeyFor, KeyLevel0, KeyLevel1, KeyLevel2, KeyProbe, MustSkip, RiskLevel0, RiskLevel1, RiskProbe,
+    SharedState, SkipSharedState, SkipWholeRequest, WholeRequest,
+};
+pub use crate::web::http::{Conditional, HttpPolicy, JsonResponse, Revalidated};
 pub use serde::Serialize as SerializeTrait;
 pub use serde::de::DeserializeOwned;
 
 use crate::{
     cache::Cache as CacheHandle,
-    global,
-    key::{self, KeyBuilder},
+    cache::global,
+    cache::key::{self, KeyBuilder},
 };
 
 /// Fails the build with the rule's message when `prefix` is not a valid prefix.
@@ -29,14 +35,14 @@ pub const fn check_prefix(prefix: &str) {
 
 /// Fails the build with the rule's message when `name` cannot be a header name in `vary`.
 pub const fn check_header_name(name: &str) {
-    if let Some(message) = crate::vary::header_name_error(name) {
+    if let Some(message) = crate::cache::vary::header_name_error(name) {
         panic!("{}", message);
     }
 }
 
 /// Fails the build with the rule's message when `value` is not a `revalidate` policy.
 pub const fn check_cache_control(value: &str) {
-    if let Some(message) = crate::http::cache_control_error(value) {
+    if let Some(message) = crate::web::http::cache_control_error(value) {
         panic!("{}", message);
     }
 }
@@ -78,42 +84,6 @@ pub const fn http_policy(cache_control: &'static str, vary: &'static str) -> Htt
 /// The site of `function` in `module` (`module_path!()`).
 pub const fn site(module: &'static str, function: &'static str) -> Site {
     Site::new(module, function)
-}
-
-/// Accepts what a `cache = …` option may name.
-#[diagnostic::on_unimplemented(
-    message = "`cache = ...` needs a `cached_runtime::Cache`, found `{Self}`",
-    label = "not a `Cache`",
-    note = "name a `Cache`, a `&Cache`, an `Arc<Cache>` or a `web::Data<Cache>`, like `cache = state.cache`"
-)]
-pub trait AsCache {
-    /// The cache.
-    fn as_cache(&self) -> &CacheHandle;
-}
-
-impl AsCache for CacheHandle {
-    fn as_cache(&self) -> &CacheHandle {
-        self
-    }
-}
-
-impl<T: AsCache + ?Sized> AsCache for &T {
-    fn as_cache(&self) -> &CacheHandle {
-        (**self).as_cache()
-    }
-}
-
-impl AsCache for std::sync::Arc<CacheHandle> {
-    fn as_cache(&self) -> &CacheHandle {
-        self
-    }
-}
-
-#[cfg(feature = "actix")]
-impl AsCache for actix_web::web::Data<CacheHandle> {
-    fn as_cache(&self) -> &CacheHandle {
-        self
-    }
 }
 
 /// One call of a cached function: the cache, the policy and the key being built.
@@ -194,7 +164,7 @@ impl Call {
 
     /// Appends the segment of `vary(source = [headers])`: a hash of those headers' values.
     #[inline]
-    pub fn vary<V: crate::VarySource + ?Sized>(
+    pub fn vary<V: crate::cache::vary::VarySource + ?Sized>(
         mut self,
         source: &V,
         headers: &'static [&'static str],
@@ -202,7 +172,7 @@ impl Call {
         if let Some((_, key)) = &mut self.cache
             && !headers.is_empty()
         {
-            key.push_arg(crate::vary::segment(source, headers).as_str());
+            key.push_arg(crate::cache::vary::segment(source, headers).as_str());
         }
         self
     }
@@ -219,7 +189,7 @@ impl Call {
             .strip_prefix(cache.namespace())
             .unwrap_or(key.as_str());
         let mut pattern = String::with_capacity(relative.len() + 2);
-        crate::key::glob_escape(relative, &mut pattern);
+        crate::cache::key::glob_escape(relative, &mut pattern);
         // `prefix:` alone when the key has no argument before the vary segments.
         if !pattern.ends_with(':') {
             pattern.push(':');
@@ -297,7 +267,7 @@ impl Call {
 
     /// Runs the cache-aside path, near cache included, or just `body` when there is no cache
     /// or no key.
-    pub async fn run_local<S, R, F>(self, body: F) -> R
+    pub async fn run_near<S, R, F>(self, body: F) -> R
     where
         S: Shape<R>,
         S::Value: Clone + Send + Sync + 'static,
@@ -316,78 +286,13 @@ impl Call {
     }
 }
 
-/// The value a key argument is keyed on, selected by autoref specialization: a framework's
-/// extractor (`web::Path<T>`) keys on the `T` it holds, anything else on itself. The call is
-/// `(&&KeyProbe(&arg)).__cached_key()`.
-#[derive(Debug)]
-pub struct KeyProbe<'a, V: ?Sized>(pub &'a V);
-
-/// A framework extractor: keyed on the value it holds.
-pub trait KeyLevel1<'a> {
-    /// The value keyed on.
-    type Target: ?Sized;
-    /// The value keyed on.
-    fn __cached_key(&self) -> &'a Self::Target;
-}
-
-/// Request context (shared state, the request or its headers): never keyed; the value keyed
-/// on is a [`MustSkip`], whose error says to skip the argument.
-pub trait KeyLevel2<'a> {
-    /// The value keyed on.
-    type Target: ?Sized;
-    /// The value keyed on.
-    fn __cached_key(&self) -> &'a Self::Target;
-}
-
-/// Anything else: keyed on itself.
-pub trait KeyLevel0<'a> {
-    /// The value keyed on.
-    type Target: ?Sized;
-    /// The value keyed on.
-    fn __cached_key(&self) -> &'a Self::Target;
-}
-
-impl<'a, V: ?Sized> KeyLevel0<'a> for KeyProbe<'a, V> {
-    type Target = V;
-    #[inline]
-    fn __cached_key(&self) -> &'a V {
-        self.0
-    }
-}
-
-/// What a companion function accepts for a key argument declared as `A`: `A` itself, or the
-/// value a framework extractor `A` holds (`u64` for `web::Path<u64>`).
-pub trait KeyFor<A: ?Sized>: Serialize {}
-
-impl<A: Serialize + ?Sized> KeyFor<A> for A {}
-
-impl KeyFor<String> for str {}
-
-/// Registers a framework extractor type `$ty` (with parameter `T`) that derefs to the value
-/// it is keyed on.
-#[allow(unused_macros)]
-macro_rules! extractor {
-    ($($ty:ident)::+<T>) => {
-        impl<'a, T> $crate::__private::KeyLevel1<'a> for &$crate::__private::KeyProbe<'a, $($ty)::+<T>> {
-            type Target = T;
-            #[inline]
-            fn __cached_key(&self) -> &'a T {
-                ::std::ops::Deref::deref(self.0)
-            }
-        }
-        impl<T: ::serde::Serialize> $crate::__private::KeyFor<$($ty)::+<T>> for T {}
-    };
-}
-#[allow(unused_imports)]
-pub(crate) use extractor;
-
 /// A companion's `vary` source, selected like [`KeyProbe`]: a source that is not a
-/// [`VarySource`](crate::VarySource) adds nothing here, as the getter already fails to
+/// [`VarySource`](crate::cache::vary::VarySource) adds nothing here, as the getter already fails to
 /// compile with the error about it.
 #[derive(Debug)]
 pub struct VaryProbe<'a, V: ?Sized>(pub &'a V);
 
-/// A [`VarySource`](crate::VarySource): its segment.
+/// A [`VarySource`](crate::cache::vary::VarySource): its segment.
 pub trait VaryLevel1 {
     /// [`Call::vary`].
     fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call;
@@ -399,7 +304,7 @@ pub trait VaryLevel0 {
     fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call;
 }
 
-impl<V: crate::VarySource + ?Sized> VaryLevel1 for &VaryProbe<'_, V> {
+impl<V: crate::cache::vary::VarySource + ?Sized> VaryLevel1 for &VaryProbe<'_, V> {
     #[inline]
     fn __cached_vary(&self, call: Call, headers: &'static [&'static str]) -> Call {
         call.vary(self.0, headers)
@@ -411,130 +316,6 @@ impl<V: ?Sized> VaryLevel0 for VaryProbe<'_, V> {
     fn __cached_vary(&self, call: Call, _headers: &'static [&'static str]) -> Call {
         call
     }
-}
-
-/// Whether an argument left out of the key can carry the caller's identity (a request or its
-/// headers), selected like [`KeyProbe`]: `(&&RiskProbe(&arg)).__cached_risk()` warns then.
-#[derive(Debug)]
-pub struct RiskProbe<'a, V: ?Sized>(pub &'a V);
-
-/// A request or its headers, left out of the key: a deprecation warning on the argument.
-pub trait RiskLevel1 {
-    /// Warns.
-    #[deprecated(
-        note = "#[redis_cache]: this argument holds request headers and is left out of the cache key, so a result that depends on the caller (a header, a cookie) would be served to other callers: key on what it depends on with `vary(arg = [\"authorization\"])`, or say it depends on none of them with `vary(arg = [])`"
-    )]
-    fn __cached_risk(&self) {}
-}
-
-/// Anything else: nothing to say.
-pub trait RiskLevel0 {
-    /// Says nothing.
-    #[inline]
-    fn __cached_risk(&self) {}
-}
-
-impl<V: ?Sized> RiskLevel0 for RiskProbe<'_, V> {}
-
-/// Registers a type that carries request headers.
-#[allow(unused_macros)]
-macro_rules! risky {
-    ($($ty:ident)::+ $(<$($g:ident),*>)?) => {
-        impl<'a $($(, $g)*)?> $crate::__private::RiskLevel1
-            for &$crate::__private::RiskProbe<'a, $($ty)::+ $(<$($g),*>)?> {}
-    };
-}
-
-#[cfg(feature = "actix")]
-mod actix_risk {
-    risky!(actix_web::HttpRequest);
-    risky!(actix_web::http::header::HeaderMap);
-}
-
-#[cfg(feature = "axum")]
-mod axum_risk {
-    risky!(axum::http::HeaderMap<T>);
-    risky!(axum::http::Request<B>);
-    risky!(axum::http::request::Parts);
-}
-
-/// What a request-context argument (`State<S>`, `web::Data<T>`, `HttpRequest`, `HeaderMap`…)
-/// is keyed on: nothing that compiles. `W` says why, in the error.
-#[derive(Debug)]
-pub struct MustSkip<C: ?Sized, W>(PhantomData<(W, fn() -> C)>);
-
-impl<C: ?Sized, W> MustSkip<C, W> {
-    #[allow(dead_code)] // used by the framework features' `context!` impls
-    const NEW: Self = MustSkip(PhantomData);
-}
-
-/// Why a [`MustSkip`] argument cannot be keyed: it is shared state.
-#[derive(Debug)]
-pub struct SharedState;
-
-/// Why a [`MustSkip`] argument cannot be keyed: it is the request or its headers.
-#[derive(Debug)]
-pub struct WholeRequest;
-
-/// Implemented by nothing: the error for shared state in the key.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is shared state, not part of the cache key: leave it out with `skip(...)`",
-    label = "this argument is part of the cache key",
-    note = "every argument not skipped is part of the key; state shared by all requests does not tell calls apart"
-)]
-pub trait SkipSharedState {}
-
-/// Implemented by nothing: the error for a request or its headers in the key.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` holds the whole request, which cannot be part of the cache key: leave it out with `skip(...)`",
-    label = "this argument is part of the cache key",
-    note = "when the result depends on request headers (the caller's identity, the language), key on them with `vary(name = [\"authorization\"])`"
-)]
-pub trait SkipWholeRequest {}
-
-// Bounded by traits nothing implements: the error is theirs, naming the argument's type.
-impl<C: SkipSharedState + ?Sized> Serialize for MustSkip<C, SharedState> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_unit()
-    }
-}
-
-impl<C: SkipWholeRequest + ?Sized> Serialize for MustSkip<C, WholeRequest> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_unit()
-    }
-}
-
-/// Registers request-context types `$ty` (with parameters `$g`) that must be skipped.
-#[allow(unused_macros)]
-macro_rules! context {
-    ($why:ident: $($ty:ident)::+ $(<$($g:ident),*>)?) => {
-        impl<'a $($(, $g)*)?> $crate::__private::KeyLevel2<'a>
-            for &&$crate::__private::KeyProbe<'a, $($ty)::+ $(<$($g),*>)?>
-        {
-            type Target = $crate::__private::MustSkip<$($ty)::+ $(<$($g),*>)?, $crate::__private::$why>;
-            #[inline]
-            fn __cached_key(&self) -> &'a Self::Target {
-                &$crate::__private::MustSkip::NEW
-            }
-        }
-    };
-}
-
-#[cfg(feature = "actix")]
-mod actix_context {
-    context!(SharedState: actix_web::web::Data<T>);
-    context!(WholeRequest: actix_web::HttpRequest);
-    context!(WholeRequest: actix_web::http::header::HeaderMap);
-}
-
-#[cfg(feature = "axum")]
-mod axum_context {
-    context!(SharedState: axum::extract::State<T>);
-    context!(SharedState: axum::Extension<T>);
-    context!(WholeRequest: axum::http::HeaderMap<T>);
-    context!(WholeRequest: axum::http::Request<B>);
-    context!(WholeRequest: axum::http::request::Parts);
 }
 
 /// A key argument: anything `Serialize`. Exists for the error when an argument is not.
@@ -566,7 +347,7 @@ where
     S: Shape<R>,
     S::Value: Clone + Send + Sync + 'static,
 {
-    /// Runs the cache-aside path with the near cache: [`Call::run_local`].
+    /// Runs the cache-aside path with the near cache: [`Call::run_near`].
     ///
     /// A value that cannot be cloned into the near cache derefs to [`Remote::run`]. When `S`
     /// does not fit `R` at all (the value is not `Serialize` or `DeserializeOwned`), method
@@ -578,7 +359,7 @@ where
         call: Call,
         body: F,
     ) -> impl Future<Output = R> + use<S, R, F> {
-        call.run_local::<S, R, F>(body)
+        call.run_near::<S, R, F>(body)
     }
 }
 
@@ -704,4 +485,4 @@ pub const fn jitter_secs(jitter: Duration) -> u64 {
 }
 
 /// The shape module, for `shape = …` paths in generated code.
-pub use crate::shape as shapes;
+pub use crate::web::shape as shapes;

@@ -2,8 +2,8 @@
 
 use std::{error::Error as StdError, fmt, time::Duration};
 
-/// The source of an error from the Redis client, boxed so the driver's type is not part of
-/// this crate's API.
+/// The source of an error from the Redis client or the value encoder, boxed so no dependency's
+/// type is part of this crate's API.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// What can go wrong when building a [`Cache`](crate::Cache) or calling it directly.
@@ -77,7 +77,7 @@ pub enum CacheError {
     KeyArgument(String),
     /// A value's `Serialize` impl failed.
     #[error("cannot encode a cached value")]
-    Encode(#[source] serde_json::Error),
+    Encode(#[source] BoxError),
 }
 
 /// What kind of failure a [`CacheError`] is.

@@ -51,12 +51,12 @@
 //!
 //! # Near cache
 //!
-//! [`CacheBuilder::local_cache`] keeps decoded values in process memory in front of Redis: a
+//! [`CacheBuilder::near_cache`] keeps decoded values in process memory in front of Redis: a
 //! hit there sends no command. Redis keeps every process's copy coherent through
 //! server-assisted client-side caching (`CLIENT TRACKING … BCAST`, one connection per
 //! primary): any change to a key, by anyone, evicts it; while tracking is down the near cache
-//! is empty and bypassed. [`Cache::sync_local`] waits for invalidations already sent, and
-//! [`LocalStats`] reports it.
+//! is empty and bypassed. [`Cache::sync_near`] waits for invalidations already sent, and
+//! [`NearStats`] reports it.
 //!
 //! # Metrics and tracing
 //!
@@ -80,44 +80,41 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-mod backend;
 mod cache;
-mod codec;
-mod config;
 pub mod connection;
+#[cfg(feature = "ratelimit")]
+pub mod counter;
 mod error;
-mod fill;
-mod flight;
-mod global;
-pub mod http;
-mod invalidate;
-pub mod key;
-mod local;
-mod memory;
-mod mode;
-mod policy;
 #[cfg(feature = "queue")]
 pub mod queue;
-pub mod shape;
+#[cfg(feature = "ratelimit")]
+pub mod ratelimit;
 mod spawn;
-mod stats;
 pub mod telemetry;
-mod vary;
+mod warn;
+mod web;
+
+pub use cache::key;
+pub use web::{http, shape};
 
 #[doc(hidden)]
 pub mod __private;
 
 pub use cache::Cache;
-pub use config::{CacheBuilder, DEFAULT_URL, redact_url};
+pub use cache::builder::CacheBuilder;
+pub use cache::global::{install, installed};
+pub use cache::key::{Key, KeyBuilder};
+pub use cache::mode::{bypass, refresh};
+pub use cache::near::NearStats;
+pub use cache::policy::Policy;
+pub use cache::stats::{Counts, Stats};
+pub use cache::vary::VarySource;
+pub use connection::{DEFAULT_URL, redact_url};
 pub use connection::{Redis, RedisBuilder};
 pub use error::{BoxError, CacheError, ErrorKind};
-pub use global::{install, installed};
-pub use key::{Key, KeyBuilder};
-pub use local::LocalStats;
-pub use mode::{bypass, refresh};
-pub use policy::Policy;
-pub use stats::{Counts, Stats};
-pub use vary::VarySource;
 
 #[doc(inline)]
 pub use cached_macro::redis_cache;
+#[cfg(feature = "ratelimit")]
+#[doc(inline)]
+pub use ratelimit::rate_limit;

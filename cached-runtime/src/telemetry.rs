@@ -17,7 +17,7 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `redis_cache_requests_total` | counter | `cache`, `prefix`, `outcome`, `tier` (hits only) | cached calls by how they ended, exactly one outcome per call: `hit`, `null_hit` (a stored absence), each with `tier="local"` (the near cache) or `tier="redis"`, `miss` (the body ran and its result was stored), `coalesced` (answered by another caller's fill), `bypass` (a `bypass`/`refresh` scope or a pending invalidation), `error` (the cache could not be read, the body ran) |
+//! | `redis_cache_requests_total` | counter | `cache`, `prefix`, `outcome`, `tier` (hits only) | cached calls by how they ended, exactly one outcome per call: `hit`, `null_hit` (a stored absence), each with `tier="near"` (the near cache) or `tier="redis"`, `miss` (the body ran and its result was stored), `coalesced` (answered by another caller's fill), `bypass` (a `bypass`/`refresh` scope or a pending invalidation), `error` (the cache could not be read, the body ran) |
 //! | `redis_cache_stores_total` | counter | `cache`, `prefix` | entries written (values and null markers) |
 //! | `redis_cache_oversized_total` | counter | `cache`, `prefix` | results returned but not stored: larger than `max_value_bytes` |
 //! | `redis_cache_decode_failures_total` | counter | `cache`, `prefix` | stored entries that did not decode (garbage, another version or shape), treated as misses and overwritten |
@@ -44,9 +44,9 @@
 //! and is not timed in `db.client.operation.duration`; neither are the tracking connections'
 //! `ROLE` heartbeats.
 //!
-//! Hits and null hits carry a `tier` label: `local` when the near cache answered (no Redis
+//! Hits and null hits carry a `tier` label: `near` when the near cache answered (no Redis
 //! command), `redis` otherwise; summing over it gives all hits. The near cache's own state is
-//! in [`Cache::stats`](crate::Cache::stats) (`local`).
+//! in [`Cache::stats`](crate::Cache::stats) (`near`).
 //!
 //! Histograms are recorded in seconds. [`LATENCY_BUCKETS`] suit Redis commands on a local
 //! network (tens of microseconds up to the command timeout); [`FILL_BUCKETS`] suit bodies
@@ -75,8 +75,6 @@ use std::{
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder, SharedString, Unit,
 };
-
-use crate::stats::{Event, Outcome};
 
 /// Cached calls by outcome: counter, labels `cache`, `prefix`, `outcome`.
 pub const REQUESTS: &str = "redis_cache_requests_total";
@@ -165,84 +163,20 @@ impl<H> Lazy<H> {
     }
 }
 
-fn key(name: &'static str, labels: Vec<Label>) -> Key {
+pub(crate) fn key(name: &'static str, labels: Vec<Label>) -> Key {
     Key::from_parts(name, labels)
 }
 
-fn counter(r: &dyn Recorder, name: &'static str, labels: Vec<Label>) -> Counter {
+pub(crate) fn counter(r: &dyn Recorder, name: &'static str, labels: Vec<Label>) -> Counter {
     r.register_counter(&key(name, labels), &METADATA)
 }
 
-fn histogram(r: &dyn Recorder, name: &'static str, labels: Vec<Label>) -> Histogram {
+pub(crate) fn histogram(r: &dyn Recorder, name: &'static str, labels: Vec<Label>) -> Histogram {
     r.register_histogram(&key(name, labels), &METADATA)
 }
 
-/// Which kind of wait for another caller's fill.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Wait {
-    /// For a fill in this process.
-    Flight,
-    /// For another process holding the fill lock.
-    Lock,
-}
-
-/// The counters of one prefix of one cache, registered together so each reads 0 before its
-/// first increment.
-pub(crate) struct PrefixHandles {
-    pub(crate) outcomes: [Counter; 8],
-    pub(crate) events: [Counter; 6],
-}
-
-fn prefix_labels(cache: &SharedString, prefix: &SharedString) -> Vec<Label> {
-    vec![
-        Label::new("cache", cache.clone()),
-        Label::new("prefix", prefix.clone()),
-    ]
-}
-
-impl PrefixHandles {
-    pub(crate) fn register(r: &dyn Recorder, cache: &SharedString, prefix: &SharedString) -> Self {
-        describe(r);
-        let labels = || prefix_labels(cache, prefix);
-        Self {
-            outcomes: Outcome::ALL.map(|o| {
-                let mut l = labels();
-                l.push(Label::from_static_parts("outcome", o.label()));
-                if let Some(tier) = o.tier() {
-                    l.push(Label::from_static_parts("tier", tier));
-                }
-                counter(r, REQUESTS, l)
-            }),
-            events: Event::ALL.map(|e| counter(r, e.metric(), labels())),
-        }
-    }
-}
-
-/// A histogram of one prefix, registered on its first value (an empty histogram is a dozen
-/// lines of zeros in an exposition).
-pub(crate) fn prefix_histogram(
-    r: &dyn Recorder,
-    cache: &SharedString,
-    prefix: &SharedString,
-    wait: Option<Wait>,
-) -> Histogram {
-    describe(r);
-    let mut labels = prefix_labels(cache, prefix);
-    match wait {
-        None => histogram(r, FILL_DURATION, labels),
-        Some(wait) => {
-            let value = match wait {
-                Wait::Flight => "flight",
-                Wait::Lock => "lock",
-            };
-            labels.push(Label::from_static_parts("wait", value));
-            histogram(r, WAIT_DURATION, labels)
-        }
-    }
-}
-
 /// Units and help texts, sent to a recorder whenever handles are registered with it.
-fn describe(r: &dyn Recorder) {
+pub(crate) fn describe(r: &dyn Recorder) {
     let counters: [(&'static str, &'static str); 8] = [
         (
             REQUESTS,
@@ -524,25 +458,6 @@ pub(crate) fn cache_name(given: Option<&str>) -> SharedString {
             n => SharedString::from_owned(format!("default-{n}")),
         },
     }
-}
-
-/// The span of one cached call; see the module docs for its fields.
-#[inline]
-pub(crate) fn call_span(cache: &str, key: &crate::key::Key) -> tracing::Span {
-    tracing::debug_span!(
-        "cache.get",
-        cache = cache,
-        prefix = key.prefix(),
-        key = %crate::cache::KeyTag(key),
-        outcome = tracing::field::Empty,
-        redis_ms = tracing::field::Empty,
-    )
-}
-
-/// Records a call's outcome on its span.
-#[inline]
-pub(crate) fn record_outcome(span: &tracing::Span, outcome: Outcome) {
-    span.record("outcome", outcome.label());
 }
 
 /// Starts timing for a span field, only when the span is recorded.

@@ -13,12 +13,14 @@ use std::{
 use cached_runtime::{Cache, CacheBuilder};
 pub use nix::sys::signal::Signal;
 
+pub mod cutter;
+pub mod deployment;
 pub mod fixtures;
 pub mod proxy;
 pub mod queue;
 pub mod recorder;
 pub mod topology;
-pub use proxy::Proxy;
+pub use proxy::{Proxy, Traffic};
 
 /// Command and connect timeout of the caches the harness builds: generous, because a loaded
 /// 2-core CI machine can take far longer than a production timeout to answer. Tests about
@@ -403,7 +405,7 @@ pub fn free_port() -> u16 {
 
 /// Polls `condition` every few milliseconds until it holds; panics, naming the caller's
 /// line, when it still does not after `timeout`. For conditions that need `.await`, see
-/// [`wait_until_async`].
+/// [`wait_until_async`]; for one that says why it does not hold yet, [`wait_for`].
 ///
 /// ```no_run
 /// # async fn demo(stats: impl Fn() -> u64) {
@@ -417,18 +419,10 @@ where
     F: FnMut() -> bool,
 {
     let caller = std::panic::Location::caller();
-    async move {
-        let deadline = Instant::now() + timeout;
-        let mut polls = 0u64;
-        while !condition() {
-            polls += 1;
-            assert!(
-                Instant::now() < deadline,
-                "condition at {caller} still false after {timeout:?} ({polls} polls)"
-            );
-            tokio::time::sleep(poll_interval(polls)).await;
-        }
-    }
+    poll(caller, timeout, move || {
+        let held = condition();
+        async move { if held { Ok(()) } else { Err(NoReason) } }
+    })
 }
 
 /// [`wait_until`] for a condition that is itself async, e.g. a cache call.
@@ -439,17 +433,78 @@ where
     Fut: Future<Output = bool>,
 {
     let caller = std::panic::Location::caller();
-    async move {
-        let deadline = Instant::now() + timeout;
-        let mut polls = 0u64;
-        while !condition().await {
-            polls += 1;
-            assert!(
-                Instant::now() < deadline,
-                "condition at {caller} still false after {timeout:?} ({polls} polls)"
-            );
-            tokio::time::sleep(poll_interval(polls)).await;
-        }
+    poll(caller, timeout, move || {
+        let held = condition();
+        async move { if held.await { Ok(()) } else { Err(NoReason) } }
+    })
+}
+
+/// Polls `probe` until it returns `Ok`, and returns what it found; panics, naming the caller's
+/// line and the last `Err` (why the condition did not hold yet), when it still has not after
+/// `timeout`.
+///
+/// ```no_run
+/// # async fn demo(cache: cached_runtime::Cache) {
+/// use std::time::Duration;
+/// tests::wait_for(Duration::from_secs(5), || cache.ping()).await;
+/// # }
+/// ```
+#[track_caller]
+pub fn wait_for<T, E, F, Fut>(timeout: Duration, mut probe: F) -> impl Future<Output = T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let caller = std::panic::Location::caller();
+    poll(caller, timeout, move || {
+        let probed = probe();
+        async move { probed.await.map_err(Reason) }
+    })
+}
+
+/// The polling loop behind the waits: `probe` until `Ok`, a bounded number of times.
+async fn poll<T, E, F, Fut>(
+    caller: &'static std::panic::Location<'static>,
+    timeout: Duration,
+    mut probe: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    let deadline = Instant::now() + timeout;
+    let mut polls = 0u64;
+    loop {
+        let why = match probe().await {
+            Ok(found) => return found,
+            Err(why) => why,
+        };
+        polls += 1;
+        assert!(
+            Instant::now() < deadline,
+            "condition at {caller} still false after {timeout:?} ({polls} polls){why}"
+        );
+        tokio::time::sleep(poll_interval(polls)).await;
+    }
+}
+
+/// A condition that is simply false: nothing to add to the message.
+struct NoReason;
+
+impl std::fmt::Display for NoReason {
+    fn fmt(&self, _: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        Ok(())
+    }
+}
+
+/// Why a [`wait_for`] probe failed, as the end of the message.
+struct Reason<E>(E);
+
+impl<E: std::fmt::Display> std::fmt::Display for Reason<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, ": {}", self.0)
     }
 }
 

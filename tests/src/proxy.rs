@@ -1,6 +1,9 @@
 //! A fault-injecting TCP proxy: forwards loopback connections to an upstream (a test's
 //! `redis-server`) and, on command, black-holes or kills the connections it holds, so tests can
-//! reproduce a half-open connection (a failover, a silent load balancer) or a reset.
+//! reproduce a half-open connection (a failover, a silent load balancer) or a reset. It counts
+//! the commands and replies each connection carried, so a test waits for them, not a while.
+
+mod resp;
 
 use std::{
     fmt,
@@ -46,6 +49,31 @@ pub struct Proxy {
 struct Shared {
     accepted: AtomicUsize,
     conns: Mutex<Conns>,
+    /// Every accepted connection's traffic, in accept order, closed ones included.
+    traffic: Mutex<Vec<Arc<Mutex<Traffic>>>>,
+}
+
+/// What one connection through a [`Proxy`] has carried so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// The name of every command the client sent, upper-cased, in order: forwarded or
+    /// swallowed by a black hole alike.
+    pub commands: Vec<String>,
+    /// How many replies were passed on to the client (RESP3 pushes and attributes not
+    /// counted; replies swallowed by a black hole neither).
+    pub replies: usize,
+}
+
+impl Traffic {
+    /// Whether every command sent so far has been answered.
+    pub fn answered(&self) -> bool {
+        self.replies == self.commands.len()
+    }
+
+    /// How many of the commands were `name` (upper-case).
+    pub fn count(&self, name: &str) -> usize {
+        self.commands.iter().filter(|c| *c == name).count()
+    }
 }
 
 struct Conns {
@@ -85,6 +113,7 @@ impl Proxy {
                 closed: false,
                 live: Vec::new(),
             }),
+            traffic: Mutex::new(Vec::new()),
         });
         let accept = {
             let _entered = runtime.enter();
@@ -122,6 +151,20 @@ impl Proxy {
     /// How many connections it has accepted so far (forwarded or not).
     pub fn connections(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// What each connection it accepted has carried so far, in accept order (closed ones
+    /// included; one refused upstream carried nothing).
+    pub fn traffic(&self) -> Vec<Traffic> {
+        let traffic = self
+            .shared
+            .traffic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        traffic
+            .iter()
+            .map(|t| t.lock().unwrap_or_else(PoisonError::into_inner).clone())
+            .collect()
     }
 
     /// Makes every existing connection a black hole: what either side sends is read and
@@ -192,6 +235,12 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
                 continue;
             }
         };
+        let traffic = Arc::new(Mutex::new(Traffic::default()));
+        shared
+            .traffic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::clone(&traffic));
         shared.accepted.fetch_add(1, Ordering::SeqCst);
         // An upstream that refuses: close the client's connection, as a dead server would.
         let Ok(server) = TcpStream::connect(upstream).await else {
@@ -218,12 +267,14 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
             server_write,
             Arc::clone(&control),
             killed.clone(),
+            Count::Commands(Arc::clone(&traffic)),
         ));
         let down = tokio::spawn(pump(
             server_read,
             client_write,
             Arc::clone(&control),
             killed,
+            Count::Replies(traffic),
         ));
         conns.live.push(Conn {
             control,
@@ -233,14 +284,38 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Sh
     }
 }
 
-/// Forwards one direction until end of stream, an error, or a kill.
+/// What a pump counts into its connection's [`Traffic`].
+enum Count {
+    /// Client to server: every command read, forwarded or not.
+    Commands(Arc<Mutex<Traffic>>),
+    /// Server to client: every reply written.
+    Replies(Arc<Mutex<Traffic>>),
+}
+
+impl Count {
+    fn add(&self, frames: Vec<resp::Frame>) {
+        let (Self::Commands(traffic) | Self::Replies(traffic)) = self;
+        let mut traffic = traffic.lock().unwrap_or_else(PoisonError::into_inner);
+        for frame in frames {
+            match (self, frame) {
+                (Self::Commands(_), resp::Frame::Message(name)) => traffic.commands.push(name),
+                (Self::Replies(_), resp::Frame::Message(_)) => traffic.replies += 1,
+                (_, resp::Frame::Push | resp::Frame::Attribute) => {}
+            }
+        }
+    }
+}
+
+/// Forwards one direction until end of stream, an error, or a kill, counting its frames.
 async fn pump(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
     control: Arc<Control>,
     mut killed: watch::Receiver<bool>,
+    count: Count,
 ) {
     let mut buf = vec![0u8; 16 * 1024];
+    let mut frames = resp::Frames::default();
     loop {
         let n = tokio::select! {
             biased;
@@ -250,9 +325,18 @@ async fn pump(
                 Ok(n) => n,
             },
         };
+        // Parsed even when swallowed, to stay in step with the stream.
+        let found = frames.feed(&buf[..n]);
         if control.blackholed.load(Ordering::SeqCst) {
+            // A swallowed command was still sent; a swallowed reply never reached the client.
+            if let Count::Commands(_) = count {
+                count.add(found);
+            }
             continue;
         }
+        // Counted before the write, so whatever the client has read is counted already; past
+        // the black hole's check, nothing stops these bytes but a kill.
+        count.add(found);
         tokio::select! {
             biased;
             _ = killed.wait_for(|k| *k) => return reset(&from, &to),

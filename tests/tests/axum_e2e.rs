@@ -4,45 +4,21 @@
 //! Each test starts its own Redis, database and server, and waits for `/healthz` to report
 //! Redis up (the cache is built lazily) before asserting cache behaviour.
 
-use std::{
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
-};
+use std::ops::Deref;
 
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use tests::RedisServer;
+use tests::fixtures::demo::AxumDemo;
 
-const DEADLINE: Duration = Duration::from_secs(15);
+/// The example (see [`AxumDemo`]), with the requests these tests make.
+struct Demo(AxumDemo);
 
-/// A database file in the temp directory, removed on drop.
-struct TempDb(PathBuf);
+impl Deref for Demo {
+    type Target = AxumDemo;
 
-impl TempDb {
-    fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Self(std::env::temp_dir().join(format!("demo-axum-e2e-{}-{n}.db", std::process::id())))
+    fn deref(&self) -> &AxumDemo {
+        &self.0
     }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-journal", "-wal", "-shm"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
-struct Demo {
-    _redis: RedisServer,
-    running: Option<demo_axum::Running>,
-    base: String,
-    client: reqwest::Client,
-    _db: TempDb,
 }
 
 /// One answer: status, the cache's headers, and the body as JSON (`Null` when empty).
@@ -59,28 +35,7 @@ struct Reply {
 
 impl Demo {
     async fn start() -> Self {
-        let redis = RedisServer::start();
-        let db = TempDb::new();
-        let mut config = demo_axum::Config::new(&redis.url(), &db.0);
-        config.bind = "127.0.0.1:0".to_owned();
-        let running = demo_axum::start(config).await.expect("start the demo");
-        let demo = Self {
-            base: format!("http://{}", running.addr()),
-            _redis: redis,
-            running: Some(running),
-            client: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(DEADLINE)
-                .build()
-                .expect("an http client"),
-            _db: db,
-        };
-        let start = Instant::now();
-        while demo.get("/healthz", &[]).await.body["redis"] != "up" {
-            assert!(start.elapsed() < DEADLINE, "redis never reported up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        demo
+        Self(AxumDemo::start(|_| ()).await)
     }
 
     async fn call(
@@ -319,7 +274,5 @@ async fn bad_input_gets_a_4xx_json_error() {
 
 #[tokio::test]
 async fn the_service_stops_gracefully() {
-    let mut demo = Demo::start().await;
-    let running = demo.running.take().expect("running");
-    running.stop().await.expect("a clean stop");
+    Demo::start().await.0.stop().await;
 }

@@ -18,13 +18,10 @@ use axum::{
 use cached_runtime::{Cache, redis_cache};
 use redis::Commands;
 use serde::{Deserialize, Serialize};
-use tests::RedisServer;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    lang: String,
-}
+use tests::{
+    RedisServer,
+    fixtures::{Item, item_in},
+};
 
 #[derive(Serialize, Deserialize)]
 struct Page {
@@ -60,7 +57,7 @@ async fn item(
     if id == 0 {
         return Err(StatusCode::NOT_FOUND);
     }
-    Ok(Json(Item { id, lang }))
+    Ok(Json(item_in(id, &lang)))
 }
 
 #[tokio::test]
@@ -77,7 +74,7 @@ async fn a_pattern_argument_keys_on_the_names_it_binds_in_order() {
     assert_eq!(key.as_str(), "ax.item:7:en");
     let stored: String = server.conn().get(key.as_str()).expect("GET");
     assert!(
-        stored.ends_with(r#"{"id":7,"lang":"en"}"#),
+        stored.ends_with(r#"{"id":7,"name":"item 7 (en)"}"#),
         "the Json's value is stored: {stored}"
     );
 
@@ -134,10 +131,7 @@ async fn a_struct_pattern_keys_only_on_the_fields_the_body_can_see() {
 #[redis_cache(prefix = "ax.whole", ttl = 600, cache = app.cache, skip(app))]
 async fn whole(app: State<App>, path: Path<u64>, query: Query<Page>) -> Json<Item> {
     app.runs.fetch_add(1, Ordering::SeqCst);
-    Json(Item {
-        id: *path,
-        lang: query.lang.clone(),
-    })
+    Json(item_in(*path, &query.lang))
 }
 
 #[tokio::test]

@@ -38,8 +38,14 @@ async fn a_probe_cancelled_mid_command_does_not_leave_the_circuit_open() {
     value(&cache, 1, &runs).await;
     assert!(cache.stats().circuit_open, "{:?}", cache.stats());
     wait_until(Duration::from_secs(10), || proxy.connections() >= 2).await;
-    // Setup only: let the fresh connection finish its handshake, then silence it too.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Setup only: the fresh connection finishes its handshake (it is the cache's once bb8's
+    // check-out `PING` is answered), then it is silenced too.
+    let fresh = proxy.connections() - 1;
+    wait_until(Duration::from_secs(10), || {
+        let traffic = &proxy.traffic()[fresh];
+        traffic.count("PING") > 0 && traffic.answered()
+    })
+    .await;
     proxy.blackhole();
     // The probe after the cool-down is dropped while its GET is in flight (a probe that
     // finds no connection completes at once and is not what this test is about).

@@ -4,13 +4,12 @@
 
 use std::time::Duration;
 
-use cached_runtime::{Policy, shape::Plain};
+use cached_runtime::shape::Plain;
 use redis::Commands;
-use tests::topology::{LocalCluster, TestRedis, Topology};
-
-fn policy(prefix: &'static str) -> Policy {
-    Policy::new(prefix, Duration::from_secs(600)).expect("valid policy")
-}
+use tests::{
+    fixtures::policy,
+    topology::{LocalCluster, TestRedis, Topology},
+};
 
 #[tokio::test]
 async fn entries_land_on_every_primary_and_are_read_back_from_each() {

@@ -1,37 +1,13 @@
 //! The Actix demo's item read, revalidated, over real HTTP: an `ETag` on the item, a `304`
 //! for it that reaches no database, and a new tag after an update.
 
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
-
 use reqwest::{StatusCode, header};
-use tests::RedisServer;
+use tests::fixtures::demo::ActixDemo;
 
 #[tokio::test]
 async fn the_demo_item_read_answers_304_until_the_item_changes() {
-    let redis = RedisServer::start();
-    let db =
-        TempDb(std::env::temp_dir().join(format!("demo-revalidation-{}.db", std::process::id())));
-    let mut config = demo_app::Config::new(redis.url(), &db.0);
-    config.bind = "127.0.0.1:0".to_owned();
-    config.workers = Some(1);
-    let running = demo_app::start(config).await.expect("start the demo");
-    let base = format!("http://{}", running.addr());
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("an http client");
-    let start = Instant::now();
-    while running.state().cache.ping().await.is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "redis never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let demo = ActixDemo::start(|_| ()).await;
+    let (client, base, running) = (&demo.client, &demo.base, &demo.running);
     let get = |tag: Option<String>| {
         let mut request = client.get(format!("{base}/items/42"));
         if let Some(tag) = tag {
@@ -65,17 +41,5 @@ async fn the_demo_item_read_answers_304_until_the_item_changes() {
     assert_ne!(changed.headers()[header::ETAG], etag.as_str());
     let body: serde_json::Value = changed.json().await.expect("JSON");
     assert_eq!(body["name"], "Deluxe Ukulele");
-    running.stop().await.expect("a clean stop");
-}
-
-struct TempDb(PathBuf);
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
+    demo.stop().await;
 }

@@ -4,13 +4,11 @@
 
 use std::{
     io::Write,
-    path::PathBuf,
     sync::{Arc, LazyLock, Mutex, PoisonError},
-    time::Duration,
 };
 
 use reqwest::StatusCode;
-use tests::RedisServer;
+use tests::fixtures::demo::ActixDemo;
 
 const TOKEN: &str = "s3cr3t-admin-token-never-logged";
 /// A wrong token a client sends: not a secret of the service, but nothing a log should keep
@@ -50,52 +48,15 @@ fn logs() -> String {
     String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
 }
 
-/// A database file in the temp directory, removed on drop.
-struct TempDb(PathBuf);
-
-impl TempDb {
-    fn new(name: &str) -> Self {
-        Self(std::env::temp_dir().join(format!("demo-secrets-{name}-{}.db", std::process::id())))
-    }
-}
-
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_token_never_appears_in_logs_or_debug_output() {
     LazyLock::force(&LOGS);
-    let redis = RedisServer::start();
-    let db = TempDb::new("token");
-    let mut config = demo_app::Config::new(redis.url(), &db.0);
-    config.bind = "127.0.0.1:0".to_owned();
-    config.workers = Some(1);
-    config.admin_token = Some(TOKEN.into());
-    assert!(!format!("{config:?}").contains(TOKEN), "{config:?}");
-    let running = demo_app::start(config).await.expect("start the demo");
-    let base = format!("http://{}", running.addr());
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .expect("a client");
-    tests::wait_until_async(Duration::from_secs(15), || async {
-        let health = client.get(format!("{base}/healthz")).send().await;
-        health
-            .expect("answers")
-            .text()
-            .await
-            .expect("body")
-            .contains(r#""redis":"up""#)
+    let demo = ActixDemo::start(|config| {
+        config.admin_token = Some(TOKEN.into());
+        assert!(!format!("{config:?}").contains(TOKEN), "{config:?}");
     })
     .await;
+    let (client, base, running) = (&demo.client, &demo.base, &demo.running);
     assert_eq!(
         client
             .get(format!("{base}/items/1"))
@@ -127,7 +88,7 @@ async fn the_admin_token_never_appears_in_logs_or_debug_output() {
     let shown = format!("{running:?} {:?}", running.state());
     assert!(!shown.contains(TOKEN), "{shown}");
     assert!(shown.contains("REDACTED"), "{shown}");
-    running.stop().await.expect("stops");
+    demo.stop().await;
 
     let logs = logs();
     assert!(!logs.contains(TOKEN), "the token is in the logs:\n{logs}");

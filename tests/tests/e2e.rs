@@ -6,47 +6,27 @@
 //! Redis up before asserting cache behaviour. No sleeps stand in for a condition: waits poll
 //! with a bounded deadline.
 
-use std::{
-    path::PathBuf,
-    sync::atomic::{AtomicU32, Ordering},
-    time::{Duration, Instant},
-};
+use std::ops::{Deref, DerefMut};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tests::RedisServer;
+use tests::fixtures::demo::{ActixDemo, DEADLINE, TempDb};
 
-/// How long any condition may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(15);
+/// The demo (see [`ActixDemo`]), with the requests these tests make.
+struct Demo(ActixDemo);
 
-/// A database file in the temp directory, removed (with its WAL files) on drop.
-struct TempDb(PathBuf);
+impl Deref for Demo {
+    type Target = ActixDemo;
 
-impl TempDb {
-    fn new() -> Self {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Self(std::env::temp_dir().join(format!("demo-e2e-{}-{n}.db", std::process::id())))
+    fn deref(&self) -> &ActixDemo {
+        &self.0
     }
 }
 
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut p = self.0.clone().into_os_string();
-            p.push(suffix);
-            let _ = std::fs::remove_file(p);
-        }
+impl DerefMut for Demo {
+    fn deref_mut(&mut self) -> &mut ActixDemo {
+        &mut self.0
     }
-}
-
-/// A running demo with its own Redis and database.
-struct Demo {
-    redis: RedisServer,
-    running: Option<demo_app::Running>,
-    base: String,
-    client: reqwest::Client,
-    _db: TempDb,
 }
 
 /// A response: status and JSON body (`Null` when empty).
@@ -69,33 +49,7 @@ impl Demo {
     /// Starts everything with `adjust` applied to the configuration, and waits until the
     /// service reports Redis up.
     async fn start_with(adjust: impl FnOnce(&mut demo_app::Config)) -> Self {
-        let demo = Self::start_unchecked(adjust).await;
-        demo.wait_for_redis("up").await;
-        demo
-    }
-
-    /// Starts everything, without waiting for Redis.
-    async fn start_unchecked(adjust: impl FnOnce(&mut demo_app::Config)) -> Self {
-        let redis = RedisServer::start();
-        let db = TempDb::new();
-        let mut config = demo_app::Config::new(redis.url(), &db.0);
-        config.bind = "127.0.0.1:0".to_owned();
-        config.workers = Some(1);
-        adjust(&mut config);
-        let running = demo_app::start(config).await.expect("start the demo");
-        let base = format!("http://{}", running.addr());
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(DEADLINE)
-            .build()
-            .expect("build the http client");
-        Self {
-            redis,
-            running: Some(running),
-            base,
-            client,
-            _db: db,
-        }
+        Self(ActixDemo::start(adjust).await)
     }
 
     async fn call(
@@ -159,25 +113,6 @@ impl Demo {
             .expect("db_queries is a number")
     }
 
-    /// Polls `/healthz` until it reports `redis` as `state`.
-    async fn wait_for_redis(&self, state: &str) {
-        let start = Instant::now();
-        loop {
-            let reply = self.get("/healthz").await;
-            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
-            assert_eq!(reply.body["db"], "up", "{reply:?}");
-            if reply.body["redis"] == state {
-                return;
-            }
-            assert!(
-                start.elapsed() < DEADLINE,
-                "/healthz did not report redis {state} within {DEADLINE:?}: {:?}",
-                reply.body
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
     /// Whether Redis holds `key`.
     fn redis_has(&self, key: &str) -> bool {
         redis::cmd("EXISTS")
@@ -187,10 +122,8 @@ impl Demo {
             == 1
     }
 
-    async fn stop(mut self) {
-        if let Some(running) = self.running.take() {
-            running.stop().await.expect("the server stops cleanly");
-        }
+    async fn stop(self) {
+        self.0.stop().await;
     }
 }
 
@@ -704,7 +637,7 @@ async fn the_bearer_scheme_matches_in_any_case() {
 async fn a_short_admin_token_stops_the_service_from_starting() {
     let db = TempDb::new();
     // Nothing listens on port 1: the cache is lazy, and the token is checked first anyway.
-    let mut config = demo_app::Config::new("redis://127.0.0.1:1", &db.0);
+    let mut config = demo_app::Config::new("redis://127.0.0.1:1", db.path());
     config.bind = "127.0.0.1:0".to_owned();
     config.admin_token = Some("too-short".into());
     let err = demo_app::start(config)
@@ -762,7 +695,7 @@ async fn fib_with_redis_down_computes_once_for_concurrent_requests() {
     let mut demo = Demo::start(None).await;
     demo.redis.kill();
     demo.wait_for_redis("down").await;
-    let state = demo.running.as_ref().expect("running").state();
+    let state = demo.running.state();
     // Hold every computation slot, so all requests are in flight before the first computes.
     let paused = state.compute.pause().await;
     let calls: Vec<_> = (0..8)
@@ -807,7 +740,7 @@ async fn fib_computations_are_bounded_and_excess_requests_get_a_503() {
         config.fib_queue = 1;
     })
     .await;
-    let state = demo.running.as_ref().expect("running").state();
+    let state = demo.running.state();
     let paused = state.compute.pause().await;
     let waiting = {
         let (client, url) = (demo.client.clone(), format!("{}/fib/20", demo.base));

@@ -13,8 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use cached_runtime::{Cache, Policy, shape::Plain};
-use tests::topology::{LocalCluster, LocalSentinel};
+use cached_runtime::{Cache, shape::Plain};
+use tests::{
+    fixtures::policy,
+    topology::{LocalCluster, LocalSentinel},
+    wait_for,
+};
 
 /// How long hits may take to come back after the promotion before the test gives up.
 const RESUME_WITHIN: Duration = Duration::from_secs(30);
@@ -38,7 +42,7 @@ fn start_load(
     let load = Arc::new(Load::default());
     let seen = Arc::clone(&load);
     let task = tokio::spawn(async move {
-        let policy = Policy::new("hot", Duration::from_secs(600)).expect("valid policy");
+        let policy = policy("hot");
         while !stop.load(Ordering::Relaxed) {
             for &id in &ids {
                 let key = cache.key("hot").arg(&id).build().expect("valid key");
@@ -65,23 +69,14 @@ fn start_load(
 
 /// Waits (bounded) for the first hit after `since`; returns how long after `since` it came.
 async fn first_hit_after(load: &Load, since: Instant) -> Duration {
-    let deadline = Instant::now() + RESUME_WITHIN;
-    loop {
-        if let Some(at) = load
-            .hits
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .find(|&&t| t > since)
-        {
-            return *at - since;
+    wait_for(RESUME_WITHIN, || async {
+        let hits = load.hits.lock().expect("not poisoned");
+        match hits.iter().find(|&&t| t > since) {
+            Some(at) => Ok(*at - since),
+            None => Err(format!("no hit since the promotion, {} before", hits.len())),
         }
-        assert!(
-            Instant::now() < deadline,
-            "no hit within {RESUME_WITHIN:?} of the promotion"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await
 }
 
 /// After the promotion: waits for the first hit, stops the load, prints the figures and
@@ -145,11 +140,15 @@ async fn killing_the_primary_of_the_hot_keys_fails_no_call_and_hits_resume_after
     let killed_at = Instant::now();
     cluster.kill(victim);
     // The promotion: a live node names another owner for the hot keys' slot.
-    let deadline = Instant::now() + RESUME_WITHIN;
-    while cluster.node(cluster.primary_for(probe.as_str())).port() == victim_port {
-        assert!(Instant::now() < deadline, "no replica was promoted");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(RESUME_WITHIN, || async {
+        let owner = cluster.node(cluster.primary_for(probe.as_str())).port();
+        if owner == victim_port {
+            Err("no replica was promoted")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     let promoted_at = Instant::now();
     conclude(
         "cluster",
@@ -182,14 +181,14 @@ async fn a_sentinel_failover_fails_no_call_and_hits_resume_on_the_new_primary() 
 
     let killed_at = Instant::now();
     let old = setup.kill_primary();
-    let deadline = Instant::now() + RESUME_WITHIN;
-    while setup.primary_port() == old {
-        assert!(
-            Instant::now() < deadline,
-            "the sentinels promoted no replica"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(RESUME_WITHIN, || async {
+        if setup.primary_port() == old {
+            Err("the sentinels promoted no replica")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
     let promoted_at = Instant::now();
     conclude(
         "sentinel",
@@ -203,7 +202,7 @@ async fn a_sentinel_failover_fails_no_call_and_hits_resume_on_the_new_primary() 
     .await;
     // Writes go to the new primary: a fresh entry is stored there.
     let key = cache.key("hot").arg(&1000u64).build().expect("valid key");
-    let policy = Policy::new("hot", Duration::from_secs(600)).expect("valid policy");
+    let policy = policy("hot");
     let _: u64 = cache
         .get_or_fill::<Plain, _, _>(&key, &policy, async { 7 })
         .await;
@@ -220,7 +219,7 @@ async fn a_sentinel_failover_fails_no_call_and_hits_resume_on_the_new_primary() 
 async fn after_a_manual_failover_writes_reach_the_new_primary_while_the_old_one_lives_on() {
     let setup = LocalSentinel::start();
     let cache = setup.cache_builder().build().await.expect("connect");
-    let policy = Policy::new("moved", Duration::from_secs(600)).expect("valid policy");
+    let policy = policy("moved");
     let old = setup.primary_port();
     let _: u64 = cache
         .get_or_fill::<Plain, _, _>(

@@ -1,5 +1,5 @@
 //! The test harness itself: the server's start-up checks, freeze/thaw by signal, `wait_until`,
-//! and the fault-injecting proxy, each against a real `redis-server`.
+//! `wait_for`, and the fault-injecting proxy, each against a real `redis-server`.
 
 use std::{
     io::{BufRead, BufReader, ErrorKind, Read, Write},
@@ -8,8 +8,10 @@ use std::{
     time::Duration,
 };
 
-use cached_runtime::{Policy, shape::Plain};
-use tests::{Proxy, RedisServer, Signal, cache_builder, signal, wait_until};
+use cached_runtime::shape::Plain;
+use tests::{
+    Proxy, RedisServer, Signal, cache_builder, fixtures::policy, signal, wait_for, wait_until,
+};
 
 /// How long a read waits where nothing must come: a read that times out here is a fault being
 /// injected, not a speed being measured.
@@ -150,6 +152,60 @@ fn a_blackholed_connection_never_answers_while_a_new_one_does() {
 }
 
 #[test]
+fn the_proxy_counts_each_connections_commands_and_the_replies_that_reached_it() {
+    let server = RedisServer::start();
+    let rt = runtime();
+    let proxy = rt.block_on(async { Proxy::start(server.addr()) });
+    let mut raw = Raw::connect(proxy.addr());
+    assert_eq!(raw.ping(), "+PONG\r\n");
+    let mut conn = redis::Client::open(proxy.url())
+        .expect("a valid url")
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .expect("connect through the proxy");
+    // A pipeline: a value that looks like a command, a nested array reply, a null reply.
+    let (got, (cursor, keys), position): (Vec<u8>, (String, Vec<String>), Option<i64>) =
+        redis::pipe()
+            .cmd("SET")
+            .arg("k")
+            .arg(b"*1\r\n$3\r\nGET\r\n".as_slice())
+            .ignore()
+            .cmd("GET")
+            .arg("k")
+            .cmd("SCAN")
+            .arg(0)
+            .cmd("LPOS")
+            .arg("no-list")
+            .arg("x")
+            .query(&mut conn)
+            .expect("the pipeline through the proxy");
+    assert_eq!(got, b"*1\r\n$3\r\nGET\r\n");
+    assert_eq!(
+        (cursor.as_str(), keys.as_slice(), position),
+        ("0", &["k".to_owned()][..], None)
+    );
+
+    let traffic = proxy.traffic();
+    assert_eq!(traffic.len(), 2);
+    assert_eq!(traffic[0].commands, ["PING"]);
+    assert!(traffic[0].answered());
+    // The client's handshake comes first, then the pipeline: every command answered.
+    let second = &traffic[1];
+    assert_eq!(
+        second.commands[second.commands.len() - 4..],
+        ["SET", "GET", "SCAN", "LPOS"]
+    );
+    assert!(second.answered(), "{second:?}");
+
+    // A black hole still counts what the client sent, and no reply that never reached it.
+    proxy.blackhole();
+    raw.ping_unanswered();
+    rt.block_on(wait_until(ANSWER, || proxy.traffic()[0].count("PING") == 2));
+    let first = &proxy.traffic()[0];
+    assert_eq!(first.replies, 1, "{first:?}");
+    assert!(!first.answered());
+}
+
+#[test]
 fn killed_connections_are_closed_and_new_ones_work() {
     let server = RedisServer::start();
     let rt = runtime();
@@ -179,14 +235,9 @@ fn dropping_the_proxy_closes_its_port_and_connections() {
     drop(proxy);
     raw.assert_closed();
     // The listener closes when the runtime runs the aborted accept task's drop, shortly after.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while TcpStream::connect(addr).is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the proxy still listens 5 s after its drop"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    rt.block_on(wait_until(Duration::from_secs(5), || {
+        TcpStream::connect(addr).is_err()
+    }));
 }
 
 #[test]
@@ -280,7 +331,7 @@ async fn a_cache_works_through_the_proxy() {
         .build()
         .await
         .expect("connect through the proxy");
-    let policy = Policy::new("p", Duration::from_secs(600)).expect("a valid policy");
+    let policy = policy("p");
     let key = cache.key("p").arg(&7u8).build().expect("a valid key");
     let filled = cache
         .get_or_fill::<Plain, _, _>(&key, &policy, async { 70u32 })
@@ -307,4 +358,31 @@ async fn wait_until_returns_once_the_condition_holds() {
 #[should_panic(expected = "still false after")]
 async fn wait_until_panics_naming_the_condition_when_it_never_holds() {
     wait_until(Duration::from_millis(50), || false).await;
+}
+
+#[tokio::test]
+async fn wait_for_returns_what_the_probe_found_once_it_succeeds() {
+    let mut probes = 0;
+    let found = wait_for(Duration::from_secs(5), || {
+        probes += 1;
+        let probe = probes;
+        async move {
+            if probe >= 3 {
+                Ok(probe)
+            } else {
+                Err(format!("probe {probe}"))
+            }
+        }
+    })
+    .await;
+    assert_eq!(found, 3);
+}
+
+#[tokio::test]
+#[should_panic(expected = "polls): the last reason")]
+async fn wait_for_panics_with_the_probes_last_reason_when_it_never_succeeds() {
+    wait_for(Duration::from_millis(50), || async {
+        Err::<(), _>("the last reason")
+    })
+    .await;
 }

@@ -13,13 +13,10 @@ use actix_web::{HttpRequest, test::TestRequest, web};
 use cached_runtime::{Cache, redis_cache};
 use redis::Commands;
 use serde::{Deserialize, Serialize};
-use tests::RedisServer;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    lang: String,
-}
+use tests::{
+    RedisServer,
+    fixtures::{Item, item_in},
+};
 
 #[derive(Serialize, Deserialize)]
 struct Params {
@@ -58,10 +55,7 @@ async fn get_item(
 ) -> web::Json<Item> {
     state.runs.fetch_add(1, Ordering::SeqCst);
     let _ = req;
-    web::Json(Item {
-        id: *id,
-        lang: params.lang.clone(),
-    })
+    web::Json(item_in(*id, &params.lang))
 }
 
 #[redis_cache(prefix = "handler.find", ttl = 600, null_ttl = 9, key = "{id}", cache = state.cache)]
@@ -70,12 +64,7 @@ async fn find_item(
     id: web::Path<u64>,
 ) -> Result<Option<web::Json<Item>>, actix_web::Error> {
     state.runs.fetch_add(1, Ordering::SeqCst);
-    Ok((*id < 100).then(|| {
-        web::Json(Item {
-            id: *id,
-            lang: "en".to_owned(),
-        })
-    }))
+    Ok((*id < 100).then(|| web::Json(item_in(*id, "en"))))
 }
 
 #[tokio::test]

@@ -17,22 +17,10 @@ use cached_runtime::{Cache, redis_cache};
 use redis::Commands;
 use serde::{Deserialize, Serialize};
 use tests::{
+    fixtures::{Item, item},
     topology::{TestRedis, Topology},
     topology_suite,
 };
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    name: String,
-}
-
-fn item(id: u64) -> Item {
-    Item {
-        id,
-        name: format!("item {id}"),
-    }
-}
 
 /// Counts body runs.
 #[derive(Default)]

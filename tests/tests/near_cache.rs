@@ -2,10 +2,10 @@
 //! coherent by server-assisted client-side caching (`CLIENT TRACKING … BCAST`).
 //!
 //! Two caches built apart (each with its own connections and tracking connection) stand for
-//! two processes. Which tier answered a read is told by the cache's own counters (`local_hits`
+//! two processes. Which tier answered a read is told by the cache's own counters (`near_hits`
 //! against `hits`) and, where a test promises that no command was sent, by Redis itself
 //! (`INFO commandstats`, `INFO stats`). Writes from "another process" are followed by
-//! `sync_local`, which returns once every invalidation Redis sent before it has been applied,
+//! `sync_near`, which returns once every invalidation Redis sent before it has been applied,
 //! or by a bounded wait: no test sleeps and hopes.
 
 use std::{
@@ -23,6 +23,7 @@ use cached_runtime::{
 use redis::{Commands, ConnectionLike};
 use tests::{
     RedisServer,
+    fixtures::{entry, policy, policy_with_ttl},
     topology::{LocalCluster, TestRedis, Topology},
     topology_suite, wait_until, wait_until_async,
 };
@@ -35,28 +36,18 @@ const NS: &str = "near:";
 /// because a busy CI machine is slow; a passing run never waits this long.
 const WITHIN: Duration = Duration::from_secs(15);
 
-fn policy(prefix: &'static str) -> Policy {
-    Policy::new(prefix, Duration::from_secs(600)).expect("valid policy")
-}
-
-/// The stored form of a plain `u64` value (see `cached-runtime/src/codec.rs`), for raw writes
-/// that stand for another process of the same service.
-fn entry(value: u64) -> String {
-    format!("rc1:0:v:{value}")
-}
-
 /// A cache named `name` in the namespace [`NS`] with a near cache of `entries`, once its near
 /// cache serves.
 async fn near(builder: CacheBuilder, name: &str, entries: u64) -> Cache {
     let cache = builder
         .name(name)
         .namespace(NS)
-        .local_cache(entries)
+        .near_cache(entries)
         .build()
         .await
         .expect("connect");
     assert!(
-        cache.local_ready(WITHIN).await,
+        cache.near_ready(WITHIN).await,
         "cache {name}: the near cache is not serving {WITHIN:?} after the build"
     );
     cache
@@ -89,9 +80,9 @@ async fn answer(cache: &Cache, key: &Key, p: &Policy, fresh: u64) -> Answer {
     let after = cache.stats().total;
     if ran.load(Ordering::SeqCst) > 0 {
         Answer::Body(got)
-    } else if after.local_hits == before.local_hits + 1 && after.hits == before.hits {
+    } else if after.near_hits == before.near_hits + 1 && after.hits == before.hits {
         Answer::Local(got)
-    } else if after.hits == before.hits + 1 && after.local_hits == before.local_hits {
+    } else if after.hits == before.hits + 1 && after.near_hits == before.near_hits {
         Answer::Redis(got)
     } else {
         Answer::Other(got)
@@ -104,7 +95,7 @@ async fn answer(cache: &Cache, key: &Key, p: &Policy, fresh: u64) -> Answer {
 /// Syncs first: an invalidation of the key still on its way (from the write that stored it)
 /// would rightly keep the first read's copy out of the near cache.
 async fn warm(cache: &Cache, key: &Key, p: &Policy, expected: u64) {
-    cache.sync_local().await.expect("sync_local");
+    cache.sync_near().await.expect("sync_near");
     let first = answer(cache, key, p, u64::MAX).await;
     assert!(
         matches!(first, Answer::Redis(v) | Answer::Local(v) if v == expected),
@@ -121,11 +112,11 @@ async fn warm(cache: &Cache, key: &Key, p: &Policy, expected: u64) {
 }
 
 fn local_flushes(cache: &Cache) -> u64 {
-    cache.stats().local.expect("a near cache").flushes
+    cache.stats().near.expect("a near cache").flushes
 }
 
 fn local_serving(cache: &Cache) -> bool {
-    cache.stats().local.is_some_and(|l| l.serving)
+    cache.stats().near.is_some_and(|l| l.serving)
 }
 
 /// A `field:value` (or `field=value` inside a `cmdstat_…` line) from `INFO section`.
@@ -232,7 +223,7 @@ async fn a_warm_key_read_again_is_answered_from_process_memory_without_a_redis_c
     // Warm in Redis, written by another process.
     let _: () = conn.set_ex(key.as_str(), entry(7), 600).expect("SET");
     // Its invalidation applied: the first read's copy is not refused because of it.
-    a.sync_local().await.expect("sync_local");
+    a.sync_near().await.expect("sync_near");
 
     let (gets, lookups) = (command_calls(&mut conn, "get"), key_lookups(&mut conn));
     assert_eq!(answer(&a, &key, &p, 0).await, Answer::Redis(7));
@@ -254,8 +245,8 @@ async fn a_warm_key_read_again_is_answered_from_process_memory_without_a_redis_c
         "a local hit looked a key up in Redis"
     );
     let total = a.stats().total;
-    assert_eq!((total.local_hits, total.hits, total.misses), (1, 1, 0));
-    assert_eq!(a.stats().local.expect("a near cache").entries, 1);
+    assert_eq!((total.near_hits, total.hits, total.misses), (1, 1, 0));
+    assert_eq!(a.stats().near.expect("a near cache").entries, 1);
 }
 
 // 2, 5, 12. Coherence between two caches, on one server and on the cluster.
@@ -283,12 +274,12 @@ async fn an_update_through_one_cache_reaches_the_others_near_cache_after_sync_lo
             );
         }
     }
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     for (id, key) in (0u64..).zip(&keys) {
         assert_eq!(
             answer(&b, key, &p, u64::MAX).await,
             Answer::Redis(id + 1000),
-            "b's read of {key} after the update and sync_local"
+            "b's read of {key} after the update and sync_near"
         );
         assert_eq!(
             answer(&b, key, &p, u64::MAX).await,
@@ -347,7 +338,7 @@ async fn after_flushdb_the_next_read_of_every_key_runs_the_body(redis: TestRedis
         warm(&b, key, &p, id).await;
     }
     flushdb_everywhere(&redis);
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     for (id, key) in (0u64..).zip(&keys) {
         assert_eq!(
             answer(&b, key, &p, id + 1000).await,
@@ -376,7 +367,7 @@ async fn a_raw_set_from_a_plain_client_replaces_the_value_in_the_near_cache() {
     warm(&b, &key, &p, 1).await;
     let mut conn = server.conn();
     let _: () = conn.set_ex(key.as_str(), entry(2), 600).expect("SET");
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Redis(2));
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Local(2));
 }
@@ -397,7 +388,7 @@ async fn a_raw_del_or_unlink_makes_the_next_read_run_the_body() {
             .query(&mut conn)
             .expect(command);
         assert_eq!(deleted, 1);
-        b.sync_local().await.expect("sync_local");
+        b.sync_near().await.expect("sync_near");
         assert_eq!(
             answer(&b, &key, &p, id + 100).await,
             Answer::Body(id + 100),
@@ -413,7 +404,7 @@ async fn an_entry_expired_in_redis_is_not_served_from_the_near_cache() {
     let server = RedisServer::start();
     let a = near(server.cache_builder(), "a", 1000).await;
     let b = near(server.cache_builder(), "b", 1000).await;
-    let short = Policy::new("exp", Duration::from_secs(1)).expect("valid policy");
+    let short = policy_with_ttl("exp", 1);
     let key = a.key("exp").arg(&1u8).build().expect("valid key");
     assert_eq!(answer(&a, &key, &short, 1).await, Answer::Body(1));
     warm(&b, &key, &short, 1).await;
@@ -466,7 +457,7 @@ async fn after_its_tracking_connection_is_killed_a_cache_never_serves_the_old_va
         );
     }
     assert!(
-        b.local_ready(WITHIN).await,
+        b.near_ready(WITHIN).await,
         "tracking did not come back within {WITHIN:?}"
     );
     let again = client_id(&mut conn, "redis-cache-tracking-b")
@@ -483,7 +474,7 @@ async fn after_its_tracking_connection_is_killed_a_cache_never_serves_the_old_va
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Local(2));
     // And the new tracking connection carries invalidations.
     let _: () = conn.set_ex(key.as_str(), entry(3), 600).expect("SET");
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Redis(3));
 }
 
@@ -507,7 +498,7 @@ async fn a_near_cache_of_100_entries_holds_at_most_100_and_every_read_returns_it
                 })
                 .await;
             assert_eq!(got, id * 10, "pass {pass}, key {key}");
-            let local = b.stats().local.expect("a near cache");
+            let local = b.stats().near.expect("a near cache");
             assert!(
                 local.entries <= 100,
                 "{} entries after {key}",
@@ -521,8 +512,8 @@ async fn a_near_cache_of_100_entries_holds_at_most_100_and_every_read_returns_it
         "a stored key ran its body"
     );
     let stats = b.stats();
-    assert_eq!(stats.total.local_hits + stats.total.hits, 1000);
-    let local = stats.local.expect("a near cache");
+    assert_eq!(stats.total.near_hits + stats.total.hits, 1000);
+    let local = stats.near.expect("a near cache");
     assert!(
         (1..=100).contains(&local.entries),
         "{} entries",
@@ -584,7 +575,7 @@ fn stored(conn: &mut impl ConnectionLike, key: &Key) -> Option<u64> {
 
 /// B's body is held while A writes a newer value; then B's fill stores what it computed (a
 /// fill's `SET` is unconditional: cache-aside, the last writer wins in Redis). Whatever Redis
-/// holds at the end, after `sync_local` neither near cache may answer anything else: A must
+/// holds at the end, after `sync_near` neither near cache may answer anything else: A must
 /// not keep its newer value once B's `SET` replaced it, and once that value is deleted B must
 /// not keep the value it computed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -598,7 +589,7 @@ async fn a_fill_racing_another_caches_write_leaves_both_near_caches_agreeing_wit
 
     let (fill, release) = start_held_fill(&b, &key, &p, 1).await;
     a.set(&key, &2u64, &p).await.expect("SET");
-    a.sync_local().await.expect("sync_local");
+    a.sync_near().await.expect("sync_near");
     warm(&a, &key, &p, 2).await;
     release.notify_one();
     assert_eq!(
@@ -608,8 +599,8 @@ async fn a_fill_racing_another_caches_write_leaves_both_near_caches_agreeing_wit
     );
 
     let in_redis = stored(&mut conn, &key).expect("the key exists");
-    a.sync_local().await.expect("sync_local");
-    b.sync_local().await.expect("sync_local");
+    a.sync_near().await.expect("sync_near");
+    b.sync_near().await.expect("sync_near");
     for cache in [&a, &b] {
         for _ in 0..2 {
             let got = answer(cache, &key, &p, u64::MAX).await;
@@ -622,9 +613,9 @@ async fn a_fill_racing_another_caches_write_leaves_both_near_caches_agreeing_wit
     }
     // Now the value B computed is deleted elsewhere: B runs its body again.
     let _: u64 = conn.del(key.as_str()).expect("DEL");
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     assert_eq!(answer(&b, &key, &p, 3).await, Answer::Body(3));
-    a.sync_local().await.expect("sync_local");
+    a.sync_near().await.expect("sync_near");
     assert_eq!(answer(&a, &key, &p, u64::MAX).await, Answer::Redis(3));
 }
 
@@ -655,7 +646,7 @@ async fn a_delete_landing_with_a_fills_own_set_is_not_hidden_by_the_fillers_near
         tokio::task::spawn_blocking(move || conn.del::<_, u64>(&key).expect("DEL"))
     };
     wait_until(WITHIN, || blocked_clients(&mut ctl) == 2).await;
-    let invalidations = b.stats().local.expect("a near cache").invalidations;
+    let invalidations = b.stats().near.expect("a near cache").invalidations;
     let _: () = redis::cmd("CLIENT")
         .arg("UNPAUSE")
         .query(&mut ctl)
@@ -668,8 +659,8 @@ async fn a_delete_landing_with_a_fills_own_set_is_not_hidden_by_the_fillers_near
     assert_eq!(fill.await.expect("no panic"), 1);
     assert_eq!(stored(&mut ctl, &key), None);
 
-    b.sync_local().await.expect("sync_local");
-    let received = b.stats().local.expect("a near cache").invalidations - invalidations;
+    b.sync_near().await.expect("sync_near");
+    let received = b.stats().near.expect("a near cache").invalidations - invalidations;
     assert_eq!(
         answer(&b, &key, &p, 2).await,
         Answer::Body(2),
@@ -687,17 +678,17 @@ async fn a_caches_own_fill_is_answered_locally_after_sync_local() {
     let p = policy("own");
     let key = b.key("own").arg(&1u8).build().expect("valid key");
     assert_eq!(answer(&b, &key, &p, 5).await, Answer::Body(5));
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Local(5));
     let total = b.stats().total;
-    assert_eq!((total.local_hits, total.hits, total.misses), (1, 0, 1));
+    assert_eq!((total.near_hits, total.hits, total.misses), (1, 0, 1));
     // The next write from elsewhere still evicts it: only B's own SET is kept from being
     // reported back to B.
     let _: () = server
         .conn()
         .set_ex(key.as_str(), entry(6), 600)
         .expect("SET");
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Redis(6));
 }
 
@@ -716,11 +707,11 @@ async fn an_absent_result_is_answered_locally_as_a_local_null_hit() {
             })
             .await;
         assert_eq!(got, None);
-        b.sync_local().await.expect("sync_local");
+        b.sync_near().await.expect("sync_near");
     }
     assert_eq!(runs.load(Ordering::SeqCst), 1);
     let total = b.stats().total;
-    assert_eq!(total.local_null_hits, 2, "{total:?}");
+    assert_eq!(total.near_null_hits, 2, "{total:?}");
     assert_eq!(total.null_hits, 0, "{total:?}");
 }
 
@@ -730,7 +721,7 @@ async fn an_absent_result_is_answered_locally_as_a_local_null_hit() {
 async fn a_policy_with_the_near_cache_off_reads_redis_every_time() {
     let server = RedisServer::start();
     let a = near(server.cache_builder(), "a", 1000).await;
-    let off = policy("off").local(false);
+    let off = policy("off").near(false);
     let key = a.key("off").arg(&1u8).build().expect("valid key");
     let mut conn = server.conn();
     assert_eq!(answer(&a, &key, &off, 1).await, Answer::Body(1));
@@ -738,14 +729,14 @@ async fn a_policy_with_the_near_cache_off_reads_redis_every_time() {
         let gets = command_calls(&mut conn, "get");
         assert_eq!(answer(&a, &key, &off, u64::MAX).await, Answer::Redis(1));
         assert_eq!(command_calls(&mut conn, "get"), gets + 1);
-        a.sync_local().await.expect("sync_local");
+        a.sync_near().await.expect("sync_near");
     }
-    assert_eq!(a.stats().total.local_hits, 0);
+    assert_eq!(a.stats().total.near_hits, 0);
     // The same cache answers locally for a policy that keeps the near cache on.
     let on = policy("on");
     let key = a.key("on").arg(&1u8).build().expect("valid key");
     assert_eq!(answer(&a, &key, &on, 1).await, Answer::Body(1));
-    a.sync_local().await.expect("sync_local");
+    a.sync_near().await.expect("sync_near");
     assert_eq!(answer(&a, &key, &on, u64::MAX).await, Answer::Local(1));
 }
 
@@ -753,8 +744,8 @@ async fn a_policy_with_the_near_cache_off_reads_redis_every_time() {
 async fn local_ready_is_false_for_a_cache_without_a_near_cache() {
     let server = RedisServer::start();
     let cache = server.cache().await;
-    assert!(!cache.local_ready(Duration::from_millis(200)).await);
-    assert!(cache.stats().local.is_none_or(|l| !l.serving));
+    assert!(!cache.near_ready(Duration::from_millis(200)).await);
+    assert!(cache.stats().near.is_none_or(|l| !l.serving));
 }
 
 // 11. Redis without client tracking (HELLO unavailable, like Redis < 6).
@@ -769,11 +760,11 @@ async fn without_client_tracking_a_near_cache_answers_from_redis_and_is_never_re
         .cache_builder()
         .name("a")
         .namespace(NS)
-        .local_cache(1000)
+        .near_cache(1000)
         .build()
         .await
         .expect("a near cache is optional: the build must not fail");
-    assert!(!a.local_ready(Duration::from_secs(2)).await);
+    assert!(!a.near_ready(Duration::from_secs(2)).await);
     let p = policy("old");
     let key = a.key("old").arg(&1u8).build().expect("valid key");
     assert_eq!(answer(&a, &key, &p, 1).await, Answer::Body(1));
@@ -781,8 +772,8 @@ async fn without_client_tracking_a_near_cache_answers_from_redis_and_is_never_re
         assert_eq!(answer(&a, &key, &p, u64::MAX).await, Answer::Redis(1));
     }
     let stats = a.stats();
-    assert_eq!(stats.total.local_hits, 0);
-    assert!(!local_serving(&a), "{:?}", stats.local);
+    assert_eq!(stats.total.near_hits, 0);
+    assert!(!local_serving(&a), "{:?}", stats.near);
     // Writes from elsewhere are seen at once (nothing local to go stale).
     let _: () = conn.set_ex(key.as_str(), entry(2), 600).expect("SET");
     assert_eq!(answer(&a, &key, &p, u64::MAX).await, Answer::Redis(2));
@@ -810,11 +801,11 @@ async fn a_call_dropped_while_its_body_runs_leaves_nothing_in_the_near_cache() {
     }
     let mut conn = server.conn();
     let _: () = conn.set_ex(key.as_str(), entry(2), 600).expect("SET");
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Redis(2));
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Local(2));
     let _: u64 = conn.del(key.as_str()).expect("DEL");
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     assert_eq!(answer(&b, &key, &p, 3).await, Answer::Body(3));
 }
 
@@ -854,11 +845,11 @@ async fn a_call_dropped_while_its_set_waits_leaves_no_stale_value_behind() {
     set.await.expect("no panic");
     assert_eq!(stored(&mut ctl, &key), Some(2));
 
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Redis(2));
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Local(2));
     let _: () = ctl.set_ex(key.as_str(), entry(3), 600).expect("SET");
-    b.sync_local().await.expect("sync_local");
+    b.sync_near().await.expect("sync_near");
     assert_eq!(answer(&b, &key, &p, u64::MAX).await, Answer::Redis(3));
 }
 
@@ -869,12 +860,12 @@ async fn a_byte_bound_keeps_the_near_cache_within_its_bytes() {
         .cache_builder()
         .name("b")
         .namespace(NS)
-        .local_cache(1000)
-        .local_cache_bytes(2000)
+        .near_cache(1000)
+        .near_cache_bytes(2000)
         .build()
         .await
         .expect("connect");
-    assert!(b.local_ready(WITHIN).await, "the near cache is not serving");
+    assert!(b.near_ready(WITHIN).await, "the near cache is not serving");
     let p = policy("big");
     // Each entry weighs more than 100 bytes (its key and a 100-character JSON string).
     let big = |id: u64| format!("{id:0>100}");
@@ -885,7 +876,7 @@ async fn a_byte_bound_keeps_the_near_cache_within_its_bytes() {
             .await;
         assert_eq!(got, big(id));
     }
-    let local = b.stats().local.expect("a near cache");
+    let local = b.stats().near.expect("a near cache");
     assert!(local.weight <= local.capacity, "{local:?}");
     assert!(
         (1..=20).contains(&local.entries),

@@ -5,24 +5,22 @@
 
 use std::time::Duration;
 
-use cached_runtime::{Cache, Policy, shape::Plain};
+use cached_runtime::{Cache, shape::Plain};
 use redis::Commands;
-use tests::RedisServer;
+use tests::{
+    RedisServer,
+    fixtures::{entry, policy},
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn policy() -> Policy {
-    Policy::new("guard", Duration::from_secs(600)).expect("valid policy")
-}
-
-/// A stored value of `policy()` (version 0), as another process would write it.
-fn entry(value: u64) -> String {
-    format!("rc1:0:v:{value}")
-}
+/// The prefix of every key here; [`entry`] is a stored value of its policy (version 0), as
+/// another process would write it.
+const PREFIX: &str = "guard";
 
 async fn read(cache: &Cache, key: &cached_runtime::Key, fallback: u64) -> u64 {
     cache
-        .get_or_fill::<Plain, _, _>(key, &policy(), async move { fallback })
+        .get_or_fill::<Plain, _, _>(key, &policy(PREFIX), async move { fallback })
         .await
 }
 
@@ -40,16 +38,16 @@ async fn a_failed_write_keeps_nothing_and_a_later_write_by_another_client_still_
     let url = format!("redis://writer:secret@127.0.0.1:{}", server.port());
     let cache = tests::cache_builder(url)
         .name("guarded")
-        .local_cache(100)
+        .near_cache(100)
         .build()
         .await
         .expect("cache");
-    assert!(cache.local_ready(WAIT).await, "tracking established");
-    let key = cache.key("guard").arg(&1u64).build().expect("key");
+    assert!(cache.near_ready(WAIT).await, "tracking established");
+    let key = cache.key(PREFIX).arg(&1u64).build().expect("key");
 
     assert_eq!(read(&cache, &key, 1).await, 1, "a miss whose SET fails");
     assert_eq!(cache.stats().total.redis_errors, 1, "the SET failed");
-    assert_eq!(cache.stats().local.expect("near cache").entries, 0);
+    assert_eq!(cache.stats().near.expect("near cache").entries, 0);
 
     // Allowed to write again; nothing has touched the key in Redis since.
     let _: () = redis::cmd("ACL")
@@ -57,13 +55,13 @@ async fn a_failed_write_keeps_nothing_and_a_later_write_by_another_client_still_
         .query(&mut admin)
         .expect("acl");
     assert_eq!(read(&cache, &key, 2).await, 2, "a miss whose SET succeeds");
-    cache.sync_local().await.expect("sync");
+    cache.sync_near().await.expect("sync");
     assert_eq!(read(&cache, &key, 99).await, 2, "kept locally");
-    assert_eq!(cache.stats().total.local_hits, 1);
+    assert_eq!(cache.stats().total.near_hits, 1);
 
     // Another client replaces the value: its invalidation must evict the local copy.
     let _: () = admin.set(key.as_str(), entry(3)).expect("set");
-    cache.sync_local().await.expect("sync");
+    cache.sync_near().await.expect("sync");
     assert_eq!(
         read(&cache, &key, 99).await,
         3,
@@ -77,16 +75,16 @@ async fn a_call_dropped_while_its_write_is_in_flight_keeps_nothing_and_later_wri
     let cache = server
         .cache_builder()
         .name("dropped")
-        .local_cache(100)
+        .near_cache(100)
         .build()
         .await
         .expect("cache");
-    assert!(cache.local_ready(WAIT).await, "tracking established");
-    let key = cache.key("guard").arg(&2u64).build().expect("key");
+    assert!(cache.near_ready(WAIT).await, "tracking established");
+    let key = cache.key(PREFIX).arg(&2u64).build().expect("key");
 
     // The body freezes the server as it returns, so the call is dropped with its SET sent
     // and unanswered: the dangerous point.
-    let policy = policy();
+    let policy = policy(PREFIX);
     let call = cache.get_or_fill::<Plain, _, _>(&key, &policy, async {
         server.freeze();
         1u64
@@ -98,10 +96,10 @@ async fn a_call_dropped_while_its_write_is_in_flight_keeps_nothing_and_later_wri
         "the call is still waiting for its SET when it is dropped"
     );
     server.thaw();
-    assert!(cache.local_ready(WAIT).await, "tracking up after the pause");
-    cache.sync_local().await.expect("sync");
+    assert!(cache.near_ready(WAIT).await, "tracking up after the pause");
+    cache.sync_near().await.expect("sync");
     assert_eq!(
-        cache.stats().local.expect("near cache").entries,
+        cache.stats().near.expect("near cache").entries,
         0,
         "a dropped call keeps nothing in the near cache"
     );
@@ -110,9 +108,9 @@ async fn a_call_dropped_while_its_write_is_in_flight_keeps_nothing_and_later_wri
     // then evicts it.
     assert_eq!(read(&cache, &key, 99).await, 1);
     assert_eq!(read(&cache, &key, 99).await, 1);
-    assert_eq!(cache.stats().total.local_hits, 1);
+    assert_eq!(cache.stats().total.near_hits, 1);
     let mut admin = server.conn();
     let _: () = admin.set(key.as_str(), entry(3)).expect("set");
-    cache.sync_local().await.expect("sync");
+    cache.sync_near().await.expect("sync");
     assert_eq!(read(&cache, &key, 99).await, 3);
 }

@@ -9,74 +9,17 @@ use std::{
     time::Duration,
 };
 
-use cached_runtime::{
-    Cache, CacheError, ErrorKind,
-    shape::{Optional, Plain},
-};
-use redis::Commands;
+use cached_runtime::{Cache, CacheError, ErrorKind, shape::Plain};
 use tests::{
     RedisServer,
-    fixtures::{policy, value},
+    fixtures::{Scripted, policy, scripted_outcomes, value},
     wait_until,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_sequence_counts_one_outcome_per_call() {
     let mut server = RedisServer::start();
-    let cache = server
-        .cache_builder()
-        .circuit_breaker(0, Duration::from_secs(1))
-        .build()
-        .await
-        .expect("connect");
-    let runs = AtomicUsize::new(0);
-    // miss, hit
-    value(&cache, 1, &runs).await;
-    value(&cache, 1, &runs).await;
-    // miss (stores the null marker), null hit
-    let absent = cache.key("o").arg(&1u8).build().expect("key");
-    for _ in 0..2 {
-        let got = cache
-            .get_or_fill::<Optional, Option<u64>, _>(&absent, &policy("o"), async { None })
-            .await;
-        assert_eq!(got, None);
-    }
-    // A corrupt entry: a decode failure event, and a miss.
-    let corrupt = cache.key("v").arg(&2u64).build().expect("key");
-    let mut conn = server.conn();
-    let _: () = conn.set(corrupt.as_str(), "garbage").expect("SET");
-    assert_eq!(value(&cache, 2, &runs).await, 20);
-    // coalesced: a follower of a leader that waits for it
-    let key = cache.key("c").arg(&1u8).build().expect("key");
-    let leader = {
-        let (cache, key) = (cache.clone(), key.clone());
-        tokio::spawn(async move {
-            let waiting = cache.clone();
-            cache
-                .get_or_fill::<Plain, u64, _>(&key, &policy("c"), async move {
-                    wait_until(Duration::from_secs(10), || waiting.stats().waiting == 1).await;
-                    9
-                })
-                .await
-        })
-    };
-    wait_until(Duration::from_secs(10), || {
-        cache
-            .stats()
-            .prefixes
-            .get("c")
-            .is_some_and(|c| c.misses == 1)
-    })
-    .await;
-    let follower = cache
-        .get_or_fill::<Plain, u64, _>(&key, &policy("c"), async { unreachable!() })
-        .await;
-    assert_eq!((leader.await.expect("no panic"), follower), (9, 9));
-    // bypass
-    cached_runtime::bypass(value(&cache, 1, &runs)).await;
-    // error: Redis gone
-    server.kill();
-    assert_eq!(value(&cache, 3, &runs).await, 30);
+    let Scripted { cache, runs } = scripted_outcomes(&mut server, "outcomes").await;
 
     let stats = cache.stats();
     let v = &stats.prefixes["v"];
@@ -91,7 +34,7 @@ async fn a_scripted_sequence_counts_one_outcome_per_call() {
     assert_eq!((c.misses, c.coalesced), (1, 1), "{c:?}");
     // 2 + 2 + 1 + 2 + 1 + 1 calls, each counted once.
     assert_eq!(stats.total.calls(), 9, "{:?}", stats.total);
-    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    assert_eq!(runs, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -320,6 +320,8 @@ async fn failed_jobs_are_retried_with_backoff_then_dead_and_can_be_requeued(redi
     assert_eq!(dead[0].attempts, 3);
     assert_eq!(dead[0].payload.as_ref().expect("decodes"), &mail(3));
     assert_eq!(dead[0].error, "smtp down for user3@example.com");
+    // Dead in Redis first; the worker counts it once the script's reply is in.
+    wait_until(WITHIN, || worker.stats().dead == 1).await;
     let stats = worker.stats();
     assert_eq!((stats.retried, stats.dead), (2, 1), "{stats:?}");
     // Requeued, it runs again with fresh attempts, and now completes.
@@ -419,6 +421,8 @@ async fn a_worker_runs_every_job_and_a_delayed_one_once_it_is_due(redis: QueueRe
         waited >= delay,
         "ran {waited:?} after the push, before its delay"
     );
+    // The handler has run; its ack is counted once it is answered.
+    wait_until(WITHIN, || worker.stats().completed == 201).await;
     let stats = worker.stats();
     assert_eq!((stats.taken, stats.completed), (201, 201), "{stats:?}");
     let report = worker.shutdown(Duration::from_secs(5)).await;

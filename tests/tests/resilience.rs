@@ -140,8 +140,16 @@ async fn sixty_four_callers_on_one_dropped_connection_are_one_breaker_event() {
             tokio::spawn(async move { value(&cache, id, &runs).await })
         })
         .collect();
-    // Setup only: give the 64 GETs time to be written to the socket.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Setup only: the 64 GETs have been written to the socket.
+    wait_until(Duration::from_secs(10), || {
+        proxy
+            .traffic()
+            .iter()
+            .map(|t| t.count("GET"))
+            .sum::<usize>()
+            >= 64
+    })
+    .await;
     proxy.kill_connections();
     for (id, call) in (0..64u64).zip(calls) {
         assert_eq!(call.await.expect("no panic"), id * 10);

@@ -16,14 +16,11 @@ use std::{
 
 use cached_runtime::{Cache, redis_cache};
 use reqwest::{StatusCode, header};
-use serde::{Deserialize, Serialize};
-use tests::RedisServer;
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    name: String,
-}
+use tests::{
+    RedisServer,
+    fixtures::{Item, policy},
+    wait_until,
+};
 
 /// What a handler reads: items, and how often the handler body ran.
 #[derive(Clone)]
@@ -393,8 +390,7 @@ async fn a_value_stored_without_a_validator_is_served_with_the_tag_of_its_json()
     let redis = RedisServer::start();
     let served = Served::start(Framework::Axum, redis.cache().await).await;
     // As `Cache::set` writes it, or a binary without `revalidate`.
-    let policy =
-        cached_runtime::Policy::new("rv.axum", Duration::from_secs(600)).expect("a policy");
+    let policy = policy("rv.axum");
     let key = served
         .catalog
         .cache
@@ -475,14 +471,11 @@ async fn a_revalidating_call_dropped_mid_fill_leaves_the_key_to_the_next_caller(
             .await
         })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    while !STUCK_STARTED.load(Ordering::SeqCst) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the leader never started"
-        );
-        tokio::task::yield_now().await;
-    }
+    // The leader's body has started.
+    wait_until(Duration::from_secs(15), || {
+        STUCK_STARTED.load(Ordering::SeqCst)
+    })
+    .await;
     leader.abort();
     assert!(leader.await.is_err_and(|e| e.is_cancelled()));
 

@@ -11,25 +11,13 @@ use cached_runtime::{
     shape::{Fallible, FallibleOptional, Optional, Plain},
 };
 use redis::Commands;
-use serde::{Deserialize, Serialize};
-use tests::{RedisServer, free_port, topology::TestRedis, topology_suite};
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-struct Item {
-    id: u64,
-    name: String,
-}
-
-fn item(id: u64) -> Item {
-    Item {
-        id,
-        name: format!("item {id}"),
-    }
-}
-
-fn policy(prefix: &'static str, ttl: u64) -> Policy {
-    Policy::new(prefix, Duration::from_secs(ttl)).expect("valid policy")
-}
+use tests::{
+    RedisServer,
+    fixtures::{Item, item, policy_with_ttl},
+    free_port,
+    topology::TestRedis,
+    topology_suite, wait_until_async,
+};
 
 /// A loader that counts its runs.
 struct Loader(AtomicUsize);
@@ -134,7 +122,7 @@ async fn acl_users_databases_and_unix_sockets_are_reachable_by_url() {
             .unwrap_or_else(|e| panic!("{url}: {e}"));
         let key = cache.key("conn").arg(&db).build().expect("valid key");
         let n: u32 = cache
-            .get_or_fill::<Plain, _, _>(&key, &policy("conn", 60), async { 7 })
+            .get_or_fill::<Plain, _, _>(&key, &policy_with_ttl("conn", 60), async { 7 })
             .await;
         assert_eq!(n, 7);
         let _: () = redis::cmd("SELECT")
@@ -149,7 +137,7 @@ async fn acl_users_databases_and_unix_sockets_are_reachable_by_url() {
 async fn a_hit_is_served_without_running_the_body(server: TestRedis) {
     let cache = server.cache().await;
     let loader = Loader::new();
-    let p = policy("item", 600);
+    let p = policy_with_ttl("item", 600);
     let key = cache.key("item").arg(&7u64).build().expect("valid key");
     for _ in 0..3 {
         let got = cache
@@ -168,7 +156,7 @@ async fn a_miss_stores_the_value_with_its_ttl_in_a_versioned_envelope(server: Te
     let cache = server.cache().await;
     let key = cache.key("item").arg(&7u64).build().expect("valid key");
     cache
-        .get_or_fill::<Plain, _, _>(&key, &policy("item", 600), async { item(7) })
+        .get_or_fill::<Plain, _, _>(&key, &policy_with_ttl("item", 600), async { item(7) })
         .await;
     let mut conn = server.conn();
     assert_eq!(key.as_str(), "item:7");
@@ -186,7 +174,7 @@ async fn a_missing_id_is_cached_as_a_null_marker_with_the_null_ttl(server: TestR
         .await
         .expect("connect");
     let loader = Loader::new();
-    let p = policy("item", 600);
+    let p = policy_with_ttl("item", 600);
     let key = cache.key("item").arg(&404u64).build().expect("valid key");
     assert_eq!(
         cache
@@ -207,7 +195,7 @@ async fn a_missing_id_is_cached_as_a_null_marker_with_the_null_ttl(server: TestR
     assert!((1..=30).contains(&ttl), "null ttl {ttl}");
 
     // A per-function null TTL wins over the cache's.
-    let short = policy("item", 600)
+    let short = policy_with_ttl("item", 600)
         .null_ttl(Duration::from_secs(5))
         .expect("valid");
     let key = cache.key("item").arg(&405u64).build().expect("valid key");
@@ -220,7 +208,7 @@ async fn a_missing_id_is_cached_as_a_null_marker_with_the_null_ttl(server: TestR
 
 async fn result_shapes_store_ok_and_never_err(server: TestRedis) {
     let cache = server.cache().await;
-    let p = policy("res", 60);
+    let p = policy_with_ttl("res", 60);
     let runs = AtomicUsize::new(0);
     let key = cache.key("res").arg(&1u8).build().expect("valid key");
     for _ in 0..2 {
@@ -260,7 +248,7 @@ async fn result_shapes_store_ok_and_never_err(server: TestRedis) {
 
 async fn a_null_marker_never_decodes_as_a_value_and_no_value_as_a_null_marker(server: TestRedis) {
     let cache = server.cache().await;
-    let p = policy("mix", 60);
+    let p = policy_with_ttl("mix", 60);
     let key = cache.key("mix").arg(&1u8).build().expect("valid key");
     // Write a null marker, then read the key through a shape that cannot represent absence.
     cache
@@ -303,7 +291,7 @@ async fn corrupt_foreign_and_stale_entries_are_counted_misses_that_get_overwritt
         b"rc1:1:v:{\"id\":7,\"name\":\"old version\"}",
         b"rc1:0:",
     ];
-    let p = policy("item", 60);
+    let p = policy_with_ttl("item", 60);
     for (i, bytes) in garbage.iter().enumerate() {
         let key = cache.key("item").arg(&i).build().expect("valid key");
         let _: () = conn.set(key.as_str(), *bytes).expect("SET");
@@ -333,8 +321,8 @@ async fn corrupt_foreign_and_stale_entries_are_counted_misses_that_get_overwritt
 async fn a_new_version_ignores_entries_of_the_old_one(server: TestRedis) {
     let cache = server.cache().await;
     let key = cache.key("item").arg(&1u8).build().expect("valid key");
-    let v1 = policy("item", 60);
-    let v2 = policy("item", 60).version(2);
+    let v1 = policy_with_ttl("item", 60);
+    let v2 = policy_with_ttl("item", 60).version(2);
     let first: u32 = cache
         .get_or_fill::<Plain, _, _>(&key, &v1, async { 1 })
         .await;
@@ -354,7 +342,7 @@ async fn zero_ttls_are_rejected_and_jitter_stays_within_bounds() {
         Err(CacheError::ZeroTtl)
     ));
     assert!(matches!(
-        policy("item", 1).null_ttl(Duration::ZERO),
+        policy_with_ttl("item", 1).null_ttl(Duration::ZERO),
         Err(CacheError::ZeroTtl)
     ));
     assert!(
@@ -366,7 +354,7 @@ async fn zero_ttls_are_rejected_and_jitter_stays_within_bounds() {
 
     let server = RedisServer::start();
     let cache = server.cache().await;
-    let p = policy("jit", 100).jitter(Duration::from_secs(50));
+    let p = policy_with_ttl("jit", 100).jitter(Duration::from_secs(50));
     let mut conn = server.conn();
     let mut ttls = Vec::new();
     for i in 0..40u32 {
@@ -387,7 +375,7 @@ async fn zero_ttls_are_rejected_and_jitter_stays_within_bounds() {
 async fn exact_invalidation_deletes_the_entry_a_getter_reads(server: TestRedis) {
     let cache = server.cache().await;
     let loader = Loader::new();
-    let p = policy("item", 600);
+    let p = policy_with_ttl("item", 600);
     let key = |id: u64| cache.key("item").arg(&id).build().expect("valid key");
     for id in [1, 2] {
         cache
@@ -457,7 +445,7 @@ async fn invalidation_treats_glob_characters_in_keys_and_namespaces_literally(se
         .await
         .expect("connect");
     let mut conn = server.conn();
-    let p = policy("q", 60);
+    let p = policy_with_ttl("q", 60);
     let args = [
         "a*b",
         "a?",
@@ -512,10 +500,10 @@ async fn two_prefixes_with_the_same_arguments_never_share_an_entry(server: TestR
     let a = cache.key("a").arg(&1u8).build().expect("valid key");
     let b = cache.key("b").arg(&1u8).build().expect("valid key");
     let x: u32 = cache
-        .get_or_fill::<Plain, _, _>(&a, &policy("a", 60), async { 1 })
+        .get_or_fill::<Plain, _, _>(&a, &policy_with_ttl("a", 60), async { 1 })
         .await;
     let y: u32 = cache
-        .get_or_fill::<Plain, _, _>(&b, &policy("b", 60), async { 2 })
+        .get_or_fill::<Plain, _, _>(&b, &policy_with_ttl("b", 60), async { 2 })
         .await;
     assert_eq!((x, y), (1, 2));
 }
@@ -530,7 +518,7 @@ async fn oversized_results_are_returned_but_not_stored(server: TestRedis) {
     let key = cache.key("big").build().expect("valid key");
     let big = "x".repeat(4096);
     let got: String = cache
-        .get_or_fill::<Plain, _, _>(&key, &policy("big", 60), async { big.clone() })
+        .get_or_fill::<Plain, _, _>(&key, &policy_with_ttl("big", 60), async { big.clone() })
         .await;
     assert_eq!(got, big);
     let mut conn = server.conn();
@@ -544,7 +532,7 @@ async fn calls_keep_working_uncached_when_redis_is_gone() {
     let mut server = RedisServer::start();
     let cache = server.cache().await;
     let loader = Loader::new();
-    let p = policy("item", 60);
+    let p = policy_with_ttl("item", 60);
     let key = cache.key("item").arg(&1u64).build().expect("valid key");
     server.kill();
     for _ in 0..20 {
@@ -565,7 +553,7 @@ async fn a_lazy_cache_starts_without_redis_and_caches_once_it_appears() {
         .build_lazy()
         .expect("valid config");
     let loader = Loader::new();
-    let p = policy("item", 60);
+    let p = policy_with_ttl("item", 60);
     let key = cache.key("item").arg(&1u64).build().expect("valid key");
     assert_eq!(
         cache
@@ -574,15 +562,15 @@ async fn a_lazy_cache_starts_without_redis_and_caches_once_it_appears() {
         Some(item(1))
     );
     let _server = RedisServer::start_on(port);
-    // Poll (bounded) until a call is answered from the cache.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while cache.stats().total.hits == 0 {
-        assert!(std::time::Instant::now() < deadline, "never reached a hit");
-        cache
+    // Calls until one is answered from the cache.
+    wait_until_async(Duration::from_secs(20), || async {
+        let found = cache
             .get_or_fill::<Optional, _, _>(&key, &p, loader.load(1))
             .await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        assert_eq!(found, Some(item(1)));
+        cache.stats().total.hits > 0
+    })
+    .await;
 }
 
 topology_suite!(standalone, cluster;

@@ -4,16 +4,12 @@
 
 use std::{sync::atomic::AtomicUsize, time::Duration};
 
-use cached_runtime::{
-    shape::{Optional, Plain},
-    telemetry,
-};
-use redis::Commands;
+use cached_runtime::telemetry;
 use tests::{
     RedisServer,
-    fixtures::{policy, value},
+    fixtures::{Scripted, scripted_outcomes, value},
     recorder::{Labels, TestRecorder},
-    wait_until,
+    wait_until, wait_until_async,
 };
 
 /// Every label the crate may put on a series.
@@ -30,7 +26,7 @@ const KNOWN_LABELS: [&str; 9] = [
 ];
 
 /// Calls of `prefix` that ended in `outcome`; hits are those Redis answered (no near cache
-/// here: its hits are `tier="local"`).
+/// here: its hits are `tier="near"`).
 fn requests(r: &TestRecorder, cache: &str, prefix: &str, outcome: &str) -> Option<u64> {
     let mut labels = vec![("cache", cache), ("prefix", prefix), ("outcome", outcome)];
     if matches!(outcome, "hit" | "null_hit") {
@@ -47,56 +43,8 @@ fn count(r: &TestRecorder, name: &str, labels: Labels<'_>) -> usize {
 async fn a_scripted_sequence_reports_exact_values_through_the_recorder() {
     let r = TestRecorder::global();
     let mut server = RedisServer::start();
-    let cache = server
-        .cache_builder()
-        .name("scripted")
-        .circuit_breaker(0, Duration::from_secs(1))
-        .build()
-        .await
-        .expect("connect");
-    let runs = AtomicUsize::new(0);
-    // v: miss, hit
-    value(&cache, 1, &runs).await;
-    value(&cache, 1, &runs).await;
-    // o: miss (stores the null marker), null hit
-    let absent = cache.key("o").arg(&1u8).build().expect("key");
-    for _ in 0..2 {
-        let got = cache
-            .get_or_fill::<Optional, Option<u64>, _>(&absent, &policy("o"), async { None })
-            .await;
-        assert_eq!(got, None);
-    }
-    // v: a corrupt entry, a decode failure and a miss
-    let corrupt = cache.key("v").arg(&2u64).build().expect("key");
-    let _: () = server.conn().set(corrupt.as_str(), "garbage").expect("SET");
-    assert_eq!(value(&cache, 2, &runs).await, 20);
-    // c: a leader that waits for its follower, and the follower (coalesced)
-    let key = cache.key("c").arg(&1u8).build().expect("key");
-    let leader = {
-        let (cache, key) = (cache.clone(), key.clone());
-        tokio::spawn(async move {
-            let waiting = cache.clone();
-            cache
-                .get_or_fill::<Plain, u64, _>(&key, &policy("c"), async move {
-                    wait_until(Duration::from_secs(10), || waiting.stats().waiting == 1).await;
-                    9
-                })
-                .await
-        })
-    };
-    wait_until(Duration::from_secs(10), || {
-        requests(r, "scripted", "c", "miss") == Some(1)
-    })
-    .await;
-    let follower = cache
-        .get_or_fill::<Plain, u64, _>(&key, &policy("c"), async { unreachable!() })
-        .await;
-    assert_eq!((leader.await.expect("no panic"), follower), (9, 9));
-    // v: bypass
-    cached_runtime::bypass(value(&cache, 1, &runs)).await;
-    // v: Redis gone, an error
-    server.kill();
-    assert_eq!(value(&cache, 3, &runs).await, 30);
+    let Scripted { cache, .. } = scripted_outcomes(&mut server, "scripted").await;
+    assert_eq!(cache.name(), "scripted");
 
     for (prefix, outcome, n) in [
         ("v", "hit", 1),
@@ -249,18 +197,12 @@ async fn the_circuit_breaker_reports_its_state_and_every_transition() {
     assert!(consistent());
 
     let _server = RedisServer::start_on(port);
-    let probing = async {
-        loop {
-            value(&cache, 1, &runs).await;
-            if !cache.stats().circuit_open {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), probing)
-        .await
-        .expect("the circuit closes once Redis is back");
+    // Calls probe the circuit; it closes once Redis is back.
+    wait_until_async(Duration::from_secs(30), || async {
+        value(&cache, 1, &runs).await;
+        !cache.stats().circuit_open
+    })
+    .await;
     assert_eq!(state(), Some(0.0));
     assert_eq!(transitions("closed"), 1);
     assert!(transitions("half_open") >= 1);

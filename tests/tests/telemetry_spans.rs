@@ -5,12 +5,11 @@
 use std::{
     io::Write,
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
 };
 
-use cached_runtime::{Policy, shape::Plain};
+use cached_runtime::shape::Plain;
 use redis::Commands;
-use tests::RedisServer;
+use tests::{RedisServer, fixtures::policy_with_ttl};
 
 /// A `Write` into a shared buffer, for a subscriber's output.
 #[derive(Clone, Default)]
@@ -55,7 +54,7 @@ async fn each_call_has_a_debug_span_with_its_outcome_and_no_argument_values() {
         .build()
         .await
         .expect("connect");
-    let policy = Policy::new("user", Duration::from_secs(60)).expect("policy");
+    let policy = policy_with_ttl("user", 60);
     let email = "alice.personal@example.com";
     let key = cache.key("user").arg(email).build().expect("key");
     let call = || {

@@ -1,11 +1,11 @@
 //! `rediss://` against a real redis-server listening with TLS, its certificate signed by a
 //! throwaway CA that this test makes with `openssl`.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, process::Command};
 
-use cached_runtime::{Cache, Policy, shape::Plain};
+use cached_runtime::{Cache, shape::Plain};
 use redis::Commands;
-use tests::{RedisServer, free_port};
+use tests::{RedisServer, fixtures::policy_with_ttl, free_port};
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -142,7 +142,7 @@ fn rediss_urls_connect_over_verified_tls_and_refuse_an_unknown_ca() {
             .await
             .expect("TLS connection to the test server");
         let key = cache.key("tls").arg(&1u8).build().expect("valid key");
-        let policy = Policy::new("tls", Duration::from_secs(60)).expect("valid policy");
+        let policy = policy_with_ttl("tls", 60);
         let v: u32 = cache
             .get_or_fill::<Plain, _, _>(&key, &policy, async { 7 })
             .await;

@@ -133,6 +133,7 @@ impl BlockingConnection {
             self.manager = Some(Manager {
                 connector,
                 response_timeout: self.wait(),
+                topology: self.redis.pool().topology(),
             });
         }
         let Some(manager) = &self.manager else {

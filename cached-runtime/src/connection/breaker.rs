@@ -8,52 +8,297 @@
 //! probe's permit is a guard: a probe whose future is dropped hands the probe to the next
 //! caller instead of leaving the circuit open forever.
 //!
-//! Every transition is reported to the cache's [`CacheMetrics`] (state gauge and transition
-//! counter), which the store also times its commands with.
+//! One server (or Sentinel's primary) has one breaker. A cluster has one per primary, found by
+//! the slot of the command's key in a snapshot of the slot map (`CLUSTER SLOTS`, refreshed by
+//! the pool when a node fails), so a dead shard fails fast while the others go on; a command
+//! whose slot or node is not known goes through a shared breaker. A node's failures are
+//! events when they are the first since its last success, or come [`NODE_EVENT_SPACING`]
+//! after its previous event: redis-rs reconnects a node by itself on each command sent to it,
+//! so spaced failures stand for failed reconnects, and a burst of callers for one.
+//!
+//! Every transition is reported to the connection's [`CacheMetrics`] (state gauge and
+//! transition counter): the state shown is the worst of all breakers (open, then half-open).
 
 use std::{
     collections::VecDeque,
+    ops::Deref,
     sync::{
         Arc, Mutex, OnceLock, PoisonError,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
 
+use arc_swap::ArcSwap;
+
+use super::cluster::SlotRange;
 use crate::telemetry::{CacheMetrics, Circuit};
 
-/// The breakers of one connection: one for the one server (or Sentinel's primary), and the
-/// same one for every node of a cluster until it has a breaker per node.
+/// Within this long after a node's failure event, its further failures are the same event.
+pub(crate) const NODE_EVENT_SPACING: Duration = Duration::from_millis(100);
+
+/// The breakers of one connection: the shared one, and on a cluster one per primary.
 pub(crate) struct Breakers {
-    whole: Breaker,
+    /// One server, Sentinel's primary, or a cluster command whose node is not known.
+    shared: Breaker,
+    /// On a cluster: which primary owns which slots, each with its breaker.
+    nodes: Option<ArcSwap<NodeMap>>,
+    settings: Settings,
+    reporter: Arc<Reporter>,
+}
+
+#[derive(Clone, Copy)]
+struct Settings {
+    threshold: u32,
+    window: Duration,
+    cooldown: Duration,
+}
+
+/// A snapshot of the slot map: slot ranges, sorted, and the node that owns each.
+#[derive(Default)]
+struct NodeMap {
+    /// (first slot, last slot, index in `nodes`).
+    ranges: Vec<(u16, u16, usize)>,
+    nodes: Vec<Arc<Node>>,
+}
+
+/// A cluster primary, with its breaker and what judging its failures needs.
+pub(crate) struct Node {
+    host: String,
+    port: u16,
+    breaker: Breaker,
+    /// Whether its last command failed: then only spaced failures are new events.
+    failing: AtomicBool,
+    /// When its last failure event was (ms since the breaker's epoch).
+    last_event: AtomicU64,
+}
+
+impl Node {
+    /// The command succeeded (or Redis answered it).
+    #[inline]
+    fn succeeded(&self) {
+        // Read first: a store on every command would bounce this line between cores.
+        if self.failing.load(Ordering::Relaxed) {
+            self.failing.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// A command to it failed for lack of Redis: whether that is a new event.
+    fn failed(&self) -> bool {
+        let now = self.breaker.now_ms();
+        let first = !self.failing.swap(true, Ordering::AcqRel);
+        let last = self.last_event.load(Ordering::Acquire);
+        let spaced = now.saturating_sub(last) >= NODE_EVENT_SPACING.as_millis() as u64;
+        (first || spaced)
+            && self
+                .last_event
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// The breaker a command goes through, from [`Breakers::for_slot`].
+pub(crate) enum Target<'a> {
+    Shared(&'a Breaker),
+    Node(Arc<Node>),
+}
+
+impl Deref for Target<'_> {
+    type Target = Breaker;
+
+    #[inline]
+    fn deref(&self) -> &Breaker {
+        match self {
+            Target::Shared(b) => b,
+            Target::Node(n) => &n.breaker,
+        }
+    }
+}
+
+impl Target<'_> {
+    /// The command succeeded, or Redis answered it.
+    #[inline]
+    pub(crate) fn succeeded(&self) {
+        if let Target::Node(node) = self {
+            node.succeeded();
+        }
+    }
+
+    /// The command failed for lack of Redis; `event` is the pool's verdict for a connection of
+    /// its own. Returns whether this failure is a new event.
+    pub(crate) fn failed(&self, event: bool) -> bool {
+        match self {
+            Target::Shared(_) => event,
+            Target::Node(node) => node.failed(),
+        }
+    }
+
+    /// The node, when the command went to a known cluster primary.
+    pub(crate) fn node(&self) -> Option<&Node> {
+        match self {
+            Target::Shared(_) => None,
+            Target::Node(n) => Some(n),
+        }
+    }
 }
 
 impl Breakers {
-    pub(crate) fn new(threshold: u32, window: Duration, cooldown: Duration) -> Self {
+    /// Breakers for one server (`cluster` false), or for a cluster's primaries once the slot
+    /// map is known ([`Breakers::set_slots`]).
+    pub(crate) fn new(threshold: u32, window: Duration, cooldown: Duration, cluster: bool) -> Self {
+        let settings = Settings {
+            threshold,
+            window,
+            cooldown,
+        };
+        let reporter = Arc::new(Reporter::default());
         Self {
-            whole: Breaker::new(threshold, window, cooldown),
+            shared: Breaker::reporting(settings, Arc::clone(&reporter), None),
+            nodes: cluster.then(|| ArcSwap::from_pointee(NodeMap::default())),
+            settings,
+            reporter,
         }
     }
 
     /// The breaker of the node that serves `slot` (`None`: no key, any node).
     #[inline]
-    pub(crate) fn for_slot(&self, _slot: Option<u16>) -> &Breaker {
-        &self.whole
+    pub(crate) fn for_slot(&self, slot: Option<u16>) -> Target<'_> {
+        let (Some(nodes), Some(slot)) = (&self.nodes, slot) else {
+            return Target::Shared(&self.shared);
+        };
+        let map = nodes.load();
+        let at = map.ranges.partition_point(|&(_, last, _)| last < slot);
+        match map.ranges.get(at) {
+            Some(&(first, _, node)) if first <= slot => Target::Node(Arc::clone(&map.nodes[node])),
+            _ => Target::Shared(&self.shared),
+        }
+    }
+
+    /// Takes in a new slot map: nodes already known keep their breakers, new ones get a
+    /// closed one, and the breakers of nodes that own no slots any more are dropped.
+    pub(crate) fn set_slots(&self, owners: &[SlotRange]) {
+        let Some(nodes) = &self.nodes else {
+            return;
+        };
+        let old = nodes.load_full();
+        let mut map = NodeMap::default();
+        for range in owners {
+            let at = match map
+                .nodes
+                .iter()
+                .position(|n| n.host == range.host && n.port == range.port)
+            {
+                Some(at) => at,
+                None => {
+                    let node = old
+                        .nodes
+                        .iter()
+                        .find(|n| n.host == range.host && n.port == range.port)
+                        .cloned()
+                        .unwrap_or_else(|| {
+                            let label = format!("{}:{}", range.host, range.port);
+                            Arc::new(Node {
+                                host: range.host.clone(),
+                                port: range.port,
+                                breaker: Breaker::reporting(
+                                    self.settings,
+                                    Arc::clone(&self.reporter),
+                                    Some(label),
+                                ),
+                                failing: AtomicBool::new(false),
+                                last_event: AtomicU64::new(0),
+                            })
+                        });
+                    map.nodes.push(node);
+                    map.nodes.len() - 1
+                }
+            };
+            let (Ok(first), Ok(last)) = (u16::try_from(range.start), u16::try_from(range.end))
+            else {
+                continue;
+            };
+            map.ranges.push((first, last, at));
+        }
+        map.ranges.sort_unstable();
+        nodes.store(Arc::new(map));
+    }
+
+    /// Whether every known node's circuit is open: the whole cluster is unreachable.
+    pub(crate) fn all_nodes_open(&self) -> bool {
+        self.nodes.as_ref().is_some_and(|nodes| {
+            let map = nodes.load();
+            !map.nodes.is_empty() && map.nodes.iter().all(|n| n.breaker.is_open())
+        })
     }
 
     /// A failure no command carried (a failed reconnect of the whole connection).
     pub(crate) fn connection_event(&self) -> bool {
-        self.whole.event()
+        self.shared.event()
     }
 
-    /// Reports transitions, and lends the connection its command timings, through `telemetry`.
+    /// Reports transitions through `telemetry`.
     pub(crate) fn observe(&self, telemetry: Arc<CacheMetrics>) {
-        self.whole.observe(telemetry);
+        self.reporter.observe(telemetry);
     }
 
     /// Whether any circuit is open now, and how often circuits have opened.
     pub(crate) fn circuit(&self) -> (bool, u64) {
-        (self.whole.is_open(), self.whole.times_opened())
+        (
+            self.reporter.any_open(),
+            self.reporter.opened.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Where breakers report their transitions: one per connection, whose metrics show the worst
+/// state of its breakers.
+#[derive(Default)]
+struct Reporter {
+    telemetry: OnceLock<Arc<CacheMetrics>>,
+    /// How many breakers are in each state (indexed by [`Circuit`]).
+    in_state: [AtomicUsize; 3],
+    /// How many times any of them opened.
+    opened: AtomicU64,
+}
+
+impl Reporter {
+    fn observe(&self, telemetry: Arc<CacheMetrics>) {
+        let _ = self.telemetry.set(telemetry);
+        self.show();
+    }
+
+    fn moved(&self, from: Circuit, to: Circuit) {
+        self.in_state[to as usize].fetch_add(1, Ordering::AcqRel);
+        self.in_state[from as usize].fetch_sub(1, Ordering::AcqRel);
+        self.show();
+    }
+
+    fn any_open(&self) -> bool {
+        self.in_state[Circuit::Open as usize].load(Ordering::Acquire) > 0
+            || self.in_state[Circuit::HalfOpen as usize].load(Ordering::Acquire) > 0
+    }
+
+    fn show(&self) {
+        let Some(t) = self.telemetry.get() else {
+            return;
+        };
+        let count = |c: Circuit| self.in_state[c as usize].load(Ordering::Acquire);
+        let worst = if count(Circuit::Open) > 0 {
+            Circuit::Open
+        } else if count(Circuit::HalfOpen) > 0 {
+            Circuit::HalfOpen
+        } else {
+            Circuit::Closed
+        };
+        t.circuit(worst);
+    }
+}
+
+fn circuit_of(raw: u8) -> Circuit {
+    match raw {
+        1 => Circuit::HalfOpen,
+        2 => Circuit::Open,
+        _ => Circuit::Closed,
     }
 }
 
@@ -68,9 +313,21 @@ pub(crate) struct Breaker {
     probing: AtomicBool,
     opened: AtomicU64,
     epoch: Instant,
-    /// Where transitions (and the store's command timings) are reported; set once the cache
-    /// that owns this breaker is assembled.
-    telemetry: OnceLock<Arc<CacheMetrics>>,
+    /// The state last reported (a [`Circuit`]).
+    shown: AtomicU8,
+    /// Where transitions are reported.
+    reporter: Arc<Reporter>,
+    /// The node, in logs (`None`: the one server, or any node).
+    node: Option<String>,
+}
+
+impl Drop for Breaker {
+    fn drop(&mut self) {
+        // A node gone from the slot map no longer counts towards the state shown.
+        let shown = circuit_of(self.shown.load(Ordering::Acquire));
+        self.reporter.in_state[shown as usize].fetch_sub(1, Ordering::AcqRel);
+        self.reporter.show();
+    }
 }
 
 /// Leave to send one command, from [`Breaker::permit`].
@@ -110,36 +367,46 @@ impl std::fmt::Debug for Breaker {
 }
 
 impl Breaker {
-    /// `threshold` 0 disables the breaker.
-    pub(crate) fn new(threshold: u32, window: Duration, cooldown: Duration) -> Self {
+    /// A breaker of its own (`threshold` 0 disables it), for tests.
+    #[cfg(test)]
+    fn new(threshold: u32, window: Duration, cooldown: Duration) -> Self {
+        let settings = Settings {
+            threshold,
+            window,
+            cooldown,
+        };
+        Self::reporting(settings, Arc::new(Reporter::default()), None)
+    }
+
+    /// A breaker that reports to `reporter`, for `node` (in logs).
+    fn reporting(settings: Settings, reporter: Arc<Reporter>, node: Option<String>) -> Self {
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1);
+        reporter.in_state[Circuit::Closed as usize].fetch_add(1, Ordering::AcqRel);
         Self {
-            threshold: threshold as usize,
-            window_ms: ms(window),
-            cooldown_ms: ms(cooldown),
+            threshold: settings.threshold as usize,
+            window_ms: ms(settings.window),
+            cooldown_ms: ms(settings.cooldown),
             events: Mutex::new(VecDeque::new()),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
             opened: AtomicU64::new(0),
             epoch: Instant::now(),
-            telemetry: OnceLock::new(),
+            shown: AtomicU8::new(Circuit::Closed as u8),
+            reporter,
+            node,
         }
     }
 
-    /// Reports transitions, and lends the store its command timings, through `telemetry`.
-    pub(crate) fn observe(&self, telemetry: Arc<CacheMetrics>) {
-        let _ = self.telemetry.set(telemetry);
-    }
-
-    /// The cache's metrics, once it is assembled.
-    #[inline]
-    pub(crate) fn telemetry(&self) -> Option<&CacheMetrics> {
-        self.telemetry.get().map(|t| &**t)
+    /// Reports transitions through `telemetry`, for tests.
+    #[cfg(test)]
+    fn observe(&self, telemetry: Arc<CacheMetrics>) {
+        self.reporter.observe(telemetry);
     }
 
     fn report(&self, to: Circuit) {
-        if let Some(t) = self.telemetry() {
-            t.circuit(to);
+        let from = circuit_of(self.shown.swap(to as u8, Ordering::AcqRel));
+        if from != to {
+            self.reporter.moved(from, to);
         }
     }
 
@@ -179,7 +446,10 @@ impl Breaker {
                 let reopen_at = self.now_ms().saturating_add(self.cooldown_ms);
                 self.open_until.store(reopen_at, Ordering::Release);
                 self.report(Circuit::Open);
-                tracing::debug!("redis probe failed: cache circuit stays open");
+                tracing::debug!(
+                    node = self.node.as_deref().unwrap_or("any"),
+                    "redis probe failed: cache circuit stays open"
+                );
                 false
             }
             Permit::Go if event => self.event(),
@@ -228,11 +498,13 @@ impl Breaker {
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
         self.opened.fetch_add(1, Ordering::Relaxed);
+        self.reporter.opened.fetch_add(1, Ordering::Relaxed);
         self.report(Circuit::Open);
         tracing::warn!(
             failures = count,
             window_ms = self.window_ms,
             cooldown_ms = self.cooldown_ms,
+            node = self.node.as_deref().unwrap_or("any"),
             "redis failing: cache circuit opened, calls run uncached"
         );
         true
@@ -241,7 +513,10 @@ impl Breaker {
     fn close(&self) {
         if self.open_until.swap(0, Ordering::AcqRel) != 0 {
             self.report(Circuit::Closed);
-            tracing::info!("redis answers again: cache circuit closed");
+            tracing::info!(
+                node = self.node.as_deref().unwrap_or("any"),
+                "redis answers again: cache circuit closed"
+            );
         }
     }
 
@@ -355,5 +630,108 @@ mod tests {
             off.failure(off.permit().expect("never open"), true);
         }
         assert!(!off.is_open());
+    }
+
+    fn range(start: i64, end: i64, port: u16) -> SlotRange {
+        SlotRange {
+            start,
+            end,
+            host: "127.0.0.1".to_owned(),
+            port,
+        }
+    }
+
+    fn port_of(target: &Target<'_>) -> Option<u16> {
+        target.node().map(|n| n.port)
+    }
+
+    #[test]
+    fn a_slot_goes_through_its_owners_breaker_and_an_unknown_one_through_the_shared() {
+        let b = Breakers::new(1, Duration::from_secs(60), Duration::from_secs(60), true);
+        assert_eq!(port_of(&b.for_slot(Some(0))), None, "no map yet");
+        b.set_slots(&[
+            range(0, 5460, 7000),
+            range(5461, 10922, 7001),
+            range(10923, 16383, 7002),
+        ]);
+        assert_eq!(port_of(&b.for_slot(Some(0))), Some(7000));
+        assert_eq!(port_of(&b.for_slot(Some(5460))), Some(7000));
+        assert_eq!(port_of(&b.for_slot(Some(5461))), Some(7001));
+        assert_eq!(port_of(&b.for_slot(Some(16383))), Some(7002));
+        assert_eq!(port_of(&b.for_slot(None)), None);
+
+        // One node's circuit opens: the others' stay closed.
+        let dead = b.for_slot(Some(1));
+        assert!(dead.failure(dead.permit().expect("closed"), dead.failed(true)));
+        assert!(
+            b.for_slot(Some(2)).permit().is_none(),
+            "its slots fail fast"
+        );
+        assert!(b.for_slot(Some(6000)).permit().is_some());
+        assert!(b.for_slot(None).permit().is_some());
+        assert_eq!(b.circuit(), (true, 1));
+        assert!(!b.all_nodes_open());
+
+        // Its slots move to a new node with a closed breaker; the open one is dropped once
+        // no command holds it.
+        drop(dead);
+        b.set_slots(&[
+            range(0, 5460, 7003),
+            range(5461, 10922, 7001),
+            range(10923, 16383, 7002),
+        ]);
+        assert_eq!(port_of(&b.for_slot(Some(0))), Some(7003));
+        assert!(b.for_slot(Some(0)).permit().is_some());
+        assert_eq!(b.circuit(), (false, 1), "opened once, open no more");
+    }
+
+    #[test]
+    fn the_state_shown_is_the_worst_of_the_nodes() {
+        let b = Breakers::new(1, Duration::from_secs(60), Duration::from_millis(1), true);
+        let telemetry = Arc::new(CacheMetrics::new(metrics::SharedString::const_str("b")));
+        b.observe(Arc::clone(&telemetry));
+        b.set_slots(&[range(0, 8191, 7000), range(8192, 16383, 7001)]);
+        let (one, two) = (b.for_slot(Some(0)), b.for_slot(Some(9000)));
+        assert!(one.event() && two.event());
+        assert_eq!(telemetry.circuit_state(), Circuit::Open as u8);
+        let probe = wait_for_probe(&one);
+        one.success(probe);
+        assert_eq!(
+            telemetry.circuit_state(),
+            Circuit::Open as u8,
+            "one node is still open"
+        );
+        let probe = wait_for_probe(&two);
+        assert_eq!(telemetry.circuit_state(), Circuit::HalfOpen as u8);
+        two.success(probe);
+        assert_eq!(telemetry.circuit_state(), Circuit::Closed as u8);
+        assert!(two.event());
+        drop((one, two));
+        // The open node leaves the map: nothing is open any more.
+        b.set_slots(&[range(0, 16383, 7000)]);
+        assert_eq!(telemetry.circuit_state(), Circuit::Closed as u8);
+        assert_eq!(b.circuit(), (false, 3));
+    }
+
+    #[test]
+    fn a_burst_of_failures_of_one_node_is_one_event_and_a_success_ends_it() {
+        let b = Breakers::new(2, Duration::from_secs(60), Duration::from_secs(60), true);
+        b.set_slots(&[range(0, 16383, 7000)]);
+        let node = b.for_slot(Some(0));
+        assert!(node.failed(false), "the first failure is an event");
+        for _ in 0..50 {
+            assert!(!node.failed(true), "the same burst");
+        }
+        node.succeeded();
+        // After a success the next failure would be a new event, unless it comes within the
+        // spacing of the last one: then it is still the same trouble.
+        let start = Instant::now();
+        while start.elapsed() < NODE_EVENT_SPACING {
+            std::thread::yield_now();
+        }
+        assert!(
+            node.failed(false),
+            "a failure after the spacing is a new event"
+        );
     }
 }

@@ -17,6 +17,8 @@ use redis::{
     sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
 };
 
+use tokio::sync::watch;
+
 use super::{
     config::{RedisBuilder, Topology},
     link::Link,
@@ -30,7 +32,11 @@ pub(crate) enum Connector {
     /// A `rediss://` URL, with this crate's own TLS setup.
     #[cfg(feature = "tls")]
     Tls(super::tls::Connector),
-    Cluster(ClusterClient),
+    /// The client of the shared connections, and one that never retries, for scripts.
+    Cluster {
+        shared: Box<ClusterClient>,
+        scripts: Box<ClusterClient>,
+    },
     /// Asks the sentinels for the primary on every connect, so a reconnect after a failover
     /// finds the new one. The client needs `&mut` for its lookups.
     Sentinel(tokio::sync::Mutex<SentinelClient>),
@@ -40,11 +46,15 @@ pub(crate) enum Connector {
 pub(crate) struct Manager {
     pub(crate) connector: Connector,
     pub(crate) response_timeout: Duration,
+    /// The pool's topology epoch, stamped on each connection made.
+    pub(crate) topology: watch::Receiver<u64>,
 }
 
 pub(crate) struct Conn {
     pub(crate) conn: Link,
     pub(crate) broken: Arc<AtomicBool>,
+    /// The pool's topology epoch when it was made.
+    pub(crate) epoch: u64,
 }
 
 impl bb8::ManageConnection for Manager {
@@ -52,6 +62,8 @@ impl bb8::ManageConnection for Manager {
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Conn, RedisError> {
+        // Read before asking where to connect: a change during the connect makes it stale.
+        let epoch = *self.topology.borrow();
         let conn = match &self.connector {
             Connector::Url(inner) => {
                 let mut conn = inner.connect().await?;
@@ -60,7 +72,9 @@ impl bb8::ManageConnection for Manager {
             }
             #[cfg(feature = "tls")]
             Connector::Tls(tls) => Link::Single(tls.connect(self.response_timeout).await?),
-            Connector::Cluster(client) => Link::Cluster(client.get_async_connection().await?),
+            Connector::Cluster { shared, .. } => {
+                Link::Cluster(shared.get_async_connection().await?)
+            }
             Connector::Sentinel(client) => {
                 let config =
                     AsyncConnectionConfig::new().set_response_timeout(Some(self.response_timeout));
@@ -75,6 +89,7 @@ impl bb8::ManageConnection for Manager {
         Ok(Conn {
             conn,
             broken: Arc::new(AtomicBool::new(false)),
+            epoch,
         })
     }
 
@@ -82,21 +97,57 @@ impl bb8::ManageConnection for Manager {
         if let Connector::Sentinel(_) = self.connector {
             // A pooled connection to a primary demoted by a failover still answers PING;
             // ROLE tells it apart (same round trip).
-            let role: Vec<Value> = redis::cmd("ROLE").query_async(&mut conn.conn).await?;
-            return match role.first() {
-                Some(Value::BulkString(r)) if r == b"master" => Ok(()),
-                _ => Err(RedisError::from((
-                    redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
-                    "no longer the primary",
-                ))),
+            let role = redis::cmd("ROLE")
+                .query_async::<Vec<Value>>(&mut conn.conn)
+                .await;
+            return match role {
+                Ok(role) => match role.first() {
+                    Some(Value::BulkString(r)) if r == b"master" => Ok(()),
+                    _ => Err(RedisError::from((
+                        redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                        "no longer the primary",
+                    ))),
+                },
+                // A user whose ACL refuses ROLE: the server answered, which is all we can tell;
+                // a demoted primary then shows itself by its READONLY replies.
+                Err(e) if is_refused(&e) => Ok(()),
+                Err(e) => Err(e),
             };
         }
-        let _: String = redis::cmd("PING").query_async(&mut conn.conn).await?;
-        Ok(())
+        answers(&mut conn.conn).await
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {
         conn.broken.load(Ordering::Acquire)
+    }
+}
+
+/// Whether Redis refused the command to this user (`NOPERM`): an answer all the same, so the
+/// connection works.
+pub(crate) fn is_refused(e: &RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
+}
+
+/// The command a `NOPERM` reply names (`… to run the 'cluster|slots' command`), as it is
+/// typed (`CLUSTER SLOTS`).
+pub(crate) fn refused_command(e: &RedisError) -> Option<String> {
+    let detail = e.detail()?;
+    let start = detail.find('\'')? + 1;
+    let len = detail[start..].find('\'')?;
+    Some(
+        detail[start..start + len]
+            .replace('|', " ")
+            .to_ascii_uppercase(),
+    )
+}
+
+/// Whether the server behind `conn` answers: `PING`, or any reply to it when the user's ACL
+/// refuses `PING` (`NOPERM` comes from the server too).
+pub(crate) async fn answers<C: redis::aio::ConnectionLike>(conn: &mut C) -> Result<(), RedisError> {
+    match redis::cmd("PING").query_async::<Value>(conn).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_refused(&e) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 
@@ -216,16 +267,24 @@ impl Connector {
                     .iter()
                     .map(|n| node_info(n, url).map(|i| i.set_tcp_settings(tcp())))
                     .collect::<Result<Vec<_>, _>>()?;
-                let client = ClusterClientBuilder::new(infos)
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.command_timeout)
+                let client = |retries| {
+                    ClusterClientBuilder::new(infos.clone())
+                        .connection_timeout(config.connect_timeout)
+                        .response_timeout(config.command_timeout)
+                        .retries(retries)
+                        .tcp_settings(tcp())
+                        .build()
+                        .map_err(|e| invalid(url, &e))
+                };
+                Connector::Cluster {
                     // A command is bounded by the command timeout, retries included; a
                     // redirect after a failover needs one or two.
-                    .retries(2)
-                    .tcp_settings(tcp())
-                    .build()
-                    .map_err(|e| invalid(url, &e))?;
-                Connector::Cluster(client)
+                    shared: Box::new(client(2)?),
+                    // redis-rs re-sends a command after an I/O error or a timeout, when it
+                    // may have run already: scripts go through a client that never does,
+                    // and `Pool::eval` retries only the replies that prove it did not run.
+                    scripts: Box::new(client(0)?),
+                }
             }
             Topology::Sentinel {
                 master,

@@ -23,7 +23,7 @@
 //! let redis = Redis::builder("redis://127.0.0.1:6379").build().await?;
 //! let visits: u64 = redis.query(cmd("INCR").arg("visits")).await?;
 //! // A cache on the same connections.
-//! let cache = Cache::on(&redis).namespace("shop:").build()?;
+//! let cache = Cache::on(&redis).namespace("shop:").build().await?;
 //! # Ok(()) }
 //! ```
 
@@ -34,6 +34,7 @@ pub(crate) mod config;
 mod connector;
 mod link;
 mod pool;
+mod scripts;
 mod sentinel;
 #[cfg(feature = "tls")]
 mod tls;
@@ -176,6 +177,7 @@ impl Redis {
             config.breaker_threshold,
             config.breaker_window,
             config.breaker_cooldown,
+            matches!(config.topology, config::Topology::Cluster { .. }),
         ));
         breakers.observe(Arc::clone(&metrics));
         let pool = Pool::new(&config, Arc::clone(&breakers), spawner.clone())?;
@@ -424,6 +426,7 @@ impl Redis {
         };
         let fault = match self.timed(op, run).await {
             Ok(value) => {
+                breaker.succeeded();
                 breaker.success(permit);
                 return Ok(value);
             }
@@ -431,11 +434,22 @@ impl Redis {
         };
         match &fault {
             // Redis answered: it is reachable.
-            Fault::Command(_) => breaker.success(permit),
+            Fault::Command(_) => {
+                breaker.succeeded();
+                breaker.success(permit);
+            }
             Fault::NoConnection => breaker.inconclusive(permit),
             Fault::Timeout { event } | Fault::Broken { event, .. } => {
-                if breaker.failure(permit, *event) {
-                    self.inner.pool.reconnect_all();
+                let event = breaker.failed(*event);
+                let opened = breaker.failure(permit, event);
+                let pool = &self.inner.pool;
+                match breaker.node() {
+                    // One node of a cluster: the others go on; its slots may have moved.
+                    Some(_) if !(opened && self.inner.breakers.all_nodes_open()) => {
+                        pool.refresh_slots();
+                    }
+                    _ if opened => pool.reconnect_all(),
+                    _ => {}
                 }
             }
         }

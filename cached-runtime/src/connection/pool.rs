@@ -22,6 +22,12 @@
 //! A slot is refilled in the background, with back-off, by a task that holds the slot's
 //! refill flag in a guard (a task dropped at shutdown or by a panic frees the flag). Until
 //! then callers fail fast and run their bodies.
+//!
+//! A cluster connection reaches every node, so one node's failures (timeouts, I/O errors, a
+//! redirection that could not be followed) do not retire it: they are judged by that node's
+//! breaker, redis-rs reconnects the node by itself, and the slot map the breakers route by is
+//! read again ([`Pool::refresh_slots`]). Only when every node's circuit is open is the whole
+//! connection replaced.
 
 use std::{
     sync::{
@@ -43,8 +49,9 @@ use super::{
     breaker::Breakers,
     cluster::SlotRange,
     config::{RedisBuilder, Topology},
-    connector::{Connector, Manager, node_info},
+    connector::{Connector, Manager, is_refused, node_info, refused_command},
     link::{Fault, Link},
+    scripts::Scripts,
 };
 use crate::{
     error::{CacheError, is_failover_code},
@@ -70,6 +77,9 @@ pub(crate) struct Pool {
     kind: Kind,
     /// Dropped with the store, which ends background listeners.
     _closed: watch::Sender<()>,
+    /// Bumped whenever every connection is replaced (a failover announced, the circuit
+    /// opened): connections made apart from the pool's (tracking) follow it.
+    topology: watch::Sender<u64>,
     pool: Bb8Pool<Manager>,
     slots: Box<[Slot]>,
     next: AtomicUsize,
@@ -81,6 +91,10 @@ pub(crate) struct Pool {
     breakers: Arc<Breakers>,
     spawner: Spawner,
     retired: AtomicU64,
+    /// On a cluster, the connection scripts go through (see [`Scripts`]).
+    scripts: Option<Scripts>,
+    /// On a cluster, the reads of the slot map for the per-node breakers.
+    slot_map: Arc<SlotMapReads>,
     this: Weak<Pool>,
 }
 
@@ -144,6 +158,52 @@ impl ConnectErrors {
     }
 }
 
+/// Least time between two reads of a cluster's slot map for the breakers.
+const SLOTS_EVERY: Duration = Duration::from_secs(1);
+
+/// When the slot map was read, and whether a read is wanted or under way.
+struct SlotMapReads {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last read; 0: never.
+    read_at: AtomicU64,
+    wanted: AtomicBool,
+    reading: AtomicBool,
+}
+
+impl SlotMapReads {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            read_at: AtomicU64::new(0),
+            wanted: AtomicBool::new(false),
+            reading: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1
+    }
+
+    /// How long until another read is allowed.
+    fn due_in(&self) -> Duration {
+        let last = self.read_at.load(Ordering::Acquire);
+        if last == 0 {
+            return Duration::ZERO;
+        }
+        let every = u64::try_from(SLOTS_EVERY.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis((last + every).saturating_sub(self.now_ms()))
+    }
+}
+
+/// Clears a flag on drop.
+struct ReadingFlag<'a>(&'a AtomicBool);
+
+impl Drop for ReadingFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
 /// Clears a slot's refill flag however the refill ends: done, failed, cancelled or panicked.
 struct RefillFlag {
     store: Weak<Pool>,
@@ -181,9 +241,11 @@ impl Pool {
     ) -> Result<Arc<Self>, CacheError> {
         let url = config.topology.describe(&config.url);
         let connector = Connector::new(config, &url)?;
-        let kind = match connector {
-            Connector::Cluster(_) => Kind::Cluster,
-            _ => Kind::Single,
+        let (kind, scripts) = match &connector {
+            Connector::Cluster { scripts, .. } => {
+                (Kind::Cluster, Some(Scripts::new((**scripts).clone())))
+            }
+            _ => (Kind::Single, None),
         };
         let (closed, on_close) = watch::channel(());
         let watch = match &config.topology {
@@ -198,9 +260,11 @@ impl Pool {
             )),
             _ => None,
         };
+        let topology = watch::Sender::new(0);
         let manager = Manager {
             connector,
             response_timeout: config.command_timeout,
+            topology: topology.subscribe(),
         };
         let last_connect_error = ConnectErrors::default();
         let pool = Bb8Pool::builder()
@@ -217,6 +281,7 @@ impl Pool {
         let store = Arc::new_cyclic(|this| Self {
             kind,
             _closed: closed,
+            topology,
             pool,
             slots: (0..config.connections).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
@@ -228,6 +293,8 @@ impl Pool {
             breakers,
             spawner,
             retired: AtomicU64::new(0),
+            scripts,
+            slot_map: Arc::new(SlotMapReads::new()),
             this: this.clone(),
         });
         if let Some((master, sentinels)) = watch {
@@ -248,6 +315,12 @@ impl Pool {
         self._closed.subscribe()
     }
 
+    /// Changes when every connection is replaced ([`reconnect_all`](Self::reconnect_all)):
+    /// whatever holds connections of its own to the deployment makes new ones then.
+    pub(crate) fn topology(&self) -> watch::Receiver<u64> {
+        self.topology.subscribe()
+    }
+
     /// Connections retired as broken or half-open so far.
     pub(crate) fn retired(&self) -> u64 {
         self.retired.load(Ordering::Relaxed)
@@ -258,10 +331,15 @@ impl Pool {
         for index in 0..self.slots.len() {
             self.fill(index).await?;
         }
-        let pong: String = self
-            .query(&redis::cmd("PING"))
-            .await
-            .map_err(|f| f.into_error(self.command_timeout))?;
+        if self.is_cluster() {
+            self.load_slots().await;
+        }
+        let pong: String = match self.query(&redis::cmd("PING")).await {
+            Ok(pong) => pong,
+            // Only a Redis server refuses a command by ACL: nothing more to check.
+            Err(Fault::Command(e)) if is_refused(&e) => return Ok(()),
+            Err(f) => return Err(f.into_error(self.command_timeout)),
+        };
         if pong != "PONG" {
             return Err(CacheError::Config(format!(
                 "{} answered PING with {pong:?}: is it a redis server?",
@@ -281,6 +359,11 @@ impl Pool {
     /// Retires every connection and makes new ones, so the probe after the circuit's
     /// cool-down finds a fresh connection rather than the one that failed.
     pub(crate) fn reconnect_all(&self) {
+        // First, so the tracking connections move at the same moment as these.
+        self.topology.send_modify(|epoch| *epoch += 1);
+        if let Some(scripts) = &self.scripts {
+            scripts.reset();
+        }
         for index in 0..self.slots.len() {
             if let Some(held) = self.slots[index].conn.swap(None) {
                 held.mark_broken();
@@ -305,13 +388,31 @@ impl Pool {
     }
 
     /// Runs `evalsha` (of `script`); on `NOSCRIPT` only, loads the script and runs it once
-    /// more. Bounded by the command timeout.
+    /// more (on a cluster, also after replies that prove it did not run: see [`Scripts`]).
+    /// Bounded by the command timeout.
     pub(crate) async fn eval<T: FromRedisValue>(
         &self,
         evalsha: &Cmd,
         script: &Script,
     ) -> Result<T, Fault> {
         let (lease, mut conn) = self.checkout()?;
+        if let Some(scripts) = &self.scripts {
+            let result = match scripts.connection(self.connect_timeout).await {
+                Ok(conn) => {
+                    let run = Scripts::eval(conn, evalsha, script);
+                    match tokio::time::timeout(self.command_timeout, run).await {
+                        Ok(reply) => {
+                            reply.and_then(|v| T::from_redis_value(v).map_err(RedisError::from))
+                        }
+                        Err(_) => Err(RedisError::from(std::io::Error::from(
+                            std::io::ErrorKind::TimedOut,
+                        ))),
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            return self.judge(&lease, result);
+        }
         let mut result = evalsha.query_async::<T>(&mut conn).await;
         if let Err(e) = &result
             && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
@@ -398,14 +499,21 @@ impl Pool {
             }
             Err(e) => e,
         };
+        let cluster = self.is_cluster();
         if error.is_timeout() {
             let n = slot.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
-            if n == RETIRE_AFTER_TIMEOUTS {
+            // A cluster connection reaches every node: one that stopped answering is judged
+            // by its own breaker, and its connection is redis-rs's to replace.
+            if n == RETIRE_AFTER_TIMEOUTS && !cluster {
                 self.retire(lease, "stopped answering");
             }
             return Err(Fault::Timeout { event: n == 1 });
         }
-        let failover = error.code().is_some_and(is_failover_code);
+        // On a cluster, redis-rs follows redirections itself: one that reaches us means the
+        // slot's owner could not be reached (a dead primary, its slots not yet taken over).
+        let failover = error.code().is_some_and(|code| {
+            is_failover_code(code) || (cluster && matches!(code, "MOVED" | "ASK" | "CLUSTERDOWN"))
+        });
         if failover
             || error.is_io_error()
             || error.is_connection_dropped()
@@ -416,10 +524,61 @@ impl Pool {
             } else {
                 "broke"
             };
-            let event = self.retire(lease, why);
+            // On a cluster, as for a timeout (redis-rs reconnects a node by itself).
+            let event = cluster || self.retire(lease, why);
             return Err(Fault::Broken { event, error });
         }
         Err(Fault::Command(error))
+    }
+
+    /// Reads the slot map again in the background, for the per-node breakers: at once if it
+    /// was not read within [`SLOTS_EVERY`], else when that much time has passed.
+    pub(crate) fn refresh_slots(&self) {
+        if !self.is_cluster() {
+            return;
+        }
+        let state = Arc::clone(&self.slot_map);
+        state.wanted.store(true, Ordering::Release);
+        if state.reading.swap(true, Ordering::AcqRel) {
+            // The running reader sees `wanted`.
+            return;
+        }
+        let weak = self.this.clone();
+        self.spawner.spawn(async move {
+            loop {
+                {
+                    // Clears `reading` however this ends, dropped or not.
+                    let _reading = ReadingFlag(&state.reading);
+                    while state.wanted.load(Ordering::Acquire) {
+                        let wait = state.due_in();
+                        if !wait.is_zero() {
+                            tokio::time::sleep(wait).await;
+                            continue;
+                        }
+                        state.wanted.store(false, Ordering::Release);
+                        let Some(store) = weak.upgrade() else { return };
+                        store.load_slots().await;
+                    }
+                }
+                // A request that came as the flag was cleared found it still taken.
+                if !state.wanted.load(Ordering::Acquire)
+                    || state.reading.swap(true, Ordering::AcqRel)
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Reads the slot map now (`CLUSTER SLOTS`) into the per-node breakers.
+    async fn load_slots(&self) {
+        match self.slot_owners().await {
+            Ok(owners) => self.breakers.set_slots(&owners),
+            Err(f) => tracing::debug!(error = ?f, "cluster slot map not read; trying later"),
+        }
+        self.slot_map
+            .read_at
+            .store(self.slot_map.now_ms(), Ordering::Release);
     }
 
     /// Empties the slot if it still holds the leased connection; returns whether this call
@@ -472,25 +631,7 @@ impl Pool {
     }
 
     async fn fill(&self, index: usize) -> Result<(), CacheError> {
-        let mut failures = self.last_connect_error.seen.subscribe();
-        let checkout = tokio::select! {
-            checkout = self.pool.get_owned() => checkout,
-            // bb8 would keep waiting out the connect timeout after a refused connection.
-            Ok(()) = failures.changed() => Err(RunError::TimedOut),
-        };
-        let pooled = match checkout {
-            Ok(p) => p,
-            Err(RunError::User(e)) => return Err(self.explain(e)),
-            Err(RunError::TimedOut) => {
-                return Err(match self.last_connect_error.take() {
-                    Some(e) => self.explain(e),
-                    None => CacheError::ConnectTimeout {
-                        url: self.url.clone(),
-                        timeout: self.connect_timeout,
-                    },
-                });
-            }
-        };
+        let pooled = self.checkout_fresh().await?;
         let held = Held {
             generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
             conn: pooled.conn.clone(),
@@ -502,10 +643,55 @@ impl Pool {
         // The lease it replaces (if any) goes back to bb8 once in-flight commands let go.
         slot.conn.store(Some(Arc::new(held)));
         tracing::debug!(url = %self.url, "redis connection ready");
+        // A new cluster connection: the per-node breakers learn the slot map (again).
+        self.refresh_slots();
         Ok(())
     }
 
+    /// A connection from bb8 made since every connection was last replaced: an idle one from
+    /// before may reach a primary that a failover is demoting, which answers as a primary
+    /// for seconds, so it is closed instead.
+    async fn checkout_fresh(&self) -> Result<Pooled, CacheError> {
+        loop {
+            let pooled = self.checkout_one().await?;
+            if pooled.epoch == *self.topology.borrow() {
+                return Ok(pooled);
+            }
+            pooled.broken.store(true, Ordering::Release);
+        }
+    }
+
+    async fn checkout_one(&self) -> Result<Pooled, CacheError> {
+        let mut failures = self.last_connect_error.seen.subscribe();
+        let checkout = tokio::select! {
+            checkout = self.pool.get_owned() => checkout,
+            // bb8 would keep waiting out the connect timeout after a refused connection.
+            Ok(()) = failures.changed() => Err(RunError::TimedOut),
+        };
+        match checkout {
+            Ok(p) => Ok(p),
+            Err(RunError::User(e)) => Err(self.explain(e)),
+            Err(RunError::TimedOut) => Err(match self.last_connect_error.take() {
+                Some(e) => self.explain(e),
+                None => CacheError::ConnectTimeout {
+                    url: self.url.clone(),
+                    timeout: self.connect_timeout,
+                },
+            }),
+        }
+    }
+
     fn explain(&self, e: RedisError) -> CacheError {
+        if is_refused(&e) {
+            // A command the connection needs: saying which one tells the operator the fix.
+            let command = refused_command(&e).unwrap_or_else(|| "a command".to_owned());
+            return CacheError::Config(format!(
+                "redis at {} refused `{command}` to this user (NOPERM), and connecting needs \
+                 it: allow it in the user's ACL (`ACL SETUSER <user> +{}`)",
+                self.url,
+                command.to_ascii_lowercase().replace(' ', "|"),
+            ));
+        }
         let code = e.code().unwrap_or_default();
         let hint = if e.is_connection_refusal() {
             "connection refused (is redis-server running and listening at this address?)"

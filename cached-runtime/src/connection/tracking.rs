@@ -22,6 +22,12 @@
 //! cluster, that the set of primaries did not change. Any failure, a lost connection, a
 //! demoted node, new primaries, ends the session: the listener is stopped at once, and a new
 //! session starts with back-off. A panic in the task starts a new one.
+//!
+//! The session also ends the moment the pool replaces its data connections (the pool's
+//! topology epoch changes: Sentinel announced a new primary, or a circuit opened). A primary
+//! demoted by a manual failover keeps answering `ROLE` as one for seconds, and writes on the
+//! new primary would go unreported meanwhile; this way the tracking connections move when
+//! the data connections do.
 
 use std::{
     sync::{Arc, Mutex, PoisonError, Weak},
@@ -38,7 +44,9 @@ use super::{
     Redis,
     cluster::key_slot,
     config::Topology,
-    connector::{node_info, sentinel_client, standalone_info},
+    connector::{
+        answers, is_refused, node_info, refused_command, sentinel_client, standalone_info,
+    },
     pool::Pool,
 };
 use crate::{error::CacheError, spawn::Spawner};
@@ -158,9 +166,9 @@ impl Tracking {
     pub async fn sync(&self) -> Result<(), CacheError> {
         let links = self.lock().links.clone();
         for mut link in links {
-            let ping = redis::cmd("PING");
-            match tokio::time::timeout(self.timeout, ping.query_async::<Value>(&mut link)).await {
-                Ok(Ok(_)) => {}
+            // Any reply will do (`NOPERM` too, for a user refused PING): it comes after them.
+            match tokio::time::timeout(self.timeout, answers(&mut link)).await {
+                Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(CacheError::Connection(Box::new(e))),
                 Err(_) => return Err(CacheError::Timeout(self.timeout)),
             }
@@ -350,6 +358,11 @@ impl Supervisor {
             let Some(session) = self.sessions.begin() else {
                 return;
             };
+            let Some(mut topology) = self.store.upgrade().map(|s| s.topology()) else {
+                return;
+            };
+            // Seen: only a change from now on ends the session, one during the connect too.
+            topology.borrow_and_update();
             let lost = Arc::new(Notify::new());
             match self.connect(session, &lost).await {
                 Ok((links, primaries, slots)) => {
@@ -363,12 +376,16 @@ impl Supervisor {
                     tracing::debug!(connections = links.len(), "tracking established");
                     backoff = BACKOFF_MIN;
                     warned = false;
-                    let why = self.watch(links, primaries, &lost).await;
+                    let why = self.watch(links, primaries, &lost, &mut topology).await;
                     tracing::info!(reason = %why, "tracking lost; its listener is stopped until it is back");
                 }
                 Err(Failure::Unsupported(e)) => {
                     if !warned {
-                        tracing::warn!(error = %e, "redis has no client tracking (Redis 6 or later is needed): the near cache stays off until it has");
+                        if is_refused(&e) {
+                            tracing::warn!(error = %e, command = refused_command(&e).unwrap_or_default(), "the redis user may not run a command tracking needs: the near cache stays off until its ACL allows it");
+                        } else {
+                            tracing::warn!(error = %e, "redis has no client tracking (Redis 6 or later is needed): the near cache stays off until it has");
+                        }
                         warned = true;
                     }
                     tokio::time::sleep(UNSUPPORTED_RETRY).await;
@@ -482,10 +499,11 @@ impl Supervisor {
         let mut link = connected.map_err(classify)?;
         let mut setname = redis::cmd("CLIENT");
         setname.arg("SETNAME").arg(&self.client_name);
-        setname
-            .query_async::<()>(&mut link)
-            .await
-            .map_err(classify)?;
+        match setname.query_async::<()>(&mut link).await {
+            // The name only labels the connection in `CLIENT LIST`.
+            Err(e) if !is_refused(&e) => return Err(classify(e)),
+            _ => {}
+        }
         let mut tracking = redis::cmd("CLIENT");
         tracking.arg("TRACKING").arg("ON").arg("BCAST");
         if let Some(prefix) = &self.prefix {
@@ -509,10 +527,14 @@ impl Supervisor {
         links: Vec<MultiplexedConnection>,
         primaries: Vec<(String, u16)>,
         lost: &Notify,
+        topology: &mut watch::Receiver<u64>,
     ) -> String {
         loop {
             tokio::select! {
                 () = lost.notified() => return "a tracking connection closed".to_owned(),
+                // The data connections are being replaced (a failover was announced): a
+                // demoted primary may answer as one for seconds, so follow them now.
+                _ = topology.changed() => return "the data connections were replaced".to_owned(),
                 () = tokio::time::sleep(HEARTBEAT) => {}
             }
             if self.sessions.listener.strong_count() == 0 {
@@ -574,7 +596,13 @@ fn pusher(
 
 /// Whether the connection's server is a primary (`ROLE`).
 async fn is_primary(link: &mut MultiplexedConnection) -> Result<bool, RedisError> {
-    let role: Vec<Value> = redis::cmd("ROLE").query_async(link).await?;
+    let role: Vec<Value> = match redis::cmd("ROLE").query_async(link).await {
+        Ok(role) => role,
+        // A user refused ROLE: the server answered; a demotion then shows as the topology
+        // changing (Sentinel's announcement) or as the connection closing.
+        Err(e) if is_refused(&e) => return Ok(true),
+        Err(e) => return Err(e),
+    };
     Ok(match role.first() {
         Some(Value::BulkString(r)) => r == b"master",
         Some(Value::SimpleString(r)) => r == "master",
@@ -584,7 +612,8 @@ async fn is_primary(link: &mut MultiplexedConnection) -> Result<bool, RedisError
 
 fn classify(e: RedisError) -> Failure {
     let text = e.to_string().to_ascii_lowercase();
-    if text.contains("unknown command") || text.contains("unknown subcommand") {
+    // No client tracking, or not for this user: retried only now and then.
+    if is_refused(&e) || text.contains("unknown command") || text.contains("unknown subcommand") {
         Failure::Unsupported(e)
     } else {
         Failure::Other(e.to_string())

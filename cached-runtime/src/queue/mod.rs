@@ -280,7 +280,7 @@ impl<T: Serialize> Queue<T> {
     /// Pushes a job as `options` say: delayed, at a time, with a priority, an idempotency
     /// key, its own attempts.
     pub async fn push_with(&self, job: &T, options: &PushOptions) -> Result<Pushed, CacheError> {
-        let payload = serde_json::to_vec(job).map_err(CacheError::Encode)?;
+        let payload = serde_json::to_vec(job).map_err(|e| CacheError::Encode(Box::new(e)))?;
         self.inner.push(payload, options).await
     }
 }

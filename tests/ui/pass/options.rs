@@ -148,12 +148,12 @@ struct Fresh {
     at: u64,
 }
 
-#[redis_cache(prefix = "fresh", ttl = 5, local = false)]
+#[redis_cache(prefix = "fresh", ttl = 5, near = false)]
 async fn fresh(id: u64) -> Fresh {
     Fresh { at: id }
 }
 
-#[redis_cache(prefix = "near", ttl = 5, local = true)]
+#[redis_cache(prefix = "near", ttl = 5, near = true)]
 async fn near(id: u64) -> Option<Fresh> {
     Some(Fresh { at: id })
 }

@@ -1,0 +1,338 @@
+//! The read path: every cached call goes through [`Cache::read`], a plain
+//! [`get_or_fill`](Cache::get_or_fill) and a revalidating HTTP handler alike.
+//!
+//! bypass or pending invalidation → the near cache ([`Cache::near_for`] decides whether the
+//! call uses it) → Redis: one `GET` (with `PTTL` in the same round trip when the near cache
+//! will keep what it finds) → the call's [`View`] interprets the entry → on a miss, the fill
+//! ([`Fill::run`]), whose result the view turns into the answer.
+//!
+//! A view is what differs between callers: a function's value decoded from JSON, or an HTTP
+//! response served from the stored JSON as it is (no decode) with its validator. Outcomes,
+//! counters, spans, the near cache's tickets and the fill are the same code for both.
+
+use std::{any::Any, future::Future, sync::Arc, time::Instant};
+
+use tracing::Span;
+
+use super::{
+    Cache,
+    codec::{self, Decoded},
+    fill::{EntrySlot, Fill, Landed, Landing, Source},
+    flight::Published,
+    key::{Key, KeyTag},
+    mode::{self, Mode},
+    policy::Policy,
+    report,
+    shape::{Entry, Shape},
+    stats::{Counters, Outcome},
+};
+use crate::error::CacheError;
+
+/// What a near-cache slot holds: the view's form of a value, or `None` for the null marker.
+pub(crate) type Kept = Option<Arc<dyn Any + Send + Sync>>;
+
+/// How one kind of call sees an entry.
+pub(crate) trait View<S: Shape<R>, R> {
+    /// What the call returns.
+    type Out;
+    /// Whether values are stored with a validator and the stored entry is handed back by the
+    /// fill (an HTTP response serves it as it is).
+    const VALIDATED: bool;
+
+    /// The answer from a near-cache slot; `None` when it does not fit this view (another
+    /// function's value under a clashing prefix): Redis is read instead.
+    fn near(&self, kept: &Kept) -> Option<Self::Out>;
+
+    /// The answer from a stored entry, whether it was the null marker, and what the near
+    /// cache keeps of it when `keep`; `None` when the entry is unusable (counted here when it
+    /// does not decode), which makes the call a miss that replaces it.
+    fn stored(
+        &self,
+        bytes: Vec<u8>,
+        call: &Call<'_>,
+        keep: bool,
+    ) -> Option<(Self::Out, bool, Option<Kept>)>;
+
+    /// The answer for a result the fill produced (`entry`: its stored form, for a validated
+    /// view), and what the near cache keeps of it when `keep`.
+    fn filled(&self, result: R, entry: Option<Published>, keep: bool) -> (Self::Out, Option<Kept>);
+
+    /// The answer for a result computed without the cache.
+    fn uncached(&self, result: R) -> Self::Out;
+}
+
+/// What every step of a read needs to know about the call.
+pub(crate) struct Call<'a> {
+    pub(crate) key: &'a Key,
+    pub(crate) policy: &'a Policy,
+    pub(crate) counters: &'a Counters,
+}
+
+/// What one `GET` found.
+pub(crate) enum Found {
+    /// An entry, and what the near cache needs to keep it (when it asked).
+    Entry {
+        bytes: Vec<u8>,
+        landed: Option<Landed>,
+    },
+    Missing,
+    /// Counted and logged already.
+    Failed,
+}
+
+/// A function's values, decoded from their JSON; kept decoded in the near cache.
+pub(crate) struct Values;
+
+/// [`Values`] for value types that cannot be cloned out of the near cache: never kept there.
+pub(crate) struct RemoteValues;
+
+/// Decodes an entry into the function's result (`None`: unusable, counted).
+pub(crate) fn decode<S: Shape<R>, R>(bytes: &[u8], call: &Call<'_>) -> Option<(R, bool)> {
+    match codec::decode::<S::Value>(bytes, call.policy.version) {
+        Ok(Decoded::Value(v)) => S::from_hit(Some(v)).map(|r| (r, false)),
+        // `None` from a shape that cannot be absent: replace the marker.
+        Ok(Decoded::Null) => S::from_hit(None).map(|r| (r, true)),
+        Err(e) => {
+            call.counters.decode_failures(1);
+            tracing::debug!(key = %KeyTag(call.key), error = %e, "unusable cache entry, treated as a miss");
+            tracing::trace!(key = %call.key, "unusable cache entry");
+            None
+        }
+    }
+}
+
+/// What the near cache keeps of a result: its value cloned, `None` for an absence, nothing
+/// for an error.
+fn keep_value<S, R>(result: &R) -> Option<Kept>
+where
+    S: Shape<R>,
+    S::Value: Clone + Send + Sync + 'static,
+{
+    match S::entry(result) {
+        Entry::Value(v) => Some(Some(Arc::new(v.clone()))),
+        Entry::Absent => Some(None),
+        Entry::Skip => None,
+    }
+}
+
+impl<S, R> View<S, R> for Values
+where
+    S: Shape<R>,
+    S::Value: Clone + Send + Sync + 'static,
+{
+    type Out = R;
+    const VALIDATED: bool = false;
+
+    #[inline]
+    fn near(&self, kept: &Kept) -> Option<R> {
+        match kept {
+            Some(value) => S::from_hit(Some(value.downcast_ref::<S::Value>()?.clone())),
+            None => S::from_hit(None),
+        }
+    }
+
+    fn stored(
+        &self,
+        bytes: Vec<u8>,
+        call: &Call<'_>,
+        keep: bool,
+    ) -> Option<(R, bool, Option<Kept>)> {
+        let (result, null) = decode::<S, R>(&bytes, call)?;
+        let kept = if keep {
+            keep_value::<S, R>(&result)
+        } else {
+            None
+        };
+        Some((result, null, kept))
+    }
+
+    fn filled(&self, result: R, _entry: Option<Published>, keep: bool) -> (R, Option<Kept>) {
+        let kept = if keep {
+            keep_value::<S, R>(&result)
+        } else {
+            None
+        };
+        (result, kept)
+    }
+
+    fn uncached(&self, result: R) -> R {
+        result
+    }
+}
+
+impl<S: Shape<R>, R> View<S, R> for RemoteValues {
+    type Out = R;
+    const VALIDATED: bool = false;
+
+    fn near(&self, _kept: &Kept) -> Option<R> {
+        None
+    }
+
+    fn stored(
+        &self,
+        bytes: Vec<u8>,
+        call: &Call<'_>,
+        _keep: bool,
+    ) -> Option<(R, bool, Option<Kept>)> {
+        decode::<S, R>(&bytes, call).map(|(result, null)| (result, null, None))
+    }
+
+    fn filled(&self, result: R, _entry: Option<Published>, _keep: bool) -> (R, Option<Kept>) {
+        (result, None)
+    }
+
+    fn uncached(&self, result: R) -> R {
+        result
+    }
+}
+
+/// How a read may use the near cache and Redis.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct ReadOptions {
+    /// The view can keep values in the near cache.
+    pub(crate) near: bool,
+    /// Recompute and replace without reading first (`Cache-Control: no-cache` on a request).
+    pub(crate) refresh: bool,
+}
+
+impl Cache {
+    /// The one read path; see the module docs.
+    pub(crate) async fn read<S, R, F, V>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        view: &V,
+        options: ReadOptions,
+        body: F,
+        span: &Span,
+    ) -> V::Out
+    where
+        S: Shape<R>,
+        F: Future<Output = R>,
+        V: View<S, R>,
+    {
+        let inner = &*self.inner;
+        let counters = self.counters(policy);
+        let outcome = |o: Outcome| {
+            counters.outcome(o);
+            report::record_outcome(span, o);
+        };
+        let mode = mode::current();
+        if mode == Mode::Bypass || inner.pending.covers(key.as_str()) {
+            outcome(Outcome::Bypass);
+            return view.uncached(body.await);
+        }
+        let refresh = options.refresh || mode == Mode::Refresh;
+        let near = if options.near && !refresh {
+            self.near_for(key, policy)
+        } else {
+            None
+        };
+        if let Some(slot) = near.and_then(|n| n.get(key.as_str()))
+            && let Some(out) = view.near(&slot.value)
+        {
+            outcome(if slot.value.is_some() {
+                Outcome::NearHit
+            } else {
+                Outcome::NearNullHit
+            });
+            return out;
+        }
+        // Taken before Redis is read: an invalidation arriving meanwhile refuses the insert.
+        let ticket = near.and_then(|n| n.ticket(key.as_str()));
+        let keep = |kept: Kept, landed: Landed| {
+            if let (Some(near), Some(ticket)) = (near, ticket) {
+                near.insert(key.as_str(), ticket, kept, landed);
+            }
+        };
+        let call = Call {
+            key,
+            policy,
+            counters: &counters,
+        };
+        let seq = inner.flights.seq();
+        let source = if refresh {
+            Source::Refresh
+        } else {
+            match self.get(key, &counters, span, ticket.is_some()).await {
+                Found::Entry { bytes, landed } => {
+                    match view.stored(bytes, &call, ticket.is_some()) {
+                        Some((out, null, kept)) => {
+                            outcome(if null { Outcome::NullHit } else { Outcome::Hit });
+                            if let (Some(kept), Some(landed)) = (kept, landed) {
+                                keep(kept, landed);
+                            }
+                            return out;
+                        }
+                        None => Source::Miss { stale: true },
+                    }
+                }
+                Found::Missing => Source::Miss { stale: false },
+                Found::Failed => Source::Failed,
+            }
+        };
+        let entry = EntrySlot::new();
+        let landing = Landing::new();
+        let fill = Fill {
+            cache: self,
+            key,
+            policy,
+            counters: &counters,
+            span,
+            entry: V::VALIDATED.then_some(&entry),
+            landing: ticket.is_some().then_some(&landing),
+        };
+        let result = fill.run::<S, R, F>(seq, source, body).await;
+        let landed = landing.get().copied();
+        let (out, kept) = view.filled(result, entry.into_inner(), landed.is_some());
+        if let (Some(kept), Some(landed)) = (kept, landed) {
+            keep(kept, landed);
+        }
+        out
+    }
+
+    /// One `GET` (with `PTTL` in the same round trip when `with_ttl`: a near-cache copy must not
+    /// outlive the entry), timed on the span; a failure is counted and logged here.
+    pub(crate) async fn get(
+        &self,
+        key: &Key,
+        counters: &Counters,
+        span: &Span,
+        with_ttl: bool,
+    ) -> Found {
+        let store = &self.inner.store;
+        let timer = crate::telemetry::span_timer(span);
+        // The clock is read only when the near cache will keep what is found.
+        let since = with_ttl.then(Instant::now);
+        let (got, ttl) = if with_ttl {
+            match store.get_with_ttl(key.as_str()).await {
+                Ok(Some((bytes, ttl))) => (Ok(Some(bytes)), ttl),
+                Ok(None) => (Ok(None), None),
+                Err(e) => (Err(e), None),
+            }
+        } else {
+            (store.get(key.as_str()).await, None)
+        };
+        // Only where a command was sent: not skipped by the circuit, not without a connection.
+        if let Some(started) = timer
+            && !matches!(got, Err(CacheError::CircuitOpen | CacheError::Unavailable))
+        {
+            span.record("redis_ms", started.elapsed().as_secs_f64() * 1e3);
+        }
+        match got {
+            Ok(Some(bytes)) => Found::Entry {
+                landed: since.map(|since| Landed {
+                    since,
+                    ttl,
+                    bytes: bytes.len(),
+                }),
+                bytes,
+            },
+            Ok(None) => Found::Missing,
+            Err(e) => {
+                self.failed(counters, "GET", &e);
+                Found::Failed
+            }
+        }
+    }
+}

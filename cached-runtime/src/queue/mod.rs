@@ -313,11 +313,13 @@ impl<T: DeserializeOwned + Send + 'static> Queue<T> {
     pub async fn take(&self, lease: Duration) -> Result<Option<Lease<T>>, CacheError> {
         loop {
             let deadline = std::time::Instant::now() + lease;
-            match self.inner.take(lease).await? {
+            match self.inner.take(lease, 1).await? {
                 ops::Taken::Empty { .. } => return Ok(None),
-                ops::Taken::Job(raw) => {
-                    if let Some(lease) = Lease::decode(&self.inner, raw, deadline).await? {
-                        return Ok(Some(lease));
+                ops::Taken::Jobs(raws) => {
+                    for raw in raws {
+                        if let Some(lease) = Lease::decode(&self.inner, raw, deadline).await? {
+                            return Ok(Some(lease));
+                        }
                     }
                 }
             }

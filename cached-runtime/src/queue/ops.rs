@@ -28,11 +28,10 @@ pub(crate) struct RawJob {
 /// What a take found.
 #[derive(Debug)]
 pub(crate) enum Taken {
-    Job(RawJob),
+    /// One job or more, in the order they were runnable.
+    Jobs(Vec<RawJob>),
     /// Nothing runnable; something is due (a delayed job, a lease's end) in this long.
-    Empty {
-        next_in: Option<Duration>,
-    },
+    Empty { next_in: Option<Duration> },
 }
 
 /// How a settle (ack, fail, extend, hand back) went, from the script's token check.
@@ -173,48 +172,58 @@ impl Inner {
         }
     }
 
-    /// Leases the first runnable job for `lease`, after promoting due jobs and reclaiming
-    /// expired leases.
-    pub(crate) async fn take(&self, lease: Duration) -> Result<Taken, CacheError> {
-        let reply = self.run(QueueOp::Take, &scripts::TAKE, ms(lease)).await?;
-        let Value::Array(reply) = reply else {
+    /// Leases up to `count` of the first runnable jobs for `lease` (one script call), after
+    /// promoting due jobs and reclaiming expired leases.
+    pub(crate) async fn take(&self, lease: Duration, count: usize) -> Result<Taken, CacheError> {
+        let reply = self
+            .run(QueueOp::Take, &scripts::TAKE, (ms(lease), count.max(1)))
+            .await?;
+        let Value::Array(mut reply) = reply else {
             return Err(unexpected("take"));
         };
-        if int(reply.first()) != Some(1) {
-            self.reclaimed(&reply, 2);
-            self.metrics.counts(&counts_at(&reply, 4));
+        self.reclaimed(&reply, 2);
+        self.metrics.counts(&counts_at(&reply, 4));
+        let n = int(reply.first())
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| unexpected("take"))?;
+        if n == 0 {
             let next_in = int(reply.get(1))
                 .and_then(|n| u64::try_from(n).ok())
                 .map(Duration::from_millis);
             return Ok(Taken::Empty { next_in });
         }
-        self.reclaimed(&reply, 8);
-        self.metrics.counts(&counts_at(&reply, 10));
-        let field = |i: usize| int(reply.get(i));
-        let payload = match reply.get(2) {
-            Some(Value::BulkString(b)) => b.clone(),
-            _ => Vec::new(),
-        };
-        let (Some(id), Some(attempt), Some(max_attempts), Some(token), Some(due), Some(now)) = (
-            field(1).and_then(|n| u64::try_from(n).ok()),
-            field(3).and_then(|n| u32::try_from(n).ok()),
-            field(4).and_then(|n| u32::try_from(n).ok()),
-            text(reply.get(5)),
-            field(6),
-            field(7),
-        ) else {
+        let now = int(reply.get(1)).ok_or_else(|| unexpected("take"))?;
+        if reply.len() != 8 + 6 * n {
             return Err(unexpected("take"));
-        };
-        let lateness = Duration::from_millis(u64::try_from(now - due).unwrap_or(0));
-        self.metrics.lateness(lateness);
-        Ok(Taken::Job(RawJob {
-            id: JobId(id),
-            payload,
-            attempt,
-            max_attempts,
-            token,
-            lateness,
-        }))
+        }
+        let mut jobs = Vec::with_capacity(n);
+        for job in reply.split_off(8).chunks_exact_mut(6) {
+            let field = |i: usize| int(job.get(i));
+            let (Some(id), Some(attempt), Some(max_attempts), Some(token), Some(due)) = (
+                field(0).and_then(|n| u64::try_from(n).ok()),
+                field(2).and_then(|n| u32::try_from(n).ok()),
+                field(3).and_then(|n| u32::try_from(n).ok()),
+                text(job.get(4)),
+                field(5),
+            ) else {
+                return Err(unexpected("take"));
+            };
+            let payload = match std::mem::replace(&mut job[1], Value::Nil) {
+                Value::BulkString(b) => b,
+                _ => Vec::new(),
+            };
+            let lateness = Duration::from_millis(u64::try_from(now - due).unwrap_or(0));
+            self.metrics.lateness(lateness);
+            jobs.push(RawJob {
+                id: JobId(id),
+                payload,
+                attempt,
+                max_attempts,
+                token,
+                lateness,
+            });
+        }
+        Ok(Taken::Jobs(jobs))
     }
 
     /// Promotes due jobs and reclaims expired leases without taking anything; returns how

@@ -159,32 +159,44 @@ return {1, id}
     )
 });
 
-/// ARGV: lease ms. Promotes and reclaims, then leases the first runnable job.
-/// Returns `{1, id, payload, attempt, max attempts, token, due ms, now ms, expiries, dead,
-/// counts…}` or `{0, next_in ms, expiries, dead, counts…}`.
+/// ARGV: lease ms, how many jobs at most. Promotes and reclaims, then leases the first
+/// runnable jobs. Returns `{n, now ms, expiries, dead, counts…}` followed by `id, payload,
+/// attempt, max attempts, token, due ms` for each of the `n` jobs, or, with none runnable,
+/// `{0, next_in ms, expiries, dead, counts…}`.
 pub(crate) static TAKE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local now = now_ms()
 local expired, died = promote(now)
-local popped = redis.call('ZPOPMIN', K_WAIT)
+local popped = redis.call('ZPOPMIN', K_WAIT, tonumber(ARGV[2]))
 if #popped == 0 then
   redis.call('DEL', K_MARKER)
   local c = counts()
   return {0, next_in(now), expired, died, c[1], c[2], c[3], c[4]}
 end
-local id = popped[1]
-local token = tostring(redis.call('INCR', K_FENCE))
-local attempt = redis.call('HINCRBY', K_JOBS, id .. ':a', 1)
-redis.call('HSET', K_JOBS, id .. ':t', token)
-redis.call('ZADD', K_ACTIVE, now + tonumber(ARGV[1]), id)
-local n = redis.call('ZCARD', K_WAIT)
-if is_first(K_ACTIVE, id) then n = n + 1 end
-wake(n)
-local f = redis.call('HMGET', K_JOBS, id, id .. ':m', id .. ':d')
+local deadline = now + tonumber(ARGV[1])
+local out = {#popped / 2, now, expired, died, 0, 0, 0, 0}
+local first = true
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local token = tostring(redis.call('INCR', K_FENCE))
+  local attempt = redis.call('HINCRBY', K_JOBS, id .. ':a', 1)
+  redis.call('HSET', K_JOBS, id .. ':t', token)
+  redis.call('ZADD', K_ACTIVE, deadline, id)
+  if first then
+    local n = redis.call('ZCARD', K_WAIT)
+    if is_first(K_ACTIVE, id) then n = n + 1 end
+    wake(n)
+    first = false
+  end
+  local f = redis.call('HMGET', K_JOBS, id, id .. ':m', id .. ':d')
+  for _, v in ipairs({id, f[1] or '', attempt, tonumber(f[2] or '1'), token, tonumber(f[3] or now)}) do
+    out[#out + 1] = v
+  end
+end
 local c = counts()
-return {1, id, f[1] or '', attempt, tonumber(f[2] or '1'), token, tonumber(f[3] or now), now,
-  expired, died, c[1], c[2], c[3], c[4]}
+out[5], out[6], out[7], out[8] = c[1], c[2], c[3], c[4]
+return out
 "#,
     )
 });

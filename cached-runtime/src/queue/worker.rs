@@ -34,6 +34,9 @@ use crate::{
 /// safety net for a wake-up lost with a failed-over Redis.
 const RECHECK_AFTER: u32 = 10;
 
+/// The most jobs one take leases (one per free slot).
+const MAX_BATCH: usize = 32;
+
 /// `d` with "equal jitter": between half of it and all of it.
 pub(crate) fn jittered(d: Duration) -> Duration {
     d / 2 + d.mul_f64(fastrand::f64() / 2.0)
@@ -407,15 +410,27 @@ where
                     }
                 }
             };
+            // Every free slot is filled by one take.
+            let mut permits = vec![permit];
+            while permits.len() < MAX_BATCH {
+                match Arc::clone(&slots).try_acquire_owned() {
+                    Ok(p) => permits.push(p),
+                    Err(_) => break,
+                }
+            }
             let deadline = Instant::now() + self.config.lease;
-            match inner.take(self.config.lease).await {
-                Ok(Taken::Job(raw)) => {
+            match inner.take(self.config.lease, permits.len()).await {
+                Ok(Taken::Jobs(raws)) => {
                     self.recovered(&mut errors, &mut failing);
-                    Counters::add(&self.stats.taken);
-                    jobs.spawn(self.job(raw, deadline, permit, abort_rx.clone()));
+                    for (raw, permit) in raws.into_iter().zip(permits) {
+                        Counters::add(&self.stats.taken);
+                        jobs.spawn(self.job(raw, deadline, permit, abort_rx.clone()));
+                    }
                     continue 'run;
                 }
                 Ok(Taken::Empty { next_in }) => {
+                    // Idle: one slot is enough to wait with.
+                    permits.truncate(1);
                     tracing::trace!(queue = %inner.name, ?next_in, "nothing to take");
                     self.recovered(&mut errors, &mut failing);
                     next_due = next_in.map(|d| Instant::now() + d);
@@ -423,7 +438,7 @@ where
                 Err(e) => {
                     self.failed("take", &e, &mut failing);
                     let pause = errors.next();
-                    drop(permit);
+                    drop(permits);
                     tokio::select! {
                         biased;
                         () = stopped(&mut stop) => break 'run,
@@ -475,7 +490,7 @@ where
                     Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
                 }
             }
-            drop(permit);
+            drop(permits);
         }
         // Stopping: take nothing more. The blocking wait goes with its connection (the server
         // drops a closed client's wait).

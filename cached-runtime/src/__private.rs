@@ -71,6 +71,30 @@ pub const fn with_lock(policy: Policy, lock_ms: u64) -> Policy {
     policy.with_lock_ms(lock_ms)
 }
 
+/// `policy` with the `stale…`, `fail_safe…`, `soft_timeout`, `hard_timeout` and
+/// `early_refresh` options: the window in seconds, durations in milliseconds (0: unset).
+#[allow(clippy::too_many_arguments)] // one per attribute option, all validated by the macro
+pub const fn with_stale(
+    policy: Policy,
+    window: u64,
+    fail_safe: bool,
+    throttle_ms: u64,
+    while_revalidate: bool,
+    soft_timeout_ms: u64,
+    hard_timeout_ms: u64,
+    early: bool,
+) -> Policy {
+    policy.with_stale(crate::cache::stale::Stale::from_macro(
+        window,
+        fail_safe,
+        throttle_ms,
+        while_revalidate,
+        soft_timeout_ms,
+        hard_timeout_ms,
+        early,
+    ))
+}
+
 /// `policy` with the `near` option.
 pub const fn with_near(policy: Policy, on: bool) -> Policy {
     policy.with_near(on)
@@ -265,6 +289,31 @@ impl Call {
         }
     }
 
+    /// [`Call::run_near`] with a body that may move to the background (the options
+    /// `stale_while_revalidate`, `soft_timeout`, `early_refresh`): `Send + 'static`.
+    pub async fn run_refresh<S, R, F>(self, body: F) -> R
+    where
+        S: Shape<R> + 'static,
+        S::Value: Clone + Send + Sync + 'static,
+        R: Send + 'static,
+        F: Future<Output = R> + Send + 'static,
+    {
+        let Some((cache, key)) = self.cache else {
+            return body.await;
+        };
+        match key.build() {
+            Ok(key) => {
+                cache
+                    .get_or_refresh::<S, R, F>(&key, self.policy, body)
+                    .await
+            }
+            Err(e) => {
+                cache.key_failed(self.policy, &e);
+                body.await
+            }
+        }
+    }
+
     /// Runs the cache-aside path, near cache included, or just `body` when there is no cache
     /// or no key.
     pub async fn run_near<S, R, F>(self, body: F) -> R
@@ -360,6 +409,25 @@ where
         body: F,
     ) -> impl Future<Output = R> + use<S, R, F> {
         call.run_near::<S, R, F>(body)
+    }
+}
+
+impl<S, R> Selected<S, R>
+where
+    S: Shape<R> + 'static,
+    S::Value: Clone + Send + Sync + 'static,
+    R: Send + 'static,
+{
+    /// Runs the cache-aside path with a body that may move to the background:
+    /// [`Call::run_refresh`]. The body of a function with `stale_while_revalidate`,
+    /// `soft_timeout` or `early_refresh` must be `Send + 'static` (owned arguments).
+    #[inline]
+    pub fn run_refresh<F: Future<Output = R> + Send + 'static>(
+        &self,
+        call: Call,
+        body: F,
+    ) -> impl Future<Output = R> + use<S, R, F> {
+        call.run_refresh::<S, R, F>(body)
     }
 }
 

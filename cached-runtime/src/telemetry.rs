@@ -17,13 +17,18 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `redis_cache_requests_total` | counter | `cache`, `prefix`, `outcome`, `tier` (hits only) | cached calls by how they ended, exactly one outcome per call: `hit`, `null_hit` (a stored absence), each with `tier="near"` (the near cache) or `tier="redis"`, `miss` (the body ran and its result was stored), `coalesced` (answered by another caller's fill), `bypass` (a `bypass`/`refresh` scope or a pending invalidation), `error` (the cache could not be read, the body ran) |
+//! | `redis_cache_requests_total` | counter | `cache`, `prefix`, `outcome`, `tier` (hits only) | cached calls by how they ended, exactly one outcome per call: `hit`, `null_hit` (a stored absence), each with `tier="near"` (the near cache) or `tier="redis"`, `stale` (a value past its TTL, within its stale window, served on purpose: stale-while-revalidate, a soft timeout, or the fail-safe throttle), `miss` (the body ran and its result was stored), `coalesced` (answered by another caller's fill), `bypass` (a `bypass`/`refresh` scope or a pending invalidation), `error` (the cache could not be read, the body ran) |
 //! | `redis_cache_stores_total` | counter | `cache`, `prefix` | entries written (values and null markers) |
 //! | `redis_cache_oversized_total` | counter | `cache`, `prefix` | results returned but not stored: larger than `max_value_bytes` |
 //! | `redis_cache_decode_failures_total` | counter | `cache`, `prefix` | stored entries that did not decode (garbage, another version or shape), treated as misses and overwritten |
 //! | `redis_cache_encode_failures_total` | counter | `cache`, `prefix` | results that could not be encoded as JSON, returned unstored |
 //! | `redis_cache_redis_errors_total` | counter | `cache`, `prefix` | Redis commands of cached calls that failed, timed out or were skipped by the open circuit |
 //! | `redis_cache_invalidated_keys_total` | counter | `cache`, `prefix` | keys deleted by invalidation (`prefix="*"` for pattern invalidations) |
+//! | `redis_cache_fail_safe_total` | counter | `cache`, `prefix` | stale values served (within the stale window) instead of a body's error or panic, or of an unreachable Redis; the call counts its own outcome too (`miss`, `error` or `stale`) |
+//! | `redis_cache_refreshes_total` | counter | `cache`, `prefix` | background refreshes started (stale-while-revalidate, soft timeouts, early refreshes); one per key at a time across processes |
+//! | `redis_cache_refreshed_total` | counter | `cache`, `prefix` | background refreshes that stored a result |
+//! | `redis_cache_refresh_failures_total` | counter | `cache`, `prefix` | background refreshes whose body failed, panicked (logged) or passed its hard timeout; the entry is left as it was |
+//! | `redis_cache_early_refreshes_total` | counter | `cache`, `prefix` | fresh entries refreshed before their TTL (XFetch) |
 //! | `redis_cache_fill_duration_seconds` | histogram | `cache`, `prefix` | how long the function's body took when the cache ran it (miss, error, refresh): what each hit saves |
 //! | `redis_cache_wait_duration_seconds` | histogram | `cache`, `prefix`, `wait` | how long a call waited for another caller's fill: `wait="flight"` in this process (single-flight), `wait="lock"` for another process holding the fill lock |
 //! | `db.client.operation.duration` | histogram (seconds) | `cache`, `db.system.name="redis"`, `db.operation.name`, `error.type` (failures only) | each Redis command sent: `GET`, `SET`, `EVALSHA` (lock release), `UNLINK`, `SCAN`, `PING`; `error.type` is `timeout`, `connection` or `reply` (Redis answered with an error). A command skipped by the open circuit or without a connection is not timed |
@@ -90,6 +95,17 @@ pub const ENCODE_FAILURES: &str = "redis_cache_encode_failures_total";
 pub const REDIS_ERRORS: &str = "redis_cache_redis_errors_total";
 /// Keys deleted by invalidation: counter, labels `cache`, `prefix`.
 pub const INVALIDATED_KEYS: &str = "redis_cache_invalidated_keys_total";
+/// Stale values served instead of an error (fail-safe): counter, labels `cache`, `prefix`.
+pub const FAIL_SAFE: &str = "redis_cache_fail_safe_total";
+/// Background refreshes started: counter, labels `cache`, `prefix`.
+pub const REFRESHES: &str = "redis_cache_refreshes_total";
+/// Background refreshes that stored a result: counter, labels `cache`, `prefix`.
+pub const REFRESHED: &str = "redis_cache_refreshed_total";
+/// Background refreshes that failed, panicked or were abandoned: counter, labels `cache`,
+/// `prefix`.
+pub const REFRESH_FAILURES: &str = "redis_cache_refresh_failures_total";
+/// Early refreshes of fresh entries (XFetch): counter, labels `cache`, `prefix`.
+pub const EARLY_REFRESHES: &str = "redis_cache_early_refreshes_total";
 /// Body run time: histogram in seconds, labels `cache`, `prefix`.
 pub const FILL_DURATION: &str = "redis_cache_fill_duration_seconds";
 /// Time spent waiting for another caller's fill: histogram in seconds, labels `cache`,
@@ -177,10 +193,24 @@ pub(crate) fn histogram(r: &dyn Recorder, name: &'static str, labels: Vec<Label>
 
 /// Units and help texts, sent to a recorder whenever handles are registered with it.
 pub(crate) fn describe(r: &dyn Recorder) {
-    let counters: [(&'static str, &'static str); 8] = [
+    let counters: [(&'static str, &'static str); 13] = [
         (
             REQUESTS,
-            "Cached calls by outcome: hit, null_hit, miss, coalesced, bypass, error.",
+            "Cached calls by outcome: hit, null_hit, stale, miss, coalesced, bypass, error.",
+        ),
+        (
+            FAIL_SAFE,
+            "Stale values served instead of a failing body or an unreachable Redis.",
+        ),
+        (REFRESHES, "Background refreshes started."),
+        (REFRESHED, "Background refreshes that stored a result."),
+        (
+            REFRESH_FAILURES,
+            "Background refreshes that failed, panicked or were abandoned.",
+        ),
+        (
+            EARLY_REFRESHES,
+            "Early refreshes of entries about to expire.",
         ),
         (STORES, "Cache entries written."),
         (

@@ -64,7 +64,7 @@ struct Encoded {
 /// It is armed *before* the `SET NX` that takes the lock is sent: a call dropped while that
 /// request is in flight (or whose request failed ambiguously, a timeout) may hold the lock
 /// without knowing it, and releasing a lock held by another token is a no-op.
-struct LockGuard {
+pub(crate) struct LockGuard {
     cache: Cache,
     key: String,
     token: String,
@@ -73,7 +73,31 @@ struct LockGuard {
 }
 
 impl LockGuard {
-    async fn release(mut self, counters: &Counters) {
+    /// Takes the fill lock of `key` if it is free, without waiting (a background refresh):
+    /// `None` when another caller holds it or Redis failed (then released when dropped).
+    pub(crate) async fn try_take(cache: &Cache, key: &Key, lock_ms: u64) -> Option<Self> {
+        let mut lock = LockGuard {
+            cache: cache.clone(),
+            key: key.lock_key(),
+            token: format!("{:032x}", fastrand::u128(..)),
+            armed: true,
+        };
+        match cache
+            .inner
+            .store
+            .lock(&lock.key, &lock.token, lock_ms)
+            .await
+        {
+            Ok(true) => Some(lock),
+            Ok(false) => {
+                lock.armed = false;
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    pub(crate) async fn release(mut self, counters: &Counters) {
         if let Err(e) = self.cache.inner.store.unlock(&self.key, &self.token).await {
             self.cache.failed(counters, "EVALSHA", &e);
         }
@@ -220,7 +244,12 @@ impl Fill<'_> {
 
     /// Runs the body, stores its result (unless Redis is failing or the key was invalidated
     /// meanwhile) and publishes it to the followers.
-    async fn compute<S, R, F>(&self, source: Source, guard: Option<LeaderGuard<'_>>, body: F) -> R
+    pub(crate) async fn compute<S, R, F>(
+        &self,
+        source: Source,
+        guard: Option<LeaderGuard<'_>>,
+        body: F,
+    ) -> R
     where
         S: Shape<R>,
         F: Future<Output = R>,
@@ -447,7 +476,8 @@ impl Fill<'_> {
             counters.oversized(1);
             tracing::debug!(key = %KeyTag(self.key), bytes = bytes.len(), "result larger than max_value_bytes, not cached");
         }
-        let ttl = ttl + jitter;
+        // A stale window keeps the entry that much longer; its freshness is judged by it.
+        let ttl = ttl + jitter + policy.stale_window_secs();
         Some(Encoded {
             bytes: bytes.into(),
             ttl,
@@ -472,9 +502,13 @@ impl Fill<'_> {
             {
                 Ok(()) => {
                     self.counters.stores(1);
+                    self.stored();
                     self.land(Some(Landed {
                         since,
-                        ttl: Some(Duration::from_secs(encoded.ttl)),
+                        // The near cache keeps it while it is fresh.
+                        ttl: Some(Duration::from_secs(
+                            encoded.ttl - self.policy.stale_window_secs(),
+                        )),
                         bytes: encoded.bytes.len(),
                     }));
                     return true;
@@ -491,12 +525,20 @@ impl Fill<'_> {
         {
             Ok(()) => {
                 self.counters.stores(1);
+                self.stored();
                 true
             }
             Err(e) => {
                 self.cache.failed(self.counters, "SET", &e);
                 false
             }
+        }
+    }
+
+    /// A result was stored: a key throttled after a fail-safe answer is not any more.
+    fn stored(&self) {
+        if self.policy.stale.is_some() {
+            self.cache.inner.stale.recovered(self.key.as_str());
         }
     }
 

@@ -216,7 +216,9 @@ impl Cache {
             cache: self,
             scope: Some(scope.clone()),
         };
-        let written = inner.store.write(key.as_str(), &bytes, policy.ttl).await;
+        // Kept for the stale window too, like a fill's entry.
+        let ttl = policy.ttl + policy.stale_window_secs();
+        let written = inner.store.write(key.as_str(), &bytes, ttl).await;
         scope.evict_near(self);
         written?;
         write.done();

@@ -13,9 +13,11 @@ pub(crate) mod mode;
 pub(crate) mod near;
 pub(crate) mod policy;
 pub(crate) mod read;
+pub(crate) mod refresh;
 pub(crate) mod report;
 pub(crate) mod shape;
 pub(crate) mod shared;
+pub(crate) mod stale;
 pub(crate) mod stats;
 pub(crate) mod store;
 pub(crate) mod vary;
@@ -103,6 +105,8 @@ pub(crate) struct Inner {
     pub(crate) near: Option<Arc<NearCache>>,
     /// Its tracking connections.
     pub(crate) tracker: Option<Arc<Tracking>>,
+    /// Throttled keys and background refreshes (`stale.rs`, `refresh.rs`).
+    pub(crate) stale: stale::StaleState,
 }
 
 /// What a fill's re-read found.
@@ -319,6 +323,7 @@ impl Cache {
                 spawner,
                 near,
                 tracker,
+                stale: stale::StaleState::new(stale::DEFAULT_MAX_REFRESHES),
             }),
         }
     }
@@ -391,6 +396,7 @@ impl Cache {
             stats.connections_retired,
         ) = inner.store.health();
         stats.waiting = inner.flights.waiting();
+        stats.refreshing = inner.stale.running() as u64;
         stats.pending_invalidations = inner.pending.len();
         stats.near = inner.near.as_ref().map(|n| n.stats());
         stats
@@ -449,8 +455,64 @@ impl Cache {
             refresh: false,
         };
         in_span(span, move |span| async move {
-            self.read::<S, R, F, Values>(key, policy, &Values, options, body, &span)
+            self.read::<S, R, F, Values>(key, policy, &Values, options, body, None, &span)
                 .await
+        })
+    }
+
+    /// [`get_or_fill`](Self::get_or_fill) with a body that can run in the background, which
+    /// a policy's [`stale_while_revalidate`](Policy::stale_while_revalidate),
+    /// [`soft_timeout`](Policy::soft_timeout) and [`early_refresh`](Policy::early_refresh)
+    /// need: a stale or expiring entry is answered at once while the body refreshes it on
+    /// the cache's runtime. Without those options it is `get_or_fill`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use cached_runtime::{Cache, Policy, shape::Plain};
+    ///
+    /// let cache = Cache::in_memory();
+    /// let policy = Policy::new("price", Duration::from_secs(10))
+    ///     .unwrap()
+    ///     .stale_window(Duration::from_secs(300))
+    ///     .unwrap()
+    ///     .stale_while_revalidate(true)
+    ///     .fail_safe(true);
+    /// let key = cache.key("price").arg(&7u64).build().unwrap();
+    /// let price = cache.get_or_refresh::<Plain, _, _>(&key, &policy, async { 49u64 }).await;
+    /// assert_eq!(price, 49);
+    /// # }
+    /// ```
+    pub fn get_or_refresh<S, R, F>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        body: F,
+    ) -> impl Future<Output = R>
+    where
+        S: Shape<R> + 'static,
+        S::Value: Clone + Send + Sync + 'static,
+        R: Send + 'static,
+        F: Future<Output = R> + Send + 'static,
+    {
+        let span = report::call_span(&self.inner.name, key);
+        let options = ReadOptions {
+            near: true,
+            refresh: false,
+        };
+        in_span(span, move |span| async move {
+            let handoff = refresh::Handoff::<S, F>::new(body);
+            let detach: &dyn refresh::Detach<R> = &handoff;
+            self.read::<S, R, _, Values>(
+                key,
+                policy,
+                &Values,
+                options,
+                handoff.inline(),
+                Some(detach),
+                &span,
+            )
+            .await
         })
     }
 
@@ -469,8 +531,16 @@ impl Cache {
         let span = report::call_span(&self.inner.name, key);
         let options = ReadOptions::default();
         in_span(span, move |span| async move {
-            self.read::<S, R, F, RemoteValues>(key, policy, &RemoteValues, options, body, &span)
-                .await
+            self.read::<S, R, F, RemoteValues>(
+                key,
+                policy,
+                &RemoteValues,
+                options,
+                body,
+                None,
+                &span,
+            )
+            .await
         })
     }
 
@@ -499,8 +569,15 @@ impl Cache {
         span: &Span,
         keep: bool,
     ) -> Lookup<R> {
-        match self.get(key, counters, span, keep).await {
-            Found::Entry { bytes, landed } => {
+        let stale = policy.stale_options();
+        match self.get(key, counters, span, keep || stale.is_some()).await {
+            Found::Entry { bytes, mut landed } => {
+                // A stale entry is not what a fill waits for.
+                if let Some(stale) = stale
+                    && stale::judge(stale, counters, &mut landed) == stale::Freshness::Stale
+                {
+                    return Lookup::Miss { stale: false };
+                }
                 let call = read::Call {
                     key,
                     policy,

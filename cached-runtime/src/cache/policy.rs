@@ -30,6 +30,8 @@ pub struct Policy {
     pub(crate) lock_ms: Option<u64>,
     /// Whether calls may use the cache's near cache.
     pub(crate) near: bool,
+    /// Serving stale on purpose (`cache/stale.rs`); off when `None`.
+    pub(crate) stale: Option<crate::cache::stale::Stale>,
     /// The counters of the first cache that used this policy, so its calls skip the lookup by
     /// prefix (a lock and a reference count on every call otherwise).
     pub(crate) counters: CountersSlot,
@@ -58,6 +60,7 @@ impl Policy {
             version: 0,
             lock_ms: None,
             near: true,
+            stale: None,
             counters: CountersSlot::default(),
         })
     }
@@ -117,6 +120,7 @@ impl Policy {
             version,
             lock_ms: None,
             near: true,
+            stale: None,
             counters: CountersSlot(OnceLock::new()),
         }
     }

@@ -22,8 +22,10 @@ use super::{
     key::{Key, KeyTag},
     mode::{self, Mode},
     policy::Policy,
+    refresh::{Detach, Why},
     report,
     shape::{Entry, Shape},
+    stale::{self, Caught, Freshness, StaleStep},
     stats::{Counters, Outcome},
 };
 use crate::error::CacheError;
@@ -196,7 +198,9 @@ pub(crate) struct ReadOptions {
 }
 
 impl Cache {
-    /// The one read path; see the module docs.
+    /// The one read path; see the module docs. `detach`: the body, when it can be moved to
+    /// the background (stale-while-revalidate, soft timeouts, early refresh).
+    #[allow(clippy::too_many_arguments)] // each is one part of the call; a struct would only rename them
     pub(crate) async fn read<S, R, F, V>(
         &self,
         key: &Key,
@@ -204,6 +208,7 @@ impl Cache {
         view: &V,
         options: ReadOptions,
         body: F,
+        detach: Option<&dyn Detach<R>>,
         span: &Span,
     ) -> V::Out
     where
@@ -251,16 +256,31 @@ impl Cache {
             counters: &counters,
         };
         let seq = inner.flights.seq();
+        let stale_options = policy.stale_options();
+        // A stale entry's answer, kept while the cache decides what to do with it.
+        let mut stale = None;
         let source = if refresh {
             Source::Refresh
         } else {
-            match self.get(key, &counters, span, ticket.is_some()).await {
-                Found::Entry { bytes, landed } => {
-                    match view.stored(bytes, &call, ticket.is_some()) {
+            let with_ttl = ticket.is_some() || stale_options.is_some();
+            match self.get(key, &counters, span, with_ttl).await {
+                Found::Entry { bytes, mut landed } => {
+                    let fresh = stale_options.map_or(Freshness::Fresh, |s| {
+                        stale::judge(s, &counters, &mut landed)
+                    });
+                    let keep_it = ticket.is_some() && fresh != Freshness::Stale;
+                    match view.stored(bytes, &call, keep_it) {
+                        Some((out, _, _)) if fresh == Freshness::Stale => {
+                            stale = Some(out);
+                            Source::Miss { stale: false }
+                        }
                         Some((out, null, kept)) => {
                             outcome(if null { Outcome::NullHit } else { Outcome::Hit });
                             if let (Some(kept), Some(landed)) = (kept, landed) {
                                 keep(kept, landed);
+                            }
+                            if let (Freshness::Early, Some(detach)) = (fresh, detach) {
+                                let _ = detach.detach(self, key, policy, V::VALIDATED, Why::Early);
                             }
                             return out;
                         }
@@ -271,6 +291,21 @@ impl Cache {
                 Found::Failed => Source::Failed,
             }
         };
+        let mut stale = stale.zip(stale_options);
+        if let Some(options) = stale_options.filter(|_| stale.is_some())
+            && let Some(step) = self
+                .stale_step::<S, R, V>(key, policy, view, options, detach)
+                .await
+        {
+            let (answer, o) = match step {
+                StaleStep::Stale => (stale.take().map(|(out, _)| out), Outcome::Stale),
+                StaleStep::Filled(out) => (Some(out), Outcome::Miss),
+            };
+            if let Some(answer) = answer {
+                outcome(o);
+                return answer;
+            }
+        }
         let entry = EntrySlot::new();
         let landing = Landing::new();
         let fill = Fill {
@@ -282,7 +317,18 @@ impl Cache {
             entry: V::VALIDATED.then_some(&entry),
             landing: ticket.is_some().then_some(&landing),
         };
-        let result = fill.run::<S, R, F>(seq, source, body).await;
+        let run = fill.run::<S, R, F>(seq, source, body);
+        let result = match stale {
+            // Fail-safe: a failing or panicking body gets the stale answer instead.
+            Some((stale, options)) if options.fail_safe => match Caught::new(run).await {
+                Ok(result) if !matches!(S::entry(&result), Entry::Skip) => result,
+                Ok(_) => return self.fail_safe(key, &counters, options, stale, None),
+                Err(panic) => {
+                    return self.fail_safe(key, &counters, options, stale, Some(&*panic));
+                }
+            },
+            _ => run.await,
+        };
         let landed = landing.get().copied();
         let (out, kept) = view.filled(result, entry.into_inner(), landed.is_some());
         if let (Some(kept), Some(landed)) = (kept, landed) {

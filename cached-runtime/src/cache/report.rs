@@ -24,8 +24,8 @@ pub(crate) enum Wait {
 /// The counters of one prefix of one cache, registered together so each reads 0 before its
 /// first increment.
 pub(crate) struct PrefixHandles {
-    pub(crate) outcomes: [Counter; 8],
-    pub(crate) events: [Counter; 6],
+    pub(crate) outcomes: [Counter; 9],
+    pub(crate) events: [Counter; 11],
 }
 
 fn prefix_labels(cache: &SharedString, prefix: &SharedString) -> Vec<Label> {

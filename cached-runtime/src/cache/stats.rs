@@ -34,6 +34,8 @@ pub(crate) enum Outcome {
     NullHit,
     NearHit,
     NearNullHit,
+    /// A value past its TTL served on purpose, without running the body.
+    Stale,
     Miss,
     Coalesced,
     Bypass,
@@ -41,11 +43,12 @@ pub(crate) enum Outcome {
 }
 
 impl Outcome {
-    pub(crate) const ALL: [Outcome; 8] = [
+    pub(crate) const ALL: [Outcome; 9] = [
         Outcome::Hit,
         Outcome::NullHit,
         Outcome::NearHit,
         Outcome::NearNullHit,
+        Outcome::Stale,
         Outcome::Miss,
         Outcome::Coalesced,
         Outcome::Bypass,
@@ -57,6 +60,7 @@ impl Outcome {
         match self {
             Outcome::Hit | Outcome::NearHit => "hit",
             Outcome::NullHit | Outcome::NearNullHit => "null_hit",
+            Outcome::Stale => "stale",
             Outcome::Miss => "miss",
             Outcome::Coalesced => "coalesced",
             Outcome::Bypass => "bypass",
@@ -83,16 +87,26 @@ pub(crate) enum Event {
     Oversized,
     RedisErrors,
     Invalidated,
+    FailSafe,
+    Refreshes,
+    Refreshed,
+    RefreshFailures,
+    EarlyRefreshes,
 }
 
 impl Event {
-    pub(crate) const ALL: [Event; 6] = [
+    pub(crate) const ALL: [Event; 11] = [
         Event::Stores,
         Event::DecodeFailures,
         Event::EncodeFailures,
         Event::Oversized,
         Event::RedisErrors,
         Event::Invalidated,
+        Event::FailSafe,
+        Event::Refreshes,
+        Event::Refreshed,
+        Event::RefreshFailures,
+        Event::EarlyRefreshes,
     ];
 
     /// The series this event is counted in.
@@ -104,6 +118,11 @@ impl Event {
             Event::Oversized => telemetry::OVERSIZED,
             Event::RedisErrors => telemetry::REDIS_ERRORS,
             Event::Invalidated => telemetry::INVALIDATED_KEYS,
+            Event::FailSafe => telemetry::FAIL_SAFE,
+            Event::Refreshes => telemetry::REFRESHES,
+            Event::Refreshed => telemetry::REFRESHED,
+            Event::RefreshFailures => telemetry::REFRESH_FAILURES,
+            Event::EarlyRefreshes => telemetry::EARLY_REFRESHES,
         }
     }
 }
@@ -120,6 +139,10 @@ pub struct Counts {
     pub near_hits: u64,
     /// Outcome: answered from a null marker in the near cache, without a Redis command.
     pub near_null_hits: u64,
+    /// Outcome: answered with a value past its TTL, within its stale window, without running
+    /// the body (stale-while-revalidate, a soft timeout, the fail-safe throttle, or the near
+    /// cache while Redis cannot be reached).
+    pub stale: u64,
     /// Outcome: ran the body after the cache had nothing usable.
     pub misses: u64,
     /// Outcome: answered by another caller's fill (in this process, or in another through the
@@ -143,6 +166,16 @@ pub struct Counts {
     pub redis_errors: u64,
     /// Event: keys deleted by invalidation.
     pub invalidated: u64,
+    /// Event: stale values served instead of a failing body or an unreachable Redis.
+    pub fail_safe: u64,
+    /// Event: background refreshes started.
+    pub refreshes: u64,
+    /// Event: background refreshes that stored a result.
+    pub refreshed: u64,
+    /// Event: background refreshes that failed, panicked or passed their hard timeout.
+    pub refresh_failures: u64,
+    /// Event: fresh entries refreshed early (XFetch).
+    pub early_refreshes: u64,
 }
 
 impl Counts {
@@ -151,10 +184,15 @@ impl Counts {
         self.answered() + self.misses + self.bypasses + self.errors
     }
 
-    /// Calls answered without running the body: hits and null hits of both tiers, and
-    /// coalesced calls.
+    /// Calls answered without running the body: hits and null hits of both tiers, stale
+    /// answers, and coalesced calls.
     pub fn answered(&self) -> u64 {
-        self.hits + self.null_hits + self.near_hits + self.near_null_hits + self.coalesced
+        self.hits
+            + self.null_hits
+            + self.near_hits
+            + self.near_null_hits
+            + self.stale
+            + self.coalesced
     }
 
     /// [`answered`](Self::answered) over all calls; `None` before the first call.
@@ -164,12 +202,13 @@ impl Counts {
         (calls > 0).then(|| self.answered() as f64 / calls as f64)
     }
 
-    fn add(&mut self, outcomes: &[u64; 8], events: &[u64; 6]) {
+    fn add(&mut self, outcomes: &[u64; 9], events: &[u64; 11]) {
         let [
             hits,
             null_hits,
             near_hits,
             near_null_hits,
+            stale,
             misses,
             coalesced,
             bypasses,
@@ -182,11 +221,17 @@ impl Counts {
             oversized,
             redis_errors,
             invalidated,
+            fail_safe,
+            refreshes,
+            refreshed,
+            refresh_failures,
+            early_refreshes,
         ] = *events;
         self.hits += hits;
         self.null_hits += null_hits;
         self.near_hits += near_hits;
         self.near_null_hits += near_null_hits;
+        self.stale += stale;
         self.misses += misses;
         self.coalesced += coalesced;
         self.bypasses += bypasses;
@@ -197,6 +242,11 @@ impl Counts {
         self.oversized += oversized;
         self.redis_errors += redis_errors;
         self.invalidated += invalidated;
+        self.fail_safe += fail_safe;
+        self.refreshes += refreshes;
+        self.refreshed += refreshed;
+        self.refresh_failures += refresh_failures;
+        self.early_refreshes += early_refreshes;
     }
 }
 
@@ -209,6 +259,7 @@ impl std::ops::AddAssign for Counts {
                 o.null_hits,
                 o.near_hits,
                 o.near_null_hits,
+                o.stale,
                 o.misses,
                 o.coalesced,
                 o.bypasses,
@@ -221,6 +272,11 @@ impl std::ops::AddAssign for Counts {
                 o.oversized,
                 o.redis_errors,
                 o.invalidated,
+                o.fail_safe,
+                o.refreshes,
+                o.refreshed,
+                o.refresh_failures,
+                o.early_refreshes,
             ],
         );
     }
@@ -228,8 +284,10 @@ impl std::ops::AddAssign for Counts {
 
 /// The counters of one prefix of one cache, and its metric handles.
 pub(crate) struct Counters {
-    outcomes: [AtomicU64; 8],
-    events: [AtomicU64; 6],
+    outcomes: [AtomicU64; 9],
+    events: [AtomicU64; 11],
+    /// How long the last body the cache ran took, in microseconds (early refresh's input).
+    last_fill_us: AtomicU64,
     cache: metrics::SharedString,
     prefix: metrics::SharedString,
     handles: Lazy<PrefixHandles>,
@@ -243,10 +301,11 @@ pub(crate) struct Counters {
 pub(crate) const PATTERN_PREFIX: &str = "*";
 
 impl Counters {
-    fn new(cache: metrics::SharedString, prefix: &str) -> Self {
+    pub(crate) fn new(cache: metrics::SharedString, prefix: &str) -> Self {
         let counters = Self {
             outcomes: Default::default(),
             events: Default::default(),
+            last_fill_us: AtomicU64::new(0),
             cache,
             prefix: metrics::SharedString::from_owned(prefix.to_owned()),
             handles: Lazy::new(),
@@ -306,9 +365,37 @@ impl Counters {
         self.event(Event::Invalidated, n);
     }
 
+    pub(crate) fn fail_safe(&self, n: u64) {
+        self.event(Event::FailSafe, n);
+    }
+
+    pub(crate) fn refreshes(&self, n: u64) {
+        self.event(Event::Refreshes, n);
+    }
+
+    pub(crate) fn refreshed(&self, n: u64) {
+        self.event(Event::Refreshed, n);
+    }
+
+    pub(crate) fn refresh_failures(&self, n: u64) {
+        self.event(Event::RefreshFailures, n);
+    }
+
+    pub(crate) fn early_refreshes(&self, n: u64) {
+        self.event(Event::EarlyRefreshes, n);
+    }
+
+    /// How long the last body the cache ran for this prefix took.
+    pub(crate) fn last_fill(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(self.last_fill_us.load(Ordering::Relaxed))
+    }
+
     /// How long a body the cache ran took.
     pub(crate) fn fill_time(&self, started: Instant) {
-        let secs = started.elapsed().as_secs_f64();
+        let took = started.elapsed();
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.last_fill_us.store(us, Ordering::Relaxed);
+        let secs = took.as_secs_f64();
         self.fill.with(
             |r| report::prefix_histogram(r, &self.cache, &self.prefix, None),
             |h| h.record(secs),
@@ -325,10 +412,10 @@ impl Counters {
     }
 
     fn snapshot(&self) -> Counts {
-        let load8 = |a: &[AtomicU64; 8]| a.each_ref().map(|c| c.load(Ordering::Relaxed));
-        let load6 = |a: &[AtomicU64; 6]| a.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let outcomes = self.outcomes.each_ref().map(|c| c.load(Ordering::Relaxed));
+        let events = self.events.each_ref().map(|c| c.load(Ordering::Relaxed));
         let mut counts = Counts::default();
-        counts.add(&load8(&self.outcomes), &load6(&self.events));
+        counts.add(&outcomes, &events);
         counts
     }
 }
@@ -349,6 +436,9 @@ pub struct Stats {
     pub connections_retired: u64,
     /// Callers waiting right now for another caller's fill of the same key.
     pub waiting: u64,
+    /// Background refreshes running right now (stale-while-revalidate, soft timeouts, early
+    /// refreshes).
+    pub refreshing: u64,
     /// Invalidations that failed and are being retried; until they succeed, the keys they
     /// cover are not read from the cache.
     pub pending_invalidations: u64,
@@ -438,25 +528,36 @@ mod tests {
         c.oversized(10);
         c.redis_errors(11);
         c.invalidated(12);
+        c.fail_safe(13);
+        c.refreshes(14);
+        c.refreshed(15);
+        c.refresh_failures(16);
+        c.early_refreshes(17);
         let expected = Counts {
             hits: 1,
             null_hits: 2,
             near_hits: 3,
             near_null_hits: 4,
-            misses: 5,
-            coalesced: 6,
-            bypasses: 7,
-            errors: 8,
+            stale: 5,
+            misses: 6,
+            coalesced: 7,
+            bypasses: 8,
+            errors: 9,
             stores: 7,
             decode_failures: 8,
             encode_failures: 9,
             oversized: 10,
             redis_errors: 11,
             invalidated: 12,
+            fail_safe: 13,
+            refreshes: 14,
+            refreshed: 15,
+            refresh_failures: 16,
+            early_refreshes: 17,
         };
         assert_eq!(c.snapshot(), expected);
         let mut twice = expected;
         twice += expected;
-        assert_eq!(twice.calls(), 72);
+        assert_eq!(twice.calls(), 90);
     }
 }

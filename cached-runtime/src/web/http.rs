@@ -569,7 +569,7 @@ impl Cache {
             near: true,
             refresh: conditional.no_cache(),
         };
-        self.read::<S, R, F, Responses<'_>>(key, policy, &view, options, body, &span)
+        self.read::<S, R, F, Responses<'_>>(key, policy, &view, options, body, None, &span)
             .instrument(span.clone())
             .await
     }

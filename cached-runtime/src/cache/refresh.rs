@@ -1,0 +1,219 @@
+//! Background refreshes: a body moved off the caller (stale-while-revalidate, a soft
+//! timeout, an early refresh) runs on the cache's runtime, stores its result and may hand it
+//! back to a caller still waiting.
+//!
+//! One per key at a time: in this process by a [`Claim`], across processes by the fill lock,
+//! taken without waiting (another process holding it is refreshing the key already). Bounded
+//! by the cache's limit on concurrent refreshes (past it, callers keep the stale value and no
+//! refresh starts) and by the policy's hard timeout, after which the body is dropped. Every
+//! piece of state a refresh takes is a guard: dropped at any `.await` (its runtime shutting
+//! down, the hard timeout), it releases the claim, the slot, the single-flight and the lock.
+//! A panicking body is caught, counted and logged.
+
+use std::{future::Future, marker::PhantomData, sync::Mutex, sync::PoisonError, time::Duration};
+
+use tokio::sync::oneshot;
+use tracing::Span;
+
+use crate::cache::{
+    Cache,
+    fill::{EntrySlot, Fill, LockGuard, Source},
+    flight::{Join, Published},
+    key::{Key, KeyTag},
+    policy::Policy,
+    shape::{Entry, Shape},
+    stale::{Caught, Claim, panic_message},
+};
+
+/// The fill lock of a refresh without a lock or hard timeout of its own.
+const REFRESH_LOCK: Duration = Duration::from_secs(30);
+
+/// A body's result and the entry it was stored as (for a validated view).
+pub(crate) type Reply<R> = (R, Option<Published>);
+
+/// Why a refresh was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Why {
+    /// A stale entry (stale-while-revalidate, or a soft timeout).
+    Stale,
+    /// A fresh entry chosen by XFetch.
+    Early,
+}
+
+/// A body that the read path may move to the background, type-erased so the read path needs
+/// no `Send + 'static` bounds.
+pub(crate) trait Detach<R> {
+    /// Starts the key's background refresh with the body; its result comes back on the
+    /// receiver. `None` when none started (refreshing already, the bound reached, no runtime,
+    /// the body taken).
+    fn detach(
+        &self,
+        cache: &Cache,
+        key: &Key,
+        policy: &Policy,
+        validated: bool,
+        why: Why,
+    ) -> Option<oneshot::Receiver<Reply<R>>>;
+}
+
+/// Holds a call's body until it either runs in the caller ([`Handoff::inline`]) or is moved
+/// to the background.
+pub(crate) struct Handoff<S, F> {
+    body: Mutex<Option<F>>,
+    _shape: PhantomData<fn() -> S>,
+}
+
+impl<S, F> Handoff<S, F> {
+    pub(crate) fn new(body: F) -> Self {
+        Self {
+            body: Mutex::new(Some(body)),
+            _shape: PhantomData,
+        }
+    }
+
+    fn take(&self) -> Option<F> {
+        self.body
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+
+    /// The body, run by the caller.
+    pub(crate) async fn inline<R>(&self) -> R
+    where
+        F: Future<Output = R>,
+    {
+        let body = self
+            .take()
+            .expect("the read path runs a body in the caller only when it did not detach it");
+        body.await
+    }
+}
+
+impl<S, R, F> Detach<R> for Handoff<S, F>
+where
+    S: Shape<R> + 'static,
+    R: Send + 'static,
+    F: Future<Output = R> + Send + 'static,
+{
+    fn detach(
+        &self,
+        cache: &Cache,
+        key: &Key,
+        policy: &Policy,
+        validated: bool,
+        why: Why,
+    ) -> Option<oneshot::Receiver<Reply<R>>> {
+        let inner = &*cache.inner;
+        let spawner = inner.spawner.as_ref()?;
+        let claim = inner.stale.claim(key)?;
+        let body = self.take()?;
+        let (tx, rx) = oneshot::channel();
+        let counters = cache.counters(policy);
+        counters.refreshes(1);
+        if why == Why::Early {
+            counters.early_refreshes(1);
+        }
+        let task = refresh::<S, R, F>(
+            cache.clone(),
+            key.clone(),
+            policy.clone(),
+            validated,
+            body,
+            tx,
+            claim,
+        );
+        spawner.spawn(task);
+        Some(rx)
+    }
+}
+
+/// How long the refresh's fill lock lives: the hard timeout, else the policy's lock, else
+/// [`REFRESH_LOCK`].
+fn lock_ms(policy: &Policy) -> u64 {
+    let hard = policy.stale.and_then(|s| s.hard_timeout());
+    hard.map(|h| u64::try_from(h.as_millis()).unwrap_or(u64::MAX))
+        .or(policy.lock_ms)
+        .unwrap_or(REFRESH_LOCK.as_millis() as u64)
+        .max(1)
+}
+
+async fn refresh<S, R, F>(
+    cache: Cache,
+    key: Key,
+    policy: Policy,
+    validated: bool,
+    body: F,
+    reply: oneshot::Sender<Reply<R>>,
+    _claim: Claim,
+) where
+    S: Shape<R>,
+    F: Future<Output = R>,
+{
+    let counters = cache.counters(&policy);
+    // Across processes: another one holding the lock is refreshing (or filling) the key.
+    let Some(lock) = LockGuard::try_take(&cache, &key, lock_ms(&policy)).await else {
+        tracing::trace!(key = %KeyTag(&key), "the key is being refreshed elsewhere");
+        return;
+    };
+    // In this process: a caller filling the key inline stores it already.
+    let guard = match cache.inner.flights.join(key.as_str(), u64::MAX) {
+        Join::Leader(guard) => guard,
+        Join::Follower(_) | Join::Recent(_) => {
+            lock.release(&counters).await;
+            return;
+        }
+    };
+    let entry = EntrySlot::new();
+    let span = Span::none();
+    let fill = Fill {
+        cache: &cache,
+        key: &key,
+        policy: &policy,
+        counters: &counters,
+        span: &span,
+        entry: validated.then_some(&entry),
+        landing: None,
+    };
+    let run = Caught::new(fill.compute::<S, R, F>(Source::Refresh, Some(guard), body));
+    let hard = policy.stale.and_then(|s| s.hard_timeout());
+    let done = match hard {
+        Some(hard) => tokio::time::timeout(hard, run).await.ok(),
+        None => Some(run.await),
+    };
+    match done {
+        None => {
+            counters.refresh_failures(1);
+            throttle(&cache, &key, &policy);
+            tracing::debug!(key = %KeyTag(&key), "background refresh abandoned after its hard timeout");
+        }
+        Some(Err(panic)) => {
+            counters.refresh_failures(1);
+            throttle(&cache, &key, &policy);
+            tracing::warn!(
+                key = %KeyTag(&key),
+                panic = panic_message(&*panic),
+                "background refresh panicked; the entry is left as it was"
+            );
+        }
+        Some(Ok(result)) => {
+            if matches!(S::entry(&result), Entry::Skip) {
+                counters.refresh_failures(1);
+                throttle(&cache, &key, &policy);
+            } else {
+                counters.refreshed(1);
+            }
+            // The caller may have stopped waiting (soft timeout): then it is just dropped.
+            let _ = reply.send((result, entry.into_inner()));
+        }
+    }
+    lock.release(&counters).await;
+}
+
+/// A failed refresh throttles the key like a fail-safe answer: a failing database is not
+/// called again on every request.
+fn throttle(cache: &Cache, key: &Key, policy: &Policy) {
+    if let Some(stale) = policy.stale_options().filter(|s| s.fail_safe) {
+        cache.inner.stale.throttle(key, stale);
+    }
+}

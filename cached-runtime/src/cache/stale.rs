@@ -1,0 +1,524 @@
+//! Serving stale on purpose: a stale window after the TTL, fail-safe, stale-while-revalidate,
+//! soft and hard timeouts for the body, early refresh.
+//!
+//! An entry of a policy with a stale window lives in Redis for its TTL plus the window.
+//! Whether it is fresh is read from Redis alone, never from a clock of this machine compared
+//! with another's: the `PTTL` that comes with the `GET`, minus the window. Above zero it is
+//! fresh (and the near cache keeps it only for that remainder); at or below, it is stale but
+//! still usable, until Redis expires it at the window's end.
+//!
+//! What a stale entry is used for, in [`Cache::read`](super::Cache::read):
+//! - **stale-while-revalidate**: answered at once, and refreshed in the background
+//!   (`cache/refresh.rs`), once per key at a time in this process and across processes (the
+//!   fill lock);
+//! - **soft timeout**: the body runs in the background; the caller waits for it at most the
+//!   soft timeout, then gets the stale value while the body finishes and stores its result;
+//! - **fail-safe**: the body runs as on a miss; when it errors or panics, the stale value is
+//!   the answer, and the entry is left as it was; with a throttle, the key's next calls get
+//!   the stale value without running the body for that long.
+//!
+//! An entry the read path rejects (one that does not decode, or that another rule of the read
+//! path refuses) is absent, never stale.
+
+use std::{
+    any::Any,
+    collections::{HashMap, HashSet},
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::{Arc, Mutex, PoisonError},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::{
+    cache::{
+        Cache,
+        fill::Landed,
+        key::{Key, KeyTag},
+        policy::Policy,
+        read::View,
+        refresh::{Detach, Why},
+        shape::{Entry, Shape},
+        stats::Counters,
+    },
+    error::CacheError,
+};
+
+/// Background refreshes one cache runs at most at once, by default.
+pub(crate) const DEFAULT_MAX_REFRESHES: usize = 64;
+
+/// Keys throttled at once beyond this many trigger a sweep of the expired ones.
+const THROTTLE_SWEEP_AT: usize = 1024;
+
+/// XFetch's `beta`: above 1 favours earlier refreshes.
+const XFETCH_BETA: f64 = 1.0;
+
+/// One function's stale options; see the module docs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Stale {
+    /// How long after its TTL an entry may be served stale, in seconds.
+    pub(crate) window: u64,
+    pub(crate) fail_safe: bool,
+    /// After a fail-safe answer, how long the key's calls get the stale value without running
+    /// the body; 0: no throttle.
+    pub(crate) throttle_ms: u64,
+    pub(crate) while_revalidate: bool,
+    /// 0: none.
+    pub(crate) soft_timeout_ms: u64,
+    /// 0: none.
+    pub(crate) hard_timeout_ms: u64,
+    pub(crate) early: bool,
+}
+
+impl Stale {
+    /// For the macro, which has validated every value at compile time.
+    pub(crate) const fn from_macro(
+        window: u64,
+        fail_safe: bool,
+        throttle_ms: u64,
+        while_revalidate: bool,
+        soft_timeout_ms: u64,
+        hard_timeout_ms: u64,
+        early: bool,
+    ) -> Self {
+        Self {
+            window,
+            fail_safe,
+            throttle_ms,
+            while_revalidate,
+            soft_timeout_ms,
+            hard_timeout_ms,
+            early,
+        }
+    }
+
+    pub(crate) fn soft_timeout(&self) -> Option<Duration> {
+        (self.soft_timeout_ms > 0).then(|| Duration::from_millis(self.soft_timeout_ms))
+    }
+
+    pub(crate) fn hard_timeout(&self) -> Option<Duration> {
+        (self.hard_timeout_ms > 0).then(|| Duration::from_millis(self.hard_timeout_ms))
+    }
+
+    /// Whether a stale entry may be answered without running the body in the caller.
+    pub(crate) fn background(&self) -> bool {
+        self.while_revalidate || self.soft_timeout_ms > 0
+    }
+}
+
+impl Policy {
+    fn stale_mut(&mut self) -> &mut Stale {
+        self.stale.get_or_insert_with(Stale::default)
+    }
+
+    /// Keeps entries in Redis for `window` after their TTL, so they can be served stale
+    /// (whole seconds, at least one); what they are served for is set by
+    /// [`fail_safe`](Self::fail_safe), [`stale_while_revalidate`](Self::stale_while_revalidate)
+    /// and [`soft_timeout`](Self::soft_timeout). Without one of those, a stale entry is a
+    /// miss, as without a window.
+    pub fn stale_window(mut self, window: Duration) -> Result<Self, CacheError> {
+        match window.as_secs() {
+            0 => Err(CacheError::Config(
+                "a stale window must be at least one second".to_owned(),
+            )),
+            s if window > crate::cache::builder::MAX_TTL => Err(CacheError::Config(format!(
+                "a stale window of {s} s is over the ten-year limit"
+            ))),
+            s => {
+                self.stale_mut().window = s;
+                Ok(self)
+            }
+        }
+    }
+
+    /// When the body errors or panics, answers with the stale value (within the stale
+    /// window) instead, and leaves the entry as it was.
+    pub fn fail_safe(mut self, on: bool) -> Self {
+        self.stale_mut().fail_safe = on;
+        self
+    }
+
+    /// After a fail-safe answer, the key's calls in this process get the stale value without
+    /// running the body for `throttle`, so a failing database is not called on every request.
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        let stale = self.stale_mut();
+        stale.fail_safe = true;
+        stale.throttle_ms = u64::try_from(throttle.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// After the TTL, answers with the stale value at once and refreshes the entry in the
+    /// background, once per key at a time across processes. The body must be able to run in
+    /// the background: [`Cache::get_or_refresh`](crate::Cache::get_or_refresh).
+    pub fn stale_while_revalidate(mut self, on: bool) -> Self {
+        self.stale_mut().while_revalidate = on;
+        self
+    }
+
+    /// With a stale value, waits at most `timeout` for the body, then answers stale while the
+    /// body finishes in the background and stores its result
+    /// ([`Cache::get_or_refresh`](crate::Cache::get_or_refresh)).
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.stale_mut().soft_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// A body running in the background is abandoned (dropped, its lock released, nothing
+    /// stored) after `timeout`.
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.stale_mut().hard_timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        self
+    }
+
+    /// Refreshes hot entries in the background shortly before their TTL ends, chosen at
+    /// random with XFetch (the closer the expiry and the slower the last body, the likelier),
+    /// so no caller waits and processes rarely refresh together
+    /// ([`Cache::get_or_refresh`](crate::Cache::get_or_refresh)).
+    pub fn early_refresh(mut self, on: bool) -> Self {
+        self.stale_mut().early = on;
+        self
+    }
+
+    /// For the macro's `stale…` options.
+    pub(crate) const fn with_stale(mut self, stale: Stale) -> Self {
+        self.stale = Some(stale);
+        self
+    }
+
+    /// The window in seconds (0 without one): added to every TTL written.
+    pub(crate) fn stale_window_secs(&self) -> u64 {
+        self.stale.map_or(0, |s| s.window)
+    }
+
+    /// The options when a window makes them apply.
+    pub(crate) fn stale_options(&self) -> Option<&Stale> {
+        self.stale.as_ref().filter(|s| s.window > 0)
+    }
+}
+
+/// How fresh an entry `GET` found is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Freshness {
+    Fresh,
+    /// Fresh, and chosen for an early refresh.
+    Early,
+    /// Past its TTL, within its window.
+    Stale,
+}
+
+/// Judges an entry by the `PTTL` read with it, and narrows `landed` to its fresh remainder
+/// (the near cache keeps it no longer).
+pub(crate) fn judge(stale: &Stale, counters: &Counters, landed: &mut Option<Landed>) -> Freshness {
+    let Some(landed) = landed else {
+        return Freshness::Fresh;
+    };
+    // No expiry: written without one, always fresh.
+    let Some(ttl) = landed.ttl else {
+        return Freshness::Fresh;
+    };
+    let window = Duration::from_secs(stale.window);
+    let Some(remaining) = ttl.checked_sub(window).filter(|r| !r.is_zero()) else {
+        return Freshness::Stale;
+    };
+    landed.ttl = Some(remaining);
+    if stale.early && xfetch(counters.last_fill(), remaining) {
+        return Freshness::Early;
+    }
+    Freshness::Fresh
+}
+
+/// XFetch (Vattani et al., VLDB 2015): refresh now when `delta * beta * -ln(u)` reaches the
+/// time left, `delta` being how long the body takes.
+fn xfetch(delta: Duration, remaining: Duration) -> bool {
+    if delta.is_zero() {
+        return false;
+    }
+    // In (0, 1]: ln is finite.
+    let u = 1.0 - fastrand::f64();
+    delta.as_secs_f64() * XFETCH_BETA * -u.ln() >= remaining.as_secs_f64()
+}
+
+/// What the read path does with a stale entry, when not the fill.
+pub(crate) enum StaleStep<O> {
+    /// Answer with it.
+    Stale,
+    /// The body finished in time (a soft timeout): its answer.
+    Filled(O),
+}
+
+impl Cache {
+    /// What to do with a stale entry before a fill would run: answer with it (throttled
+    /// after a fail-safe answer, or refreshing in the background), or the background body's
+    /// answer that came within the soft timeout; `None`: fill as on a miss.
+    pub(crate) async fn stale_step<S, R, V>(
+        &self,
+        key: &Key,
+        policy: &Policy,
+        view: &V,
+        options: &Stale,
+        detach: Option<&dyn Detach<R>>,
+    ) -> Option<StaleStep<V::Out>>
+    where
+        S: Shape<R>,
+        V: View<S, R>,
+    {
+        if options.fail_safe && self.inner.stale.throttled(key) {
+            self.counters(policy).fail_safe(1);
+            return Some(StaleStep::Stale);
+        }
+        if !options.background() {
+            return None;
+        }
+        // A body that cannot leave the caller is run by it, as on a miss.
+        let detach = detach?;
+        let rx = detach.detach(self, key, policy, V::VALIDATED, Why::Stale);
+        if options.while_revalidate {
+            return Some(StaleStep::Stale);
+        }
+        // Already refreshing here or elsewhere (no receiver, or the refresh found the lock
+        // taken and dropped its sender): the stale answer now.
+        let (Some(soft), Some(rx)) = (options.soft_timeout(), rx) else {
+            return Some(StaleStep::Stale);
+        };
+        match tokio::time::timeout(soft, rx).await {
+            Ok(Ok((result, entry))) => {
+                if options.fail_safe && matches!(S::entry(&result), Entry::Skip) {
+                    self.counters(policy).fail_safe(1);
+                    self.inner.stale.throttle(key, options);
+                    return Some(StaleStep::Stale);
+                }
+                Some(StaleStep::Filled(view.filled(result, entry, false).0))
+            }
+            _ => Some(StaleStep::Stale),
+        }
+    }
+
+    /// The stale answer instead of a body's error or panic: counted, logged, and the key
+    /// throttled when the policy says so.
+    pub(crate) fn fail_safe<O>(
+        &self,
+        key: &Key,
+        counters: &Counters,
+        options: &Stale,
+        stale: O,
+        panic: Option<&(dyn Any + Send)>,
+    ) -> O {
+        counters.fail_safe(1);
+        self.inner.stale.throttle(key, options);
+        match panic {
+            Some(panic) => tracing::warn!(
+                key = %KeyTag(key),
+                panic = panic_message(panic),
+                "the body panicked; answering with the stale value (fail-safe)"
+            ),
+            None => {
+                tracing::debug!(key = %KeyTag(key), "the body failed; answering with the stale value (fail-safe)")
+            }
+        }
+        stale
+    }
+}
+
+/// A cache's state for stale entries: keys throttled after a fail-safe answer, keys being
+/// refreshed in the background, and the bound on refreshes.
+pub(crate) struct StaleState {
+    throttled: Mutex<HashMap<Box<str>, Instant>>,
+    refreshing: Arc<Mutex<HashSet<Box<str>>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl StaleState {
+    pub(crate) fn new(max_refreshes: usize) -> Self {
+        Self {
+            throttled: Mutex::default(),
+            refreshing: Arc::default(),
+            permits: Arc::new(Semaphore::new(max_refreshes)),
+        }
+    }
+
+    /// Whether the key's calls are to be answered stale without running the body now.
+    pub(crate) fn throttled(&self, key: &Key) -> bool {
+        let mut map = self
+            .throttled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match map.get(key.as_str()) {
+            Some(until) if *until > Instant::now() => true,
+            Some(_) => {
+                map.remove(key.as_str());
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// After a fail-safe answer: throttles the key for `stale.throttle_ms`.
+    pub(crate) fn throttle(&self, key: &Key, stale: &Stale) {
+        if stale.throttle_ms == 0 {
+            return;
+        }
+        let until = Instant::now() + Duration::from_millis(stale.throttle_ms);
+        let mut map = self
+            .throttled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= THROTTLE_SWEEP_AT {
+            let now = Instant::now();
+            map.retain(|_, until| *until > now);
+        }
+        map.insert(key.as_str().into(), until);
+    }
+
+    /// A body stored a result: the key is no longer throttled.
+    pub(crate) fn recovered(&self, key: &str) {
+        let mut map = self
+            .throttled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !map.is_empty() {
+            map.remove(key);
+        }
+    }
+
+    /// Claims the key's one background refresh in this process, and a slot under the bound;
+    /// `None` when it is being refreshed already or the bound is reached.
+    pub(crate) fn claim(&self, key: &Key) -> Option<Claim> {
+        let permit = Arc::clone(&self.permits).try_acquire_owned().ok()?;
+        let mut set = self
+            .refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !set.insert(key.as_str().into()) {
+            return None;
+        }
+        Some(Claim {
+            refreshing: Arc::clone(&self.refreshing),
+            key: key.as_str().into(),
+            _permit: permit,
+        })
+    }
+
+    /// Background refreshes running now.
+    pub(crate) fn running(&self) -> usize {
+        self.refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// A key's background refresh in this process, and its slot: released when dropped (the
+/// refresh finished, failed, panicked or was dropped unpolled).
+pub(crate) struct Claim {
+    refreshing: Arc<Mutex<HashSet<Box<str>>>>,
+    key: Box<str>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.refreshing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
+    }
+}
+
+/// A future whose panic is returned instead of unwinding (boxed: only stale paths pay).
+pub(crate) struct Caught<F>(Pin<Box<F>>);
+
+impl<F: Future> Caught<F> {
+    pub(crate) fn new(future: F) -> Self {
+        Self(Box::pin(future))
+    }
+}
+
+impl<F: Future> Future for Caught<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(move || inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// A panic's message, for the log.
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a panic without a message")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn landed(ttl: Duration) -> Option<Landed> {
+        Some(Landed {
+            since: Instant::now(),
+            ttl: Some(ttl),
+            bytes: 1,
+        })
+    }
+
+    #[test]
+    fn freshness_is_the_pttl_minus_the_window() {
+        let stale = Stale {
+            window: 10,
+            ..Stale::default()
+        };
+        let counters = Counters::new(metrics::SharedString::const_str("test"), "p");
+        let mut fresh = landed(Duration::from_secs(15));
+        assert_eq!(judge(&stale, &counters, &mut fresh), Freshness::Fresh);
+        assert_eq!(fresh.and_then(|l| l.ttl), Some(Duration::from_secs(5)));
+        let mut old = landed(Duration::from_secs(10));
+        assert_eq!(judge(&stale, &counters, &mut old), Freshness::Stale);
+        let mut older = landed(Duration::from_secs(3));
+        assert_eq!(judge(&stale, &counters, &mut older), Freshness::Stale);
+    }
+
+    #[test]
+    fn xfetch_fires_near_expiry_for_a_slow_body_and_never_without_one() {
+        assert!(!xfetch(Duration::ZERO, Duration::from_millis(1)));
+        // With a body as slow as an hour, 10 ms before expiry is practically certain.
+        assert!((0..100).any(|_| xfetch(Duration::from_secs(3600), Duration::from_millis(10))));
+        // A 1 ms body, an hour before expiry: -ln(u) would have to reach 3.6e6.
+        assert!(!(0..1000).any(|_| xfetch(Duration::from_millis(1), Duration::from_secs(3600))));
+    }
+
+    #[test]
+    fn a_claim_is_one_per_key_and_released_on_drop() {
+        let state = StaleState::new(1);
+        let key = crate::cache::key::KeyBuilder::new("", "k")
+            .build()
+            .expect("a key");
+        let other = crate::cache::key::KeyBuilder::new("", "other")
+            .build()
+            .expect("a key");
+        let claim = state.claim(&key).expect("the first claim");
+        assert!(state.claim(&key).is_none(), "one refresh per key");
+        assert!(state.claim(&other).is_none(), "bounded");
+        drop(claim);
+        assert_eq!(state.running(), 0);
+        assert!(state.claim(&key).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_caught_and_its_message_kept() {
+        let caught = Caught::new(async { panic!("boom") }).await;
+        let panic: Box<dyn Any + Send> = match caught {
+            Ok(()) => unreachable!("it panics"),
+            Err(p) => p,
+        };
+        assert_eq!(panic_message(&*panic), "boom");
+    }
+}

@@ -502,7 +502,7 @@ impl Cache {
         };
         in_span(span, move |span| async move {
             let handoff = refresh::Handoff::<S, F>::new(body);
-            let detach: &dyn refresh::Detach<R> = &handoff;
+            let detach: &(dyn refresh::Detach<R> + Sync) = &handoff;
             self.read::<S, R, _, Values>(
                 key,
                 policy,

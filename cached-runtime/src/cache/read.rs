@@ -208,7 +208,7 @@ impl Cache {
         view: &V,
         options: ReadOptions,
         body: F,
-        detach: Option<&dyn Detach<R>>,
+        detach: Option<&(dyn Detach<R> + Sync)>,
         span: &Span,
     ) -> V::Out
     where

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tracing::Span;
 
 use crate::cache::{
-    Cache,
+    Cache, Lookup,
     fill::{EntrySlot, Fill, LockGuard, Source},
     flight::{Join, Published},
     key::{Key, KeyTag},
@@ -24,6 +24,9 @@ use crate::cache::{
     shape::{Entry, Shape},
     stale::{Caught, Claim, panic_message},
 };
+
+/// How long a process leaves a key alone after finding another one refreshing it.
+pub(crate) const DEFER: Duration = Duration::from_secs(1);
 
 /// The fill lock of a refresh without a lock or hard timeout of its own.
 const REFRESH_LOCK: Duration = Duration::from_secs(30);
@@ -106,19 +109,20 @@ where
     ) -> Option<oneshot::Receiver<Reply<R>>> {
         let inner = &*cache.inner;
         let spawner = inner.spawner.as_ref()?;
+        if inner.stale.deferred(key) {
+            return None;
+        }
         let claim = inner.stale.claim(key)?;
         let body = self.take()?;
         let (tx, rx) = oneshot::channel();
-        let counters = cache.counters(policy);
-        counters.refreshes(1);
-        if why == Why::Early {
-            counters.early_refreshes(1);
-        }
         let task = refresh::<S, R, F>(
-            cache.clone(),
-            key.clone(),
-            policy.clone(),
-            validated,
+            Task {
+                cache: cache.clone(),
+                key: key.clone(),
+                policy: policy.clone(),
+                validated,
+                why,
+            },
             body,
             tx,
             claim,
@@ -138,24 +142,46 @@ fn lock_ms(policy: &Policy) -> u64 {
         .max(1)
 }
 
-async fn refresh<S, R, F>(
+/// What a refresh refreshes.
+struct Task {
     cache: Cache,
     key: Key,
     policy: Policy,
     validated: bool,
-    body: F,
-    reply: oneshot::Sender<Reply<R>>,
-    _claim: Claim,
-) where
+    why: Why,
+}
+
+async fn refresh<S, R, F>(task: Task, body: F, reply: oneshot::Sender<Reply<R>>, _claim: Claim)
+where
     S: Shape<R>,
     F: Future<Output = R>,
 {
+    let Task {
+        cache,
+        key,
+        policy,
+        validated,
+        why,
+    } = task;
     let counters = cache.counters(&policy);
+    let stale = &cache.inner.stale;
     // Across processes: another one holding the lock is refreshing (or filling) the key.
     let Some(lock) = LockGuard::try_take(&cache, &key, lock_ms(&policy)).await else {
         tracing::trace!(key = %KeyTag(&key), "the key is being refreshed elsewhere");
+        stale.defer(&key);
         return;
     };
+    // Another process may have refreshed it between our read and our lock.
+    if why == Why::Stale {
+        let span = Span::none();
+        let found = cache
+            .lookup::<S, R>(&key, &policy, &counters, &span, false)
+            .await;
+        if !matches!(found, Lookup::Miss { .. }) {
+            lock.release(&counters).await;
+            return;
+        }
+    }
     // In this process: a caller filling the key inline stores it already.
     let guard = match cache.inner.flights.join(key.as_str(), u64::MAX) {
         Join::Leader(guard) => guard,
@@ -164,6 +190,10 @@ async fn refresh<S, R, F>(
             return;
         }
     };
+    counters.refreshes(1);
+    if why == Why::Early {
+        counters.early_refreshes(1);
+    }
     let entry = EntrySlot::new();
     let span = Span::none();
     let fill = Fill {

@@ -50,8 +50,8 @@ use crate::{
 /// Background refreshes one cache runs at most at once, by default.
 pub(crate) const DEFAULT_MAX_REFRESHES: usize = 64;
 
-/// Keys throttled at once beyond this many trigger a sweep of the expired ones.
-const THROTTLE_SWEEP_AT: usize = 1024;
+/// Keys throttled or deferred at once beyond this many trigger a sweep of the expired ones.
+const SWEEP_AT: usize = 1024;
 
 /// XFetch's `beta`: above 1 favours earlier refreshes.
 const XFETCH_BETA: f64 = 1.0;
@@ -259,7 +259,7 @@ impl Cache {
         policy: &Policy,
         view: &V,
         options: &Stale,
-        detach: Option<&dyn Detach<R>>,
+        detach: Option<&(dyn Detach<R> + Sync)>,
     ) -> Option<StaleStep<V::Out>>
     where
         S: Shape<R>,
@@ -326,6 +326,8 @@ impl Cache {
 /// refreshed in the background, and the bound on refreshes.
 pub(crate) struct StaleState {
     throttled: Mutex<HashMap<Box<str>, Instant>>,
+    /// Keys another process was found refreshing: no attempt here until then.
+    deferred: Mutex<HashMap<Box<str>, Instant>>,
     refreshing: Arc<Mutex<HashSet<Box<str>>>>,
     permits: Arc<Semaphore>,
 }
@@ -334,6 +336,7 @@ impl StaleState {
     pub(crate) fn new(max_refreshes: usize) -> Self {
         Self {
             throttled: Mutex::default(),
+            deferred: Mutex::default(),
             refreshing: Arc::default(),
             permits: Arc::new(Semaphore::new(max_refreshes)),
         }
@@ -341,35 +344,28 @@ impl StaleState {
 
     /// Whether the key's calls are to be answered stale without running the body now.
     pub(crate) fn throttled(&self, key: &Key) -> bool {
-        let mut map = self
-            .throttled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match map.get(key.as_str()) {
-            Some(until) if *until > Instant::now() => true,
-            Some(_) => {
-                map.remove(key.as_str());
-                false
-            }
-            None => false,
-        }
+        active(&self.throttled, key)
     }
 
     /// After a fail-safe answer: throttles the key for `stale.throttle_ms`.
     pub(crate) fn throttle(&self, key: &Key, stale: &Stale) {
-        if stale.throttle_ms == 0 {
-            return;
+        if stale.throttle_ms > 0 {
+            until(
+                &self.throttled,
+                key,
+                Duration::from_millis(stale.throttle_ms),
+            );
         }
-        let until = Instant::now() + Duration::from_millis(stale.throttle_ms);
-        let mut map = self
-            .throttled
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if map.len() >= THROTTLE_SWEEP_AT {
-            let now = Instant::now();
-            map.retain(|_, until| *until > now);
-        }
-        map.insert(key.as_str().into(), until);
+    }
+
+    /// Whether another process was found refreshing the key a moment ago.
+    pub(crate) fn deferred(&self, key: &Key) -> bool {
+        active(&self.deferred, key)
+    }
+
+    /// Another process holds the key's fill lock: leave the refresh to it for a while.
+    pub(crate) fn defer(&self, key: &Key) {
+        until(&self.deferred, key, crate::cache::refresh::DEFER);
     }
 
     /// A body stored a result: the key is no longer throttled.
@@ -408,6 +404,32 @@ impl StaleState {
             .unwrap_or_else(PoisonError::into_inner)
             .len()
     }
+}
+
+/// Whether `key` is in `map` with a time still ahead; an expired one is removed.
+fn active(map: &Mutex<HashMap<Box<str>, Instant>>, key: &Key) -> bool {
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    if map.is_empty() {
+        return false;
+    }
+    match map.get(key.as_str()) {
+        Some(until) if *until > Instant::now() => true,
+        Some(_) => {
+            map.remove(key.as_str());
+            false
+        }
+        None => false,
+    }
+}
+
+/// Puts `key` in `map` until `for_` from now, sweeping expired keys when it is large.
+fn until(map: &Mutex<HashMap<Box<str>, Instant>>, key: &Key, for_: Duration) {
+    let now = Instant::now();
+    let mut map = map.lock().unwrap_or_else(PoisonError::into_inner);
+    if map.len() >= SWEEP_AT {
+        map.retain(|_, until| *until > now);
+    }
+    map.insert(key.as_str().into(), now + for_);
 }
 
 /// A key's background refresh in this process, and its slot: released when dropped (the

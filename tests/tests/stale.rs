@@ -1,0 +1,426 @@
+//! Serving stale on purpose, against a real server: fail-safe on a failing or panicking body,
+//! the window's end, the throttle, stale-while-revalidate across two caches, soft and hard
+//! timeouts, early refresh, and background refreshes that fail or panic.
+//!
+//! An entry is made stale by shortening its `PTTL` below the stale window with `PEXPIRE`, as
+//! its TTL running out would, so no test sleeps through a TTL.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use cached_runtime::{
+    Cache, Policy,
+    key::Key,
+    shape::{Fallible, Plain},
+};
+use redis::Commands;
+use tests::{RedisServer, wait_until};
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(20);
+/// The stale window of every policy here.
+const WINDOW: Duration = Duration::from_secs(600);
+
+fn stale_policy(prefix: &'static str) -> Policy {
+    Policy::new(prefix, Duration::from_secs(60))
+        .expect("valid policy")
+        .stale_window(WINDOW)
+        .expect("valid window")
+}
+
+fn key(cache: &Cache, prefix: &str, id: u64) -> Key {
+    cache.key(prefix).arg(&id).build().expect("valid key")
+}
+
+/// Leaves the entry `ms` milliseconds into its stale window's end: stale, still in Redis.
+fn make_stale(server: &RedisServer, key: &Key) {
+    let mut conn = server.conn();
+    let window_ms = u64::try_from(WINDOW.as_millis()).expect("small");
+    let set: bool = conn
+        .pexpire(key.as_str(), (window_ms - 1000) as i64)
+        .expect("PEXPIRE");
+    assert!(set, "the entry is in Redis");
+}
+
+async fn fill(cache: &Cache, key: &Key, policy: &Policy, value: u64) {
+    let got = cache
+        .get_or_fill::<Fallible, Result<u64, String>, _>(key, policy, async move { Ok(value) })
+        .await;
+    assert_eq!(got, Ok(value));
+}
+
+async fn failing(
+    cache: &Cache,
+    key: &Key,
+    policy: &Policy,
+    runs: &AtomicUsize,
+) -> Result<u64, String> {
+    cache
+        .get_or_fill::<Fallible, Result<u64, String>, _>(key, policy, async {
+            runs.fetch_add(1, Ordering::SeqCst);
+            Err("database down".to_owned())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_failing_body_with_a_stale_entry_gets_the_stale_value_counted_and_the_entry_kept() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("fs").fail_safe(true);
+    let key = key(&cache, "fs", 1);
+    fill(&cache, &key, &policy, 7).await;
+    make_stale(&server, &key);
+    let runs = AtomicUsize::new(0);
+    assert_eq!(failing(&cache, &key, &policy, &runs).await, Ok(7));
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body was tried");
+    let stats = cache.stats().total;
+    assert_eq!(stats.fail_safe, 1, "{stats:?}");
+    // A failed refresh neither deletes nor lengthens-then-shortens the entry: still there,
+    // still stale, the same value.
+    let ttl: i64 = server.conn().pttl(key.as_str()).expect("PTTL");
+    assert!(ttl > 0 && ttl <= WINDOW.as_millis() as i64, "pttl {ttl}");
+    assert_eq!(failing(&cache, &key, &policy, &runs).await, Ok(7));
+    assert_eq!(cache.stats().total.fail_safe, 2);
+}
+
+#[tokio::test]
+async fn a_failing_body_without_an_entry_gets_its_error() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("none").fail_safe(true);
+    let runs = AtomicUsize::new(0);
+    let got = failing(&cache, &key(&cache, "none", 1), &policy, &runs).await;
+    assert_eq!(got, Err("database down".to_owned()));
+    assert_eq!(cache.stats().total.fail_safe, 0);
+}
+
+#[tokio::test]
+async fn past_the_window_a_failing_body_gets_its_error() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("past").fail_safe(true);
+    let key = key(&cache, "past", 1);
+    fill(&cache, &key, &policy, 7).await;
+    // The window ends: Redis expires the entry.
+    let _: bool = server.conn().pexpire(key.as_str(), 1).expect("PEXPIRE");
+    wait_until(WAIT, || {
+        !server
+            .conn()
+            .exists::<_, bool>(key.as_str())
+            .expect("EXISTS")
+    })
+    .await;
+    let runs = AtomicUsize::new(0);
+    let got = failing(&cache, &key, &policy, &runs).await;
+    assert_eq!(got, Err("database down".to_owned()));
+}
+
+#[tokio::test]
+async fn a_fresh_entry_is_a_hit_and_a_stale_one_without_fail_safe_is_refilled() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("plain");
+    let key = key(&cache, "plain", 1);
+    fill(&cache, &key, &policy, 7).await;
+    // Stored for the TTL plus the window.
+    let ttl: i64 = server.conn().pttl(key.as_str()).expect("PTTL");
+    assert!(ttl > WINDOW.as_millis() as i64, "pttl {ttl}");
+    let again = cache
+        .get_or_fill::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
+        .await;
+    assert_eq!(again, 7);
+    make_stale(&server, &key);
+    let runs = AtomicUsize::new(0);
+    // Without fail-safe, stale is a miss, and the error is the answer.
+    let got = failing(&cache, &key, &policy, &runs).await;
+    assert_eq!(got, Err("database down".to_owned()));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_panicking_body_with_a_stale_entry_gets_the_stale_value_and_without_one_panics() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = Arc::new(stale_policy("panic").fail_safe(true));
+    let stale_key = key(&cache, "panic", 1);
+    fill(&cache, &stale_key, &policy, 7).await;
+    make_stale(&server, &stale_key);
+    let got = cache
+        .get_or_fill::<Plain, u64, _>(&stale_key, &policy, async { panic!("the body panics") })
+        .await;
+    assert_eq!(got, 7);
+    assert_eq!(cache.stats().total.fail_safe, 1);
+    // Without a stale value the panic is the caller's.
+    let (c, p) = (cache.clone(), Arc::clone(&policy));
+    let cold = key(&cache, "panic", 2);
+    let joined = tokio::spawn(async move {
+        c.get_or_fill::<Plain, u64, _>(&cold, &p, async { panic!("the body panics") })
+            .await
+    })
+    .await;
+    assert!(joined.expect_err("it panicked").is_panic());
+    // Nothing was left held: the key fills normally.
+    let cold = key(&cache, "panic", 2);
+    let got = cache
+        .get_or_fill::<Plain, u64, _>(&cold, &policy, async { 9 })
+        .await;
+    assert_eq!(got, 9);
+}
+
+#[tokio::test]
+async fn the_throttle_serves_stale_without_running_the_body_again() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("throttle").fail_safe_throttle(Duration::from_secs(3600));
+    let key = key(&cache, "throttle", 1);
+    fill(&cache, &key, &policy, 7).await;
+    make_stale(&server, &key);
+    let runs = AtomicUsize::new(0);
+    for _ in 0..10 {
+        assert_eq!(failing(&cache, &key, &policy, &runs).await, Ok(7));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the failing body ran once");
+    let stats = cache.stats().total;
+    assert_eq!((stats.fail_safe, stats.stale), (10, 9), "{stats:?}");
+}
+
+/// A body that waits for `gate` to open, counting its runs.
+fn gated(
+    runs: &Arc<AtomicUsize>,
+    gate: &watch::Receiver<bool>,
+    value: u64,
+) -> impl Future<Output = u64> + Send + 'static {
+    let (runs, mut gate) = (Arc::clone(runs), gate.clone());
+    async move {
+        runs.fetch_add(1, Ordering::SeqCst);
+        let _ = gate.wait_for(|open| *open).await;
+        value
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_under_200_callers_in_two_caches_runs_the_body_once() {
+    let server = RedisServer::start();
+    let caches = [server.cache().await, server.cache().await];
+    let policy = Arc::new(stale_policy("swr").stale_while_revalidate(true));
+    let key = key(&caches[0], "swr", 1);
+    let first = caches[0]
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
+        .await;
+    assert_eq!(first, 1);
+    make_stale(&server, &key);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (open, gate) = watch::channel(false);
+    let calls: Vec<_> = (0..200)
+        .map(|i| {
+            let cache = caches[i % 2].clone();
+            let (key, policy) = (key.clone(), Arc::clone(&policy));
+            let body = gated(&runs, &gate, 2);
+            tokio::spawn(async move {
+                cache
+                    .get_or_refresh::<Plain, u64, _>(&key, &policy, body)
+                    .await
+            })
+        })
+        .collect();
+    // Every caller gets the stale value while the refresh is held at the gate.
+    for call in calls {
+        assert_eq!(call.await.expect("no panic"), 1);
+    }
+    // One refresh runs its body, in one of the caches; the other gave way to its lock.
+    wait_until(WAIT, || {
+        caches
+            .iter()
+            .map(|c| c.stats().total.refreshes)
+            .sum::<u64>()
+            == 1
+    })
+    .await;
+    open.send_replace(true);
+    wait_until(WAIT, || {
+        caches
+            .iter()
+            .map(|c| c.stats().total.refreshed)
+            .sum::<u64>()
+            == 1
+            && caches.iter().all(|c| c.stats().refreshing == 0)
+    })
+    .await;
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "one body run for the refresh"
+    );
+    let stale: u64 = caches.iter().map(|c| c.stats().total.stale).sum();
+    assert_eq!(stale, 200);
+    // The refreshed value is fresh now.
+    let got = caches[1]
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
+        .await;
+    assert_eq!(got, 2);
+    let lock: bool = server.conn().exists(key.lock_key()).expect("EXISTS");
+    assert!(!lock, "the fill lock was released");
+}
+
+#[tokio::test]
+async fn past_the_soft_timeout_the_caller_gets_stale_and_the_background_store_lands() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("soft").soft_timeout(Duration::from_millis(20));
+    let key = key(&cache, "soft", 1);
+    let first = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
+        .await;
+    assert_eq!(first, 1);
+    make_stale(&server, &key);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (open, gate) = watch::channel(false);
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, gated(&runs, &gate, 2))
+        .await;
+    assert_eq!(got, 1, "stale past the soft timeout");
+    assert_eq!(cache.stats().total.stale, 1);
+    open.send_replace(true);
+    wait_until(WAIT, || cache.stats().total.refreshed == 1).await;
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
+        .await;
+    assert_eq!(got, 2, "the background body's result was stored");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn within_the_soft_timeout_the_caller_gets_the_new_value() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    // No test waits this long: the body answers at once.
+    let policy = stale_policy("softok").soft_timeout(Duration::from_secs(3600));
+    let key = key(&cache, "softok", 1);
+    let _ = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
+        .await;
+    make_stale(&server, &key);
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 2 })
+        .await;
+    assert_eq!(got, 2);
+    assert_eq!(cache.stats().total.stale, 0);
+}
+
+#[tokio::test]
+async fn early_refresh_runs_the_body_before_expiry_while_every_caller_hits() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("early").early_refresh(true);
+    let key = key(&cache, "early", 1);
+    // A slow first body: XFetch weighs the time left against it.
+    let first = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            1
+        })
+        .await;
+    assert_eq!(first, 1);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let window_ms = WINDOW.as_millis() as i64;
+    let mut calls = 0;
+    // 50 ms of freshness left against a 300 ms body: each call refreshes with p = 0.85.
+    while cache.stats().total.early_refreshes == 0 && calls < 200 {
+        let _: bool = server
+            .conn()
+            .pexpire(key.as_str(), window_ms + 50)
+            .expect("PEXPIRE");
+        let r = Arc::clone(&runs);
+        let got = cache
+            .get_or_refresh::<Plain, u64, _>(&key, &policy, async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                2
+            })
+            .await;
+        assert!(got == 1 || got == 2);
+        calls += 1;
+    }
+    assert_eq!(
+        cache.stats().total.early_refreshes,
+        1,
+        "after {calls} calls"
+    );
+    wait_until(WAIT, || cache.stats().total.refreshed == 1).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let stats = cache.stats().total;
+    // No caller waited for the body: every call but the first was a hit.
+    assert_eq!((stats.misses, stats.hits), (1, calls), "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_panicking_refresh_is_counted_and_leaves_nothing_held() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("rpanic").stale_while_revalidate(true);
+    let key = key(&cache, "rpanic", 1);
+    let _ = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
+        .await;
+    make_stale(&server, &key);
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { panic!("refresh panics") })
+        .await;
+    assert_eq!(got, 1);
+    wait_until(WAIT, || cache.stats().total.refresh_failures == 1).await;
+    wait_until(WAIT, || cache.stats().refreshing == 0).await;
+    let lock: bool = server.conn().exists(key.lock_key()).expect("EXISTS");
+    assert!(!lock, "the fill lock was released");
+    // The next call refreshes again, and the entry is fresh after it.
+    assert_eq!(
+        cache
+            .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 2 })
+            .await,
+        1
+    );
+    wait_until(WAIT, || cache.stats().total.refreshed == 1).await;
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
+        .await;
+    assert_eq!(got, 2);
+}
+
+#[tokio::test]
+async fn a_refresh_past_its_hard_timeout_is_dropped_and_leaves_nothing_held() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("hard")
+        .stale_while_revalidate(true)
+        .hard_timeout(Duration::from_millis(50));
+    let key = key(&cache, "hard", 1);
+    let _ = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
+        .await;
+    make_stale(&server, &key);
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, std::future::pending())
+        .await;
+    assert_eq!(got, 1);
+    wait_until(WAIT, || cache.stats().total.refresh_failures == 1).await;
+    wait_until(WAIT, || cache.stats().refreshing == 0).await;
+    let lock: bool = server.conn().exists(key.lock_key()).expect("EXISTS");
+    assert!(!lock, "the fill lock was released");
+    let ttl: i64 = server.conn().pttl(key.as_str()).expect("PTTL");
+    assert!(ttl > 0, "the entry is left as it was");
+    assert_eq!(
+        cache
+            .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 2 })
+            .await,
+        1
+    );
+    wait_until(WAIT, || cache.stats().total.refreshed == 1).await;
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
+        .await;
+    assert_eq!(got, 2);
+}

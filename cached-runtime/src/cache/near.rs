@@ -59,6 +59,9 @@ pub(crate) struct Slot {
     /// null marker.
     pub(crate) value: Option<Arc<dyn Any + Send + Sync>>,
     expires: Instant,
+    /// For a fail-safe function: until when it may be served stale while Redis cannot be
+    /// reached (`cache/stale.rs`).
+    stale_until: Option<Instant>,
     weight: u32,
 }
 
@@ -149,11 +152,24 @@ impl NearCache {
             return None;
         }
         let slot = self.store.get(key)?;
-        if slot.expires <= Instant::now() {
-            self.store.remove_if(key, |s| s.expires == slot.expires);
+        let now = Instant::now();
+        if slot.expires <= now {
+            // A slot that may still be served stale stays until its window ends.
+            if slot.stale_until.is_none_or(|until| until <= now) {
+                self.store.remove_if(key, |s| s.expires == slot.expires);
+            }
             return None;
         }
         Some(slot)
+    }
+
+    /// The entry for `key` kept for stale service (a fail-safe function's), serving or not,
+    /// while its window lasts: for a call that cannot read Redis.
+    pub(crate) fn get_stale(&self, key: &str) -> Option<Slot> {
+        let slot = self.store.get(key)?;
+        slot.stale_until
+            .is_some_and(|until| until > Instant::now())
+            .then_some(slot)
     }
 
     /// A ticket for a call about to read Redis; `None` while not serving.
@@ -185,6 +201,19 @@ impl NearCache {
         value: Option<Arc<dyn Any + Send + Sync>>,
         landed: Landed,
     ) {
+        self.insert_kept(key, ticket, value, landed, None);
+    }
+
+    /// [`insert`](Self::insert), kept for stale service `window` past the fresh TTL Redis
+    /// gave (a fail-safe function's; `None`: not kept past it).
+    pub(crate) fn insert_kept(
+        &self,
+        key: &str,
+        ticket: Ticket,
+        value: Option<Arc<dyn Any + Send + Sync>>,
+        landed: Landed,
+        window: Option<Duration>,
+    ) {
         if !self.valid(ticket) {
             return;
         }
@@ -194,9 +223,12 @@ impl NearCache {
             (a, b) => a.or(b).unwrap_or(Duration::from_secs(365 * 24 * 3600)),
         };
         let expires = since + ttl;
+        // The Redis entry's own end: the fresh TTL it was read with, plus the window.
+        let stale_until = window.zip(landed.ttl).map(|(w, t)| since + t + w);
         let slot = Slot {
             value,
             expires,
+            stale_until,
             weight: self.weight(key.len() + bytes),
         };
         self.store.insert(key.into(), slot);
@@ -254,7 +286,13 @@ impl NearCache {
     fn stop(&self) {
         self.serving.store(false, Ordering::SeqCst);
         self.ready.send_replace(false);
-        self.flush();
+        // Fail-safe functions keep their entries for stale service until tracking is back
+        // (which empties everything); nothing else kept can be trusted.
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        self.store
+            .retain(|_, slot| slot.stale_until.is_some_and(|until| until > now));
     }
 
     /// Every tracking connection is up: serve, from empty.

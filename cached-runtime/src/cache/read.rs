@@ -247,7 +247,10 @@ impl Cache {
         let ticket = near.and_then(|n| n.ticket(key.as_str()));
         let keep = |kept: Kept, landed: Landed| {
             if let (Some(near), Some(ticket)) = (near, ticket) {
-                near.insert(key.as_str(), ticket, kept, landed);
+                match stale::near_window(policy) {
+                    None => near.insert(key.as_str(), ticket, kept, landed),
+                    window => near.insert_kept(key.as_str(), ticket, kept, landed, window),
+                }
             }
         };
         let call = Call {
@@ -288,7 +291,15 @@ impl Cache {
                     }
                 }
                 Found::Missing => Source::Miss { stale: false },
-                Found::Failed => Source::Failed,
+                Found::Failed => {
+                    // Fail-safe: the near cache's copy, stale, rather than the body.
+                    if let Some(out) = stale::near_stale::<S, R, V>(near, key, policy, view) {
+                        counters.fail_safe(1);
+                        outcome(Outcome::Stale);
+                        return out;
+                    }
+                    Source::Failed
+                }
             }
         };
         let mut stale = stale.zip(stale_options);

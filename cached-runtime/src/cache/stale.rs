@@ -38,6 +38,7 @@ use crate::{
         Cache,
         fill::Landed,
         key::{Key, KeyTag},
+        near::NearCache,
         policy::Policy,
         read::View,
         refresh::{Detach, Why},
@@ -228,6 +229,32 @@ pub(crate) fn judge(stale: &Stale, counters: &Counters, landed: &mut Option<Land
         return Freshness::Early;
     }
     Freshness::Fresh
+}
+
+/// How long past its fresh TTL the near cache keeps a function's entry for stale service
+/// while Redis cannot be reached: its window, when it is fail-safe.
+pub(crate) fn near_window(policy: &Policy) -> Option<Duration> {
+    policy
+        .stale_options()
+        .filter(|s| s.fail_safe)
+        .map(|s| Duration::from_secs(s.window))
+}
+
+/// A fail-safe function's answer from the near cache's stale copy, for a call that could not
+/// read Redis.
+pub(crate) fn near_stale<S, R, V>(
+    near: Option<&NearCache>,
+    key: &Key,
+    policy: &Policy,
+    view: &V,
+) -> Option<V::Out>
+where
+    S: Shape<R>,
+    V: View<S, R>,
+{
+    near_window(policy)?;
+    let slot = near?.get_stale(key.as_str())?;
+    view.near(&slot.value)
 }
 
 /// XFetch (Vattani et al., VLDB 2015): refresh now when `delta * beta * -ln(u)` reaches the

@@ -547,6 +547,28 @@ pub const fn lock_ms(ttl: Duration) -> u64 {
     }
 }
 
+/// Whole seconds of a `stale = <Duration>` option; zero fails the build.
+pub const fn stale_secs(window: Duration) -> u64 {
+    match window.as_secs() {
+        0 => panic!("#[redis_cache]: `stale` must be at least 1 second"),
+        s => s,
+    }
+}
+
+/// Milliseconds of a `fail_safe_throttle`, `soft_timeout` or `hard_timeout` option given as a
+/// `Duration`; zero fails the build.
+pub const fn stale_ms(duration: Duration) -> u64 {
+    let ms = duration.as_millis();
+    if ms == 0 {
+        panic!("#[redis_cache]: a stale option's duration must be at least 1 millisecond");
+    }
+    if ms > u64::MAX as u128 {
+        u64::MAX
+    } else {
+        ms as u64
+    }
+}
+
 /// Whole seconds of a `jitter = <Duration>` option.
 pub const fn jitter_secs(jitter: Duration) -> u64 {
     jitter.as_secs()

@@ -5,8 +5,10 @@
 //! Every value keeps its tokens, so later errors can point at them.
 
 mod func;
+mod stale;
 
 pub(crate) use self::func::{Body, Func, parse_func};
+pub(crate) use self::stale::StaleArgs;
 
 use proc_macro2::Span;
 use syn::{
@@ -83,6 +85,8 @@ pub(crate) struct Args {
     pub(crate) revalidate: Option<(Span, Option<LitStr>)>,
     /// `near = false`: never answered from the cache's near cache.
     pub(crate) near: Option<(Span, LitBool)>,
+    /// `stale = 600`, `fail_safe`, … (`stale.rs`).
+    pub(crate) stale: StaleArgs,
 }
 
 /// `req = ["authorization", "accept-language"]` in `vary(...)`: the argument the headers are
@@ -206,6 +210,8 @@ impl Parse for Args {
                 set(&mut args.near, "near", span, value)?;
             } else if input.peek(kw::local) {
                 return Err(renamed_local(input));
+            } else if stale::peek(input) {
+                stale::parse(input, &mut args.stale)?;
             } else if look.peek(kw::companions) {
                 let span = input.parse::<kw::companions>()?.span;
                 let value = parse_value(input, "companions", "companions = false")?;
@@ -321,6 +327,7 @@ fn parse_seconds(input: ParseStream<'_>, name: &str) -> syn::Result<Seconds> {
 fn unknown_option(input: ParseStream<'_>) -> syn::Error {
     let valid = OPTIONS
         .iter()
+        .chain(&stale::NAMES)
         .map(|o| format!("`{o}`"))
         .collect::<Vec<_>>()
         .join(", ");
@@ -330,6 +337,7 @@ fn unknown_option(input: ParseStream<'_>) -> syn::Error {
             let name = ident.to_string();
             let hint = OPTIONS
                 .iter()
+                .chain(&stale::NAMES)
                 .filter(|o| edit_distance(o, &name) <= 2)
                 .min_by_key(|o| edit_distance(o, &name))
                 .map(|o| format!("did you mean `{o}`? "))

@@ -5,6 +5,7 @@
 
 mod companions;
 mod parts;
+mod stale;
 
 use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -129,8 +130,9 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     let mut sig = sig;
     let (run, http_policy) = match &plan.options.revalidate {
         None => {
+            let method = stale::run_method(plan.options.stale.as_ref());
             let run = quote_spanned! {ret_span=>
-                #select_at_ret.run(#call_at_ret, async move #body).await
+                #select_at_ret.#method(#call_at_ret, async move #body).await
             };
             (run, None)
         }
@@ -219,6 +221,9 @@ fn policy_tokens(options: &Options, private: &TokenStream) -> TokenStream {
     if !options.near {
         policy = quote!(#private::with_near(#policy, false));
     }
+    if let Some(stale) = &options.stale {
+        policy = stale::wrap_policy(policy, stale, private);
+    }
     policy
 }
 
@@ -300,6 +305,61 @@ mod tests {
         );
         assert!(!out.contains("__from_macro"), "{out}");
         assert!(!out.contains("__with_"), "{out}");
+    }
+
+    #[test]
+    fn stale_options_wrap_the_policy_and_a_background_body_runs_through_run_refresh() {
+        let out = expand_str(
+            quote!(
+                prefix = "item",
+                ttl = 600,
+                stale = 300,
+                fail_safe,
+                stale_while_revalidate,
+                hard_timeout = 5
+            ),
+            quote!(
+                async fn get(id: u64) -> u64 {
+                    id
+                }
+            ),
+        );
+        assert!(
+            out.contains(":: cached_runtime :: __private :: with_stale (:: cached_runtime :: __private :: policy (\"item\" , 600 , 0 , 0 , 0) , 300 , true , 0 , true , 0 , 5000 , false) ;"),
+            "{out}"
+        );
+        assert!(out.contains(". run_refresh ("), "{out}");
+        let inline = expand_str(
+            quote!(prefix = "item", ttl = 600, stale = 300, fail_safe),
+            quote!(
+                async fn get(id: &str) -> u64 {
+                    1
+                }
+            ),
+        );
+        assert!(inline.contains(". run ("), "{inline}");
+    }
+
+    #[test]
+    fn a_background_stale_option_on_a_revalidating_handler_is_an_error() {
+        let out = expand_str(
+            quote!(
+                prefix = "item",
+                ttl = 600,
+                revalidate,
+                stale = 300,
+                stale_while_revalidate
+            ),
+            quote!(
+                async fn get(id: u64) -> Json<u64> {
+                    Json(id)
+                }
+            ),
+        );
+        assert!(
+            out.contains("`stale_while_revalidate` cannot be used with `revalidate`"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod params;
 mod receiver;
 mod shape;
 mod signature;
+mod stale;
 mod template;
 mod ty;
 mod vary;
@@ -23,6 +24,7 @@ pub(crate) use self::{
     companions::Companions,
     key::KeyPart,
     options::{Options, Secs},
+    stale::StaleOptions,
 };
 use crate::args::{Args, Func};
 

@@ -32,6 +32,8 @@ pub(crate) struct Options {
     pub(crate) revalidate: Option<Option<LitStr>>,
     /// Whether to generate `{name}_key` and `{name}_invalidate` (`companions = false`: not).
     pub(crate) companions: bool,
+    /// `stale = …` and the options that act in its window.
+    pub(crate) stale: Option<super::stale::StaleOptions>,
 }
 
 /// A validated duration option.
@@ -103,11 +105,12 @@ pub(super) fn check(args: &Args, errors: &mut Errors) -> Option<Options> {
         shape: args.shape.as_ref().map(|(_, p)| p.clone()),
         revalidate: args.revalidate.as_ref().map(|(_, policy)| policy.clone()),
         companions: args.companions.as_ref().is_none_or(|(_, flag)| flag.value),
+        stale: super::stale::check(&args.stale, args.revalidate.is_some(), errors),
     })
 }
 
 /// Validates a duration option; `min` is the least number of seconds allowed.
-fn seconds(name: &str, value: &Seconds, min: u64, errors: &mut Errors) -> Option<Secs> {
+pub(super) fn seconds(name: &str, value: &Seconds, min: u64, errors: &mut Errors) -> Option<Secs> {
     let expr = match value {
         Seconds::Duration(expr) => return Some(Secs::Duration(expr.clone())),
         Seconds::Literal(expr) => expr,

@@ -61,6 +61,12 @@ pub(crate) trait View<S: Shape<R>, R> {
 
     /// The answer for a result computed without the cache.
     fn uncached(&self, result: R) -> Self::Out;
+
+    /// A stored answer given stale on purpose (`cache/stale.rs`), `age` seconds past its
+    /// write when known: marked for a view that says so (an HTTP response).
+    fn stale(&self, out: Self::Out, _age: Option<u64>) -> Self::Out {
+        out
+    }
 }
 
 /// What every step of a read needs to know about the call.
@@ -262,6 +268,7 @@ impl Cache {
         let stale_options = policy.stale_options();
         // A stale entry's answer, kept while the cache decides what to do with it.
         let mut stale = None;
+        let mut stale_age = None;
         let source = if refresh {
             Source::Refresh
         } else {
@@ -275,6 +282,7 @@ impl Cache {
                     match view.stored(bytes, &call, keep_it) {
                         Some((out, _, _)) if fresh == Freshness::Stale => {
                             stale = Some(out);
+                            stale_age = stale::age(policy, landed.as_ref());
                             Source::Miss { stale: false }
                         }
                         Some((out, null, kept)) => {
@@ -296,7 +304,7 @@ impl Cache {
                     if let Some(out) = stale::near_stale::<S, R, V>(near, key, policy, view) {
                         counters.fail_safe(1);
                         outcome(Outcome::Stale);
-                        return out;
+                        return view.stale(out, None);
                     }
                     Source::Failed
                 }
@@ -309,7 +317,10 @@ impl Cache {
                 .await
         {
             let (answer, o) = match step {
-                StaleStep::Stale => (stale.take().map(|(out, _)| out), Outcome::Stale),
+                StaleStep::Stale => (
+                    stale.take().map(|(out, _)| view.stale(out, stale_age)),
+                    Outcome::Stale,
+                ),
                 StaleStep::Filled(out) => (Some(out), Outcome::Miss),
             };
             if let Some(answer) = answer {
@@ -333,8 +344,12 @@ impl Cache {
             // Fail-safe: a failing or panicking body gets the stale answer instead.
             Some((stale, options)) if options.fail_safe => match Caught::new(run).await {
                 Ok(result) if !matches!(S::entry(&result), Entry::Skip) => result,
-                Ok(_) => return self.fail_safe(key, &counters, options, stale, None),
+                Ok(_) => {
+                    let stale = view.stale(stale, stale_age);
+                    return self.fail_safe(key, &counters, options, stale, None);
+                }
                 Err(panic) => {
+                    let stale = view.stale(stale, stale_age);
                     return self.fail_safe(key, &counters, options, stale, Some(&*panic));
                 }
             },

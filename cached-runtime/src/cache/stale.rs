@@ -257,6 +257,64 @@ where
     view.near(&slot.value)
 }
 
+/// How long ago a stale entry was written, in seconds, from its `PTTL` alone: its TTL plus
+/// the window, less what is left. Known only without jitter (which the entry does not
+/// record).
+pub(crate) fn age(policy: &Policy, landed: Option<&Landed>) -> Option<u64> {
+    let left = landed?.ttl?;
+    if policy.jitter != 0 {
+        return None;
+    }
+    let lived = Duration::from_secs(policy.ttl + policy.stale_window_secs());
+    Some(lived.saturating_sub(left).as_secs())
+}
+
+/// What an HTTP response says about serving stale: `Cache-Control` directives for a function
+/// that serves stale, `X-Cache: STALE` and `Age` for a response that was.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct StaleHttp {
+    /// The window in seconds; 0: no directives.
+    pub(crate) window: u64,
+    pub(crate) while_revalidate: bool,
+    pub(crate) if_error: bool,
+    /// This response was stale.
+    pub(crate) served: bool,
+    pub(crate) age: Option<u64>,
+}
+
+impl StaleHttp {
+    /// The directives of `policy`'s stale options.
+    pub(crate) fn of(policy: &Policy) -> Self {
+        match policy.stale_options() {
+            Some(s) => Self {
+                window: s.window,
+                while_revalidate: s.while_revalidate,
+                if_error: s.fail_safe,
+                ..Self::default()
+            },
+            None => Self::default(),
+        }
+    }
+
+    /// `stale-while-revalidate` and `stale-if-error` (RFC 5861), each with the window, after
+    /// the `Cache-Control` directives in `out`.
+    pub(crate) fn directives(&self, out: &mut String) {
+        if self.window == 0 {
+            return;
+        }
+        for (on, name) in [
+            (self.while_revalidate, "stale-while-revalidate="),
+            (self.if_error, "stale-if-error="),
+        ] {
+            if on {
+                out.push_str(", ");
+                out.push_str(name);
+                out.push_str(&self.window.to_string());
+            }
+        }
+    }
+}
+
 /// XFetch (Vattani et al., VLDB 2015): refresh now when `delta * beta * -ln(u)` reaches the
 /// time left, `delta` being how long the body takes.
 fn xfetch(delta: Duration, remaining: Duration) -> bool {

@@ -38,6 +38,7 @@ use crate::cache::{
     read::{Call as ReadCall, Kept, ReadOptions, View},
     report,
     shape::{Entry, Shape},
+    stale::StaleHttp,
 };
 
 /// What a revalidating function answers beside its own response: the `Cache-Control` to send
@@ -233,6 +234,8 @@ pub struct Revalidated<R> {
     pub(crate) answer: Answer<R>,
     hit: bool,
     policy: &'static HttpPolicy,
+    /// Serving stale: the directives, and whether this answer was (`cache/stale.rs`).
+    stale: StaleHttp,
 }
 
 #[derive(Debug)]
@@ -336,6 +339,7 @@ impl<R> Revalidated<R> {
             answer: Answer::Result(result),
             hit,
             policy,
+            stale: StaleHttp::default(),
         }
     }
 
@@ -355,6 +359,7 @@ impl<R> Revalidated<R> {
             answer,
             hit,
             policy,
+            stale: StaleHttp::default(),
         }
     }
 
@@ -403,12 +408,28 @@ impl<R> Revalidated<R> {
         let validator = validated.into_iter().flat_map(|v| {
             [
                 ("etag", v.etag.to_string()),
-                ("cache-control", self.policy.cache_control(v.max_age())),
+                ("cache-control", {
+                    let mut value = self.policy.cache_control(v.max_age());
+                    self.stale.directives(&mut value);
+                    value
+                }),
             ]
         });
         let vary = (!self.policy.vary.is_empty()).then(|| ("vary", self.policy.vary.to_owned()));
-        let x_cache = ("x-cache", if self.hit { "HIT" } else { "MISS" }.to_owned());
-        validator.chain(vary).chain(std::iter::once(x_cache))
+        let x_cache = match (self.stale.served, self.hit) {
+            (true, _) => "STALE",
+            (false, true) => "HIT",
+            (false, false) => "MISS",
+        };
+        let age = self
+            .stale
+            .age
+            .filter(|_| self.stale.served)
+            .map(|age| ("age", age.to_string()));
+        validator
+            .chain(vary)
+            .chain(std::iter::once(("x-cache", x_cache.to_owned())))
+            .chain(age)
     }
 }
 
@@ -539,6 +560,12 @@ impl<S: Shape<R>, R> View<S, R> for Responses<'_> {
     fn uncached(&self, result: R) -> Revalidated<R> {
         Revalidated::uncached(result, self.http)
     }
+
+    fn stale(&self, mut out: Revalidated<R>, age: Option<u64>) -> Revalidated<R> {
+        out.stale.served = true;
+        out.stale.age = age;
+        out
+    }
 }
 
 impl Cache {
@@ -569,9 +596,17 @@ impl Cache {
             near: true,
             refresh: conditional.no_cache(),
         };
-        self.read::<S, R, F, Responses<'_>>(key, policy, &view, options, body, None, &span)
+        let mut out = self
+            .read::<S, R, F, Responses<'_>>(key, policy, &view, options, body, None, &span)
             .instrument(span.clone())
-            .await
+            .await;
+        let served = out.stale;
+        out.stale = StaleHttp {
+            served: served.served,
+            age: served.age,
+            ..StaleHttp::of(policy)
+        };
+        out
     }
 }
 

@@ -53,6 +53,9 @@ impl AppState {
         F: FnOnce(&Db) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        if self.db.is_down() {
+            return Err(ApiError::Busy("the database is unavailable".to_owned()));
+        }
         let db = Arc::clone(&self.db);
         Ok(web::block(move || f(&db)).await??)
     }

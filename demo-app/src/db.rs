@@ -43,6 +43,8 @@ const SCHEMA_VERSION: i64 = 1;
 pub(crate) struct Db {
     conn: Mutex<Connection>,
     queries: AtomicU64,
+    /// A simulated outage (`POST /admin/db/outage`): every query fails while set.
+    down: std::sync::atomic::AtomicBool,
 }
 
 impl Db {
@@ -72,6 +74,7 @@ impl Db {
         Ok(Self {
             conn: Mutex::new(conn),
             queries: AtomicU64::new(0),
+            down: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -209,6 +212,16 @@ impl Db {
     #[cfg(test)]
     pub(crate) fn lock_for_test(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts or ends a simulated outage: while down, every query fails.
+    pub(crate) fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Whether a simulated outage is on.
+    pub(crate) fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
     }
 
     /// Checks the database answers (not counted in [`queries`](Self::queries)).

@@ -50,6 +50,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(stats)
     .service(crate::metrics::metrics)
     .service(admin_invalidate)
+    .service(admin_db_outage)
     .configure(crate::jobs::configure)
     .service(healthz);
 }
@@ -57,8 +58,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// `GET /items/{id}`: the item, or a 404 whose absence is cached too (the null marker; the
 /// `{"error": …}` body is added by the app's `ErrorHandlers`). Revalidated: the item carries
 /// an `ETag`, and `If-None-Match` with it gets a `304` straight from the cache.
+///
+/// Fail-safe: kept an hour past its TTL, an item whose read fails (the database down) is
+/// answered from that stale entry (`X-Cache: STALE`, with its `Age`), and for 5 s after a
+/// failure its calls do not try the database again; through a Redis outage, from the near
+/// cache.
 // Above `#[get]`, so the companions `get_item_key`/`get_item_invalidate` are module items.
-#[redis_cache(prefix = "item", ttl = 600, skip(state), cache = state.cache, revalidate)]
+#[redis_cache(
+    prefix = "item",
+    ttl = 600,
+    stale = 3600,
+    fail_safe_throttle = 5,
+    skip(state),
+    cache = state.cache,
+    revalidate
+)]
 #[get("/items/{id}")]
 async fn get_item(
     state: web::Data<AppState>,
@@ -71,7 +85,19 @@ async fn get_item(
 
 /// `GET /items?category=…&page=…`: one page of items, keyed on the whole query (which only
 /// names categories that exist and pages up to [`MAX_PAGE`](crate::model::MAX_PAGE)).
-#[redis_cache(prefix = "items", ttl = 60, skip(state), cache = state.cache)]
+///
+/// Stale-while-revalidate: for 5 minutes past its TTL a page is answered at once from the
+/// stale entry while one refresh (in the whole fleet, under the fill lock) reads it again;
+/// fail-safe too, so a failing refresh leaves the stale page in place.
+#[redis_cache(
+    prefix = "items",
+    ttl = 60,
+    stale = 300,
+    stale_while_revalidate,
+    fail_safe,
+    skip(state),
+    cache = state.cache
+)]
 #[get("/items")]
 async fn list_items(
     state: web::Data<AppState>,
@@ -354,6 +380,27 @@ async fn admin_invalidate(
         Err(e @ CacheError::InvalidPrefix(_)) => Err(ApiError::BadRequest(e.to_string())),
         Err(e) => Err(ApiError::CacheUnavailable(e.to_string())),
     }
+}
+
+/// The body of `POST /admin/db/outage`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutageRequest {
+    down: bool,
+}
+
+/// `POST /admin/db/outage`: `{"down": true}` makes every database query fail (503) until
+/// `{"down": false}`, to watch the fail-safe items and stale lists answer through it. The
+/// same `Authorization` as the cache invalidation.
+#[post("/admin/db/outage")]
+async fn admin_db_outage(
+    _admin: Admin,
+    state: web::Data<AppState>,
+    body: web::Json<OutageRequest>,
+) -> HttpResponse {
+    state.db.set_down(body.down);
+    tracing::warn!(down = body.down, "simulated database outage");
+    HttpResponse::NoContent().finish()
 }
 
 /// Logs an admin invalidation: who (peer address, and the forwarded client when a proxy

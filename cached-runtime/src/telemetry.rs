@@ -41,7 +41,7 @@
 //! (without it, the `_seconds` suffix is not added). The other names are final Prometheus
 //! names either way.
 //!
-//! The hit ratio of a prefix is `requests_total{outcome=~"hit|null_hit|coalesced"}` over all
+//! The hit ratio of a prefix is `requests_total{outcome=~"hit|null_hit|stale|coalesced"}` over all
 //! of its `requests_total`; [`Counts::hit_ratio`](crate::Counts::hit_ratio) computes the same
 //! from [`Cache::stats`](crate::Cache::stats).
 //!

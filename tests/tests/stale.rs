@@ -424,3 +424,30 @@ async fn a_refresh_past_its_hard_timeout_is_dropped_and_leaves_nothing_held() {
         .await;
     assert_eq!(got, 2);
 }
+
+#[tokio::test]
+async fn a_stored_absence_has_no_stale_window() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("absent")
+        .null_ttl(Duration::from_secs(30))
+        .expect("valid null ttl")
+        .fail_safe(true);
+    let key = key(&cache, "absent", 1);
+    let got = cache
+        .get_or_fill::<cached_runtime::shape::Optional, Option<u64>, _>(&key, &policy, async {
+            None
+        })
+        .await;
+    assert_eq!(got, None);
+    let ttl: i64 = server.conn().pttl(key.as_str()).expect("PTTL");
+    assert!(ttl > 0 && ttl <= 30_000, "pttl {ttl}");
+    // And it is a null hit, not a stale one.
+    let again = cache
+        .get_or_fill::<cached_runtime::shape::Optional, Option<u64>, _>(&key, &policy, async {
+            Some(1)
+        })
+        .await;
+    assert_eq!(again, None);
+    assert_eq!(cache.stats().total.null_hits, 1);
+}

@@ -250,6 +250,11 @@ fn the_dashboard_queries_only_series_the_cache_reports() {
         telemetry::ENCODE_FAILURES,
         telemetry::REDIS_ERRORS,
         telemetry::INVALIDATED_KEYS,
+        telemetry::FAIL_SAFE,
+        telemetry::REFRESHES,
+        telemetry::REFRESHED,
+        telemetry::REFRESH_FAILURES,
+        telemetry::EARLY_REFRESHES,
         telemetry::CIRCUIT_STATE,
         telemetry::CIRCUIT_TRANSITIONS,
     ]

@@ -53,6 +53,8 @@ impl Source {
 struct Encoded {
     bytes: Published,
     ttl: u64,
+    /// The stale window included in `ttl` (values only).
+    window: u64,
     /// Within the size limit.
     storable: bool,
 }
@@ -476,11 +478,16 @@ impl Fill<'_> {
             counters.oversized(1);
             tracing::debug!(key = %KeyTag(self.key), bytes = bytes.len(), "result larger than max_value_bytes, not cached");
         }
-        // A stale window keeps the entry that much longer; its freshness is judged by it.
-        let ttl = ttl + jitter + policy.stale_window_secs();
+        // A stale window keeps a value that much longer; its freshness is judged by it.
+        let window = match S::entry(result) {
+            Entry::Value(_) => policy.stale_window_secs(),
+            _ => 0,
+        };
+        let ttl = ttl + jitter + window;
         Some(Encoded {
             bytes: bytes.into(),
             ttl,
+            window,
             storable,
         })
     }
@@ -506,9 +513,7 @@ impl Fill<'_> {
                     self.land(Some(Landed {
                         since,
                         // The near cache keeps it while it is fresh.
-                        ttl: Some(Duration::from_secs(
-                            encoded.ttl - self.policy.stale_window_secs(),
-                        )),
+                        ttl: Some(Duration::from_secs(encoded.ttl - encoded.window)),
                         bytes: encoded.bytes.len(),
                     }));
                     return true;

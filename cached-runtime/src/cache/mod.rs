@@ -572,18 +572,20 @@ impl Cache {
         let stale = policy.stale_options();
         match self.get(key, counters, span, keep || stale.is_some()).await {
             Found::Entry { bytes, mut landed } => {
-                // A stale entry is not what a fill waits for.
-                if let Some(stale) = stale
-                    && stale::judge(stale, counters, &mut landed) == stale::Freshness::Stale
-                {
-                    return Lookup::Miss { stale: false };
-                }
                 let call = read::Call {
                     key,
                     policy,
                     counters,
                 };
                 match read::decode::<S, R>(&bytes, &call) {
+                    // A stale entry is not what a fill waits for; a null marker has no window.
+                    Some((_, false))
+                        if stale.is_some_and(|s| {
+                            stale::judge(s, counters, &mut landed) == stale::Freshness::Stale
+                        }) =>
+                    {
+                        Lookup::Miss { stale: false }
+                    }
                     Some((result, _)) => Lookup::Hit {
                         result,
                         bytes,

@@ -275,25 +275,28 @@ impl Cache {
             let with_ttl = ticket.is_some() || stale_options.is_some();
             match self.get(key, &counters, span, with_ttl).await {
                 Found::Entry { bytes, mut landed } => {
-                    let fresh = stale_options.map_or(Freshness::Fresh, |s| {
-                        stale::judge(s, &counters, &mut landed)
-                    });
-                    let keep_it = ticket.is_some() && fresh != Freshness::Stale;
-                    match view.stored(bytes, &call, keep_it) {
-                        Some((out, _, _)) if fresh == Freshness::Stale => {
-                            stale = Some(out);
-                            stale_age = stale::age(policy, landed.as_ref());
-                            Source::Miss { stale: false }
-                        }
+                    match view.stored(bytes, &call, ticket.is_some()) {
                         Some((out, null, kept)) => {
-                            outcome(if null { Outcome::NullHit } else { Outcome::Hit });
-                            if let (Some(kept), Some(landed)) = (kept, landed) {
-                                keep(kept, landed);
+                            // A null marker has no stale window.
+                            let fresh = match stale_options {
+                                Some(s) if !null => stale::judge(s, &counters, &mut landed),
+                                _ => Freshness::Fresh,
+                            };
+                            if fresh == Freshness::Stale {
+                                stale = Some(out);
+                                stale_age = stale::age(policy, landed.as_ref());
+                                Source::Miss { stale: false }
+                            } else {
+                                outcome(if null { Outcome::NullHit } else { Outcome::Hit });
+                                if let (Some(kept), Some(landed)) = (kept, landed) {
+                                    keep(kept, landed);
+                                }
+                                if let (Freshness::Early, Some(detach)) = (fresh, detach) {
+                                    let _ =
+                                        detach.detach(self, key, policy, V::VALIDATED, Why::Early);
+                                }
+                                return out;
                             }
-                            if let (Freshness::Early, Some(detach)) = (fresh, detach) {
-                                let _ = detach.detach(self, key, policy, V::VALIDATED, Why::Early);
-                            }
-                            return out;
                         }
                         None => Source::Miss { stale: true },
                     }

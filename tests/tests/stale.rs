@@ -451,3 +451,44 @@ async fn a_stored_absence_has_no_stale_window() {
     assert_eq!(again, None);
     assert_eq!(cache.stats().total.null_hits, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_refreshes_are_bounded_and_a_stale_answer_does_not_wait_for_a_slot() {
+    let server = RedisServer::start();
+    let cache = server
+        .cache_builder()
+        .max_refreshes(1)
+        .build()
+        .await
+        .expect("cache");
+    let policy = stale_policy("bound").stale_while_revalidate(true);
+    let (a, b) = (key(&cache, "bound", 1), key(&cache, "bound", 2));
+    for k in [&a, &b] {
+        let _ = cache
+            .get_or_refresh::<Plain, u64, _>(k, &policy, async { 1 })
+            .await;
+        make_stale(&server, k);
+    }
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (open, gate) = watch::channel(false);
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&a, &policy, gated(&runs, &gate, 2))
+        .await;
+    assert_eq!(got, 1);
+    wait_until(WAIT, || cache.stats().total.refreshes == 1).await;
+    // The one slot is taken: `b` is answered stale and no refresh starts for it.
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&b, &policy, gated(&runs, &gate, 2))
+        .await;
+    assert_eq!(got, 1);
+    assert_eq!(cache.stats().refreshing, 1);
+    open.send_replace(true);
+    wait_until(WAIT, || cache.stats().refreshing == 0).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // With the slot free, `b` refreshes.
+    let _ = cache
+        .get_or_refresh::<Plain, u64, _>(&b, &policy, gated(&runs, &gate, 2))
+        .await;
+    wait_until(WAIT, || cache.stats().total.refreshed == 2).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}

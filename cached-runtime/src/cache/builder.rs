@@ -46,6 +46,8 @@ pub struct CacheBuilder {
     pub(crate) max_value_bytes: usize,
     pub(crate) single_flight: bool,
     pub(crate) fill_wait: Duration,
+    /// Background refreshes running at once, at most (`cache/refresh.rs`).
+    pub(crate) max_refreshes: usize,
     pub(crate) name: Option<String>,
     pub(crate) near: NearConfig,
 }
@@ -74,6 +76,7 @@ impl fmt::Debug for CacheBuilder {
             .field("max_value_bytes", &self.max_value_bytes)
             .field("single_flight", &self.single_flight)
             .field("fill_wait", &self.fill_wait)
+            .field("max_refreshes", &self.max_refreshes)
             .field("name", &self.name)
             .field("near", &self.near)
             .finish()
@@ -89,6 +92,7 @@ impl CacheBuilder {
             max_value_bytes: 1 << 20,
             single_flight: true,
             fill_wait: Duration::from_secs(5),
+            max_refreshes: crate::cache::stale::DEFAULT_MAX_REFRESHES,
             name: None,
             near: NearConfig {
                 max_entries: 0,
@@ -274,6 +278,14 @@ impl CacheBuilder {
     /// with a `lock`, in another) before it runs the body itself.
     pub fn fill_wait(mut self, wait: Duration) -> Self {
         self.fill_wait = wait;
+        self
+    }
+
+    /// How many background refreshes (stale-while-revalidate, soft timeouts, early refresh;
+    /// see [`Policy::stale_window`](crate::Policy::stale_window)) run at once, at most (64 by
+    /// default); past it, callers get the stale value and no refresh starts until one ends.
+    pub fn max_refreshes(mut self, n: usize) -> Self {
+        self.max_refreshes = n;
         self
     }
 

@@ -323,7 +323,7 @@ impl Cache {
                 spawner,
                 near,
                 tracker,
-                stale: stale::StaleState::new(stale::DEFAULT_MAX_REFRESHES),
+                stale: stale::StaleState::new(config.max_refreshes),
             }),
         }
     }

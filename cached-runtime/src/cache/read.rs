@@ -4,7 +4,9 @@
 //! bypass or pending invalidation → the near cache ([`Cache::near_for`] decides whether the
 //! call uses it) → Redis: one `GET` (with `PTTL` in the same round trip when the near cache
 //! will keep what it finds) → the call's [`View`] interprets the entry → on a miss, the fill
-//! ([`Fill::run`]), whose result the view turns into the answer.
+//! ([`Fill::run`]), whose result the view turns into the answer. An entry past its TTL within
+//! its stale window (`stale.rs`) is answered stale, refreshed in the background, or held as
+//! the fail-safe answer while the fill runs.
 //!
 //! A view is what differs between callers: a function's value decoded from JSON, or an HTTP
 //! response served from the stored JSON as it is (no decode) with its validator. Outcomes,

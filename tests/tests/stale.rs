@@ -492,3 +492,35 @@ async fn background_refreshes_are_bounded_and_a_stale_answer_does_not_wait_for_a
     wait_until(WAIT, || cache.stats().total.refreshed == 2).await;
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_dropped_during_its_soft_timeout_leaves_the_refresh_to_finish_and_store() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = Arc::new(stale_policy("dropped").soft_timeout(Duration::from_secs(3600)));
+    let key = key(&cache, "dropped", 1);
+    let _ = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
+        .await;
+    make_stale(&server, &key);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (open, gate) = watch::channel(false);
+    let body = gated(&runs, &gate, 2);
+    let (c, k, p) = (cache.clone(), key.clone(), Arc::clone(&policy));
+    let caller = tokio::spawn(async move { c.get_or_refresh::<Plain, u64, _>(&k, &p, body).await });
+    wait_until(WAIT, || runs.load(Ordering::SeqCst) == 1).await;
+    caller.abort();
+    assert!(caller.await.expect_err("aborted").is_cancelled());
+    open.send_replace(true);
+    wait_until(WAIT, || {
+        let stats = cache.stats();
+        stats.total.refreshed == 1 && stats.refreshing == 0
+    })
+    .await;
+    let lock: bool = server.conn().exists(key.lock_key()).expect("EXISTS");
+    assert!(!lock, "the fill lock was released");
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
+        .await;
+    assert_eq!(got, 2, "the refresh stored its result");
+}

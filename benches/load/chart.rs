@@ -52,7 +52,7 @@ pub(crate) fn write(
                 .filter_map(|p| p.hit_ratio.map(|r| (p.t, r * 100.0))),
             RATIO.stroke_width(2),
         ))?
-        .label("hit ratio: (hit + null_hit + coalesced) / requests, per 0.5 s")
+        .label("hit ratio: (hit + null_hit + stale + coalesced) / requests, per 0.5 s")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RATIO.stroke_width(2)));
     ratio
         .draw_series(

@@ -6,7 +6,8 @@ use prometheus_parse::{Scrape, Value};
 
 /// The cache's counters and the `GET` latency buckets at one moment.
 pub(crate) struct Scraped {
-    /// Calls answered without the body (hits, null hits, coalesced), and all calls.
+    /// Calls answered without the body (hits, null hits, stale answers, coalesced), and all
+    /// calls.
     answered: f64,
     calls: f64,
     /// `(le, cumulative count)` of successful `GET`s.
@@ -43,7 +44,7 @@ impl Scraped {
                     out.calls += v;
                     if matches!(
                         s.labels.get("outcome"),
-                        Some("hit" | "null_hit" | "coalesced")
+                        Some("hit" | "null_hit" | "stale" | "coalesced")
                     ) {
                         out.answered += v;
                     }

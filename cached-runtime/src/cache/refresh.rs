@@ -5,7 +5,8 @@
 //! One per key at a time: in this process by a [`Claim`], across processes by the fill lock,
 //! taken without waiting (another process holding it is refreshing the key already). Bounded
 //! by the cache's limit on concurrent refreshes (past it, callers keep the stale value and no
-//! refresh starts) and by the policy's hard timeout, after which the body is dropped. Every
+//! refresh starts) and by the policy's hard timeout (else the lock's TTL: the policy's `lock`,
+//! or 30 s), after which the body is dropped, so a refresh never outlives its lock. Every
 //! piece of state a refresh takes is a guard: dropped at any `.await` (its runtime shutting
 //! down, the hard timeout), it releases the claim, the slot, the single-flight and the lock.
 //! A panicking body is caught, counted and logged.
@@ -206,16 +207,14 @@ where
         landing: None,
     };
     let run = Caught::new(fill.compute::<S, R, F>(Source::Refresh, Some(guard), body));
-    let hard = policy.stale.and_then(|s| s.hard_timeout());
-    let done = match hard {
-        Some(hard) => tokio::time::timeout(hard, run).await.ok(),
-        None => Some(run.await),
-    };
+    // Never past the lock: another process may take it then, and refresh alongside.
+    let limit = Duration::from_millis(lock_ms(&policy));
+    let done = tokio::time::timeout(limit, run).await.ok();
     match done {
         None => {
             counters.refresh_failures(1);
             throttle(&cache, &key, &policy);
-            tracing::debug!(key = %KeyTag(&key), "background refresh abandoned after its hard timeout");
+            tracing::debug!(key = %KeyTag(&key), "background refresh abandoned after its hard timeout (or its lock's ttl)");
         }
         Some(Err(panic)) => {
             counters.refresh_failures(1);

@@ -109,8 +109,8 @@ pub use cache::near::NearStats;
 pub use cache::policy::Policy;
 pub use cache::stats::{Counts, Stats};
 pub use cache::vary::VarySource;
+pub use connection::{Credentials, CredentialsProvider, Redis, RedisBuilder};
 pub use connection::{DEFAULT_URL, redact_url};
-pub use connection::{Redis, RedisBuilder};
 pub use error::{BoxError, CacheError, ErrorKind};
 
 #[doc(inline)]

@@ -11,11 +11,12 @@
 
 use std::time::Duration;
 
+use super::dial::{ClusterConnection, Node};
+
 use arc_swap::ArcSwapOption;
 use redis::{
     Cmd, RedisError, RedisResult, Script, ServerErrorKind, Value,
     cluster::ClusterClient,
-    cluster_async::ClusterConnection,
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
 };
 
@@ -69,9 +70,12 @@ impl Scripts {
         if let Some(conn) = self.conn.load_full() {
             return Ok((*conn).clone());
         }
-        let conn = tokio::time::timeout(connect_timeout, self.client.get_async_connection())
-            .await
-            .map_err(|_| timed_out())??;
+        let conn = tokio::time::timeout(
+            connect_timeout,
+            self.client.get_async_generic_connection::<Node>(),
+        )
+        .await
+        .map_err(|_| timed_out())??;
         self.conn.store(Some(std::sync::Arc::new(conn.clone())));
         Ok(conn)
     }

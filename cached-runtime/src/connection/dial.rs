@@ -122,7 +122,7 @@ impl Dialer {
         if let Some(tls) = &self.tls {
             return match tls.wrap(host, tcp).await {
                 Ok(stream) => Ok(Box::new(stream)),
-                Err(e) => Err(tls_error(host, port, &e)),
+                Err(e) => Err(tls_error(host, port, &e).unwrap_or_else(|| e.into())),
             };
         }
         Ok(Box::new(tcp))
@@ -138,11 +138,29 @@ impl Dialer {
     ) -> RedisResult<MultiplexedConnection> {
         let connect = async {
             let stream = self.stream(addr).await?;
-            let (conn, driver) =
+            #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+            let (mut conn, driver) =
                 MultiplexedConnection::new_with_config(&self.settings(redis), stream, config)
                     .await?;
             tokio::spawn(driver);
+            #[cfg(feature = "tls")]
+            if self.tls.is_some() {
+                // The server refuses our certificate (or its absence) only after the
+                // handshake: one round trip here makes that a connect error that says so.
+                super::connector::answers(&mut conn).await?;
+            }
             Ok(conn)
+        };
+        #[cfg(feature = "tls")]
+        let connect = async {
+            match connect.await {
+                Err(e) if self.tls.is_some() => Err(match addr {
+                    Addr::Tcp(host, port) => tls_error(host, *port, &e).unwrap_or(e),
+                    #[cfg(unix)]
+                    Addr::Unix(_) => e,
+                }),
+                other => other,
+            }
         };
         match tokio::time::timeout(self.connect_timeout, connect).await {
             Ok(result) => result,
@@ -174,33 +192,58 @@ impl Dialer {
 /// Marks a failed TLS handshake, for [`is_tls_failure`].
 const TLS_FAILED: &str = "TLS handshake failed";
 
-/// A failed handshake with `host:port`, saying what rustls found.
+/// The rustls error somewhere in `e`'s chain, if any.
 #[cfg(feature = "tls")]
-fn tls_error(host: &str, port: u16, e: &std::io::Error) -> RedisError {
-    let hint = match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::NotValidForName
-            | rustls::CertificateError::NotValidForNameContext { .. },
-        )) => "the server's certificate is for another host name",
-        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)) => {
+fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        // redis-rs keeps an I/O error as `Arc<dyn Error>`, whose own `source` skips it.
+        let e = match e.downcast_ref::<Arc<dyn std::error::Error + Send + Sync>>() {
+            Some(shared) => &**shared as &(dyn std::error::Error + 'static),
+            None => e,
+        };
+        if let Some(found) = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        }) {
+            return Some(found);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// A failed TLS setup with `host:port`, saying what rustls found; `None` when `e` is not
+/// a TLS failure. With TLS 1.3 the server's verdict on our certificate arrives after the
+/// handshake, on the first read: that counts too.
+#[cfg(feature = "tls")]
+fn tls_error(host: &str, port: u16, e: &(dyn std::error::Error + 'static)) -> Option<RedisError> {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert, Error as Tls};
+    let hint = match rustls_cause(e)? {
+        Tls::InvalidCertificate(Cert::NotValidForName | Cert::NotValidForNameContext { .. }) => {
+            "the server's certificate is for another host name"
+        }
+        Tls::InvalidCertificate(Cert::UnknownIssuer) => {
             "the server's certificate is not signed by a trusted CA (check the TLS CA)"
         }
-        Some(rustls::Error::InvalidMessage(_)) => {
+        Tls::InvalidCertificate(_) => "the server's certificate is not acceptable",
+        Tls::InvalidMessage(_) => {
             "the server did not answer in TLS (is this a plaintext port behind rediss://?)"
         }
-        Some(rustls::Error::AlertReceived(_)) => {
-            "the server refused the handshake (does it require a client certificate?)"
+        Tls::AlertReceived(Alert::CertificateRequired | Alert::HandshakeFailure) => {
+            "the server requires a client certificate (set one: REDIS_TLS_CLIENT_CERT_FILE)"
+        }
+        Tls::AlertReceived(Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown) => {
+            "the server does not accept our client certificate"
         }
         _ => "see the cause",
     };
-    RedisError::from((
+    Some(RedisError::from((
         ErrorKind::Io,
         TLS_FAILED,
         format!("with {host}:{port}: {hint}: {e}"),
-    ))
+    )))
 }
 
 /// Whether `e` is a failed TLS handshake.

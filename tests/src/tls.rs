@@ -325,6 +325,13 @@ impl TlsSentinel {
         setup
     }
 
+    /// Kills every server of the setup when the test binary exits (for a shared setup).
+    pub fn kill_at_exit(&self) {
+        for (server, _) in self.servers.iter().chain(&self.sentinels) {
+            kill_at_exit(std::slice::from_ref(server));
+        }
+    }
+
     /// Waits until every sentinel names a live primary, sees a healthy replica and knows the
     /// other two sentinels, and the primary has its replica attached.
     pub fn wait_until_settled(&self) {

@@ -65,7 +65,11 @@ async fn a_tls_cluster_found_from_one_seed_caches_on_every_primary_and_invalidat
             .await;
         assert_eq!(got, id);
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 30, "every first read is a miss");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        30,
+        "every first read is a miss"
+    );
     let mut plain = cluster().plain.conn();
     for key in &keys {
         assert!(
@@ -172,7 +176,11 @@ async fn the_macro_caches_on_a_tls_cluster() {
     let key = cache.key("tlsmacro").arg(&5u64).build().expect("valid key");
     assert!(cache.invalidate(&key).await.expect("invalidate"));
     assert_eq!(doubled(&cache, &runs, 5).await, 10);
-    assert_eq!(runs.load(Ordering::SeqCst), 13, "invalidated, so the body ran");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        13,
+        "invalidated, so the body ran"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

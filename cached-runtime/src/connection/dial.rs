@@ -120,9 +120,20 @@ impl Dialer {
         socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive())?;
         #[cfg(feature = "tls")]
         if let Some(tls) = &self.tls {
-            return match tls.wrap(host, tcp).await {
-                Ok(stream) => Ok(Box::new(stream)),
-                Err(e) => Err(tls_error(host, port, &e).unwrap_or_else(|| e.into())),
+            // A plaintext server never answers a ClientHello: the handshake gets part of the
+            // connect bound, so the error says so before the connect as a whole times out.
+            let handshake = tokio::time::timeout(self.connect_timeout * 3 / 4, tls.wrap(host, tcp));
+            return match handshake.await {
+                Ok(Ok(stream)) => Ok(Box::new(stream)),
+                Ok(Err(e)) => Err(tls_error(host, port, &e).unwrap_or_else(|| e.into())),
+                Err(_) => Err(RedisError::from((
+                    ErrorKind::Io,
+                    TLS_FAILED,
+                    format!(
+                        "with {host}:{port}: no answer to the TLS handshake (is this a \
+                         plaintext port behind rediss://?)"
+                    ),
+                ))),
             };
         }
         Ok(Box::new(tcp))
@@ -234,9 +245,9 @@ fn tls_error(host: &str, port: u16, e: &(dyn std::error::Error + 'static)) -> Op
         Tls::AlertReceived(Alert::CertificateRequired | Alert::HandshakeFailure) => {
             "the server requires a client certificate (set one: REDIS_TLS_CLIENT_CERT_FILE)"
         }
-        Tls::AlertReceived(Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown) => {
-            "the server does not accept our client certificate"
-        }
+        Tls::AlertReceived(
+            Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown,
+        ) => "the server does not accept our client certificate",
         _ => "see the cause",
     };
     Some(RedisError::from((

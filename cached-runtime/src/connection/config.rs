@@ -713,6 +713,38 @@ mod tests {
     }
 
     #[test]
+    fn the_environment_sets_tls_files_and_refuses_half_a_client_certificate() {
+        let b = RedisBuilder::from_lookup(&env(&[
+            ("REDIS_CLUSTER_NODES", "rediss://a:7000"),
+            ("REDIS_TLS_CA_FILE", "/etc/redis/ca.pem"),
+            ("REDIS_TLS_CLIENT_CERT_FILE", "/etc/redis/client.pem"),
+            ("REDIS_TLS_CLIENT_KEY_FILE", "/etc/redis/client.key"),
+        ]))
+        .expect("cluster over TLS");
+        assert!(matches!(&b.tls.ca, Some(Pem::File(p)) if p.ends_with("ca.pem")));
+        assert!(b.tls.client.is_some());
+        let b = RedisBuilder::from_lookup(&env(&[
+            ("REDIS_SENTINEL_MASTER", "m"),
+            ("REDIS_SENTINEL_NODES", "rediss://s:26380"),
+            ("REDIS_SENTINEL_MASTER_TLS", "false"),
+        ]))
+        .expect("sentinel");
+        assert_eq!(b.tls.sentinel_primary, Some(false));
+        for half in [
+            &[("REDIS_TLS_CLIENT_CERT_FILE", "/c.pem")][..],
+            &[("REDIS_TLS_CLIENT_KEY_FILE", "/c.key")][..],
+            &[("REDIS_SENTINEL_MASTER_TLS", "maybe")][..],
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(half.to_vec().into_boxed_slice());
+            assert!(
+                RedisBuilder::from_lookup(&env(pairs)).is_err(),
+                "{half:?} accepted"
+            );
+        }
+    }
+
+    #[test]
     fn empty_topologies_are_rejected() {
         assert!(
             RedisBuilder::cluster(Vec::<String>::new())

@@ -28,7 +28,7 @@ use crate::error::CacheError;
 /// How new connections are made.
 pub(crate) enum Connector {
     /// One server.
-    Server(Deployment),
+    Server { dialer: Dialer, server: Server },
     /// The client of the shared connections, and one that never retries, for scripts; the
     /// dialer of their nodes lives as long as they do.
     Cluster {
@@ -175,14 +175,8 @@ impl bb8::ManageConnection for Manager {
         let epoch = *self.topology.borrow();
         let config = AsyncConnectionConfig::new().set_response_timeout(Some(self.response_timeout));
         let conn = match &self.connector {
-            Connector::Server(Deployment::Server { dialer, server }) => {
+            Connector::Server { dialer, server } => {
                 Link::Single(dialer.connect(&server.addr, &server.redis, config).await?)
-            }
-            Connector::Server(_) => {
-                return Err(RedisError::from((
-                    redis::ErrorKind::Client,
-                    "not a single-server deployment",
-                )));
             }
             Connector::Cluster { shared, .. } => {
                 Link::Cluster(shared.get_async_generic_connection::<Node>().await?)
@@ -287,7 +281,7 @@ impl Connector {
                 }
             }
             Deployment::Sentinel(primary) => Connector::Sentinel(primary),
-            server @ Deployment::Server { .. } => Connector::Server(server),
+            Deployment::Server { dialer, server } => Connector::Server { dialer, server },
         };
         Ok(connector)
     }

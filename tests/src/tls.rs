@@ -427,6 +427,11 @@ impl TlsSentinel {
             .collect()
     }
 
+    /// The sentinels' plain `redis://` URLs (they still name the primary by its TLS port).
+    pub fn plain_sentinel_urls(&self) -> Vec<String> {
+        self.sentinels.iter().map(|(s, _)| s.url()).collect()
+    }
+
     /// A Sentinel cache builder over TLS trusting `certs`' CA, with generous timeouts.
     pub fn cache_builder(&self, certs: &Certs) -> CacheBuilder {
         Cache::sentinel(MASTER_NAME, self.sentinel_urls())

@@ -148,6 +148,34 @@ async fn a_wrong_password_over_tls_says_authentication_failed_without_the_passwo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acl_user_in_the_url_authenticates_over_tls() {
+    let certs = Certs::make();
+    let (_server, port) = tls_server(
+        &certs,
+        "server",
+        ClientCerts::Optional,
+        &["--user", "app", "on", ">app-s3cret", "~*", "+@all"],
+    );
+    let redis = builder(format!("rediss://app:app-s3cret@127.0.0.1:{port}"))
+        .tls_ca_file(certs.path("ca.pem"))
+        .build()
+        .await
+        .expect("the ACL user authenticates");
+    let who: String = redis
+        .query(&redis::cmd("ACL").arg("WHOAMI"))
+        .await
+        .expect("ACL WHOAMI");
+    assert_eq!(who, "app");
+    let text = refused(
+        builder(format!("rediss://app:wrong-s3cret@127.0.0.1:{port}"))
+            .tls_ca_file(certs.path("ca.pem")),
+    )
+    .await;
+    assert!(text.contains("authentication failed"), "{text}");
+    assert!(!text.contains("s3cret"), "a password was printed: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreadable_or_invalid_tls_files_are_named_before_any_connect() {
     let certs = Certs::make();
     let url = "rediss://127.0.0.1:1".to_owned();

@@ -89,6 +89,36 @@ async fn a_cache_over_tls_sentinels_caches_on_the_tls_primary_and_invalidates() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_sentinels_can_name_a_primary_reached_over_tls() {
+    let setup = shared();
+    let cache = Cache::sentinel(tests::tls::MASTER_NAME, setup.plain_sentinel_urls())
+        .tls_ca_file(shared_certs().path("ca.pem"))
+        .sentinel_primary_tls(true)
+        .command_timeout(tests::GENEROUS_TIMEOUT)
+        .connect_timeout(tests::GENEROUS_TIMEOUT)
+        .namespace("tlsmixed:")
+        .build()
+        .await
+        .expect("plain sentinels, primary over TLS");
+    let key = cache.key("mixed").arg(&1u8).build().expect("valid key");
+    cache
+        .set(&key, &9u64, &policy_with_ttl("mixed", 600))
+        .await
+        .expect("SET on the primary over TLS");
+    let stored: Option<String> = setup.conn().get(key.as_str()).expect("GET");
+    assert!(stored.is_some_and(|s| s.ends_with(":9")));
+    // Without TLS to the primary, its TLS port does not answer in plaintext.
+    let refused = Cache::sentinel(tests::tls::MASTER_NAME, setup.plain_sentinel_urls())
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .await;
+    assert!(
+        refused.is_err(),
+        "a plaintext client got through a TLS port"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_near_cache_over_tls_sentinels_learns_of_another_caches_update() {
     let setup = shared();
     let near = |name: &'static str| async move {

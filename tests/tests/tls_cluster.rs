@@ -2,7 +2,8 @@
 //! CA the test made (`tls-auth-clients yes`), the bus and replication are encrypted, and the
 //! client is given a single `rediss://` seed, so every other node it reaches was learned from
 //! `CLUSTER SLOTS` (over TLS, which names TLS ports). The cache, its near cache's tracking
-//! connections, scripts, blocking connections and the macro all go through the same TLS.
+//! connections, scripts, blocking connections and the macro all go through the same TLS. A
+//! failover over TLS runs on a cluster of its own that asks for no client certificate.
 
 use std::{
     collections::BTreeSet,
@@ -14,7 +15,8 @@ use cached_runtime::{Cache, CacheBuilder, Redis, redis_cache, shape::Plain};
 use redis::Commands;
 use tests::{
     fixtures::policy_with_ttl,
-    tls::{TlsCluster, shared_certs},
+    tls::{Certs, ClientCerts, TlsCluster, shared_certs},
+    wait_for,
 };
 
 /// Any bounded wait of these tests; a passing run never waits this long.
@@ -225,6 +227,47 @@ async fn a_tls_cluster_refuses_a_client_without_a_certificate_with_a_clear_error
     assert!(
         text.contains("TLS") && text.contains("client certificate"),
         "the error does not say a client certificate is missing: {text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_primary_dies_the_cache_writes_to_its_promoted_replica_over_tls() {
+    // A cluster of its own, which asks for no client certificate: TLS with a given CA alone.
+    let certs = Certs::make();
+    let mut cluster = TlsCluster::start(&certs, ClientCerts::Optional);
+    let cache = Cache::cluster(cluster.seeds(6))
+        .tls_ca_file(certs.path("ca.pem"))
+        .command_timeout(tests::GENEROUS_TIMEOUT)
+        .connect_timeout(tests::GENEROUS_TIMEOUT)
+        .namespace("tlsfo:")
+        .build()
+        .await
+        .expect("a TLS cluster cache without a client certificate");
+    let policy = policy_with_ttl("fo", 600);
+    let key = cache.key("fo").arg(&1u8).build().expect("valid key");
+    cache.set(&key, &1u64, &policy).await.expect("SET before");
+    let victim = cluster.plain.primary_for(key.as_str());
+    let victim_port = cluster.plain.node(victim).port();
+    cluster.plain.kill(victim);
+    // The replica is promoted (over the TLS bus), and the cache reaches it over TLS.
+    wait_for(Duration::from_secs(30), || {
+        let cache = cache.clone();
+        let (key, policy) = (key.clone(), policy.clone());
+        async move { cache.set(&key, &2u64, &policy).await }
+    })
+    .await;
+    cluster.plain.wait_until_settled();
+    let owner = cluster.plain.primary_for(key.as_str());
+    assert_ne!(cluster.plain.node(owner).port(), victim_port);
+    let stored: Option<String> = cluster
+        .plain
+        .node(owner)
+        .conn()
+        .get(key.as_str())
+        .expect("GET on the new primary");
+    assert!(
+        stored.is_some_and(|s| s.ends_with(":2")),
+        "the promoted replica does not hold the write made after the failover"
     );
 }
 

@@ -162,7 +162,7 @@ async fn an_acl_user_in_the_url_authenticates_over_tls() {
         .await
         .expect("the ACL user authenticates");
     let who: String = redis
-        .query(&redis::cmd("ACL").arg("WHOAMI"))
+        .query(redis::cmd("ACL").arg("WHOAMI"))
         .await
         .expect("ACL WHOAMI");
     assert_eq!(who, "app");

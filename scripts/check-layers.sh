@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 LAYERS=(
   error:0 spawn:0 telemetry:0 warn:0
   connection:1
-  cache:2 ratelimit:2 counter:2 queue:2
+  cache:2 ratelimit:2 counter:2 queue:2 session:2
   web:3
   __private:4
 )

@@ -89,6 +89,8 @@ mod error;
 pub mod queue;
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit;
+#[cfg(any(feature = "session-actix", feature = "session-tower"))]
+pub mod session;
 mod spawn;
 pub mod telemetry;
 mod warn;

@@ -47,11 +47,21 @@ impl SessionStore for Sessions {
         let loaded = Sessions::load(self, session_key.as_ref())
             .await
             .map_err(|e| LoadError::Other(anyhow::Error::new(e)))?;
-        Ok(loaded.map(|loaded| {
-            let mut state = loaded.fields;
-            state.insert(META_FIELD.to_owned(), loaded.base.encode());
-            state
-        }))
+        let Some(loaded) = loaded else {
+            return Ok(None);
+        };
+        // actix-session stores JSON: anything else was not written by it.
+        if loaded
+            .fields
+            .values()
+            .any(|v| serde_json::from_str::<serde::de::IgnoredAny>(v).is_err())
+        {
+            self.corrupt();
+            return Ok(None);
+        }
+        let mut state = loaded.fields;
+        state.insert(META_FIELD.to_owned(), loaded.base.encode());
+        Ok(Some(state))
     }
 
     async fn save(

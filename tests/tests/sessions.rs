@@ -102,8 +102,14 @@ async fn login_me_cart_and_logout_work_end_to_end(test: TestRedis) {
             .send()
             .await
             .expect("answers");
-        assert_eq!(login.status(), StatusCode::OK, "{framework:?}");
-        let cookie = set_cookie(&login, app.cookie).expect("a session cookie");
+        let cookie = set_cookie(&login, app.cookie);
+        assert_eq!(
+            login.status(),
+            StatusCode::OK,
+            "{framework:?}: {:?}",
+            login.text().await
+        );
+        let cookie = cookie.expect("a session cookie");
         assert_eq!(
             me(&browser, &app).await,
             (StatusCode::OK, serde_json::json!({"user": "alice"}))

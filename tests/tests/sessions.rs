@@ -85,6 +85,7 @@ topology_suite!(standalone, cluster, sentinel;
     logging_out_everywhere_ends_every_session_of_the_user_and_no_other,
     a_hundred_concurrent_requests_each_setting_its_own_field_all_persist,
     renewal_keeps_the_writes_of_requests_in_flight_and_retires_the_old_id,
+    the_same_field_changed_by_two_requests_in_flight_is_counted_as_a_conflict,
 );
 
 async fn login_me_cart_and_logout_work_end_to_end(test: TestRedis) {
@@ -254,6 +255,44 @@ async fn renewal_keeps_the_writes_of_requests_in_flight_and_retires_the_old_id(t
             }
         })
         .await;
+    }
+}
+
+async fn the_same_field_changed_by_two_requests_in_flight_is_counted_as_a_conflict(
+    test: TestRedis,
+) {
+    let redis = redis_of(&test).await;
+    let recorder = TestRecorder::global();
+    for framework in FRAMEWORKS {
+        let name = format!("conflict-{framework:?}-{}", fastrand::u32(..));
+        let sessions = store(&redis, |b| b.name(name.clone())).await;
+        let app = SessionApp::start(framework, sessions).await;
+        let bare = app.bare();
+        let login = bare
+            .post(app.url("/login/alice"))
+            .send()
+            .await
+            .expect("answers");
+        let cookie = set_cookie(&login, app.cookie).expect("a session cookie");
+        // Both load the session before either writes: f0 cannot be merged, f1 and f2 can.
+        let slow = [("f0", "a"), ("f0", "b"), ("f1", "c"), ("f2", "d")].map(|(f, v)| {
+            let request = with_cookie(bare.post(app.url(&format!("/slow/{f}/{v}"))), &app, &cookie);
+            tokio::spawn(async move { request.send().await.expect("answers").status() })
+        });
+        let gate = std::sync::Arc::clone(&app.gate);
+        tests::wait_until(GENEROUS_TIMEOUT, || gate.arrived() == 4).await;
+        app.gate.release();
+        for task in slow {
+            assert_eq!(task.await.expect("joins"), StatusCode::OK);
+        }
+        let conflicts = recorder.counter("redis_session_conflicts_total", &[("store", &name)]);
+        assert_eq!(conflicts, Some(1), "{framework:?}");
+        let all = fields(&bare, &app, 3, Some(&cookie)).await;
+        assert!(all["f0"] == "a" || all["f0"] == "b", "{framework:?}: {all}");
+        assert_eq!(
+            (&all["f1"], &all["f2"]),
+            (&Value::from("c"), &Value::from("d"))
+        );
     }
 }
 

@@ -2,7 +2,7 @@
 # Imports in cached-runtime go downward only (docs/ARCHITECTURE.md draws the layers; LAYERS
 # below lists them):
 #
-#   leaves (error, spawn, telemetry, warn) < connection < cache, ratelimit, counter, queue
+#   leaves (error, spawn, telemetry, warn) < connection < cache, ratelimit, counter, queue, session
 #   < web < __private < lib.rs
 #
 # A file may name its own layer and the ones below it, never one above: every `crate::x`,

@@ -71,6 +71,13 @@
 //! HTTP revalidation from the cache ([`http`]: `ETag`, `304`, `Cache-Control`, `X-Cache`).
 //! `vary(req = ["authorization"])` keys on request headers ([`VarySource`]).
 //!
+//! # Sessions
+//!
+//! With `session-actix` or `session-tower`, [`session::Sessions`] is a session store for
+//! actix-session and tower-sessions on these connections: no lost updates between concurrent
+//! requests, sliding expiry written once per fraction of the idle timeout, an absolute
+//! lifetime, renewal without a gap, and "log out everywhere".
+//!
 //! # Without Redis
 //!
 //! [`Cache::in_memory`] behaves the same within one process, for tests and development.

@@ -359,6 +359,8 @@ type Ops = Vec<(&'static str, String, String)>;
 struct Written {
     id: String,
     abs: i64,
+    /// Made by this write (new, renewed, or recreated): its user, if any, is indexed.
+    created: bool,
 }
 
 impl Sessions {
@@ -520,17 +522,32 @@ impl Sessions {
     ) -> Result<String, Failure> {
         let base = fields.remove(META_FIELD).and_then(|t| Base::decode(&t));
         let ttl_ms = ttl.as_millis().max(1);
-        let result = match (id, base) {
-            (Some(id), Some(base)) if base.id == id && valid_id(id) => {
-                self.update(id, &fields, &base, ttl_ms, keep_id).await
+        // The user index is written when a session is made or its user changes, not on
+        // every write of a signed-in session.
+        let user_changed = |base: &Base| {
+            self.config()
+                .user_field
+                .as_ref()
+                .is_some_and(|f| base.h.get(f) != fields.get(f).map(|v| digest(v)).as_ref())
+        };
+        let (result, index) = match (id, base) {
+            (Some(id), Some(base)) if base.id == id && valid_id(id) => (
+                self.update(id, &fields, &base, ttl_ms, keep_id).await,
+                user_changed(&base),
+            ),
+            (Some(id), _) if valid_id(id) => {
+                (self.replace(id, &fields, ttl_ms, keep_id).await, true)
             }
-            (Some(id), _) if valid_id(id) => self.replace(id, &fields, ttl_ms, keep_id).await,
-            (_, Some(base)) if valid_id(&base.id) => self.rotate(&base, &fields, ttl_ms).await,
-            _ => self.create(None, &fields, ttl_ms, 0, None).await,
+            (_, Some(base)) if valid_id(&base.id) => {
+                (self.rotate(&base, &fields, ttl_ms).await, true)
+            }
+            _ => (self.create(None, &fields, ttl_ms, 0, None).await, true),
         };
         match result {
             Ok(written) => {
-                self.index(&fields, &written).await;
+                if index || written.created {
+                    self.index(&fields, &written).await;
+                }
                 Ok(written.id)
             }
             Err(e) => {
@@ -568,6 +585,7 @@ impl Sessions {
             return Ok(Written {
                 id: id.to_owned(),
                 abs: 0,
+                created: false,
             });
         }
         self.apply(
@@ -649,7 +667,11 @@ impl Sessions {
                         );
                     }
                     let abs = rest.get(3).and_then(int).unwrap_or(0);
-                    return Ok(Written { id: target, abs });
+                    return Ok(Written {
+                        id: target,
+                        abs,
+                        created: false,
+                    });
                 }
                 Ok((s, rest)) if s == "fwd" => match rest.first().and_then(text) {
                     Some(next) if valid_id(&next) => target = next,
@@ -705,7 +727,11 @@ impl Sessions {
                 Ok((s, rest)) if s == "ok" => {
                     self.inner.metrics.write(WriteKind::Create);
                     let abs = rest.get(1).and_then(int).unwrap_or(0);
-                    return Ok(Written { id: target, abs });
+                    return Ok(Written {
+                        id: target,
+                        abs,
+                        created: true,
+                    });
                 }
                 // A carried deadline that has passed: the session is over, start afresh.
                 Ok((s, _)) if s == "expired" => {

@@ -225,7 +225,8 @@ async fn main() {
             .expect("actix peer");
         let pool = Pool::new(Config::from_url(&url).expect("url"), None, None, None, 4)
             .expect("fred pool");
-        let _ = pool.connect();
+        // The connection task runs on its own; its handle is not needed.
+        drop(pool.connect());
         pool.wait_for_connect().await.expect("fred connects");
         let apps = [
             (

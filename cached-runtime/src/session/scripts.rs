@@ -1,6 +1,7 @@
 //! The session scripts: one per operation, both keys of a session (`KEYS[1]` its fields,
 //! `KEYS[2]` its meta hash) declared, Redis's clock. The meta hash holds `v` (the version),
-//! `ttl` (the idle timeout, ms), `abs` (the absolute deadline, epoch ms), `end` (ended, kept
+//! `ttl` (the idle timeout, ms), `abs` (the absolute deadline, epoch ms), `exp` (when both keys
+//! expire, epoch ms: a load reads it instead of sending `PTTL`), `end` (ended, kept
 //! for the grace period), `fwd` (rotated: the new id) and `r:<field>` (the version that last
 //! wrote each field, for the merge).
 
@@ -14,10 +15,18 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local function kind(key) return redis.call('TYPE', key)['ok'] end
--- Both keys expire together, never past the absolute deadline.
+-- Both keys expire together, never past the absolute deadline; `exp` keeps the time, so a
+-- load needs no PTTL.
 local function expire_at(at)
+  redis.call('HSET', KEYS[2], 'exp', at)
   redis.call('PEXPIREAT', KEYS[2], at)
   if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('PEXPIREAT', KEYS[1], at) end
+end
+-- The meta fields asked for, or nil when KEYS[2] is not a hash.
+local function meta(...)
+  local ok, m = pcall(redis.call, 'HMGET', KEYS[2], ...)
+  if ok then return m end
+  return nil
 end
 "#;
 
@@ -32,12 +41,17 @@ fn script(body: &str) -> Script {
 pub(super) static LOAD: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local mt, dt = kind(KEYS[2]), kind(KEYS[1])
-if mt == 'none' and dt == 'none' then return {'missing'} end
-if mt ~= 'hash' or (dt ~= 'none' and dt ~= 'hash') then return {'corrupt'} end
-local m = redis.call('HMGET', KEYS[2], 'v', 'ttl', 'abs', 'end', 'fwd')
+local m = meta('v', 'ttl', 'abs', 'end', 'fwd', 'exp')
+if not m then return {'corrupt'} end
 local v, ttl, abs = tonumber(m[1]), tonumber(m[2]), tonumber(m[3])
-if not v or not ttl or not abs then return {'corrupt'} end
+if not v then
+  -- No meta data: nothing here, or something this store did not write.
+  if m[2] or m[3] or redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return {'corrupt'} end
+  return {'missing'}
+end
+if not ttl or not abs then return {'corrupt'} end
+local ok, data = pcall(redis.call, 'HGETALL', KEYS[1])
+if not ok then return {'corrupt'} end
 local now = now_ms()
 if now >= abs then
   redis.call('UNLINK', KEYS[1], KEYS[2])
@@ -45,16 +59,17 @@ if now >= abs then
 end
 -- Ended (logged out, or renewed and not yet forwarded): gone for new requests.
 if m[4] and not m[5] then return {'ended'} end
-local pttl = redis.call('PTTL', KEYS[2])
+local exp = tonumber(m[6]) or (now + redis.call('PTTL', KEYS[2]))
+local pttl = exp - now
 local refreshed = 0
-if not m[5] and pttl >= 0 and pttl <= ttl - math.floor(ttl * tonumber(ARGV[1])) then
+if not m[5] and pttl <= ttl - math.floor(ttl * tonumber(ARGV[1])) then
   local at = math.min(now + ttl, abs)
-  expire_at(at)
+  redis.call('HSET', KEYS[2], 'exp', at)
+  redis.call('PEXPIREAT', KEYS[2], at)
+  if #data > 0 then redis.call('PEXPIREAT', KEYS[1], at) end
   pttl = at - now
   refreshed = 1
 end
-local data = {}
-if dt == 'hash' then data = redis.call('HGETALL', KEYS[1]) end
 return {'ok', v, pttl, refreshed, data, m[5] or ''}
 "#,
     )
@@ -68,13 +83,14 @@ return {'ok', v, pttl, refreshed, data, m[5] or ''}
 pub(super) static WRITE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local mt, dt = kind(KEYS[2]), kind(KEYS[1])
-if mt == 'none' then return {'missing'} end
-if mt ~= 'hash' or (dt ~= 'none' and dt ~= 'hash') then return {'corrupt'} end
-local m = redis.call('HMGET', KEYS[2], 'v', 'abs', 'end', 'fwd')
+local m = meta('v', 'abs', 'end', 'fwd')
+if not m then return {'corrupt'} end
 local v, abs = tonumber(m[1]), tonumber(m[2])
+if not v and not m[2] and redis.call('EXISTS', KEYS[2]) == 0 then return {'missing'} end
 if not v or not abs then return {'corrupt'} end
 if m[4] then return {'fwd', m[4]} end
+local dt = kind(KEYS[1])
+if dt ~= 'none' and dt ~= 'hash' then return {'corrupt'} end
 local now = now_ms()
 if now >= abs then
   redis.call('UNLINK', KEYS[1], KEYS[2])

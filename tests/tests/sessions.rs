@@ -419,6 +419,13 @@ mod stored {
                 ttl <= 3_000,
                 "{framework:?}: a refresh passed the deadline: {ttl}"
             );
+            // A request that loaded the session before its deadline and writes after it.
+            let late = {
+                let request = browser.post(app.url("/slow/f0/late"));
+                tokio::spawn(async move { request.send().await.expect("answers").status() })
+            };
+            let gate = std::sync::Arc::clone(&app.gate);
+            tests::wait_until(GENEROUS_TIMEOUT, || gate.arrived() == 1).await;
             // Reads keep the session busy; it ends at its deadline all the same.
             wait_for(GENEROUS_TIMEOUT, || async {
                 match me(&browser, &app).await.0 {
@@ -427,6 +434,18 @@ mod stored {
                 }
             })
             .await;
+            // Its write does not bring the session back.
+            app.gate.release();
+            assert_eq!(late.await.expect("joins"), StatusCode::OK);
+            assert_eq!(me(&browser, &app).await.0, StatusCode::UNAUTHORIZED);
+            let left = match &deployment {
+                Deployment::Standalone(_) => {
+                    let keys: Vec<String> = conn.keys("session:{*").expect("KEYS");
+                    keys
+                }
+                Deployment::Cluster(test) => test.keys("session:{*"),
+            };
+            assert!(left.is_empty(), "{framework:?}: {left:?}");
         }
     }
 

@@ -235,6 +235,10 @@ pub(crate) struct Base {
     v: u64,
     /// A digest of each field then.
     h: HashMap<String, String>,
+    /// The session's absolute deadline (epoch ms): a write that finds the session gone
+    /// recreates it only before then, so a late write cannot extend its lifetime.
+    #[serde(default)]
+    a: i64,
 }
 
 impl Base {
@@ -482,7 +486,7 @@ impl Sessions {
             "ok" => {}
             _ => return Err(Corrupt),
         }
-        let [v, pttl, refreshed, data, _fwd] = rest.as_slice() else {
+        let [v, pttl, refreshed, data, _fwd, abs] = rest.as_slice() else {
             return Err(Corrupt);
         };
         let version = int(v).and_then(|v| u64::try_from(v).ok()).ok_or(Corrupt)?;
@@ -504,6 +508,7 @@ impl Sessions {
                 id: id.to_owned(),
                 v: version,
                 h,
+                a: int(abs).ok_or(Corrupt)?,
             },
             ttl_ms,
         }))
@@ -597,6 +602,7 @@ impl Sessions {
             ttl_ms,
             keep_id,
             WriteKind::Update,
+            base.a,
         )
         .await
     }
@@ -621,6 +627,7 @@ impl Sessions {
             ttl_ms,
             keep_id,
             WriteKind::Replace,
+            0,
         )
         .await
     }
@@ -638,6 +645,7 @@ impl Sessions {
         ttl_ms: u128,
         keep_id: bool,
         kind: WriteKind,
+        abs: i64,
     ) -> Result<Written, CacheError> {
         let mut target = id.to_owned();
         // A forward names a newer id; a chain longer than this is not one this store made.
@@ -679,17 +687,17 @@ impl Sessions {
                 },
                 Ok((s, _)) if s == "missing" => {
                     let keep = keep_id.then_some(target.as_str());
-                    return self.create(keep, fields, ttl_ms, 0, None).await;
+                    return self.create(keep, fields, ttl_ms, abs, None).await;
                 }
                 _ => {
                     self.corrupt();
                     // A damaged session is not written over: the record moves to a new id.
-                    return self.create(None, fields, ttl_ms, 0, None).await;
+                    return self.create(None, fields, ttl_ms, abs, None).await;
                 }
             }
         }
         self.corrupt();
-        self.create(None, fields, ttl_ms, 0, None).await
+        self.create(None, fields, ttl_ms, abs, None).await
     }
 
     /// Creates a session with `fields` under `id` (or a new id), its absolute deadline `abs`
@@ -733,9 +741,14 @@ impl Sessions {
                         created: true,
                     });
                 }
-                // A carried deadline that has passed: the session is over, start afresh.
+                // A carried deadline that has passed: the session is over and stays over;
+                // the request goes on with an id that names nothing.
                 Ok((s, _)) if s == "expired" => {
-                    return Box::pin(self.create(None, fields, ttl_ms, 0, None)).await;
+                    return Ok(Written {
+                        id: id_text(new_id()?),
+                        abs: 0,
+                        created: false,
+                    });
                 }
                 // `exists`: another session has this id (only a kept id can, in practice).
                 _ => continue,
@@ -757,8 +770,8 @@ impl Sessions {
         let old = self.keys(&base.id);
         let snap = self.eval(&scripts::SNAPSHOT, &old, Vec::new()).await?;
         let Some((version, abs, mut current, mut revs)) = parse_snapshot(snap) else {
-            // Gone (or unreadable): the record is all there is.
-            return self.create(None, fields, ttl_ms, 0, None).await;
+            // Gone (or unreadable): the record is all there is, within its lifetime.
+            return self.create(None, fields, ttl_ms, base.a, None).await;
         };
         let nv = version + 1;
         let mut conflicts = 0u64;
@@ -818,6 +831,7 @@ impl Sessions {
                     ttl_ms,
                     false,
                     WriteKind::Update,
+                    abs,
                 )
                 .await;
         }
@@ -974,8 +988,12 @@ mod tests {
             id: "a".repeat(32),
             v: 7,
             h: HashMap::from([("cart".to_owned(), digest("[1]"))]),
+            a: 1_796_851_296_965,
         };
         let back = Base::decode(&base.encode()).expect("decodes");
-        assert_eq!((back.id, back.v, back.h), (base.id, base.v, base.h));
+        assert_eq!(
+            (back.id, back.v, back.h, back.a),
+            (base.id, base.v, base.h, base.a)
+        );
     }
 }

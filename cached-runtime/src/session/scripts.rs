@@ -35,7 +35,7 @@ fn script(body: &str) -> Script {
 }
 
 /// ARGV: the refresh fraction (0..1]. Returns `{'missing'}`, `{'corrupt'}`, `{'ended'}` or
-/// `{'ok', version, pttl, refreshed, {field, value, …}, fwd}`. The expiry slides (one
+/// `{'ok', version, pttl, refreshed, {field, value, …}, fwd, abs}`. The expiry slides (one
 /// `PEXPIREAT`) only once the remaining time has fallen by the fraction of the idle timeout,
 /// and never past the absolute deadline.
 pub(super) static LOAD: LazyLock<Script> = LazyLock::new(|| {
@@ -70,7 +70,7 @@ if not m[5] and pttl <= ttl - math.floor(ttl * tonumber(ARGV[1])) then
   pttl = at - now
   refreshed = 1
 end
-return {'ok', v, pttl, refreshed, data, m[5] or ''}
+return {'ok', v, pttl, refreshed, data, m[5] or '', abs}
 "#,
     )
 });

@@ -28,7 +28,8 @@
 //! time has fallen by [`SessionsBuilder::refresh_fraction`] of the idle timeout, so a read
 //! costs one round trip and writes at most once per fraction. No expiry ever passes the
 //! absolute deadline set when the session was created ([`SessionsBuilder::absolute_lifetime`]);
-//! a rotation keeps it.
+//! a rotation keeps it, and a write that finds its session gone (a request that loaded it
+//! just before it expired) recreates it only before that deadline.
 //!
 //! # Rotation
 //!

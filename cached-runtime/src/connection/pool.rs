@@ -387,7 +387,10 @@ impl Pool {
     ) -> Result<T, Fault> {
         let (lease, mut conn) = self.checkout()?;
         if let Some(scripts) = &self.scripts {
-            let result = match scripts.connection(self.connect_timeout).await {
+            let result = match scripts
+                .connection(self.connect_timeout, &self.spawner)
+                .await
+            {
                 Ok(conn) => {
                     let run = Scripts::eval(conn, evalsha, script);
                     match tokio::time::timeout(self.command_timeout, run).await {

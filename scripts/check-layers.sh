@@ -2,7 +2,7 @@
 # Imports in cached-runtime go downward only (docs/ARCHITECTURE.md draws the layers; LAYERS
 # below lists them):
 #
-#   leaves (error, spawn, telemetry, warn) < connection < cache, ratelimit, counter, queue
+#   leaves (error, spawn, telemetry, warn) < connection < cache, ratelimit, counter, queue, session
 #   < web < __private < lib.rs
 #
 # A file may name its own layer and the ones below it, never one above: every `crate::x`,
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 LAYERS=(
   error:0 spawn:0 telemetry:0 warn:0
   connection:1
-  cache:2 ratelimit:2 counter:2 queue:2
+  cache:2 ratelimit:2 counter:2 queue:2 session:2
   web:3
   __private:4
 )

@@ -71,6 +71,13 @@
 //! HTTP revalidation from the cache ([`http`]: `ETag`, `304`, `Cache-Control`, `X-Cache`).
 //! `vary(req = ["authorization"])` keys on request headers ([`VarySource`]).
 //!
+//! # Sessions
+//!
+//! With `session-actix` or `session-tower`, [`session::Sessions`] is a session store for
+//! actix-session and tower-sessions on these connections: no lost updates between concurrent
+//! requests, sliding expiry written once per fraction of the idle timeout, an absolute
+//! lifetime, renewal without a gap, and "log out everywhere".
+//!
 //! # Without Redis
 //!
 //! [`Cache::in_memory`] behaves the same within one process, for tests and development.
@@ -89,6 +96,8 @@ mod error;
 pub mod queue;
 #[cfg(feature = "ratelimit")]
 pub mod ratelimit;
+#[cfg(any(feature = "session-actix", feature = "session-tower"))]
+pub mod session;
 mod spawn;
 pub mod telemetry;
 mod warn;
@@ -109,8 +118,8 @@ pub use cache::near::NearStats;
 pub use cache::policy::Policy;
 pub use cache::stats::{Counts, Stats};
 pub use cache::vary::VarySource;
+pub use connection::{Credentials, CredentialsProvider, Redis, RedisBuilder};
 pub use connection::{DEFAULT_URL, redact_url};
-pub use connection::{Redis, RedisBuilder};
 pub use error::{BoxError, CacheError, ErrorKind};
 
 #[doc(inline)]

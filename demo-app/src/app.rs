@@ -205,6 +205,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         metrics: prometheus.clone(),
         jobs,
     });
+    let sessions = crate::session::SessionDemo::build(&state.cache)?;
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
         App::new()
@@ -217,6 +218,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             // Before `/items/{id}`, which would take "popular" for an id.
             .service(limits::popular_items)
             .configure(routes::configure)
+            // Last: its scope takes only the paths the routes above leave.
+            .configure(|cfg| crate::session::configure(cfg, &sessions))
     })
     .shutdown_timeout(10);
     if let Some(n) = config.workers {

@@ -27,6 +27,7 @@ pub mod limits;
 mod metrics;
 pub mod model;
 pub mod routes;
+pub mod session;
 
 pub use app::{AppState, Running, start};
 pub use compute::{ComputeLimit, ComputeStats, Paused};

@@ -27,6 +27,7 @@
 mod db;
 mod error;
 pub mod routes;
+pub mod session;
 
 use std::{io, net::SocketAddr, path::PathBuf, sync::Arc};
 

@@ -65,6 +65,7 @@ pub fn router(app: App) -> Router {
         .route("/me/picks", get(picks))
         .route("/stats", get(stats))
         .route("/healthz", get(healthz))
+        .merge(crate::session::router(&app.cache))
         .fallback(not_found)
         .layer(map_response(json_errors))
         .with_state(app)

@@ -19,6 +19,8 @@ pub mod fixtures;
 pub mod proxy;
 pub mod queue;
 pub mod recorder;
+pub mod sessions;
+pub mod tls;
 pub mod topology;
 pub use proxy::{Proxy, Traffic};
 

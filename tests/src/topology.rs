@@ -36,10 +36,16 @@ impl LocalCluster {
     ///
     /// `cluster-node-timeout` is 1 s, so a killed primary's replica takes over within a few.
     pub fn start() -> Self {
+        Self::start_with(|_| Vec::new())
+    }
+
+    /// [`start`](Self::start) with extra `redis-server` arguments for node `i` (a TLS port).
+    pub fn start_with(extra: impl Fn(usize) -> Vec<String>) -> Self {
         let nodes: Vec<RedisServer> = (0..6)
-            .map(|_| {
+            .map(|i| {
                 let bus = free_port().to_string();
-                RedisServer::start_with_args(&[
+                let extra = extra(i);
+                let mut args = vec![
                     "--cluster-enabled",
                     "yes",
                     "--cluster-config-file",
@@ -51,7 +57,9 @@ impl LocalCluster {
                     // A replica may always take over, however long its link was down.
                     "--cluster-replica-validity-factor",
                     "0",
-                ])
+                ];
+                args.extend(extra.iter().map(String::as_str));
+                RedisServer::start_with_args(&args)
             })
             .collect();
         let output = Command::new(redis_cli())

@@ -28,7 +28,7 @@ pub(crate) const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 ///
 /// | setting | default | environment variable |
 /// |---|---|---|
-/// | the connection's settings | see [`RedisBuilder`] | `REDIS_URL`, `REDIS_CLUSTER_NODES`, `REDIS_SENTINEL_*`, `REDIS_CACHE_CONNECTIONS`, `REDIS_CACHE_POOL_*`, `REDIS_CACHE_*_TIMEOUT_MS`, `REDIS_CACHE_BREAKER_*` |
+/// | the connection's settings | see [`RedisBuilder`] | `REDIS_URL`, `REDIS_CLUSTER_NODES`, `REDIS_SENTINEL_*`, `REDIS_CACHE_CONNECTIONS`, `REDIS_CACHE_POOL_*`, `REDIS_CACHE_*_TIMEOUT_MS`, `REDIS_CACHE_BREAKER_*`, `REDIS_TLS_*`, `REDIS_SENTINEL_MASTER_TLS` |
 /// | key namespace | empty | `REDIS_CACHE_NAMESPACE` |
 /// | null-marker TTL | 60 s | `REDIS_CACHE_NULL_TTL_SECS` |
 /// | largest value stored | 1 MiB | `REDIS_CACHE_MAX_VALUE_BYTES` |
@@ -203,6 +203,68 @@ impl CacheBuilder {
         self.connection_setting("sentinel_master_auth", |b| {
             b.sentinel_master_auth(username, password)
         })
+    }
+
+    /// Verifies the servers' TLS certificates against the CA in this PEM file
+    /// ([`RedisBuilder::tls_ca_file`]).
+    pub fn tls_ca_file(self, path: impl Into<std::path::PathBuf>) -> Self {
+        let path = path.into();
+        self.connection_setting("tls_ca_file", |b| b.tls_ca_file(path))
+    }
+
+    /// Verifies the servers' TLS certificates against these PEM CA certificates
+    /// ([`RedisBuilder::tls_ca_pem`]).
+    pub fn tls_ca_pem(self, pem: impl Into<Vec<u8>>) -> Self {
+        let pem = pem.into();
+        self.connection_setting("tls_ca_pem", |b| b.tls_ca_pem(pem))
+    }
+
+    /// A client certificate chain and key for mutual TLS, PEM files
+    /// ([`RedisBuilder::tls_client_cert_files`]).
+    pub fn tls_client_cert_files(
+        self,
+        cert_chain: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        let (cert_chain, key) = (cert_chain.into(), key.into());
+        self.connection_setting("tls_client_cert_files", |b| {
+            b.tls_client_cert_files(cert_chain, key)
+        })
+    }
+
+    /// A client certificate chain and key for mutual TLS, PEM bytes
+    /// ([`RedisBuilder::tls_client_cert_pem`]).
+    pub fn tls_client_cert_pem(
+        self,
+        cert_chain: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        let (cert_chain, key) = (cert_chain.into(), key.into());
+        self.connection_setting("tls_client_cert_pem", |b| {
+            b.tls_client_cert_pem(cert_chain, key)
+        })
+    }
+
+    /// **For tests only**: accepts a certificate for another host name
+    /// ([`RedisBuilder::danger_accept_invalid_hostnames_for_testing_only`]).
+    pub fn danger_accept_invalid_hostnames_for_testing_only(self) -> Self {
+        self.connection_setting("danger_accept_invalid_hostnames_for_testing_only", |b| {
+            b.danger_accept_invalid_hostnames_for_testing_only()
+        })
+    }
+
+    /// Sentinel: whether the primary speaks TLS ([`RedisBuilder::sentinel_primary_tls`]).
+    pub fn sentinel_primary_tls(self, tls: bool) -> Self {
+        self.connection_setting("sentinel_primary_tls", |b| b.sentinel_primary_tls(tls))
+    }
+
+    /// Rotating credentials, read on every new connection
+    /// ([`RedisBuilder::credentials_provider`]).
+    pub fn credentials_provider(
+        self,
+        provider: impl crate::connection::CredentialsProvider,
+    ) -> Self {
+        self.connection_setting("credentials_provider", |b| b.credentials_provider(provider))
     }
 
     /// How many multiplexed connections the cached path spreads its commands over

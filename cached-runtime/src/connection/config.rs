@@ -1,7 +1,7 @@
 //! The connection layer's configuration: where Redis is, how many connections, the timeouts
 //! and the breaker, with their environment variables.
 
-use std::{fmt, time::Duration};
+use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
 use crate::error::CacheError;
 
@@ -33,6 +33,13 @@ pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 /// | the circuit breaker's window | 10000 ms | `REDIS_CACHE_BREAKER_WINDOW_MS` |
 /// | circuit breaker cool-down before a probe | 1000 ms | `REDIS_CACHE_BREAKER_COOLDOWN_MS` |
 /// | the `cache` label of its metrics | `default`, `default-2`, … | `REDIS_CACHE_NAME` |
+/// | TLS: a PEM file of the CA that signed the servers' certificates (default: the system's roots) | none | `REDIS_TLS_CA_FILE` |
+/// | TLS: a client certificate chain and its private key, PEM files (mutual TLS) | none | `REDIS_TLS_CLIENT_CERT_FILE`, `REDIS_TLS_CLIENT_KEY_FILE` |
+/// | Sentinel: whether the primary speaks TLS (default: as the sentinels' URLs say) | none | `REDIS_SENTINEL_MASTER_TLS` |
+///
+/// TLS is on for a role when its URLs are `rediss://`: the one server, every cluster node
+/// (seeds and the nodes they name), the sentinels; the Sentinel-managed primary follows the
+/// sentinels unless [`sentinel_primary_tls`](Self::sentinel_primary_tls) says otherwise.
 #[derive(Clone)]
 pub struct RedisBuilder {
     pub(crate) url: String,
@@ -46,6 +53,102 @@ pub struct RedisBuilder {
     pub(crate) breaker_window: Duration,
     pub(crate) breaker_cooldown: Duration,
     pub(crate) name: Option<String>,
+    pub(crate) tls: TlsOptions,
+    /// Read on every new connection to a data node, instead of the URL's credentials.
+    pub(crate) credentials: Option<Arc<dyn CredentialsProvider>>,
+}
+
+/// PEM data: a file, read when the connection is built, or the bytes themselves.
+#[derive(Clone)]
+pub(crate) enum Pem {
+    File(PathBuf),
+    Bytes(Arc<[u8]>),
+}
+
+impl Pem {
+    /// The PEM's bytes; an unreadable file is an error naming it and `what` it holds.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub(crate) fn read(&self, what: &str) -> Result<Arc<[u8]>, String> {
+        match self {
+            Pem::Bytes(b) => Ok(Arc::clone(b)),
+            Pem::File(path) => std::fs::read(path)
+                .map(Arc::from)
+                .map_err(|e| format!("cannot read the {what} file {}: {e}", path.display())),
+        }
+    }
+}
+
+impl fmt::Debug for Pem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pem::File(path) => write!(f, "{}", path.display()),
+            // A key's bytes are secret: only their size is shown.
+            Pem::Bytes(b) => write!(f, "<{} bytes of PEM>", b.len()),
+        }
+    }
+}
+
+/// How TLS connections are verified and authenticated; on or off per role by URL scheme.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct TlsOptions {
+    /// The CA that signed the servers' certificates; the system's roots when `None`.
+    pub(crate) ca: Option<Pem>,
+    /// A client certificate chain and its key (mutual TLS).
+    pub(crate) client: Option<(Pem, Pem)>,
+    /// Certificates are still checked, but not the name in them (tests only).
+    pub(crate) accept_invalid_hostnames: bool,
+    /// Sentinel: whether the primary speaks TLS; `None`: as the sentinels do.
+    pub(crate) sentinel_primary: Option<bool>,
+}
+
+impl TlsOptions {
+    pub(crate) fn has_options(&self) -> bool {
+        self.ca.is_some() || self.client.is_some() || self.accept_invalid_hostnames
+    }
+}
+
+/// A username (`None`: Redis's `default` user) and password to authenticate with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The ACL user; `None` for the `default` user.
+    pub username: Option<String>,
+    /// The password.
+    pub password: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+/// Where rotating credentials come from: asked on every new connection to a data node (the
+/// one server, each cluster node, the Sentinel-managed primary, tracking and blocking
+/// connections), so a reconnect after a password change authenticates with the new one.
+/// Connections already made stay authenticated.
+///
+/// Any `Fn() -> Credentials + Send + Sync` is one:
+///
+/// ```
+/// use cached_runtime::{Credentials, RedisBuilder};
+///
+/// let builder = RedisBuilder::from_env().unwrap().credentials_provider(|| Credentials {
+///     username: Some("app".to_owned()),
+///     password: std::env::var("REDIS_PASSWORD").unwrap_or_default(),
+/// });
+/// ```
+pub trait CredentialsProvider: Send + Sync + 'static {
+    /// The credentials to authenticate a new connection with.
+    fn credentials(&self) -> Credentials;
+}
+
+impl<F: Fn() -> Credentials + Send + Sync + 'static> CredentialsProvider for F {
+    fn credentials(&self) -> Credentials {
+        self()
+    }
 }
 
 /// Which Redis deployment a connection talks to.
@@ -97,6 +200,8 @@ impl fmt::Debug for RedisBuilder {
             .field("breaker_window", &self.breaker_window)
             .field("breaker_cooldown", &self.breaker_cooldown)
             .field("name", &self.name)
+            .field("tls", &self.tls)
+            .field("credentials_provider", &self.credentials.is_some())
             .finish()
     }
 }
@@ -148,6 +253,8 @@ impl RedisBuilder {
             breaker_window: Duration::from_secs(10),
             breaker_cooldown: Duration::from_secs(1),
             name: None,
+            tls: TlsOptions::default(),
+            credentials: None,
         }
     }
 
@@ -260,6 +367,24 @@ impl RedisBuilder {
         if let Some(name) = lookup("REDIS_CACHE_NAME") {
             b.name = Some(name);
         }
+        if let Some(ca) = lookup("REDIS_TLS_CA_FILE") {
+            b = b.tls_ca_file(ca);
+        }
+        match (
+            lookup("REDIS_TLS_CLIENT_CERT_FILE"),
+            lookup("REDIS_TLS_CLIENT_KEY_FILE"),
+        ) {
+            (Some(cert), Some(key)) => b = b.tls_client_cert_files(cert, key),
+            (None, None) => {}
+            _ => {
+                return conflict(
+                    "REDIS_TLS_CLIENT_CERT_FILE and REDIS_TLS_CLIENT_KEY_FILE go together: set both or neither",
+                );
+            }
+        }
+        if let Some(on) = env_flag(lookup, "REDIS_SENTINEL_MASTER_TLS")? {
+            b = b.sentinel_primary_tls(on);
+        }
         Ok(b)
     }
 
@@ -279,6 +404,66 @@ impl RedisBuilder {
             *u = username;
             *p = Some(password.into());
         }
+        self
+    }
+
+    /// Verifies the servers' TLS certificates against the CA certificates in this PEM file
+    /// (read when the connection is built) instead of the system's roots.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls.ca = Some(Pem::File(path.into()));
+        self
+    }
+
+    /// Verifies the servers' TLS certificates against these PEM-encoded CA certificates
+    /// instead of the system's roots.
+    pub fn tls_ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.tls.ca = Some(Pem::Bytes(pem.into().into()));
+        self
+    }
+
+    /// Presents this client certificate chain, with its private key, to servers that ask
+    /// for one (mutual TLS); both PEM files are read when the connection is built.
+    pub fn tls_client_cert_files(
+        mut self,
+        cert_chain: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls.client = Some((Pem::File(cert_chain.into()), Pem::File(key.into())));
+        self
+    }
+
+    /// [`tls_client_cert_files`](Self::tls_client_cert_files) from PEM bytes.
+    pub fn tls_client_cert_pem(
+        mut self,
+        cert_chain: impl Into<Vec<u8>>,
+        key: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.tls.client = Some((
+            Pem::Bytes(cert_chain.into().into()),
+            Pem::Bytes(key.into().into()),
+        ));
+        self
+    }
+
+    /// **For tests only.** Accepts a server certificate that names another host, as long as
+    /// a trusted CA signed it: anyone holding any certificate from that CA can then pose as
+    /// the server. Never use it in production; fix the certificate's names instead.
+    pub fn danger_accept_invalid_hostnames_for_testing_only(mut self) -> Self {
+        self.tls.accept_invalid_hostnames = true;
+        self
+    }
+
+    /// Sentinel: whether the primary speaks TLS, when it differs from the sentinels (whose
+    /// URLs say whether they do). No effect on other topologies.
+    pub fn sentinel_primary_tls(mut self, tls: bool) -> Self {
+        self.tls.sentinel_primary = Some(tls);
+        self
+    }
+
+    /// Reads the data nodes' credentials from `provider` on every new connection, instead of
+    /// from the URLs (a rotating password). See [`CredentialsProvider`].
+    pub fn credentials_provider(mut self, provider: impl CredentialsProvider) -> Self {
+        self.credentials = Some(Arc::new(provider));
         self
     }
 
@@ -523,6 +708,38 @@ mod tests {
             assert!(
                 RedisBuilder::from_lookup(&env(pairs)).is_err(),
                 "{conflict:?} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn the_environment_sets_tls_files_and_refuses_half_a_client_certificate() {
+        let b = RedisBuilder::from_lookup(&env(&[
+            ("REDIS_CLUSTER_NODES", "rediss://a:7000"),
+            ("REDIS_TLS_CA_FILE", "/etc/redis/ca.pem"),
+            ("REDIS_TLS_CLIENT_CERT_FILE", "/etc/redis/client.pem"),
+            ("REDIS_TLS_CLIENT_KEY_FILE", "/etc/redis/client.key"),
+        ]))
+        .expect("cluster over TLS");
+        assert!(matches!(&b.tls.ca, Some(Pem::File(p)) if p.ends_with("ca.pem")));
+        assert!(b.tls.client.is_some());
+        let b = RedisBuilder::from_lookup(&env(&[
+            ("REDIS_SENTINEL_MASTER", "m"),
+            ("REDIS_SENTINEL_NODES", "rediss://s:26380"),
+            ("REDIS_SENTINEL_MASTER_TLS", "false"),
+        ]))
+        .expect("sentinel");
+        assert_eq!(b.tls.sentinel_primary, Some(false));
+        for half in [
+            &[("REDIS_TLS_CLIENT_CERT_FILE", "/c.pem")][..],
+            &[("REDIS_TLS_CLIENT_KEY_FILE", "/c.key")][..],
+            &[("REDIS_SENTINEL_MASTER_TLS", "maybe")][..],
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(half.to_vec().into_boxed_slice());
+            assert!(
+                RedisBuilder::from_lookup(&env(pairs)).is_err(),
+                "{half:?} accepted"
             );
         }
     }

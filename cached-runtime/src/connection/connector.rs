@@ -1,5 +1,6 @@
-//! How connections are made, per topology: a URL (plain or TLS), a cluster's seed nodes, or
-//! the primary the sentinels name; and the bb8 manager that makes and checks them.
+//! How connections are made, per topology: one server, a cluster's seed nodes, or the primary
+//! the sentinels name, each dialled by [`dial`](super::dial); and the bb8 manager that makes
+//! and checks them.
 
 use std::{
     sync::{
@@ -9,37 +10,145 @@ use std::{
     time::Duration,
 };
 
-use bb8_redis::RedisConnectionManager;
 use redis::{
-    AsyncConnectionConfig, IntoConnectionInfo, RedisError, Value,
+    AsyncConnectionConfig, RedisError, Value,
     cluster::{ClusterClient, ClusterClientBuilder},
-    io::tcp::{TcpSettings, socket2::TcpKeepalive},
-    sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
 };
 
 use tokio::sync::watch;
 
 use super::{
     config::{RedisBuilder, Topology},
+    dial::{ClusterDial, Dialer, Node, Server, all_tls, parse_url},
     link::Link,
+    sentinel::SentinelPrimary,
 };
 use crate::error::CacheError;
 
 /// How new connections are made.
 pub(crate) enum Connector {
-    /// A plain URL, through bb8-redis's manager.
-    Url(RedisConnectionManager),
-    /// A `rediss://` URL, with this crate's own TLS setup.
-    #[cfg(feature = "tls")]
-    Tls(super::tls::Connector),
-    /// The client of the shared connections, and one that never retries, for scripts.
+    /// One server.
+    Server { dialer: Dialer, server: Server },
+    /// The client of the shared connections, and one that never retries, for scripts; the
+    /// dialer of their nodes lives as long as they do.
     Cluster {
         shared: Box<ClusterClient>,
         scripts: Box<ClusterClient>,
+        _dial: Arc<ClusterDial>,
     },
     /// Asks the sentinels for the primary on every connect, so a reconnect after a failover
-    /// finds the new one. The client needs `&mut` for its lookups.
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
+    /// finds the new one.
+    Sentinel(Arc<SentinelPrimary>),
+}
+
+/// Where a configuration's servers are and how each role is dialled: built once per
+/// connection setup, from the URLs and the TLS and credentials options.
+pub(crate) enum Deployment {
+    Server {
+        dialer: Dialer,
+        server: Server,
+    },
+    Cluster {
+        dial: Arc<ClusterDial>,
+        /// The seeds, their credentials replaced by the dialer's mark.
+        seeds: Vec<redis::ConnectionInfo>,
+    },
+    Sentinel(Arc<SentinelPrimary>),
+}
+
+impl Deployment {
+    /// `shown`: the redacted description, for errors.
+    pub(crate) fn new(config: &RedisBuilder, shown: &str) -> Result<Self, CacheError> {
+        let invalid = |reason: String| CacheError::InvalidUrl {
+            url: shown.to_owned(),
+            reason,
+        };
+        let tls_unused = || {
+            invalid(
+                "TLS options are set, but no URL is rediss:// (TLS is on where the URLs say \
+                 rediss://)"
+                    .to_owned(),
+            )
+        };
+        let provider = config.credentials.clone();
+        match &config.topology {
+            Topology::Standalone => {
+                let tls = config.url.starts_with("rediss://");
+                if !tls && config.tls.has_options() {
+                    return Err(tls_unused());
+                }
+                let dialer = Dialer::new(config, tls, provider).map_err(invalid)?;
+                Ok(Deployment::Server {
+                    dialer,
+                    server: Server::parse(&config.url, shown)?,
+                })
+            }
+            Topology::Cluster { nodes } => {
+                let Some(tls) = all_tls(nodes) else {
+                    return Err(invalid(
+                        "the cluster's seed URLs mix redis:// and rediss://: all nodes speak \
+                         TLS or none does"
+                            .to_owned(),
+                    ));
+                };
+                if !tls && config.tls.has_options() {
+                    return Err(tls_unused());
+                }
+                let dialer = Dialer::new(config, tls, provider).map_err(invalid)?;
+                let infos = nodes
+                    .iter()
+                    .map(|n| parse_url(n, shown))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let redis = infos
+                    .first()
+                    .map(|i| i.redis_settings().clone().set_db(0))
+                    .unwrap_or_default();
+                let dial = ClusterDial::register(dialer, redis);
+                let marked = redis::RedisConnectionInfo::default().set_username(dial.mark());
+                let seeds = infos
+                    .into_iter()
+                    .map(|i| i.set_redis_settings(marked.clone()))
+                    .collect();
+                Ok(Deployment::Cluster { dial, seeds })
+            }
+            Topology::Sentinel {
+                master,
+                sentinels,
+                username,
+                password,
+            } => {
+                let Some(tls) = all_tls(sentinels) else {
+                    return Err(invalid(
+                        "the sentinel URLs mix redis:// and rediss://: all sentinels speak \
+                         TLS or none does"
+                            .to_owned(),
+                    ));
+                };
+                let primary_tls = config.tls.sentinel_primary.unwrap_or(tls);
+                if !tls && !primary_tls && config.tls.has_options() {
+                    return Err(tls_unused());
+                }
+                let mut primary = redis::RedisConnectionInfo::default();
+                if let Some(u) = username {
+                    primary = primary.set_username(u);
+                }
+                if let Some(p) = password {
+                    primary = primary.set_password(p);
+                }
+                Ok(Deployment::Sentinel(Arc::new(SentinelPrimary {
+                    master: master.clone(),
+                    sentinels: sentinels
+                        .iter()
+                        .map(|s| Server::parse(s, shown))
+                        .collect::<Result<_, _>>()?,
+                    // The sentinels' credentials are their URLs'; a provider is the primary's.
+                    to_sentinels: Dialer::new(config, tls, None).map_err(invalid)?,
+                    to_primary: Dialer::new(config, primary_tls, provider).map_err(invalid)?,
+                    primary,
+                })))
+            }
+        }
+    }
 }
 
 /// The connector, plus a flag through which a slot tells bb8 a connection broke.
@@ -64,27 +173,19 @@ impl bb8::ManageConnection for Manager {
     async fn connect(&self) -> Result<Conn, RedisError> {
         // Read before asking where to connect: a change during the connect makes it stale.
         let epoch = *self.topology.borrow();
+        let config = AsyncConnectionConfig::new().set_response_timeout(Some(self.response_timeout));
         let conn = match &self.connector {
-            Connector::Url(inner) => {
-                let mut conn = inner.connect().await?;
-                conn.set_response_timeout(self.response_timeout);
-                Link::Single(conn)
+            Connector::Server { dialer, server } => {
+                Link::Single(dialer.connect(&server.addr, &server.redis, config).await?)
             }
-            #[cfg(feature = "tls")]
-            Connector::Tls(tls) => Link::Single(tls.connect(self.response_timeout).await?),
             Connector::Cluster { shared, .. } => {
-                Link::Cluster(shared.get_async_connection().await?)
+                Link::Cluster(shared.get_async_generic_connection::<Node>().await?)
             }
-            Connector::Sentinel(client) => {
-                let config =
-                    AsyncConnectionConfig::new().set_response_timeout(Some(self.response_timeout));
-                let conn = client
-                    .lock()
-                    .await
-                    .get_async_connection_with_config(&config)
-                    .await?;
-                Link::Single(conn)
-            }
+            Connector::Sentinel(primary) => Link::Single(
+                primary
+                    .connect(config, redis::ProtocolVersion::RESP2)
+                    .await?,
+            ),
         };
         Ok(Conn {
             conn,
@@ -151,130 +252,22 @@ pub(crate) async fn answers<C: redis::aio::ConnectionLike>(conn: &mut C) -> Resu
     }
 }
 
-fn invalid(url: &str, e: &RedisError) -> CacheError {
-    CacheError::InvalidUrl {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    }
-}
-
-/// A cluster node's or a sentinel's URL: plain `redis://` only.
-pub(crate) fn node_info(raw: &str, shown: &str) -> Result<redis::ConnectionInfo, CacheError> {
-    if raw.starts_with("rediss://") {
-        return Err(CacheError::InvalidUrl {
-            url: shown.to_owned(),
-            reason:
-                "rediss:// is supported for a single Redis only, not yet for Cluster or Sentinel"
-                    .to_owned(),
-        });
-    }
-    raw.into_connection_info().map_err(|e| invalid(shown, &e))
-}
-
-/// A client that asks `sentinels` for `master`'s primary and connects to it with the
-/// primary's own `(username, password)` and `protocol`.
-pub(crate) fn sentinel_client(
-    master: &str,
-    sentinels: &[String],
-    (username, password): (Option<&str>, Option<&str>),
-    protocol: redis::ProtocolVersion,
-    url: &str,
-) -> Result<SentinelClient, CacheError> {
-    let tcp = || TcpSettings::default().set_keepalive(keepalive());
-    let infos = sentinels
-        .iter()
-        .map(|n| node_info(n, url).map(|i| i.set_tcp_settings(tcp())))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut redis = redis::RedisConnectionInfo::default().set_protocol(protocol);
-    if let Some(u) = username {
-        redis = redis.set_username(u);
-    }
-    if let Some(p) = password {
-        redis = redis.set_password(p);
-    }
-    let node = SentinelNodeConnectionInfo::default()
-        .set_redis_connection_info(redis)
-        .set_tcp_settings(tcp());
-    SentinelClient::build(
-        infos,
-        master.to_owned(),
-        Some(node),
-        SentinelServerType::Master,
-    )
-    .map_err(|e| invalid(url, &e))
-}
-
-/// The connection info of one server at `config.url`, and whether it is `rediss://` (the
-/// info then has the `redis` scheme: TLS is this crate's own).
-pub(crate) fn standalone_info(
-    config: &RedisBuilder,
-    url: &str,
-) -> Result<(redis::ConnectionInfo, bool), CacheError> {
-    let tls_url = config.url.starts_with("rediss://");
-    if tls_url && !cfg!(feature = "tls") {
-        return Err(CacheError::InvalidUrl {
-            url: url.to_owned(),
-            reason: "rediss:// needs the `tls` feature of cached-runtime".to_owned(),
-        });
-    }
-    let plain = config
-        .url
-        .strip_prefix("rediss://")
-        .map_or_else(|| config.url.clone(), |rest| format!("redis://{rest}"));
-    let info = plain
-        .as_str()
-        .into_connection_info()
-        .map_err(|e| invalid(url, &e))?
-        .set_tcp_settings(TcpSettings::default().set_keepalive(keepalive()));
-    Ok((info, tls_url))
-}
-
-/// Keepalive probes find a peer that vanished without a word (a failed-over host).
-pub(crate) fn keepalive() -> TcpKeepalive {
-    TcpKeepalive::new()
-        .with_time(Duration::from_secs(15))
-        .with_interval(Duration::from_secs(5))
-}
-
-/// The connector for one server at `config.url`, plain or TLS.
-fn standalone(config: &RedisBuilder, url: &str) -> Result<Connector, CacheError> {
-    let (info, tls_url) = standalone_info(config, url)?;
-    #[cfg(feature = "tls")]
-    if tls_url {
-        let tls = super::tls::Connector::new(&info, keepalive()).map_err(|reason| {
-            CacheError::InvalidUrl {
-                url: url.to_owned(),
-                reason,
-            }
-        })?;
-        return Ok(Connector::Tls(tls));
-    }
-    #[cfg(not(feature = "tls"))]
-    let _ = tls_url;
-    Ok(Connector::Url(
-        RedisConnectionManager::new(info).map_err(|e| invalid(url, &e))?,
-    ))
-}
-
 impl Connector {
     /// The connector for `config`'s topology; `url` is its redacted description.
     pub(crate) fn new(config: &RedisBuilder, url: &str) -> Result<Self, CacheError> {
-        let tcp = || TcpSettings::default().set_keepalive(keepalive());
-        let connector = match &config.topology {
-            Topology::Standalone => standalone(config, url)?,
-            Topology::Cluster { nodes } => {
-                let infos = nodes
-                    .iter()
-                    .map(|n| node_info(n, url).map(|i| i.set_tcp_settings(tcp())))
-                    .collect::<Result<Vec<_>, _>>()?;
+        let connector = match Deployment::new(config, url)? {
+            Deployment::Cluster { dial, seeds } => {
                 let client = |retries| {
-                    ClusterClientBuilder::new(infos.clone())
+                    ClusterClientBuilder::new(seeds.clone())
+                        .username(dial.mark())
                         .connection_timeout(config.connect_timeout)
                         .response_timeout(config.command_timeout)
                         .retries(retries)
-                        .tcp_settings(tcp())
                         .build()
-                        .map_err(|e| invalid(url, &e))
+                        .map_err(|e| CacheError::InvalidUrl {
+                            url: url.to_owned(),
+                            reason: e.to_string(),
+                        })
                 };
                 Connector::Cluster {
                     // A command is bounded by the command timeout, retries included; a
@@ -284,23 +277,11 @@ impl Connector {
                     // may have run already: scripts go through a client that never does,
                     // and `Pool::eval` retries only the replies that prove it did not run.
                     scripts: Box::new(client(0)?),
+                    _dial: dial,
                 }
             }
-            Topology::Sentinel {
-                master,
-                sentinels,
-                username,
-                password,
-            } => {
-                let client = sentinel_client(
-                    master,
-                    sentinels,
-                    (username.as_deref(), password.as_deref()),
-                    redis::ProtocolVersion::RESP2,
-                    url,
-                )?;
-                Connector::Sentinel(tokio::sync::Mutex::new(client))
-            }
+            Deployment::Sentinel(primary) => Connector::Sentinel(primary),
+            Deployment::Server { dialer, server } => Connector::Server { dialer, server },
         };
         Ok(connector)
     }

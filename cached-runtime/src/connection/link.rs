@@ -6,8 +6,9 @@ use std::time::Duration;
 use redis::{
     Cmd, Pipeline, RedisError, RedisFuture, Value,
     aio::{ConnectionLike, MultiplexedConnection},
-    cluster_async::ClusterConnection,
 };
+
+use super::dial::ClusterConnection;
 
 use crate::error::CacheError;
 

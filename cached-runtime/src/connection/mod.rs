@@ -32,6 +32,7 @@ mod breaker;
 pub(crate) mod cluster;
 pub(crate) mod config;
 mod connector;
+mod dial;
 mod link;
 mod pool;
 mod scripts;
@@ -50,7 +51,7 @@ use std::{
 pub use ::redis::{Cmd, FromRedisValue, Pipeline, Script, ToRedisArgs, Value, cmd, pipe};
 
 pub use self::blocking::BlockingConnection;
-pub use self::config::{DEFAULT_URL, RedisBuilder, redact_url};
+pub use self::config::{Credentials, CredentialsProvider, DEFAULT_URL, RedisBuilder, redact_url};
 pub use self::tracking::{Tracking, TrackingListener};
 use self::{breaker::Breakers, link::Fault, pool::Pool};
 use crate::{

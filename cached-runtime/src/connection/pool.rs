@@ -48,8 +48,8 @@ use tokio::sync::watch;
 use super::{
     breaker::Breakers,
     cluster::SlotRange,
-    config::{RedisBuilder, Topology},
-    connector::{Connector, Manager, is_refused, node_info, refused_command},
+    config::RedisBuilder,
+    connector::{Connector, Manager, is_refused, refused_command},
     link::{Fault, Link},
     scripts::Scripts,
 };
@@ -248,16 +248,8 @@ impl Pool {
             _ => (Kind::Single, None),
         };
         let (closed, on_close) = watch::channel(());
-        let watch = match &config.topology {
-            Topology::Sentinel {
-                master, sentinels, ..
-            } => Some((
-                master.clone(),
-                sentinels
-                    .iter()
-                    .map(|n| node_info(n, &url))
-                    .collect::<Result<Vec<_>, _>>()?,
-            )),
+        let watch = match &connector {
+            Connector::Sentinel(primary) => Some(Arc::clone(primary)),
             _ => None,
         };
         let topology = watch::Sender::new(0);
@@ -297,12 +289,10 @@ impl Pool {
             slot_map: Arc::new(SlotMapReads::new()),
             this: this.clone(),
         });
-        if let Some((master, sentinels)) = watch {
+        if let Some(primary) = watch {
             super::sentinel::watch_switches(
                 Arc::downgrade(&store),
-                sentinels,
-                master,
-                config.connect_timeout,
+                primary,
                 on_close,
                 &store.spawner,
             );
@@ -397,7 +387,10 @@ impl Pool {
     ) -> Result<T, Fault> {
         let (lease, mut conn) = self.checkout()?;
         if let Some(scripts) = &self.scripts {
-            let result = match scripts.connection(self.connect_timeout).await {
+            let result = match scripts
+                .connection(self.connect_timeout, &self.spawner)
+                .await
+            {
                 Ok(conn) => {
                     let run = Scripts::eval(conn, evalsha, script);
                     match tokio::time::timeout(self.command_timeout, run).await {
@@ -693,7 +686,10 @@ impl Pool {
             ));
         }
         let code = e.code().unwrap_or_default();
-        let hint = if e.is_connection_refusal() {
+        let hint = if super::dial::is_tls_failure(&e) {
+            "the TLS handshake failed (the cause says why: the CA, the certificate's host name, \
+             a client certificate, or a port that does not speak TLS)"
+        } else if e.is_connection_refusal() {
             "connection refused (is redis-server running and listening at this address?)"
         } else if e.kind() == redis::ErrorKind::AuthenticationFailed
             || matches!(code, "NOAUTH" | "WRONGPASS")

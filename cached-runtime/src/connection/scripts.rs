@@ -11,11 +11,14 @@
 
 use std::time::Duration;
 
+use super::dial::{ClusterConnection, Node};
+
 use arc_swap::ArcSwapOption;
+
+use crate::spawn::Spawner;
 use redis::{
     Cmd, RedisError, RedisResult, Script, ServerErrorKind, Value,
     cluster::ClusterClient,
-    cluster_async::ClusterConnection,
     cluster_routing::{RoutingInfo, SingleNodeRoutingInfo},
 };
 
@@ -61,6 +64,7 @@ impl Scripts {
     pub(crate) async fn connection(
         &self,
         connect_timeout: Duration,
+        spawner: &Spawner,
     ) -> RedisResult<ClusterConnection> {
         if let Some(conn) = self.conn.load_full() {
             return Ok((*conn).clone());
@@ -69,9 +73,19 @@ impl Scripts {
         if let Some(conn) = self.conn.load_full() {
             return Ok((*conn).clone());
         }
-        let conn = tokio::time::timeout(connect_timeout, self.client.get_async_connection())
+        // Made on the runtime the `Redis` was built on: the connection's driver task must
+        // outlive the caller's runtime (an Actix worker's, which stops with its server).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let client = self.client.clone();
+        spawner.spawn(async move {
+            let _ = tx.send(client.get_async_generic_connection::<Node>().await);
+        });
+        let conn = tokio::time::timeout(connect_timeout, rx)
             .await
-            .map_err(|_| timed_out())??;
+            .map_err(|_| timed_out())?
+            .map_err(|_| {
+                RedisError::from(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            })??;
         self.conn.store(Some(std::sync::Arc::new(conn.clone())));
         Ok(conn)
     }

@@ -35,18 +35,16 @@ use std::{
 };
 
 use redis::{
-    AsyncConnectionConfig, ConnectionAddr, ConnectionInfo, ProtocolVersion, PushInfo, PushKind,
-    RedisError, Value, aio::MultiplexedConnection, sentinel::SentinelClient,
+    AsyncConnectionConfig, ProtocolVersion, PushInfo, PushKind, RedisError, Value,
+    aio::MultiplexedConnection,
 };
 use tokio::sync::{Notify, watch};
 
 use super::{
     Redis,
     cluster::key_slot,
-    config::Topology,
-    connector::{
-        answers, is_refused, node_info, refused_command, sentinel_client, standalone_info,
-    },
+    connector::{Deployment, answers, is_refused, refused_command},
+    dial::Addr,
     pool::Pool,
 };
 use crate::{error::CacheError, spawn::Spawner};
@@ -124,16 +122,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// Retry period against a server that has no client tracking (it may be upgraded, or a
 /// failover may reach one that has it).
 const UNSUPPORTED_RETRY: Duration = Duration::from_secs(60);
-
-/// How tracking connections are made.
-enum Endpoints {
-    Url(ConnectionInfo),
-    #[cfg(feature = "tls")]
-    Tls(super::tls::Connector),
-    Sentinel(tokio::sync::Mutex<SentinelClient>),
-    /// Credentials and settings of the cluster's nodes; addresses come from `CLUSTER SLOTS`.
-    Cluster(ConnectionInfo),
-}
 
 /// The live tracking session: its connections, and on a cluster which one owns which slots.
 #[derive(Default)]
@@ -220,7 +208,7 @@ struct Supervisor {
     store: Weak<Pool>,
     sessions: Arc<Sessions>,
     tracker: Weak<Tracking>,
-    endpoints: Endpoints,
+    endpoints: Deployment,
     /// `CLIENT TRACKING` arguments after `ON BCAST`.
     prefix: Option<String>,
     client_name: String,
@@ -241,46 +229,7 @@ pub(crate) fn start(
     let config = redis.config();
     let store = redis.pool();
     let url = config.topology.describe(&config.url);
-    let resp3 = |info: ConnectionInfo| {
-        let redis = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
-        info.set_redis_settings(redis)
-    };
-    let endpoints = match &config.topology {
-        Topology::Standalone => match standalone_info(config, &url)? {
-            #[cfg(feature = "tls")]
-            (info, true) => {
-                let tls = super::tls::Connector::new(&resp3(info), super::connector::keepalive())
-                    .map_err(|reason| CacheError::InvalidUrl {
-                    url: url.clone(),
-                    reason,
-                })?;
-                Endpoints::Tls(tls)
-            }
-            (info, _) => Endpoints::Url(resp3(info)),
-        },
-        Topology::Cluster { nodes } => {
-            let first = nodes.first().map(String::as_str).unwrap_or_default();
-            Endpoints::Cluster(resp3(node_info(first, &url)?))
-        }
-        Topology::Sentinel {
-            master,
-            sentinels,
-            username,
-            password,
-        } => {
-            let client = sentinel_client(
-                master,
-                sentinels,
-                (username.as_deref(), password.as_deref()),
-                ProtocolVersion::RESP3,
-                &url,
-            )?;
-            Endpoints::Sentinel(tokio::sync::Mutex::new(client))
-        }
-    };
+    let endpoints = Deployment::new(config, &url)?;
     let tracker = Arc::new(Tracking {
         session: Mutex::default(),
         timeout: config.command_timeout.max(Duration::from_secs(1)),
@@ -407,7 +356,7 @@ impl Supervisor {
     /// The primaries to track (their addresses, for a cluster; one unnamed entry otherwise),
     /// and which slots each owns.
     async fn primaries(&self) -> Result<(Vec<(String, u16)>, Vec<(i64, i64, usize)>), Failure> {
-        if !matches!(self.endpoints, Endpoints::Cluster(_)) {
+        if !matches!(self.endpoints, Deployment::Cluster { .. }) {
             return Ok((vec![(String::new(), 0)], Vec::new()));
         }
         let store = self
@@ -464,36 +413,20 @@ impl Supervisor {
                 session,
                 Arc::clone(lost),
             ));
+        let resp3 =
+            |redis: &redis::RedisConnectionInfo| redis.clone().set_protocol(ProtocolVersion::RESP3);
         let connected = match &self.endpoints {
-            Endpoints::Url(info) => match redis::Client::open(info.clone()) {
-                Ok(client) => {
-                    client
-                        .get_multiplexed_async_connection_with_config(&config)
-                        .await
-                }
-                Err(e) => Err(e),
-            },
-            #[cfg(feature = "tls")]
-            Endpoints::Tls(tls) => tls.connect_with(config).await,
-            Endpoints::Sentinel(client) => {
-                client
-                    .lock()
-                    .await
-                    .get_async_connection_with_config(&config)
+            Deployment::Server { dialer, server } => {
+                dialer
+                    .connect(&server.addr, &resp3(&server.redis), config)
                     .await
             }
-            Endpoints::Cluster(template) => {
-                let info = template
-                    .clone()
-                    .set_addr(ConnectionAddr::Tcp(host.to_owned(), port));
-                match redis::Client::open(info) {
-                    Ok(client) => {
-                        client
-                            .get_multiplexed_async_connection_with_config(&config)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                }
+            Deployment::Sentinel(primary) => primary.connect(config, ProtocolVersion::RESP3).await,
+            Deployment::Cluster { dial, .. } => {
+                let (dialer, redis) = dial.parts();
+                dialer
+                    .connect(&Addr::Tcp(host.to_owned(), port), &resp3(redis), config)
+                    .await
             }
         };
         let mut link = connected.map_err(classify)?;
@@ -552,7 +485,7 @@ impl Supervisor {
                     Err(_) => return "a tracking connection stopped answering".to_owned(),
                 }
             }
-            if matches!(self.endpoints, Endpoints::Cluster(_)) {
+            if matches!(self.endpoints, Deployment::Cluster { .. }) {
                 match self.primaries().await {
                     Ok((now, _)) if now == primaries => {}
                     Ok(_) => return "the cluster's primaries changed".to_owned(),

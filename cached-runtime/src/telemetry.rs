@@ -24,6 +24,8 @@
 //! | `redis_cache_encode_failures_total` | counter | `cache`, `prefix` | results that could not be encoded as JSON, returned unstored |
 //! | `redis_cache_redis_errors_total` | counter | `cache`, `prefix` | Redis commands of cached calls that failed, timed out or were skipped by the open circuit |
 //! | `redis_cache_invalidated_keys_total` | counter | `cache`, `prefix` | keys deleted by invalidation (`prefix="*"` for pattern invalidations) |
+//! | `redis_cache_tag_invalidations_total` | counter | `cache` | tags invalidated by `Cache::invalidate_tags` (one per tag, whatever the number of entries) |
+//! | `redis_cache_tag_rejected_total` | counter | `cache`, `prefix` | entries found in Redis but not served: stored before a tag they carry was invalidated (or its key lost), treated as misses and overwritten |
 //! | `redis_cache_fill_duration_seconds` | histogram | `cache`, `prefix` | how long the function's body took when the cache ran it (miss, error, refresh): what each hit saves |
 //! | `redis_cache_wait_duration_seconds` | histogram | `cache`, `prefix`, `wait` | how long a call waited for another caller's fill: `wait="flight"` in this process (single-flight), `wait="lock"` for another process holding the fill lock |
 //! | `db.client.operation.duration` | histogram (seconds) | `cache`, `db.system.name="redis"`, `db.operation.name`, `error.type` (failures only) | each Redis command sent: `GET`, `SET`, `EVALSHA` (lock release), `UNLINK`, `SCAN`, `PING`; `error.type` is `timeout`, `connection` or `reply` (Redis answered with an error). A command skipped by the open circuit or without a connection is not timed |
@@ -90,6 +92,11 @@ pub const ENCODE_FAILURES: &str = "redis_cache_encode_failures_total";
 pub const REDIS_ERRORS: &str = "redis_cache_redis_errors_total";
 /// Keys deleted by invalidation: counter, labels `cache`, `prefix`.
 pub const INVALIDATED_KEYS: &str = "redis_cache_invalidated_keys_total";
+/// Tags invalidated (`Cache::invalidate_tags`, one per tag): counter, labels `cache`.
+pub const TAG_INVALIDATIONS: &str = "redis_cache_tag_invalidations_total";
+/// Entries found but not served, a tag they carry being invalidated: counter, labels
+/// `cache`, `prefix`.
+pub const TAG_REJECTED: &str = "redis_cache_tag_rejected_total";
 /// Body run time: histogram in seconds, labels `cache`, `prefix`.
 pub const FILL_DURATION: &str = "redis_cache_fill_duration_seconds";
 /// Time spent waiting for another caller's fill: histogram in seconds, labels `cache`,

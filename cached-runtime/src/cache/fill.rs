@@ -225,6 +225,23 @@ impl Fill<'_> {
         S: Shape<R>,
         F: Future<Output = R>,
     {
+        // The tags' versions are taken before the body runs: an invalidation after this
+        // point leaves what it stores unservable.
+        let source = match source {
+            Source::Failed => source,
+            _ if !self
+                .cache
+                .stamp_tags(
+                    self.key,
+                    self.policy.ttl + self.policy.jitter,
+                    self.counters,
+                )
+                .await =>
+            {
+                Source::Failed
+            }
+            _ => source,
+        };
         let result = self.body(body).await;
         let Some(encoded) = self.encode::<S, R>(&result) else {
             // Nothing to share (an `Err`, or a value that does not encode): dropping the guard
@@ -458,6 +475,9 @@ impl Fill<'_> {
     /// `SET … EX`; whether it was stored.
     async fn store_entry(&self, encoded: &Encoded) -> bool {
         let inner = &*self.cache.inner;
+        let Some(bytes) = Cache::tagged_form(self.key, &encoded.bytes) else {
+            return false;
+        };
         // The near cache keeps this result: the write goes on the key's tracking connection,
         // whose NOLOOP keeps Redis from reporting it back to evict what is kept, while a
         // write by anyone after it is still reported. Only with single-flight, which makes
@@ -466,16 +486,13 @@ impl Fill<'_> {
         if let (Some(_), Some(tracker), true) = (self.landing, &inner.tracker, inner.single_flight)
         {
             let since = Instant::now();
-            match tracker
-                .set(self.key.as_str(), &encoded.bytes, encoded.ttl)
-                .await
-            {
+            match tracker.set(self.key.as_str(), &bytes, encoded.ttl).await {
                 Ok(()) => {
                     self.counters.stores(1);
                     self.land(Some(Landed {
                         since,
                         ttl: Some(Duration::from_secs(encoded.ttl)),
-                        bytes: encoded.bytes.len(),
+                        bytes: bytes.len(),
                     }));
                     return true;
                 }
@@ -486,7 +503,7 @@ impl Fill<'_> {
         }
         match inner
             .store
-            .set_ex(self.key.as_str(), &encoded.bytes, encoded.ttl)
+            .set_ex(self.key.as_str(), &bytes, encoded.ttl)
             .await
         {
             Ok(()) => {

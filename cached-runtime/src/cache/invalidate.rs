@@ -224,6 +224,32 @@ impl Cache {
         Ok(())
     }
 
+    /// Deletes tag keys (`cache/tags.rs`), one command each, sent together; each failed one is
+    /// remembered and retried as a key is.
+    pub(crate) async fn invalidate_tag_keys(&self, keys: Vec<String>) -> Result<u64, CacheError> {
+        let scopes: Vec<Scope> = keys.iter().cloned().map(Scope::Key).collect();
+        scopes.iter().for_each(|s| s.evict_near(self));
+        let attempts: Vec<InFlight<'_>> = scopes
+            .iter()
+            .map(|s| InFlight {
+                cache: self,
+                scope: Some(s.clone()),
+            })
+            .collect();
+        let executed = self.inner.store.unlink_tags(&keys).await;
+        scopes.iter().for_each(|s| s.evict_near(self));
+        match executed {
+            Ok(n) => {
+                attempts.into_iter().for_each(InFlight::done);
+                Ok(n)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cache tag invalidation failed; retrying in the background, and not reading what it covers until then");
+                Err(e)
+            }
+        }
+    }
+
     async fn invalidate_scope(&self, scope: Scope, stats_prefix: &str) -> Result<u64, CacheError> {
         let inner = &*self.inner;
         // Before the delete: no fill under way may store what it computed before it.

@@ -18,6 +18,7 @@ pub(crate) mod shape;
 pub(crate) mod shared;
 pub(crate) mod stats;
 pub(crate) mod store;
+pub(crate) mod tags;
 pub(crate) mod vary;
 
 use std::{
@@ -103,6 +104,8 @@ pub(crate) struct Inner {
     pub(crate) near: Option<Arc<NearCache>>,
     /// Its tracking connections.
     pub(crate) tracker: Option<Arc<Tracking>>,
+    /// Tag invalidations and rejections.
+    pub(crate) tags: tags::TagCounters,
 }
 
 /// What a fill's re-read found.
@@ -319,6 +322,7 @@ impl Cache {
                 spawner,
                 near,
                 tracker,
+                tags: tags::TagCounters::default(),
             }),
         }
     }

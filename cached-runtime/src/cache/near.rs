@@ -60,6 +60,8 @@ pub(crate) struct Slot {
     pub(crate) value: Option<Arc<dyn Any + Send + Sync>>,
     expires: Instant,
     weight: u32,
+    /// The versions of the entry's tags it was read or filled with (`cache/tags.rs`).
+    pub(crate) tags: Option<Arc<[u64]>>,
 }
 
 #[derive(Clone)]
@@ -185,6 +187,18 @@ impl NearCache {
         value: Option<Arc<dyn Any + Send + Sync>>,
         landed: Landed,
     ) {
+        self.insert_tagged(key, ticket, value, landed, None);
+    }
+
+    /// [`NearCache::insert`] of a tagged entry, with the versions of its tags.
+    pub(crate) fn insert_tagged(
+        &self,
+        key: &str,
+        ticket: Ticket,
+        value: Option<Arc<dyn Any + Send + Sync>>,
+        landed: Landed,
+        tags: Option<Arc<[u64]>>,
+    ) {
         if !self.valid(ticket) {
             return;
         }
@@ -198,6 +212,7 @@ impl NearCache {
             value,
             expires,
             weight: self.weight(key.len() + bytes),
+            tags,
         };
         self.store.insert(key.into(), slot);
         // An invalidation bumps before it removes: seen here, or its removal comes after

@@ -25,6 +25,7 @@ use super::{
     report,
     shape::{Entry, Shape},
     stats::{Counters, Outcome},
+    tags,
 };
 use crate::error::CacheError;
 
@@ -218,7 +219,7 @@ impl Cache {
             report::record_outcome(span, o);
         };
         let mode = mode::current();
-        if mode == Mode::Bypass || inner.pending.covers(key.as_str()) {
+        if mode == Mode::Bypass || inner.pending.covers(key.as_str()) || self.tag_pending(key) {
             outcome(Outcome::Bypass);
             return view.uncached(body.await);
         }
@@ -228,8 +229,10 @@ impl Cache {
         } else {
             None
         };
-        if let Some(slot) = near.and_then(|n| n.get(key.as_str()))
-            && let Some(out) = view.near(&slot.value)
+        if let Some(slot) = near.and_then(|n| {
+            n.get(key.as_str())
+                .filter(|slot| tags::near_current(n, key, slot))
+        }) && let Some(out) = view.near(&slot.value)
         {
             outcome(if slot.value.is_some() {
                 Outcome::NearHit
@@ -242,7 +245,7 @@ impl Cache {
         let ticket = near.and_then(|n| n.ticket(key.as_str()));
         let keep = |kept: Kept, landed: Landed| {
             if let (Some(near), Some(ticket)) = (near, ticket) {
-                near.insert(key.as_str(), ticket, kept, landed);
+                tags::keep(near, key, ticket, kept, landed);
             }
         };
         let call = Call {
@@ -300,6 +303,9 @@ impl Cache {
         span: &Span,
         with_ttl: bool,
     ) -> Found {
+        if !key.tags.is_empty() {
+            return self.get_tagged(key, counters, span, with_ttl).await;
+        }
         let store = &self.inner.store;
         let timer = crate::telemetry::span_timer(span);
         // The clock is read only when the near cache will keep what is found.

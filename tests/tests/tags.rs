@@ -279,6 +279,20 @@ async fn an_entry_without_tag_versions_is_a_counted_miss(redis: TestRedis) {
     assert_eq!(read(&a, &k, &p, 7, &runs).await, 6);
 }
 
+async fn a_write_through_of_a_tagged_key_is_served_until_its_tag_is_invalidated(
+    redis: TestRedis,
+) {
+    let a = cache(&redis, "a").await;
+    let p = policy("written");
+    let k = key(&a, "written", 1, &["user:7"]);
+    a.set(&k, &5u64, &p).await.expect("write-through");
+    let runs = AtomicU64::new(0);
+    assert_eq!(read(&a, &k, &p, 6, &runs).await, 5);
+    a.invalidate_tags(["user:7"]).await.expect("invalidate");
+    assert_eq!(read(&a, &k, &p, 6, &runs).await, 6);
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
 async fn a_tag_of_100k_entries_is_invalidated_with_one_command(redis: TestRedis) {
     let a = cache(&redis, "a").await;
     let p = policy("bulk");
@@ -322,6 +336,7 @@ topology_suite!(standalone, cluster;
     two_near_caches_see_each_others_tag_invalidation,
     a_tag_key_deleted_by_hand_invalidates_its_entries_for_good,
     an_entry_without_tag_versions_is_a_counted_miss,
+    a_write_through_of_a_tagged_key_is_served_until_its_tag_is_invalidated,
     a_tag_of_100k_entries_is_invalidated_with_one_command,
 );
 

@@ -125,7 +125,7 @@ pub(crate) type EntrySlot = std::sync::OnceLock<Published>;
 pub(crate) type Landing = std::sync::OnceLock<Landed>;
 
 /// What the near cache needs to keep a result.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Landed {
     /// Taken before the command was sent: the TTL counts from no later than this.
     pub(crate) since: Instant,
@@ -133,6 +133,8 @@ pub(crate) struct Landed {
     pub(crate) ttl: Option<Duration>,
     /// Its stored size.
     pub(crate) bytes: usize,
+    /// The versions of its tags it was read or stored with (`cache/tags.rs`).
+    pub(crate) tags: Option<Arc<[u64]>>,
 }
 
 impl Fill<'_> {
@@ -226,21 +228,18 @@ impl Fill<'_> {
         F: Future<Output = R>,
     {
         // The tags' versions are taken before the body runs: an invalidation after this
-        // point leaves what it stores unservable.
-        let source = match source {
-            Source::Failed => source,
-            _ if !self
-                .cache
-                .stamp_tags(
-                    self.key,
-                    self.policy.ttl + self.policy.jitter,
-                    self.counters,
-                )
-                .await =>
-            {
-                Source::Failed
+        // point leaves what it stores unservable. Not taken: nothing is stored.
+        let stamp = match source {
+            Source::Failed => None,
+            _ => {
+                let ttl = self.policy.ttl + self.policy.jitter;
+                self.cache.stamp_tags(self.key, ttl, self.counters).await
             }
-            _ => source,
+        };
+        let source = if stamp.is_some() {
+            source
+        } else {
+            Source::Failed
         };
         let result = self.body(body).await;
         let Some(encoded) = self.encode::<S, R>(&result) else {
@@ -254,7 +253,7 @@ impl Fill<'_> {
         };
         let invalidated = || guard.as_ref().is_some_and(LeaderGuard::invalidated);
         if source != Source::Failed && encoded.storable && !invalidated() {
-            let stored = self.store_entry(&encoded).await;
+            let stored = self.store_entry(&encoded, stamp.flatten()).await;
             // An invalidation that raced our SET may have run before it reached Redis.
             if stored && invalidated() {
                 let _ = self.cache.inner.store.delete(self.key.as_str()).await;
@@ -473,9 +472,9 @@ impl Fill<'_> {
     }
 
     /// `SET … EX`; whether it was stored.
-    async fn store_entry(&self, encoded: &Encoded) -> bool {
+    async fn store_entry(&self, encoded: &Encoded, tags: Option<Arc<[u64]>>) -> bool {
         let inner = &*self.cache.inner;
-        let Some(bytes) = Cache::tagged_form(self.key, &encoded.bytes) else {
+        let Some(bytes) = Cache::tagged_form(self.key, &encoded.bytes, tags.as_deref()) else {
             return false;
         };
         // The near cache keeps this result: the write goes on the key's tracking connection,
@@ -493,6 +492,7 @@ impl Fill<'_> {
                         since,
                         ttl: Some(Duration::from_secs(encoded.ttl)),
                         bytes: bytes.len(),
+                        tags,
                     }));
                     return true;
                 }

@@ -209,6 +209,13 @@ impl Cache {
             self.invalidate(key).await?;
             return Ok(());
         }
+        let bytes = match self.tag_written(key, bytes, policy.ttl).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.invalidate(key).await?;
+                return Err(e);
+            }
+        };
         inner.flights.invalidate(key.as_str());
         let scope = Scope::Key(key.as_str().to_owned());
         scope.evict_near(self);

@@ -187,22 +187,15 @@ impl NearCache {
         value: Option<Arc<dyn Any + Send + Sync>>,
         landed: Landed,
     ) {
-        self.insert_tagged(key, ticket, value, landed, None);
-    }
-
-    /// [`NearCache::insert`] of a tagged entry, with the versions of its tags.
-    pub(crate) fn insert_tagged(
-        &self,
-        key: &str,
-        ticket: Ticket,
-        value: Option<Arc<dyn Any + Send + Sync>>,
-        landed: Landed,
-        tags: Option<Arc<[u64]>>,
-    ) {
         if !self.valid(ticket) {
             return;
         }
-        let Landed { since, ttl, bytes } = landed;
+        let Landed {
+            since,
+            ttl,
+            bytes,
+            tags,
+        } = landed;
         let ttl = match (ttl, self.config.ttl) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or(Duration::from_secs(365 * 24 * 3600)),
@@ -361,6 +354,7 @@ mod tests {
             since,
             ttl: Some(Duration::from_secs(60)),
             bytes: 8,
+            tags: None,
         }
     }
 

@@ -286,7 +286,7 @@ impl Cache {
             landing: ticket.is_some().then_some(&landing),
         };
         let result = fill.run::<S, R, F>(seq, source, body).await;
-        let landed = landing.get().copied();
+        let landed = landing.get().cloned();
         let (out, kept) = view.filled(result, entry.into_inner(), landed.is_some());
         if let (Some(kept), Some(landed)) = (kept, landed) {
             keep(kept, landed);
@@ -331,6 +331,7 @@ impl Cache {
                     since,
                     ttl,
                     bytes: bytes.len(),
+                    tags: None,
                 }),
                 bytes,
             },

@@ -25,10 +25,11 @@
 
 use std::{
     any::Any,
+    borrow::Cow,
     cmp::Ordering as CmpOrdering,
     hash::{Hash, Hasher},
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Instant,
@@ -54,23 +55,13 @@ const HEX_LEN: usize = 16;
 /// A tag key lives at least this long (seconds), and twice its longest entry's TTL.
 const MIN_TAG_TTL: u64 = 24 * 3600;
 
-/// An entry's tags as full keys, and the versions this call read or stored it with.
+/// An entry's tags as full keys.
 ///
 /// Not part of a key's identity: two keys with the same text are the same entry whatever
 /// tags they carry, so comparisons and hashes ignore this.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Tags {
     keys: Vec<String>,
-    seen: Mutex<Option<Arc<[u64]>>>,
-}
-
-impl Clone for Tags {
-    fn clone(&self) -> Self {
-        Self {
-            keys: self.keys.clone(),
-            seen: Mutex::new(self.seen()),
-        }
-    }
 }
 
 impl std::fmt::Debug for Tags {
@@ -135,17 +126,6 @@ impl Tags {
     #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.keys.is_empty()
-    }
-
-    fn seen(&self) -> Option<Arc<[u64]>> {
-        self.seen
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    fn set_seen(&self, versions: Arc<[u64]>) {
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) = Some(versions);
     }
 }
 
@@ -382,15 +362,15 @@ impl Cache {
             self.rejected(key);
             return Found::Missing;
         }
-        key.tags.set_seen(stored.into());
         let size = bytes.len();
         bytes.drain(..at);
         Found::Entry {
             bytes,
-            landed: with_ttl.then_some(Landed {
+            landed: with_ttl.then(|| Landed {
                 since,
                 ttl,
                 bytes: size,
+                tags: Some(stored.into()),
             }),
         }
     }
@@ -408,12 +388,28 @@ impl Cache {
     }
 
     /// Takes the versions of `key`'s tags before a fill's body runs, giving a version to a
-    /// tag that has none. `false` when they cannot be read: the result is not stored.
-    pub(crate) async fn stamp_tags(&self, key: &Key, ttl: u64, counters: &Counters) -> bool {
-        let tags = key.tags.keys();
-        if tags.is_empty() {
-            return true;
+    /// tag that has none: `Some(None)` for a key without tags, `None` when they cannot be
+    /// read (counted and logged; the result is not stored).
+    pub(crate) async fn stamp_tags(
+        &self,
+        key: &Key,
+        ttl: u64,
+        counters: &Counters,
+    ) -> Option<Option<Arc<[u64]>>> {
+        if key.tags.is_empty() {
+            return Some(None);
         }
+        match self.take_versions(key, ttl).await {
+            Ok(versions) => Some(Some(versions)),
+            Err(e) => {
+                self.failed(counters, "SET NX GET", &e);
+                None
+            }
+        }
+    }
+
+    async fn take_versions(&self, key: &Key, ttl: u64) -> Result<Arc<[u64]>, CacheError> {
+        let tags = key.tags.keys();
         let inner = &*self.inner;
         let since = Instant::now();
         let near = inner.near.as_deref();
@@ -424,48 +420,56 @@ impl Cache {
         let fresh: Vec<u64> = tags.iter().map(|_| fastrand::u64(..)).collect();
         let texts: Vec<String> = fresh.iter().map(|v| format_version(*v)).collect();
         let secs = ttl.saturating_mul(2).max(MIN_TAG_TTL);
-        let old = match inner.store.stamp_tags(tags, &texts, secs).await {
-            Ok(old) => old,
-            Err(e) => {
-                self.failed(counters, "SET NX GET", &e);
-                return false;
-            }
-        };
-        let mut versions = Vec::with_capacity(tags.len());
-        for (old, fresh) in old.iter().zip(&fresh) {
-            match old {
-                None => versions.push(*fresh),
-                Some(bytes) => match parse_version(bytes) {
-                    Some(v) => versions.push(v),
-                    None => {
-                        tracing::debug!(key = %KeyTag(key), "a tag key holds something else than a version; not storing");
-                        return false;
-                    }
-                },
-            }
-        }
+        let old = inner.store.stamp_tags(tags, &texts, secs).await?;
+        let versions = old
+            .iter()
+            .zip(&fresh)
+            .map(|(old, fresh)| match old {
+                None => Ok(*fresh),
+                Some(bytes) => parse_version(bytes).ok_or_else(|| CacheError::Command {
+                    code: None,
+                    source: "a tag key holds something other than a version".into(),
+                }),
+            })
+            .collect::<Result<Arc<[u64]>, CacheError>>()?;
         if let Some(near) = near {
-            for ((tag, v), ticket) in tags.iter().zip(&versions).zip(tickets) {
+            for ((tag, v), ticket) in tags.iter().zip(versions.iter()).zip(tickets) {
                 if let Some(ticket) = ticket {
                     keep_version(near, tag, ticket, *v, since);
                 }
             }
         }
-        key.tags.set_seen(versions.into());
-        true
+        Ok(versions)
     }
 
-    /// What a fill stores for `entry`: behind its tags' versions when it has tags; `None`
-    /// when it has tags but no versions were taken (nothing may be stored).
+    /// A write-through's entry: behind the versions its tags have now.
+    pub(crate) async fn tag_written(
+        &self,
+        key: &Key,
+        entry: Vec<u8>,
+        ttl: u64,
+    ) -> Result<Vec<u8>, CacheError> {
+        if key.tags.is_empty() {
+            return Ok(entry);
+        }
+        let versions = self.take_versions(key, ttl).await?;
+        Ok(wrap(&versions, &entry))
+    }
+
+    /// What a fill stores for `entry`: behind the versions of its tags when it has tags;
+    /// `None` when it has tags but no versions were taken (nothing may be stored).
     pub(crate) fn tagged_form<'e>(
         key: &Key,
         entry: &'e [u8],
-    ) -> Option<std::borrow::Cow<'e, [u8]>> {
-        if key.tags.is_empty() {
-            return Some(std::borrow::Cow::Borrowed(entry));
+        versions: Option<&[u64]>,
+    ) -> Option<Cow<'e, [u8]>> {
+        match (key.tags.is_empty(), versions) {
+            (true, _) => Some(Cow::Borrowed(entry)),
+            (false, Some(versions)) if versions.len() == key.tags.keys().len() => {
+                Some(Cow::Owned(wrap(versions, entry)))
+            }
+            (false, _) => None,
         }
-        let seen = key.tags.seen()?;
-        Some(std::borrow::Cow::Owned(wrap(&seen, entry)))
     }
 }
 
@@ -480,6 +484,7 @@ fn keep_version(near: &NearCache, tag: &str, ticket: Ticket, version: u64, since
             since,
             ttl: None,
             bytes: HEX_LEN,
+            tags: None,
         },
     );
 }
@@ -513,8 +518,8 @@ pub(crate) fn keep(near: &NearCache, key: &Key, ticket: Ticket, kept: Kept, land
         return;
     }
     // A tagged value without versions cannot be checked on a near hit.
-    if let Some(seen) = key.tags.seen() {
-        near.insert_tagged(key.as_str(), ticket, kept, landed, Some(seen));
+    if landed.tags.is_some() {
+        near.insert(key.as_str(), ticket, kept, landed);
     }
 }
 

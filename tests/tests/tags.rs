@@ -279,9 +279,7 @@ async fn an_entry_without_tag_versions_is_a_counted_miss(redis: TestRedis) {
     assert_eq!(read(&a, &k, &p, 7, &runs).await, 6);
 }
 
-async fn a_write_through_of_a_tagged_key_is_served_until_its_tag_is_invalidated(
-    redis: TestRedis,
-) {
+async fn a_write_through_of_a_tagged_key_is_served_until_its_tag_is_invalidated(redis: TestRedis) {
     let a = cache(&redis, "a").await;
     let p = policy("written");
     let k = key(&a, "written", 1, &["user:7"]);

@@ -34,6 +34,7 @@ mod kw {
     syn::custom_keyword!(vary);
     syn::custom_keyword!(revalidate);
     syn::custom_keyword!(near);
+    syn::custom_keyword!(tags);
     // The name `near` had before; only to say so.
     syn::custom_keyword!(local);
 }
@@ -56,6 +57,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "vary",
     "revalidate",
     "near",
+    "tags",
 ];
 
 /// The options of one `#[redis_cache(...)]`, each with the span of its name.
@@ -83,6 +85,8 @@ pub(crate) struct Args {
     pub(crate) revalidate: Option<(Span, Option<LitStr>)>,
     /// `near = false`: never answered from the cache's near cache.
     pub(crate) near: Option<(Span, LitBool)>,
+    /// `tags = ["category:{category}"]`: templates of the tags entries carry.
+    pub(crate) tags: Option<(Span, Vec<LitStr>)>,
 }
 
 /// `req = ["authorization", "accept-language"]` in `vary(...)`: the argument the headers are
@@ -204,6 +208,18 @@ impl Parse for Args {
                 let span = input.parse::<kw::near>()?.span;
                 let value = parse_value(input, "near", "near = false")?;
                 set(&mut args.near, "near", span, value)?;
+            } else if look.peek(kw::tags) {
+                let span = input.parse::<kw::tags>()?.span;
+                expect_eq(input, "tags", "tags = [\"category:{category}\"]")?;
+                if !input.peek(token::Bracket) {
+                    return Err(input.error(
+                        "expected a list of tag templates, like `tags = [\"category:{category}\"]`",
+                    ));
+                }
+                let content;
+                bracketed!(content in input);
+                let tags = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
+                set(&mut args.tags, "tags", span, tags.into_iter().collect())?;
             } else if input.peek(kw::local) {
                 return Err(renamed_local(input));
             } else if look.peek(kw::companions) {

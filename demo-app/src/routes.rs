@@ -169,8 +169,10 @@ async fn forget(cache: &Cache, id: u64, categories: &[&str]) {
             lists.push(Some(c));
         }
     }
-    let tags: Result<Vec<String>, CacheError> =
-        lists.iter().map(|category| list_tag(cache, *category)).collect();
+    let tags: Result<Vec<String>, CacheError> = lists
+        .iter()
+        .map(|category| list_tag(cache, *category))
+        .collect();
     let result = match tags {
         Ok(tags) => cache.invalidate_tags(tags).await,
         Err(e) => Err(e),

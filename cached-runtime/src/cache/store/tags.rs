@@ -70,7 +70,7 @@ impl Store {
                         Ok(bytes.map(|b| (b, None)))
                     }
                 };
-                let versions = by_slot(redis, tags, Gate::Guarded, |pipe, tag| {
+                let versions = by_slot(redis, tags, Op::Get, Gate::Guarded, |pipe, tag| {
                     pipe.cmd("GET").arg(tag);
                 });
                 let (entry, versions) = futures_util::future::try_join(entry, versions).await?;
@@ -99,7 +99,7 @@ impl Store {
                     let i = tags.iter().position(|t| t == tag).unwrap_or(0);
                     versions.get(i).map_or("", String::as_str)
                 };
-                by_slot(redis, tags, Gate::Guarded, |pipe, tag| {
+                by_slot(redis, tags, Op::Set, Gate::Guarded, |pipe, tag| {
                     pipe.cmd("SET")
                         .arg(tag)
                         .arg(version_of(tag))
@@ -129,10 +129,11 @@ impl Store {
     pub(crate) async fn unlink_tags(&self, tags: &[String]) -> Result<u64, CacheError> {
         match &self.backend {
             Backend::Redis { redis, .. } => {
-                let found: Vec<Option<i64>> = by_slot(redis, tags, Gate::Always, |pipe, tag| {
-                    pipe.cmd("UNLINK").arg(tag);
-                })
-                .await?;
+                let found: Vec<Option<i64>> =
+                    by_slot(redis, tags, Op::Unlink, Gate::Always, |pipe, tag| {
+                        pipe.cmd("UNLINK").arg(tag);
+                    })
+                    .await?;
                 Ok(found.into_iter().flatten().map(|n| n.max(0) as u64).sum())
             }
             Backend::Memory(m) => {
@@ -148,6 +149,7 @@ impl Store {
 async fn by_slot<T: ::redis::FromRedisValue>(
     redis: &Redis,
     keys: &[String],
+    op: Op,
     gate: Gate,
     command: impl Fn(&mut ::redis::Pipeline, &String),
 ) -> Result<Vec<T>, CacheError> {
@@ -173,7 +175,7 @@ async fn by_slot<T: ::redis::FromRedisValue>(
         }
         let first = &keys[members[0]];
         async move {
-            let replies: Vec<::redis::Value> = redis.pipeline(Op::Get, gate, first, &pipe).await?;
+            let replies: Vec<::redis::Value> = redis.pipeline(op, gate, first, &pipe).await?;
             Ok::<_, CacheError>(replies)
         }
     });

@@ -52,6 +52,7 @@ mod validate;
 /// | `vary(req = ["authorization"])` | Request headers the result depends on, read from the argument `req` (an Actix `HttpRequest`, or an axum `HeaderMap`, `Request` or `request::Parts`), go into the key as a hash of their values; the argument itself is left out. `vary(req = [])` says the result depends on none of its headers. Header names are lowercase; checked at compile time. See *Per-caller results* below. |
 /// | `revalidate` | HTTP revalidation for an Actix or axum handler returning a framework's `Json<T>` (inside `Option`/`Result` or not): the response carries `ETag`, `Cache-Control` and `X-Cache: HIT\|MISS`, a matching `If-None-Match` gets `304 Not Modified` (no JSON decoded), and `Cache-Control: no-cache` on the request refreshes the entry. `revalidate = "public, max-age"` (or `"no-cache"`, …) replaces the default `Cache-Control: private, max-age=<seconds the entry has left>`. See *HTTP revalidation* below. |
 /// | `near = false` | Never answered from the cache's near cache (`CacheBuilder::near_cache`; for a `Policy` built by hand, `Policy::near(false)`): every call reads Redis. Without it, a function whose value type is `Clone + Send + Sync + 'static` is answered from process memory when the cache has a near cache; other value types always read Redis. (`local`, its earlier name, is a compile error that says so.) |
+/// | `tags = ["category:{category}", "user:{user.id}"]` | Tags each entry carries, as templates with the `key` template's rules; a placeholder may name only what the key is made of. `cache.invalidate_tags(["category:books"])` drops every entry carrying a tag, of every function, with one command per tag (no scan), on one server and on a cluster; the companion `{name}_invalidate_tags(cache, args…)` drops the tags of one call. A warm read from the near cache sends nothing more; from Redis, the tags' versions come in the same round trip. See `Cache::invalidate_tags`. |
 /// | `lock = true` | Across processes, one caller fills a missing entry under a Redis lock (`SET NX PX`, released only by its owner) while the others poll for its value. `lock = true` holds the lock at most 10 s; `lock = 3` or `lock = Duration::from_millis(500)` sets that TTL. Waiters give up and run the body themselves after the lock TTL, so a crashed holder blocks nobody for longer. In-process single-flight needs no option: it is on for every cache unless turned off there. |
 ///
 /// An unknown, repeated or malformed option is a compile error that lists the valid ones.
@@ -170,6 +171,9 @@ mod validate;
 /// fn item_key(cache: &Cache, id: &u64) -> Result<Key, CacheError>
 /// async fn item_invalidate(cache: &Cache, id: &u64) -> Result<bool, CacheError>
 /// ```
+///
+/// and, with `tags`, `async fn item_invalidate_tags(cache: &Cache, id: &u64) -> Result<u64,
+/// CacheError>`, which invalidates the tags of that call (every entry carrying one of them),
 ///
 /// taking the key's arguments by reference (an extractor's inner value: `&u64` for a
 /// `web::Path<u64>`; a name bound by a pattern by its type where the pattern shows it, `&u64`

@@ -206,9 +206,15 @@ async fn two_near_caches_see_each_others_tag_invalidation(redis: TestRedis) {
     }
     let near_hits = |c: &Cache| c.stats().total.near_hits;
     let before = near_hits(&b);
+    let gets = calls(&redis, "get");
     for k in &keys {
         assert!(!recomputed(&b, k, &p).await);
     }
+    assert_eq!(
+        calls(&redis, "get"),
+        gets,
+        "warm tagged near hits send nothing, not even for the tags"
+    );
     assert_eq!(
         near_hits(&b),
         before + 20,

@@ -1,10 +1,11 @@
 //! The store's tag commands: an entry read together with its tags' versions, the versions
 //! taken before a fill, and a tag's invalidation.
 //!
-//! On one server the commands of a call go in one pipeline (one round trip). On a cluster a
-//! pipeline must stay in one slot, so the tag keys are grouped by slot and each group is sent
-//! as its own pipeline, all at once and beside the entry's `GET`: the round trips overlap,
-//! so a read still waits for one.
+//! On one server a read is one `MGET` of the entry and its tags (with `PTTL` in the same
+//! pipeline when the near cache asks), and the other commands of a call go in one pipeline.
+//! On a cluster a command or pipeline must stay in one slot, so the tag keys are grouped by
+//! slot (an `MGET` or a pipeline each), all sent at once and beside the entry's `GET`: the
+//! round trips overlap, so a read still waits for one.
 
 use std::time::Duration;
 
@@ -30,29 +31,30 @@ impl Store {
         tags: &[String],
     ) -> Result<TaggedEntry, CacheError> {
         match &self.backend {
+            // One server: the entry and its tags in one `MGET`, so a tagged read sends as
+            // many commands as an untagged one.
             Backend::Redis { redis, .. } if !redis.is_cluster() => {
-                let mut pipe = ::redis::pipe();
-                pipe.cmd("GET").arg(key);
-                if with_ttl {
-                    pipe.cmd("PTTL").arg(key);
-                }
-                for tag in tags {
-                    pipe.cmd("GET").arg(tag);
-                }
-                let mut replies: Vec<::redis::Value> =
-                    redis.pipeline(Op::Get, Gate::Guarded, key, &pipe).await?;
-                let versions = replies.split_off(if with_ttl { 2 } else { 1 });
-                let mut replies = replies.into_iter();
-                let bytes: Option<Vec<u8>> = from_value(replies.next())?;
-                let ttl = match with_ttl {
-                    true => pttl(from_value(replies.next())?),
-                    false => None,
+                let (mut values, ttl): (Vec<Option<Vec<u8>>>, Option<Duration>) = if with_ttl {
+                    let mut pipe = ::redis::pipe();
+                    pipe.cmd("MGET").arg(key).arg(tags).cmd("PTTL").arg(key);
+                    let (values, ms): (Vec<Option<Vec<u8>>>, i64) =
+                        redis.pipeline(Op::Get, Gate::Guarded, key, &pipe).await?;
+                    (values, pttl(ms))
+                } else {
+                    let mut cmd = ::redis::cmd("MGET");
+                    cmd.arg(key).arg(tags);
+                    let values = redis.command(Op::Get, Gate::Guarded, key, &cmd).await?;
+                    (values, None)
                 };
-                let versions = versions
-                    .into_iter()
-                    .map(|v| from_value(Some(v)))
-                    .collect::<Result<_, _>>()?;
-                Ok((bytes.map(|b| (b, ttl)), versions))
+                if values.len() != tags.len() + 1 {
+                    return Err(unexpected(format!(
+                        "{} values for an MGET of {} keys",
+                        values.len(),
+                        tags.len() + 1
+                    )));
+                }
+                let bytes = values.remove(0);
+                Ok((bytes.map(|b| (b, ttl)), values))
             }
             Backend::Redis { redis, .. } => {
                 let entry = async {
@@ -70,9 +72,7 @@ impl Store {
                         Ok(bytes.map(|b| (b, None)))
                     }
                 };
-                let versions = by_slot(redis, tags, Op::Get, Gate::Guarded, |pipe, tag| {
-                    pipe.cmd("GET").arg(tag);
-                });
+                let versions = mget_by_slot(redis, tags);
                 let (entry, versions) = futures_util::future::try_join(entry, versions).await?;
                 Ok((entry, versions))
             }
@@ -142,6 +142,45 @@ impl Store {
             }
         }
     }
+}
+
+/// `MGET` of `keys`, one per hash slot, sent together; the values in the order of `keys`.
+async fn mget_by_slot(redis: &Redis, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let slot = key_slot(key.as_bytes());
+        match groups.iter_mut().find(|(s, _)| *s == slot) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((slot, vec![i])),
+        }
+    }
+    let sends = groups.iter().map(|(_, members)| {
+        let mut cmd = ::redis::cmd("MGET");
+        for &i in members {
+            cmd.arg(&keys[i]);
+        }
+        let first = &keys[members[0]];
+        async move {
+            let values: Vec<Option<Vec<u8>>> =
+                redis.command(Op::Get, Gate::Guarded, first, &cmd).await?;
+            Ok::<_, CacheError>(values)
+        }
+    });
+    let replies = try_join_all(sends).await?;
+    let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+    for ((_, members), values) in groups.iter().zip(replies) {
+        if values.len() != members.len() {
+            return Err(unexpected(format!(
+                "{} values for an MGET of {} keys",
+                values.len(),
+                members.len()
+            )));
+        }
+        for (&i, value) in members.iter().zip(values) {
+            out[i] = value;
+        }
+    }
+    Ok(out)
 }
 
 /// One command per key, in one pipeline per hash slot (one pipeline in all on one server),

@@ -20,6 +20,7 @@ use crate::{
     cache::report::{self, Wait},
     cache::shape::{Entry, Shape},
     cache::stats::{Counters, Outcome},
+    cache::tags::Stamp,
     cache::{Cache, Lookup},
 };
 
@@ -134,7 +135,7 @@ pub(crate) struct Landed {
     /// Its stored size.
     pub(crate) bytes: usize,
     /// The versions of its tags it was read or stored with (`cache/tags.rs`).
-    pub(crate) tags: Option<Arc<[u64]>>,
+    pub(crate) tags: Option<Arc<Stamp>>,
 }
 
 impl Fill<'_> {
@@ -472,9 +473,10 @@ impl Fill<'_> {
     }
 
     /// `SET … EX`; whether it was stored.
-    async fn store_entry(&self, encoded: &Encoded, tags: Option<Arc<[u64]>>) -> bool {
+    async fn store_entry(&self, encoded: &Encoded, tags: Option<Arc<Stamp>>) -> bool {
         let inner = &*self.cache.inner;
-        let Some(bytes) = Cache::tagged_form(self.key, &encoded.bytes, tags.as_deref()) else {
+        let versions = tags.as_deref().map(|s| &*s.versions);
+        let Some(bytes) = Cache::tagged_form(self.key, &encoded.bytes, versions) else {
             return false;
         };
         // The near cache keeps this result: the write goes on the key's tracking connection,

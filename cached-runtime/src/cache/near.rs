@@ -42,6 +42,7 @@ use super::{
     key::Key,
     mode::{self, Mode},
     policy::Policy,
+    tags::{Stamp, is_tag_key},
 };
 use crate::connection::TrackingListener;
 use quick_cache::{DefaultHashBuilder, Weighter, sync::Cache as Store};
@@ -61,7 +62,7 @@ pub(crate) struct Slot {
     expires: Instant,
     weight: u32,
     /// The versions of the entry's tags it was read or filled with (`cache/tags.rs`).
-    pub(crate) tags: Option<Arc<[u64]>>,
+    pub(crate) tags: Option<Arc<Stamp>>,
 }
 
 #[derive(Clone)]
@@ -121,6 +122,8 @@ pub(crate) struct NearCache {
     config: NearConfig,
     invalidations: AtomicU64,
     flushes: AtomicU64,
+    /// Bumped by every invalidation of a tag key (`cache/tags.rs`).
+    tag_epoch: AtomicU64,
 }
 
 impl NearCache {
@@ -136,6 +139,7 @@ impl NearCache {
             config,
             invalidations: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            tag_epoch: AtomicU64::new(0),
         }
     }
 
@@ -228,6 +232,9 @@ impl NearCache {
 
     /// Evicts `key` now: this process invalidated it.
     pub(crate) fn evict(&self, key: &str) {
+        if is_tag_key(key) {
+            self.tag_epoch.fetch_add(1, Ordering::SeqCst);
+        }
         self.epochs[self.stripe(key)].fetch_add(1, Ordering::SeqCst);
         self.store.remove(key);
     }
@@ -270,6 +277,11 @@ impl NearCache {
         self.flush();
         self.serving.store(true, Ordering::SeqCst);
         self.ready.send_replace(true);
+    }
+
+    /// How many tag keys were invalidated so far: read before Redis is, by a tagged call.
+    pub(crate) fn tag_epoch(&self) -> u64 {
+        self.tag_epoch.load(Ordering::SeqCst)
     }
 
     pub(crate) fn is_serving(&self) -> bool {

@@ -224,6 +224,20 @@ fn unwrap(bytes: &[u8], count: usize) -> Option<(Vec<u64>, usize)> {
 /// A tag's version as the near cache keeps it.
 struct TagVersion(u64);
 
+/// The versions of an entry's tags, as read or taken before its fill, and the near cache's
+/// tag epoch read before that: while no tag key has been invalidated since, a near hit needs
+/// no other check.
+#[derive(Debug)]
+pub(crate) struct Stamp {
+    pub(crate) versions: Arc<[u64]>,
+    pub(crate) epoch: u64,
+}
+
+/// Whether `key` (a full key) is a tag's.
+pub(crate) fn is_tag_key(key: &str) -> bool {
+    key.contains(TAG_MARK)
+}
+
 /// Tag counters of one cache.
 #[derive(Default)]
 pub(crate) struct TagCounters {
@@ -318,6 +332,7 @@ impl Cache {
         } else {
             None
         };
+        let epoch = near.map_or(0, NearCache::tag_epoch);
         let tickets: Vec<Option<Ticket>> = tags
             .iter()
             .map(|t| near.and_then(|n| n.ticket(t)))
@@ -370,7 +385,10 @@ impl Cache {
                 since,
                 ttl,
                 bytes: size,
-                tags: Some(stored.into()),
+                tags: Some(Arc::new(Stamp {
+                    versions: stored.into(),
+                    epoch,
+                })),
             }),
         }
     }
@@ -395,12 +413,13 @@ impl Cache {
         key: &Key,
         ttl: u64,
         counters: &Counters,
-    ) -> Option<Option<Arc<[u64]>>> {
+    ) -> Option<Option<Arc<Stamp>>> {
         if key.tags.is_empty() {
             return Some(None);
         }
+        let epoch = self.inner.near.as_deref().map_or(0, NearCache::tag_epoch);
         match self.take_versions(key, ttl).await {
-            Ok(versions) => Some(Some(versions)),
+            Ok(versions) => Some(Some(Arc::new(Stamp { versions, epoch }))),
             Err(e) => {
                 self.failed(counters, "SET NX GET", &e);
                 None
@@ -489,19 +508,23 @@ fn keep_version(near: &NearCache, tag: &str, ticket: Ticket, version: u64, since
     );
 }
 
-/// Whether a near-cache slot of `key` may be served: untagged, or every version it was kept
-/// with is its tag's version in the near cache now.
+/// Whether a near-cache slot of `key` may be served: untagged, or no tag key invalidated
+/// since its versions were read (one load), or every version it was kept with is its tag's
+/// version in the near cache now.
 #[inline]
 pub(crate) fn near_current(near: &NearCache, key: &Key, slot: &Slot) -> bool {
     if key.tags.is_empty() {
         return true;
     }
-    let Some(kept) = &slot.tags else {
+    let Some(stamp) = &slot.tags else {
         return false;
     };
+    if stamp.epoch == near.tag_epoch() {
+        return true;
+    }
     let tags = key.tags.keys();
-    kept.len() == tags.len()
-        && tags.iter().zip(kept.iter()).all(|(tag, v)| {
+    stamp.versions.len() == tags.len()
+        && tags.iter().zip(stamp.versions.iter()).all(|(tag, v)| {
             near.get(tag).is_some_and(|s| {
                 s.value
                     .as_ref()

@@ -10,9 +10,9 @@
 //! rt1:{version}{version}…:{entry}      16 hex digits per tag, in the order of the tags
 //! ```
 //!
-//! A read sends `GET` of the tag keys with the entry's `GET` (one pipeline on one server;
-//! per slot on a cluster, all at once) and serves the entry only when every version it
-//! stored is still the tag's. Invalidating a tag deletes its key: every entry stored with
+//! A read fetches the tag keys with the entry (one `MGET` on one server; on a cluster one
+//! `MGET` per slot of tags beside the entry's `GET`, all at once) and serves the entry only
+//! when every version it stored is still the tag's. Invalidating a tag deletes its key: every entry stored with
 //! it, and every fill that read it before, stops matching; a tag key lost to eviction or
 //! `FLUSHDB` reads as invalidated the same way, and the next fill gives the tag a new
 //! version, so nothing comes back. An entry without the `rt1` header under a tagged
@@ -20,8 +20,13 @@
 //!
 //! With the near cache, tag versions are kept there too, under their keys, evicted by the
 //! same tracking messages as entries (the tag keys are in the namespace). A near entry
-//! records the versions it was read or filled with, and a near hit compares them with the
-//! near cache's versions: no command.
+//! records the versions it was read or filled with and the near cache's count of tag-key
+//! invalidations read before that; a near hit is served with no command, after one load
+//! while that count is unchanged, else after comparing its versions with the near cache's.
+//!
+//! Tag keys are created with a TTL of twice their creating entry's, at least a day; an entry
+//! that outlives its tag key is refilled once. `invalidate_tags` also stops every fill under
+//! way in this process from handing its result to callers that come after it.
 
 use std::{
     any::Any,

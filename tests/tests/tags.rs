@@ -15,9 +15,10 @@ use std::{
 
 use cached_runtime::{Cache, CacheBuilder, Key, Policy, shape::Plain};
 use tests::{
+    RedisServer,
     fixtures::policy,
     topology::{LocalCluster, TestRedis, Topology},
-    topology_suite,
+    topology_suite, wait_until,
 };
 use tokio::sync::oneshot;
 
@@ -343,6 +344,36 @@ topology_suite!(standalone, cluster;
     a_write_through_of_a_tagged_key_is_served_until_its_tag_is_invalidated,
     a_tag_of_100k_entries_is_invalidated_with_one_command,
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_invalidation_sent_to_a_frozen_redis_is_not_lost() {
+    let server = RedisServer::start();
+    let a = server
+        .cache_builder()
+        .namespace(NS)
+        .command_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .expect("connect");
+    let p = policy("frozen");
+    let k = key(&a, "frozen", 1, &["user:7"]);
+    let runs = AtomicU64::new(0);
+    assert_eq!(read(&a, &k, &p, 1, &runs).await, 1);
+    assert_eq!(read(&a, &k, &p, 2, &runs).await, 1);
+    server.freeze();
+    let failed = a.invalidate_tags(["user:7"]).await;
+    assert!(failed.is_err(), "a frozen redis answered the invalidation");
+    assert_eq!(a.stats().pending_invalidations, 1);
+    server.thaw();
+    // The very next read, whatever state the retry is in, does not serve the old entry.
+    assert_eq!(read(&a, &k, &p, 3, &runs).await, 3);
+    wait_until(WITHIN, || a.stats().pending_invalidations == 0).await;
+    // Read 3 was either skipped by the pending invalidation (not stored) or, after the
+    // retry, a miss that stored 3 under the tag's new version; never the old entry.
+    let served = read(&a, &k, &p, 4, &runs).await;
+    assert!([3, 4].contains(&served), "{served}");
+    assert_eq!(read(&a, &k, &p, 5, &runs).await, served, "cached again");
+}
 
 #[tokio::test]
 async fn in_memory_tags_behave_as_in_redis() {

@@ -94,6 +94,42 @@ async fn a_writer_drops_two_functions_by_one_tag_and_keeps_the_others(redis: Tes
     assert_eq!(item(&cache, &runs, "garden".to_owned(), 4).await, g);
 }
 
+/// A revalidating response: its entry is served as stored, validator included.
+#[redis_cache(
+    prefix = "tm.direct",
+    ttl = 60,
+    cache = cache,
+    skip(cache),
+    revalidate,
+    tags = ["item:{id}"]
+)]
+async fn direct(cache: &Cache, id: u64) -> axum::Json<u64> {
+    axum::Json(id)
+}
+
+#[tokio::test]
+async fn a_tagged_revalidating_response_is_served_with_its_etag_until_its_tag_goes() {
+    let redis = tests::RedisServer::start();
+    let cache = redis.cache().await;
+    let conditional = cached_runtime::http::Conditional::default();
+    let miss = direct(conditional.clone(), &cache, 7).await;
+    assert!(!miss.is_hit());
+    let hit = direct(conditional.clone(), &cache, 7).await;
+    assert!(hit.is_hit());
+    assert_eq!(hit.json(), Some(&b"7"[..]));
+    assert_eq!(hit.etag(), miss.etag());
+    assert!(hit.etag().is_some());
+    assert_eq!(
+        direct_invalidate_tags(&cache, &7)
+            .await
+            .expect("invalidate"),
+        1
+    );
+    let again = direct(conditional, &cache, 7).await;
+    assert!(!again.is_hit(), "the tag's invalidation dropped it");
+    assert_eq!(again.etag(), miss.etag(), "the same value, the same tag");
+}
+
 topology_suite!(standalone, cluster;
     a_writer_drops_two_functions_by_one_tag_and_keeps_the_others,
 );

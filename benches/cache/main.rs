@@ -16,6 +16,7 @@ mod http;
 mod invalidation;
 mod near;
 mod stampede;
+mod tags;
 mod variants;
 
 use std::{process::Command, sync::Arc, time::Instant};
@@ -83,6 +84,10 @@ fn main() {
     if !skipped("invalidation") {
         let server = RedisServer::start();
         rt.block_on(invalidation::run(&server));
+    }
+    if !skipped("tags") {
+        let server = RedisServer::start();
+        rt.block_on(tags::run(&server));
     }
     if !skipped("http") {
         http::run(&rt);

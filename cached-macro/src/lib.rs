@@ -59,6 +59,7 @@ mod validate;
 /// | `soft_timeout = Duration::from_millis(200)` | With a stale value, waits at most this long for the body, then answers stale while the body finishes in the background and stores its result. Same bounds as `stale_while_revalidate`. |
 /// | `hard_timeout = 10` | A background body is dropped (nothing stored, its lock released) after this long; needs `stale_while_revalidate`, `soft_timeout` or `early_refresh`, and must be longer than `soft_timeout`. |
 /// | `early_refresh` | Refreshes hot entries in the background shortly before their TTL ends, chosen at random (XFetch, weighted by the last body's duration). Same bounds as `stale_while_revalidate`. |
+/// | `tags = ["category:{category}", "user:{user.id}"]` | Tags each entry carries, as templates with the `key` template's rules; a placeholder may name only what the key is made of. `cache.invalidate_tags(["category:books"])` drops every entry carrying a tag, of every function, with one command per tag (no scan), on one server and on a cluster; the companion `{name}_invalidate_tags(cache, args…)` drops the tags of one call. A warm read from the near cache sends nothing more; from Redis, the tags' versions come in the same round trip. See `Cache::invalidate_tags`. |
 /// | `lock = true` | Across processes, one caller fills a missing entry under a Redis lock (`SET NX PX`, released only by its owner) while the others poll for its value. `lock = true` holds the lock at most 10 s; `lock = 3` or `lock = Duration::from_millis(500)` sets that TTL. Waiters give up and run the body themselves after the lock TTL, so a crashed holder blocks nobody for longer. In-process single-flight needs no option: it is on for every cache unless turned off there. |
 ///
 /// An unknown, repeated or malformed option is a compile error that lists the valid ones.
@@ -177,6 +178,9 @@ mod validate;
 /// fn item_key(cache: &Cache, id: &u64) -> Result<Key, CacheError>
 /// async fn item_invalidate(cache: &Cache, id: &u64) -> Result<bool, CacheError>
 /// ```
+///
+/// and, with `tags`, `async fn item_invalidate_tags(cache: &Cache, id: &u64) -> Result<u64,
+/// CacheError>`, which invalidates the tags of that call (every entry carrying one of them),
 ///
 /// taking the key's arguments by reference (an extractor's inner value: `&u64` for a
 /// `web::Path<u64>`; a name bound by a pattern by its type where the pattern shows it, `&u64`

@@ -186,6 +186,47 @@ impl Call {
         self
     }
 
+    /// Starts one of the `tags = [...]` templates.
+    #[inline]
+    pub fn tag(mut self) -> Self {
+        if let Some((_, key)) = &mut self.cache {
+            key.push_tag_start();
+        }
+        self
+    }
+
+    /// Appends a tag template's literal text.
+    #[inline]
+    pub fn tag_literal(mut self, text: &'static str) -> Self {
+        if let Some((_, key)) = &mut self.cache {
+            key.push_tag_literal(text);
+        }
+        self
+    }
+
+    /// Appends a tag template's argument.
+    #[inline]
+    pub fn tag_value<T: KeyArg + ?Sized>(mut self, value: &T) -> Self {
+        if let Some((_, key)) = &mut self.cache {
+            key.push_tag_value(value);
+        }
+        self
+    }
+
+    /// Invalidates the tags of the finished key (the `{name}_invalidate_tags` companion).
+    pub async fn invalidate_tags(self) -> Result<u64, CacheError> {
+        let Some((cache, key)) = self.cache else {
+            return Err(CacheError::Config("no cache".to_owned()));
+        };
+        let key = key.build()?;
+        let namespace = cache.namespace();
+        let texts = key.tags.keys().iter().filter_map(|t| {
+            t.strip_prefix(namespace)?
+                .strip_prefix(crate::cache::tags::TAG_MARK)
+        });
+        cache.invalidate_tags(texts).await
+    }
+
     /// Appends the segment of `vary(source = [headers])`: a hash of those headers' values.
     #[inline]
     pub fn vary<V: crate::cache::vary::VarySource + ?Sized>(

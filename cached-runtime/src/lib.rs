@@ -117,6 +117,7 @@ pub use cache::mode::{bypass, refresh};
 pub use cache::near::NearStats;
 pub use cache::policy::Policy;
 pub use cache::stats::{Counts, Stats};
+pub use cache::tags::{TagBuilder, TagStats};
 pub use cache::vary::VarySource;
 pub use connection::{Credentials, CredentialsProvider, Redis, RedisBuilder};
 pub use connection::{DEFAULT_URL, redact_url};

@@ -29,6 +29,8 @@
 //! | `redis_cache_refreshed_total` | counter | `cache`, `prefix` | background refreshes that stored a result |
 //! | `redis_cache_refresh_failures_total` | counter | `cache`, `prefix` | background refreshes whose body failed, panicked (logged) or passed its hard timeout; the entry is left as it was |
 //! | `redis_cache_early_refreshes_total` | counter | `cache`, `prefix` | fresh entries refreshed before their TTL (XFetch) |
+//! | `redis_cache_tag_invalidations_total` | counter | `cache` | tags invalidated by `Cache::invalidate_tags` (one per tag, whatever the number of entries) |
+//! | `redis_cache_tag_rejected_total` | counter | `cache`, `prefix` | entries found in Redis but not served: stored before a tag they carry was invalidated (or its key lost), treated as misses and overwritten |
 //! | `redis_cache_fill_duration_seconds` | histogram | `cache`, `prefix` | how long the function's body took when the cache ran it (miss, error, refresh): what each hit saves |
 //! | `redis_cache_wait_duration_seconds` | histogram | `cache`, `prefix`, `wait` | how long a call waited for another caller's fill: `wait="flight"` in this process (single-flight), `wait="lock"` for another process holding the fill lock |
 //! | `db.client.operation.duration` | histogram (seconds) | `cache`, `db.system.name="redis"`, `db.operation.name`, `error.type` (failures only) | each Redis command sent: `GET`, `SET`, `EVALSHA` (lock release), `UNLINK`, `SCAN`, `PING`; `error.type` is `timeout`, `connection` or `reply` (Redis answered with an error). A command skipped by the open circuit or without a connection is not timed |
@@ -106,6 +108,11 @@ pub const REFRESHED: &str = "redis_cache_refreshed_total";
 pub const REFRESH_FAILURES: &str = "redis_cache_refresh_failures_total";
 /// Early refreshes of fresh entries (XFetch): counter, labels `cache`, `prefix`.
 pub const EARLY_REFRESHES: &str = "redis_cache_early_refreshes_total";
+/// Tags invalidated (`Cache::invalidate_tags`, one per tag): counter, labels `cache`.
+pub const TAG_INVALIDATIONS: &str = "redis_cache_tag_invalidations_total";
+/// Entries found but not served, a tag they carry being invalidated: counter, labels
+/// `cache`, `prefix`.
+pub const TAG_REJECTED: &str = "redis_cache_tag_rejected_total";
 /// Body run time: histogram in seconds, labels `cache`, `prefix`.
 pub const FILL_DURATION: &str = "redis_cache_fill_duration_seconds";
 /// Time spent waiting for another caller's fill: histogram in seconds, labels `cache`,

@@ -84,11 +84,13 @@ async fn get_item(
 }
 
 /// `GET /items?category=…&page=…`: one page of items, keyed on the whole query (which only
-/// names categories that exist and pages up to [`MAX_PAGE`](crate::model::MAX_PAGE)).
+/// names categories that exist and pages up to [`MAX_PAGE`](crate::model::MAX_PAGE)), and
+/// tagged with its category, so a write drops every page of a list with one command.
 ///
 /// Stale-while-revalidate: for 5 minutes past its TTL a page is answered at once from the
 /// stale entry while one refresh (in the whole fleet, under the fill lock) reads it again;
-/// fail-safe too, so a failing refresh leaves the stale page in place.
+/// fail-safe too, so a failing refresh leaves the stale page in place. A write's tag
+/// invalidation ends that too: an invalidated page is never answered, fresh or stale.
 #[redis_cache(
     prefix = "items",
     ttl = 60,
@@ -96,7 +98,8 @@ async fn get_item(
     stale_while_revalidate,
     fail_safe,
     skip(state),
-    cache = state.cache
+    cache = state.cache,
+    tags = ["list:{query.category}"]
 )]
 #[get("/items")]
 async fn list_items(
@@ -173,10 +176,11 @@ async fn delete_item(
 }
 
 /// Invalidates the entry of item `id` (exactly the key `get_item` reads, through its
-/// companion) and every cached page of the lists of `categories` and of the unfiltered list.
+/// companion) and every cached page of the lists of `categories` and of the unfiltered list:
+/// one command per list's tag, however many pages are cached, no scan.
 ///
 /// The write has already happened, so a Redis failure here does not fail the request: it is
-/// logged, and the stale entries expire with their TTL.
+/// logged, retried by the cache, and until then those entries are not read.
 async fn forget(cache: &Cache, id: u64, categories: &[&str]) {
     if let Err(e) = get_item_invalidate(cache, &id).await {
         tracing::warn!(id, error = %e, "cannot invalidate the cached item; it expires with its ttl");
@@ -187,15 +191,23 @@ async fn forget(cache: &Cache, id: u64, categories: &[&str]) {
             lists.push(Some(c));
         }
     }
-    for category in lists {
-        let result = async {
-            let pattern = list_pattern(cache, category)?;
-            cache.invalidate_pattern(&pattern).await
-        };
-        if let Err(e) = result.await {
-            tracing::warn!(?category, error = %e, "cannot invalidate cached lists; they expire with their ttl");
-        }
+    let tags: Result<Vec<String>, CacheError> = lists
+        .iter()
+        .map(|category| list_tag(cache, *category))
+        .collect();
+    let result = match tags {
+        Ok(tags) => cache.invalidate_tags(tags).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        tracing::warn!(?lists, error = %e, "cannot invalidate cached lists");
     }
+}
+
+/// The tag every cached page of one category's list carries (`None`: the unfiltered list):
+/// `list_items`'s `list:{query.category}` for that category.
+pub fn list_tag(cache: &Cache, category: Option<&str>) -> Result<String, CacheError> {
+    cache.tag().literal("list:").value(&category).build()
 }
 
 /// The query of `GET /items` as an extractor: parsed and range-checked as [`ListQuery`]

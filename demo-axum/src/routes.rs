@@ -21,6 +21,8 @@ use crate::{
 
 /// The prefix of `GET /items` entries; must equal the `prefix` in its attribute.
 pub const LIST_PREFIX: &str = "items";
+/// The tag every `GET /items` entry carries; must equal the `tags` in its attribute.
+pub const LIST_TAG: &str = "list";
 /// The highest page number accepted.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -96,7 +98,7 @@ fn first_page() -> u32 {
 }
 
 /// `GET /items?category=…&page=…`: one page, keyed on the two fields the pattern binds.
-#[redis_cache(prefix = "items", ttl = 60, skip(app), cache = app.cache)]
+#[redis_cache(prefix = "items", ttl = 60, skip(app), cache = app.cache, tags = ["list"])]
 pub async fn list_items(
     State(app): State<App>,
     Query(ListQuery { category, page }): Query<ListQuery>,
@@ -141,7 +143,8 @@ pub async fn update_item(
     if let Err(e) = item_invalidate(&app.cache, &id).await {
         tracing::warn!(id, error = %e, "cannot invalidate the cached item");
     }
-    if let Err(e) = app.cache.invalidate_prefix(LIST_PREFIX).await {
+    // Every cached list carries the tag `list`: one command, however many pages are cached.
+    if let Err(e) = app.cache.invalidate_tags([LIST_TAG]).await {
         tracing::warn!(error = %e, "cannot invalidate the cached lists");
     }
     Ok(Json(updated))

@@ -36,6 +36,7 @@ mod kw {
     syn::custom_keyword!(vary);
     syn::custom_keyword!(revalidate);
     syn::custom_keyword!(near);
+    syn::custom_keyword!(tags);
     // The name `near` had before; only to say so.
     syn::custom_keyword!(local);
 }
@@ -58,6 +59,7 @@ pub(crate) const OPTIONS: &[&str] = &[
     "vary",
     "revalidate",
     "near",
+    "tags",
 ];
 
 /// The options of one `#[redis_cache(...)]`, each with the span of its name.
@@ -87,6 +89,8 @@ pub(crate) struct Args {
     pub(crate) near: Option<(Span, LitBool)>,
     /// `stale = 600`, `fail_safe`, … (`stale.rs`).
     pub(crate) stale: StaleArgs,
+    /// `tags = ["category:{category}"]`: templates of the tags entries carry.
+    pub(crate) tags: Option<(Span, Vec<LitStr>)>,
 }
 
 /// `req = ["authorization", "accept-language"]` in `vary(...)`: the argument the headers are
@@ -208,6 +212,18 @@ impl Parse for Args {
                 let span = input.parse::<kw::near>()?.span;
                 let value = parse_value(input, "near", "near = false")?;
                 set(&mut args.near, "near", span, value)?;
+            } else if look.peek(kw::tags) {
+                let span = input.parse::<kw::tags>()?.span;
+                expect_eq(input, "tags", "tags = [\"category:{category}\"]")?;
+                if !input.peek(token::Bracket) {
+                    return Err(input.error(
+                        "expected a list of tag templates, like `tags = [\"category:{category}\"]`",
+                    ));
+                }
+                let content;
+                bracketed!(content in input);
+                let tags = Punctuated::<LitStr, Token![,]>::parse_terminated(&content)?;
+                set(&mut args.tags, "tags", span, tags.into_iter().collect())?;
             } else if input.peek(kw::local) {
                 return Err(renamed_local(input));
             } else if stale::peek(input) {

@@ -11,7 +11,7 @@ use proc_macro2::{Literal, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::{ext::IdentExt, spanned::Spanned};
 
-use self::parts::{generic_friendly, key_part, strip_group, types_tokens, vary_tokens};
+use self::parts::{generic_friendly, key_part, strip_group, tag_tokens, types_tokens, vary_tokens};
 
 use crate::{
     args::{self, Args, Body, Func},
@@ -84,6 +84,12 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
     let types = types_tokens(&plan.types);
     let key = plan.key.iter().map(|part| key_part(part, &private, None));
     let vary = vary_tokens(&plan.vary);
+    let tags = tag_tokens(&plan.tags, &private, None);
+    // Tag templates follow the key template's rule, checked the same way.
+    let tag_checks = plan.tags.iter().map(|tag| {
+        let lit = &tag.lit;
+        quote_spanned!(lit.span()=> const _: () = #private::check_template(#lit);)
+    });
     // The header names, checked by the runtime's rule at compile time, on each literal.
     let header_checks = plan
         .vary
@@ -175,6 +181,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
             #(#inner_attrs)*
             #prefix_check
             #template_check
+            #(#tag_checks)*
             #[allow(unused_imports)]
             use #private::{KeyLevel0 as _, KeyLevel1 as _, KeyLevel2 as _, Level0 as _, Level1 as _, Level2 as _, Level3 as _};
             #(#binding_checks)*
@@ -185,7 +192,7 @@ fn expand(plan: Plan, func: Func) -> TokenStream {
             #[allow(unused_imports)]
             use #private::{RiskLevel0 as _, RiskLevel1 as _};
             #(#risks)*
-            let #call = #start #types #(#key)* #vary;
+            let #call = #start #types #(#key)* #vary #tags;
             let #select = #selected;
             #run
         }

@@ -47,6 +47,36 @@ pub(super) fn key_part(
     }
 }
 
+/// `.tag()` and the parts of each tag template: placeholders keyed as in [`key_part`].
+pub(super) fn tag_tokens(
+    tags: &[crate::validate::Tag],
+    private: &TokenStream,
+    direct: Option<&[Ident]>,
+) -> TokenStream {
+    tags.iter()
+        .map(|tag| {
+            let parts = tag.parts.iter().map(|part| match part {
+                KeyPart::Literal(text) => quote!(.tag_literal(#text)),
+                value => retarget(key_part(value, private, direct)),
+            });
+            quote!(.tag() #(#parts)*)
+        })
+        .collect()
+}
+
+/// A key part's `.key_value(…)` or `.key_arg(…)` call as `.tag_value(…)`, spans kept.
+fn retarget(tokens: TokenStream) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|tree| match tree {
+            proc_macro2::TokenTree::Ident(i) if i == "key_value" || i == "key_arg" => {
+                proc_macro2::TokenTree::Ident(Ident::new("tag_value", i.span()))
+            }
+            other => other,
+        })
+        .collect()
+}
+
 /// `.vary(&req, &["authorization"])` for each `vary` source of the getter.
 pub(super) fn vary_tokens(vary: &[(Ident, Vec<syn::LitStr>)]) -> TokenStream {
     vary.iter()

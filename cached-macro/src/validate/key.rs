@@ -90,7 +90,7 @@ pub(super) fn parts(
         }
     }
     if let Some((_, lit)) = template {
-        template::parts(lit, func, params, &mut keyed, errors);
+        template::parts("key template", lit, func, params, &mut keyed, errors);
     } else if !skip_all {
         for name in params.iter().flat_map(|p| &p.names) {
             let ident = &name.ident;

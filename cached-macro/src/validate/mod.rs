@@ -12,6 +12,7 @@ mod receiver;
 mod shape;
 mod signature;
 mod stale;
+mod tags;
 mod template;
 mod ty;
 mod vary;
@@ -25,6 +26,7 @@ pub(crate) use self::{
     key::KeyPart,
     options::{Options, Secs},
     stale::StaleOptions,
+    tags::Tag,
 };
 use crate::args::{Args, Func};
 
@@ -34,6 +36,8 @@ pub(crate) struct Plan {
     /// The key template, checked by the runtime's rule at compile time.
     pub(crate) template: Option<LitStr>,
     pub(crate) key: Vec<KeyPart>,
+    /// `tags = [...]`: each template with its parts, checked like the key template.
+    pub(crate) tags: Vec<Tag>,
     /// Expressions naming the types that tell a generic function's instantiations apart.
     pub(crate) types: Vec<TokenStream>,
     /// The return type as written.
@@ -63,6 +67,7 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
     let template = args.key.as_ref();
     let keyed = key::parts(skip, template, func, &params, &vary_args, &mut errors);
     vary::check_not_in_template(&vary, &keyed, &mut errors);
+    let tags = tags::parts(args.tags.as_ref(), func, &params, &keyed, &mut errors);
     let ret = shape::return_type(func, &mut errors);
     let types = ret
         .as_ref()
@@ -81,6 +86,7 @@ pub(crate) fn validate(args: Args, func: &Func) -> syn::Result<Plan> {
         unkeyed: key::unkeyed(&params, &keyed, &vary_args),
         binding_types: companions::binding_types(&params, &keyed),
         key: keyed.parts,
+        tags,
         options,
         types,
         ret,

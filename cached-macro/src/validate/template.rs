@@ -15,6 +15,7 @@ use crate::args::Func;
 
 /// The template's parts, in order, into `keyed`.
 pub(super) fn parts(
+    what: &str,
     lit: &LitStr,
     func: &Func,
     params: &[Param<'_>],
@@ -33,7 +34,9 @@ pub(super) fn parts(
                 let Some(end) = rest.find('}') else {
                     errors.at(
                         span,
-                        format!("unclosed `{{` in key template {template:?}: close the placeholder with `}}`"),
+                        format!(
+                            "unclosed `{{` in {what} {template:?}: close the placeholder with `}}`"
+                        ),
                     );
                     return;
                 };
@@ -41,7 +44,9 @@ pub(super) fn parts(
                 if placeholder.contains('{') {
                     errors.at(
                         span,
-                        format!("unclosed `{{` in key template {template:?}: close the placeholder with `}}`"),
+                        format!(
+                            "unclosed `{{` in {what} {template:?}: close the placeholder with `}}`"
+                        ),
                     );
                     return;
                 }
@@ -51,14 +56,14 @@ pub(super) fn parts(
                         .push(KeyPart::Literal(std::mem::take(&mut text)));
                 }
                 if let Some(part) =
-                    placeholder_value(placeholder, span, func, params, keyed, errors)
+                    placeholder_value(what, placeholder, span, func, params, keyed, errors)
                 {
                     keyed.parts.push(part);
                 }
                 rest = &rest[end + 1..];
             }
             '}' => {
-                errors.at(span, format!("unmatched `}}` in key template {template:?}"));
+                errors.at(span, format!("unmatched `}}` in {what} {template:?}"));
                 return;
             }
             c => {
@@ -74,6 +79,7 @@ pub(super) fn parts(
 
 /// The value a `{name}`, `{name.field.0}` or `{self.field}` placeholder stands for.
 fn placeholder_value(
+    what: &str,
     placeholder: &str,
     span: Span,
     func: &Func,
@@ -87,7 +93,9 @@ fn placeholder_value(
     if root.is_empty() {
         errors.at(
             span,
-            format!("empty placeholder `{{{placeholder}}}` in key template: name an argument, like `{{id}}`"),
+            format!(
+                "empty placeholder `{{{placeholder}}}` in {what}: name an argument, like `{{id}}`"
+            ),
         );
         return None;
     }
@@ -98,7 +106,7 @@ fn placeholder_value(
             None => {
                 errors.at(
                     span,
-                    format!("`{{{placeholder}}}` in key template: `{segment}` is not a field name"),
+                    format!("`{{{placeholder}}}` in {what}: `{segment}` is not a field name"),
                 );
                 return None;
             }
@@ -108,7 +116,7 @@ fn placeholder_value(
         let Some(receiver) = func.sig.receiver() else {
             errors.at(
                 span,
-                format!("`{{{placeholder}}}` in key template: this function has no `self`"),
+                format!("`{{{placeholder}}}` in {what}: this function has no `self`"),
             );
             return None;
         };
@@ -117,7 +125,7 @@ fn placeholder_value(
             keyed.self_in_key = true;
             errors.at(
                 span,
-                "`{self}` in key template: name the fields of `self` that tell instances apart, like `{self.tenant}`",
+                format!("`{{self}}` in {what}: name the fields of `self` that tell instances apart, like `{{self.tenant}}`"),
             );
             return None;
         }
@@ -132,10 +140,7 @@ fn placeholder_value(
     let Some(found) = find(params, root) else {
         errors.at(
             span,
-            format!(
-                "key template names no argument `{root}`; {}",
-                arg_names(params)
-            ),
+            format!("{what} names no argument `{root}`; {}", arg_names(params)),
         );
         return None;
     };

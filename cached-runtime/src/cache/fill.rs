@@ -20,6 +20,7 @@ use crate::{
     cache::report::{self, Wait},
     cache::shape::{Entry, Shape},
     cache::stats::{Counters, Outcome},
+    cache::tags::Stamp,
     cache::{Cache, Lookup},
 };
 
@@ -151,7 +152,7 @@ pub(crate) type EntrySlot = std::sync::OnceLock<Published>;
 pub(crate) type Landing = std::sync::OnceLock<Landed>;
 
 /// What the near cache needs to keep a result.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Landed {
     /// Taken before the command was sent: the TTL counts from no later than this.
     pub(crate) since: Instant,
@@ -159,6 +160,8 @@ pub(crate) struct Landed {
     pub(crate) ttl: Option<Duration>,
     /// Its stored size.
     pub(crate) bytes: usize,
+    /// The versions of its tags it was read or stored with (`cache/tags.rs`).
+    pub(crate) tags: Option<Arc<Stamp>>,
 }
 
 impl Fill<'_> {
@@ -256,6 +259,22 @@ impl Fill<'_> {
         S: Shape<R>,
         F: Future<Output = R>,
     {
+        // The tags' versions are taken before the body runs: an invalidation after this
+        // point leaves what it stores unservable. Not taken: nothing is stored.
+        let stamp = match source {
+            Source::Failed => None,
+            _ => {
+                // The tag keys outlive the entry's stale window too.
+                let policy = self.policy;
+                let ttl = policy.ttl + policy.jitter + policy.stale_window_secs();
+                self.cache.stamp_tags(self.key, ttl, self.counters).await
+            }
+        };
+        let source = if stamp.is_some() {
+            source
+        } else {
+            Source::Failed
+        };
         let result = self.body(body).await;
         let Some(encoded) = self.encode::<S, R>(&result) else {
             // Nothing to share (an `Err`, or a value that does not encode): dropping the guard
@@ -268,7 +287,7 @@ impl Fill<'_> {
         };
         let invalidated = || guard.as_ref().is_some_and(LeaderGuard::invalidated);
         if source != Source::Failed && encoded.storable && !invalidated() {
-            let stored = self.store_entry(&encoded).await;
+            let stored = self.store_entry(&encoded, stamp.flatten()).await;
             // An invalidation that raced our SET may have run before it reached Redis.
             if stored && invalidated() {
                 let _ = self.cache.inner.store.delete(self.key.as_str()).await;
@@ -493,8 +512,12 @@ impl Fill<'_> {
     }
 
     /// `SET … EX`; whether it was stored.
-    async fn store_entry(&self, encoded: &Encoded) -> bool {
+    async fn store_entry(&self, encoded: &Encoded, tags: Option<Arc<Stamp>>) -> bool {
         let inner = &*self.cache.inner;
+        let versions = tags.as_deref().map(|s| &*s.versions);
+        let Some(bytes) = Cache::tagged_form(self.key, &encoded.bytes, versions) else {
+            return false;
+        };
         // The near cache keeps this result: the write goes on the key's tracking connection,
         // whose NOLOOP keeps Redis from reporting it back to evict what is kept, while a
         // write by anyone after it is still reported. Only with single-flight, which makes
@@ -503,10 +526,7 @@ impl Fill<'_> {
         if let (Some(_), Some(tracker), true) = (self.landing, &inner.tracker, inner.single_flight)
         {
             let since = Instant::now();
-            match tracker
-                .set(self.key.as_str(), &encoded.bytes, encoded.ttl)
-                .await
-            {
+            match tracker.set(self.key.as_str(), &bytes, encoded.ttl).await {
                 Ok(()) => {
                     self.counters.stores(1);
                     self.stored();
@@ -514,7 +534,8 @@ impl Fill<'_> {
                         since,
                         // The near cache keeps it while it is fresh.
                         ttl: Some(Duration::from_secs(encoded.ttl - encoded.window)),
-                        bytes: encoded.bytes.len(),
+                        bytes: bytes.len(),
+                        tags,
                     }));
                     return true;
                 }
@@ -525,7 +546,7 @@ impl Fill<'_> {
         }
         match inner
             .store
-            .set_ex(self.key.as_str(), &encoded.bytes, encoded.ttl)
+            .set_ex(self.key.as_str(), &bytes, encoded.ttl)
             .await
         {
             Ok(()) => {

@@ -209,6 +209,13 @@ impl Cache {
             self.invalidate(key).await?;
             return Ok(());
         }
+        let bytes = match self.tag_written(key, bytes, policy.ttl).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.invalidate(key).await?;
+                return Err(e);
+            }
+        };
         inner.flights.invalidate(key.as_str());
         let scope = Scope::Key(key.as_str().to_owned());
         scope.evict_near(self);
@@ -224,6 +231,32 @@ impl Cache {
         write.done();
         inner.stats.prefix(key.prefix()).stores(1);
         Ok(())
+    }
+
+    /// Deletes tag keys (`cache/tags.rs`), one command each, sent together; each failed one is
+    /// remembered and retried as a key is.
+    pub(crate) async fn invalidate_tag_keys(&self, keys: Vec<String>) -> Result<u64, CacheError> {
+        let scopes: Vec<Scope> = keys.iter().cloned().map(Scope::Key).collect();
+        scopes.iter().for_each(|s| s.evict_near(self));
+        let attempts: Vec<InFlight<'_>> = scopes
+            .iter()
+            .map(|s| InFlight {
+                cache: self,
+                scope: Some(s.clone()),
+            })
+            .collect();
+        let executed = self.inner.store.unlink_tags(&keys).await;
+        scopes.iter().for_each(|s| s.evict_near(self));
+        match executed {
+            Ok(n) => {
+                attempts.into_iter().for_each(InFlight::done);
+                Ok(n)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cache tag invalidation failed; retrying in the background, and not reading what it covers until then");
+                Err(e)
+            }
+        }
     }
 
     async fn invalidate_scope(&self, scope: Scope, stats_prefix: &str) -> Result<u64, CacheError> {

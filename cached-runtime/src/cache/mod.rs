@@ -20,6 +20,7 @@ pub(crate) mod shared;
 pub(crate) mod stale;
 pub(crate) mod stats;
 pub(crate) mod store;
+pub(crate) mod tags;
 pub(crate) mod vary;
 
 use std::{
@@ -107,6 +108,8 @@ pub(crate) struct Inner {
     pub(crate) tracker: Option<Arc<Tracking>>,
     /// Throttled keys and background refreshes (`stale.rs`, `refresh.rs`).
     pub(crate) stale: stale::StaleState,
+    /// Tag invalidations and rejections.
+    pub(crate) tags: tags::TagCounters,
 }
 
 /// What a fill's re-read found.
@@ -324,6 +327,7 @@ impl Cache {
                 near,
                 tracker,
                 stale: stale::StaleState::new(config.max_refreshes),
+                tags: tags::TagCounters::default(),
             }),
         }
     }

@@ -42,6 +42,7 @@ use super::{
     key::Key,
     mode::{self, Mode},
     policy::Policy,
+    tags::{Stamp, is_tag_key},
 };
 use crate::connection::TrackingListener;
 use quick_cache::{DefaultHashBuilder, Weighter, sync::Cache as Store};
@@ -63,6 +64,8 @@ pub(crate) struct Slot {
     /// reached (`cache/stale.rs`).
     stale_until: Option<Instant>,
     weight: u32,
+    /// The versions of the entry's tags it was read or filled with (`cache/tags.rs`).
+    pub(crate) tags: Option<Arc<Stamp>>,
 }
 
 #[derive(Clone)]
@@ -122,6 +125,8 @@ pub(crate) struct NearCache {
     config: NearConfig,
     invalidations: AtomicU64,
     flushes: AtomicU64,
+    /// Bumped by every invalidation of a tag key (`cache/tags.rs`).
+    tag_epoch: AtomicU64,
 }
 
 impl NearCache {
@@ -137,6 +142,7 @@ impl NearCache {
             config,
             invalidations: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
+            tag_epoch: AtomicU64::new(0),
         }
     }
 
@@ -170,6 +176,12 @@ impl NearCache {
         slot.stale_until
             .is_some_and(|until| until > Instant::now())
             .then_some(slot)
+    }
+
+    /// A tag's version as last read, serving or not (a stale answer kept through an outage
+    /// is checked against it); `None` once evicted.
+    pub(crate) fn tag_version(&self, tag: &str) -> Option<Slot> {
+        self.store.get(tag).filter(|slot| slot.expires > Instant::now())
     }
 
     /// A ticket for a call about to read Redis; `None` while not serving.
@@ -217,7 +229,12 @@ impl NearCache {
         if !self.valid(ticket) {
             return;
         }
-        let Landed { since, ttl, bytes } = landed;
+        let Landed {
+            since,
+            ttl,
+            bytes,
+            tags,
+        } = landed;
         let ttl = match (ttl, self.config.ttl) {
             (Some(a), Some(b)) => a.min(b),
             (a, b) => a.or(b).unwrap_or(Duration::from_secs(365 * 24 * 3600)),
@@ -230,6 +247,7 @@ impl NearCache {
             expires,
             stale_until,
             weight: self.weight(key.len() + bytes),
+            tags,
         };
         self.store.insert(key.into(), slot);
         // An invalidation bumps before it removes: seen here, or its removal comes after
@@ -252,6 +270,9 @@ impl NearCache {
 
     /// Evicts `key` now: this process invalidated it.
     pub(crate) fn evict(&self, key: &str) {
+        if is_tag_key(key) {
+            self.tag_epoch.fetch_add(1, Ordering::SeqCst);
+        }
         self.epochs[self.stripe(key)].fetch_add(1, Ordering::SeqCst);
         self.store.remove(key);
     }
@@ -287,12 +308,14 @@ impl NearCache {
         self.serving.store(false, Ordering::SeqCst);
         self.ready.send_replace(false);
         // Fail-safe functions keep their entries for stale service until tracking is back
-        // (which empties everything); nothing else kept can be trusted.
+        // (which empties everything), and the tag versions those entries are checked
+        // against; nothing else kept can be trusted.
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.flushes.fetch_add(1, Ordering::Relaxed);
         let now = Instant::now();
-        self.store
-            .retain(|_, slot| slot.stale_until.is_some_and(|until| until > now));
+        self.store.retain(|key, slot| {
+            slot.stale_until.is_some_and(|until| until > now) || is_tag_key(key)
+        });
     }
 
     /// Every tracking connection is up: serve, from empty.
@@ -300,6 +323,11 @@ impl NearCache {
         self.flush();
         self.serving.store(true, Ordering::SeqCst);
         self.ready.send_replace(true);
+    }
+
+    /// How many tag keys were invalidated so far: read before Redis is, by a tagged call.
+    pub(crate) fn tag_epoch(&self) -> u64 {
+        self.tag_epoch.load(Ordering::SeqCst)
     }
 
     pub(crate) fn is_serving(&self) -> bool {
@@ -384,6 +412,7 @@ mod tests {
             since,
             ttl: Some(Duration::from_secs(60)),
             bytes: 8,
+            tags: None,
         }
     }
 

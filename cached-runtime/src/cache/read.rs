@@ -29,6 +29,7 @@ use super::{
     shape::{Entry, Shape},
     stale::{self, Caught, Freshness, StaleStep},
     stats::{Counters, Outcome},
+    tags,
 };
 use crate::error::CacheError;
 
@@ -231,7 +232,7 @@ impl Cache {
             report::record_outcome(span, o);
         };
         let mode = mode::current();
-        if mode == Mode::Bypass || inner.pending.covers(key.as_str()) {
+        if mode == Mode::Bypass || inner.pending.covers(key.as_str()) || self.tag_pending(key) {
             outcome(Outcome::Bypass);
             return view.uncached(body.await);
         }
@@ -241,8 +242,10 @@ impl Cache {
         } else {
             None
         };
-        if let Some(slot) = near.and_then(|n| n.get(key.as_str()))
-            && let Some(out) = view.near(&slot.value)
+        if let Some(slot) = near.and_then(|n| {
+            n.get(key.as_str())
+                .filter(|slot| tags::near_current(n, key, slot))
+        }) && let Some(out) = view.near(&slot.value)
         {
             outcome(if slot.value.is_some() {
                 Outcome::NearHit
@@ -255,10 +258,7 @@ impl Cache {
         let ticket = near.and_then(|n| n.ticket(key.as_str()));
         let keep = |kept: Kept, landed: Landed| {
             if let (Some(near), Some(ticket)) = (near, ticket) {
-                match stale::near_window(policy) {
-                    None => near.insert(key.as_str(), ticket, kept, landed),
-                    window => near.insert_kept(key.as_str(), ticket, kept, landed, window),
-                }
+                tags::keep(near, key, ticket, kept, landed, stale::near_window(policy));
             }
         };
         let call = Call {
@@ -360,7 +360,7 @@ impl Cache {
             },
             _ => run.await,
         };
-        let landed = landing.get().copied();
+        let landed = landing.get().cloned();
         let (out, kept) = view.filled(result, entry.into_inner(), landed.is_some());
         if let (Some(kept), Some(landed)) = (kept, landed) {
             keep(kept, landed);
@@ -377,6 +377,9 @@ impl Cache {
         span: &Span,
         with_ttl: bool,
     ) -> Found {
+        if !key.tags.is_empty() {
+            return self.get_tagged(key, counters, span, with_ttl).await;
+        }
         let store = &self.inner.store;
         let timer = crate::telemetry::span_timer(span);
         // The clock is read only when the near cache will keep what is found.
@@ -402,6 +405,7 @@ impl Cache {
                     since,
                     ttl,
                     bytes: bytes.len(),
+                    tags: None,
                 }),
                 bytes,
             },

@@ -253,7 +253,12 @@ where
     V: View<S, R>,
 {
     near_window(policy)?;
-    let slot = near?.get_stale(key.as_str())?;
+    let near = near?;
+    let slot = near.get_stale(key.as_str())?;
+    // A tag invalidated since it was kept ends its stale service too.
+    if !super::tags::near_current(near, key, &slot) {
+        return None;
+    }
     view.near(&slot.value)
 }
 
@@ -574,6 +579,7 @@ mod tests {
             since: Instant::now(),
             ttl: Some(ttl),
             bytes: 1,
+            tags: None,
         })
     }
 

@@ -82,6 +82,7 @@ use std::fmt::{self, Write as _};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::tags::Tags;
 use crate::error::CacheError;
 
 /// Encoded arguments longer than this many bytes are replaced by a 33-byte hash form.
@@ -197,6 +198,8 @@ pub struct Key {
     // `full[prefix_start..prefix_end]` is the prefix.
     prefix_start: usize,
     prefix_end: usize,
+    /// The entry's tags; not part of its identity (see [`Tags`]).
+    pub(crate) tags: Tags,
 }
 
 impl Key {
@@ -259,6 +262,7 @@ pub struct KeyBuilder {
     /// Where the arguments start, after `prefix:` and the version segment if any.
     args_start: usize,
     error: Option<CacheError>,
+    tags: Tags,
 }
 
 impl KeyBuilder {
@@ -284,6 +288,7 @@ impl KeyBuilder {
             prefix_end,
             args_start,
             error: None,
+            tags: Tags::default(),
         }
     }
 
@@ -347,6 +352,7 @@ impl KeyBuilder {
                 full: self.buf,
                 prefix_start: self.prefix_start,
                 prefix_end: self.prefix_end,
+                tags: self.tags,
             }),
             Some(e) => Err(e),
         }
@@ -365,10 +371,41 @@ impl KeyBuilder {
         if self.error.is_some() {
             return;
         }
-        let start = self.buf.len();
-        match encode::encode(value, &mut self.buf) {
-            Ok(()) => bound_arg(&mut self.buf, start),
-            Err(e) => self.error = Some(CacheError::KeyArgument(e.0)),
+        if let Err(e) = push_encoded(&mut self.buf, value) {
+            self.error = Some(e);
+        }
+    }
+
+    /// Tags the entry with `text`, as `tags = ["…"]` does once its placeholders are
+    /// filled in: [`Cache::invalidate_tags`](crate::Cache::invalidate_tags) with the same
+    /// text drops it. Text that is empty or holds a brace makes [`build`](Self::build) fail.
+    pub fn tag(mut self, text: &str) -> Self {
+        if let Err(e) = super::tags::check_text(text) {
+            self.error.get_or_insert(e);
+        }
+        self.push_tag_start();
+        self.push_tag_literal(text);
+        self
+    }
+
+    /// Starts a tag (macro expansions: a `tags` template's text and values follow).
+    pub fn push_tag_start(&mut self) {
+        let namespace = &self.buf[..self.prefix_start];
+        self.tags.start(namespace);
+    }
+
+    /// Appends a tag template's literal text, checked at compile time.
+    pub fn push_tag_literal(&mut self, text: &str) {
+        self.tags.push_str(text);
+    }
+
+    /// Appends a tag template's value, encoded as a key argument.
+    pub fn push_tag_value<T: Serialize + ?Sized>(&mut self, value: &T) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Err(e) = self.tags.push_value(value) {
+            self.error = Some(e);
         }
     }
 
@@ -390,6 +427,21 @@ pub(crate) fn type_hash(names: &[&str]) -> u64 {
         }
     }
     hash
+}
+
+/// Appends the encoding of one argument (bounded: see [`MAX_ARG_LEN`]).
+pub(crate) fn push_encoded<T: Serialize + ?Sized>(
+    buf: &mut String,
+    value: &T,
+) -> Result<(), CacheError> {
+    let start = buf.len();
+    match encode::encode(value, buf) {
+        Ok(()) => {
+            bound_arg(buf, start);
+            Ok(())
+        }
+        Err(e) => Err(CacheError::KeyArgument(e.0)),
+    }
 }
 
 /// Replaces `buf[start..]` by its hash form when it is longer than [`MAX_ARG_LEN`].

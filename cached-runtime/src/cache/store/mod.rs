@@ -7,6 +7,7 @@
 //! lock releases do not: they must not be skipped because reads have been failing.
 
 pub(crate) mod memory;
+mod tags;
 
 use std::time::Duration;
 

@@ -1,0 +1,213 @@
+//! Tags: a tagged hit beside an untagged one (from Redis, and from the near cache) at 1, 16
+//! and 64 callers; `invalidate_tags` on a tag with 1,000,000 entries (p50/p99 of one call);
+//! the demo's writer invalidation (what `PUT /items/{id}` asks of the cache) at 1,000,000
+//! keys, by pattern scans before and by tags after.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use cached_runtime::{Cache, Key, Policy, shape::Plain};
+use redis::{AsyncConnectionConfig, aio::MultiplexedConnection};
+use tests::RedisServer;
+
+use crate::{
+    HIT_OPS,
+    harness::{CONCURRENCY, Sample, bench, histogram, record_since},
+};
+
+const ENTRIES: u64 = 1_000_000;
+const BATCH: u64 = 10_000;
+const INVALIDATIONS: usize = 2_000;
+
+async fn cache(url: &str, name: &str, near: bool) -> Cache {
+    let mut builder = Cache::builder(url)
+        .name(name)
+        .namespace("bt:")
+        .command_timeout(Duration::from_secs(10));
+    if near {
+        builder = builder.near_cache(10_000);
+    }
+    let cache = builder.build().await.expect("connect");
+    if near {
+        assert!(cache.near_ready(Duration::from_secs(15)).await);
+    }
+    cache
+}
+
+async fn conn(server: &RedisServer) -> MultiplexedConnection {
+    redis::Client::open(server.url())
+        .expect("url")
+        .get_multiplexed_async_connection_with_config(
+            &AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(120))),
+        )
+        .await
+        .expect("connect")
+}
+
+/// A warm read of `key`; the body never runs.
+async fn hit(cache: &Cache, key: &Key, policy: &Policy) {
+    let v: u64 = cache
+        .get_or_fill::<Plain, _, _>(key, policy, async { unreachable!("warm") })
+        .await;
+    std::hint::black_box(v);
+}
+
+pub(crate) async fn run(server: &RedisServer) {
+    hits(server).await;
+    invalidation(server).await;
+}
+
+async fn hits(server: &RedisServer) {
+    let url = server.url();
+    let policy = Arc::new(Policy::new("bt", Duration::from_secs(3600)).expect("policy"));
+    println!("\n## Tags: a tagged hit beside an untagged one\n");
+    let mut rows = Vec::new();
+    for near in [false, true] {
+        let cache = Arc::new(cache(&url, if near { "tags-near" } else { "tags" }, near).await);
+        let untagged = Arc::new(cache.key("bt").arg(&1u64).build().expect("key"));
+        let tagged = Arc::new(
+            cache
+                .key("bt")
+                .arg(&2u64)
+                .tag("category:books")
+                .tag("user:7")
+                .build()
+                .expect("key"),
+        );
+        for key in [&untagged, &tagged] {
+            let v: u64 = cache
+                .get_or_fill::<Plain, _, _>(key, &policy, async { 42 })
+                .await;
+            assert_eq!(v, 42);
+        }
+        for &c in &CONCURRENCY {
+            let tier = if near { "near" } else { "redis" };
+            let mut pair: Vec<Sample> = Vec::new();
+            for (label, key) in [("untagged", &untagged), ("tagged, 2 tags", &tagged)] {
+                let s = bench(&format!("{tier} hit, {label}"), c, HIT_OPS, {
+                    let (cache, key, policy) =
+                        (Arc::clone(&cache), Arc::clone(key), Arc::clone(&policy));
+                    move || {
+                        let (cache, key, policy) =
+                            (Arc::clone(&cache), Arc::clone(&key), Arc::clone(&policy));
+                        async move { hit(&cache, &key, &policy).await }
+                    }
+                })
+                .await;
+                pair.push(s);
+            }
+            rows.push((tier, c, pair[0], pair[1]));
+        }
+    }
+    println!(
+        "\n| tier | callers | untagged ops/s (p50 / p99 µs) | tagged, 2 tags | tagged p50 / untagged p50 |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for (tier, c, u, t) in rows {
+        println!(
+            "| {tier} | {c} | {} | {} | {:.2}x |",
+            u.cell(),
+            t.cell(),
+            t.p50_us / u.p50_us
+        );
+    }
+}
+
+/// Writes `count` entries `bt:page:{i}` tagged with `tag` (the form a fill stores).
+async fn fill_tagged(conn: &mut MultiplexedConnection, cache: &Cache, prefix: &str, tag: &str) {
+    let policy = Policy::new(prefix.to_owned(), Duration::from_secs(3600)).expect("policy");
+    let first = cache.key(prefix).arg(&0u64).tag(tag).build().expect("key");
+    let _: u64 = cache
+        .get_or_fill::<Plain, _, _>(&first, &policy, async { 1 })
+        .await;
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(first.as_str())
+        .query_async(conn)
+        .await
+        .expect("GET");
+    let mut pipe = redis::pipe();
+    for i in 1..ENTRIES {
+        let key = cache.key(prefix).arg(&i).build().expect("key");
+        pipe.set(key.as_str(), &stored).ignore();
+        if i % BATCH == 0 {
+            let _: () = pipe.query_async(conn).await.expect("pipelined SET");
+            pipe = redis::pipe();
+        }
+    }
+    let _: () = pipe.query_async(conn).await.expect("pipelined SET");
+}
+
+async fn invalidation(server: &RedisServer) {
+    let url = server.url();
+    let cache = cache(&url, "tags-inv", false).await;
+    let mut conn = conn(server).await;
+    println!("\n## Tags: invalidation at {ENTRIES} entries\n");
+    let started = Instant::now();
+    fill_tagged(&mut conn, &cache, "page", "category:books").await;
+    println!(
+        "filled {ENTRIES} entries tagged `category:books` in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Each call deletes the tag key; a fill gives it a version again, as writes and reads
+    // alternate in a service.
+    let policy = Policy::new("page", Duration::from_secs(3600)).expect("policy");
+    let probe = cache
+        .key("page")
+        .arg(&0u64)
+        .tag("category:books")
+        .build()
+        .expect("key");
+    let mut h = histogram();
+    for _ in 0..INVALIDATIONS {
+        let _: u64 = cache
+            .get_or_fill::<Plain, _, _>(&probe, &policy, async { 1 })
+            .await;
+        let t = Instant::now();
+        cache
+            .invalidate_tags(["category:books"])
+            .await
+            .expect("invalidate");
+        record_since(&mut h, t);
+    }
+    println!(
+        "\n| operation | entries | calls | p50 µs | p99 µs | max µs |\n|---|---:|---:|---:|---:|---:|"
+    );
+    println!(
+        "| `invalidate_tags([\"category:books\"])` | {ENTRIES} | {INVALIDATIONS} | {:.0} | {:.0} | {:.0} |",
+        h.value_at_quantile(0.5) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    );
+
+    // The demo's writer: the lists of the old and new category and the unfiltered list.
+    // Before: one pattern scan per list over the whole database; after: one tag each.
+    let t = Instant::now();
+    let mut deleted = 0;
+    for pattern in [
+        "items:(category=books,page=*)",
+        "items:(category=music,page=*)",
+        "items:(category=~,page=*)",
+    ] {
+        deleted += cache.invalidate_pattern(pattern).await.expect("scan");
+    }
+    let scans = t.elapsed();
+    let t = Instant::now();
+    cache
+        .invalidate_tags(["list:books", "list:music", "list:~"])
+        .await
+        .expect("invalidate");
+    let tags = t.elapsed();
+    println!(
+        "| the demo's `PUT` invalidation, 3 pattern scans (before) | {ENTRIES} in the database | 1 | {:.0} | — | — |",
+        scans.as_secs_f64() * 1e6
+    );
+    println!(
+        "| the demo's `PUT` invalidation, 3 tags (after) | {ENTRIES} in the database | 1 | {:.0} | — | — |",
+        tags.as_secs_f64() * 1e6
+    );
+    println!(
+        "(the scans deleted {deleted} keys: the lists are not in this database, the scan cost is the walk)"
+    );
+}

@@ -181,7 +181,9 @@ impl NearCache {
     /// A tag's version as last read, serving or not (a stale answer kept through an outage
     /// is checked against it); `None` once evicted.
     pub(crate) fn tag_version(&self, tag: &str) -> Option<Slot> {
-        self.store.get(tag).filter(|slot| slot.expires > Instant::now())
+        self.store
+            .get(tag)
+            .filter(|slot| slot.expires > Instant::now())
     }
 
     /// A ticket for a call about to read Redis; `None` while not serving.

@@ -28,7 +28,7 @@ use super::{
     report,
     shape::{Entry, Shape},
     stale::{self, Caught, Freshness, StaleStep},
-    stats::{Counters, Outcome},
+    stats::{Counters, Outcome, StaleReason},
     tags,
 };
 use crate::error::CacheError;
@@ -252,13 +252,19 @@ impl Cache {
             } else {
                 Outcome::NearNullHit
             });
+            // Early refresh from the near cache: one comparison unless the function has it.
+            if let (Some(expires), Some(detach)) = (slot.early_expiry(), detach)
+                && stale::early_near(&counters, expires)
+            {
+                let _ = detach.detach(self, key, policy, V::VALIDATED, Why::Early);
+            }
             return out;
         }
         // Taken before Redis is read: an invalidation arriving meanwhile refuses the insert.
         let ticket = near.and_then(|n| n.ticket(key.as_str()));
         let keep = |kept: Kept, landed: Landed| {
             if let (Some(near), Some(ticket)) = (near, ticket) {
-                tags::keep(near, key, ticket, kept, landed, stale::near_window(policy));
+                tags::keep(near, key, ticket, kept, landed, stale::near_keep(policy));
             }
         };
         let call = Call {
@@ -307,7 +313,7 @@ impl Cache {
                 Found::Failed => {
                     // Fail-safe: the near cache's copy, stale, rather than the body.
                     if let Some(out) = stale::near_stale::<S, R, V>(near, key, policy, view) {
-                        counters.fail_safe(1);
+                        counters.stale_served(StaleReason::Unreachable);
                         outcome(Outcome::Stale);
                         return view.stale(out, None);
                     }
@@ -322,8 +328,11 @@ impl Cache {
                 .await
         {
             let (answer, o) = match step {
-                StaleStep::Stale => (
-                    stale.take().map(|(out, _)| view.stale(out, stale_age)),
+                StaleStep::Stale(reason) => (
+                    stale.take().map(|(out, _)| {
+                        counters.stale_served(reason);
+                        view.stale(out, stale_age)
+                    }),
                     Outcome::Stale,
                 ),
                 StaleStep::Filled(out) => (Some(out), Outcome::Miss),

@@ -8,12 +8,21 @@
 //! refresh starts) and by the policy's hard timeout (else the lock's TTL: the policy's `lock`,
 //! or 30 s), after which the body is dropped, so a refresh never outlives its lock. Every
 //! piece of state a refresh takes is a guard: dropped at any `.await` (its runtime shutting
-//! down, the hard timeout), it releases the claim, the slot, the single-flight and the lock.
-//! A panicking body is caught, counted and logged.
+//! down, the hard timeout, the cache dropped), it releases the claim, the slot, the
+//! single-flight and the lock. A panicking body is caught, counted and logged.
+//!
+//! Refreshes never outlive the cache: a refresh holds a background handle (the cache's
+//! state, not one of its users' handles), and the last user handle dropped stops every
+//! refresh still running ([`Handles`]), which drops its body and its guards.
 
-use std::{future::Future, marker::PhantomData, sync::Mutex, sync::PoisonError, time::Duration};
+use std::{
+    future::Future,
+    marker::PhantomData,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::Span;
 
 use crate::cache::{
@@ -42,6 +51,30 @@ pub(crate) enum Why {
     Stale,
     /// A fresh entry chosen by XFetch.
     Early,
+}
+
+/// Shared by a cache's user handles: dropped with the last of them, it stops the cache's
+/// background refreshes.
+pub(crate) struct Handles {
+    /// Never sent on: its receivers learn that it was dropped.
+    stop: watch::Sender<()>,
+}
+
+impl Handles {
+    pub(crate) fn new() -> Self {
+        Self {
+            stop: watch::Sender::new(()),
+        }
+    }
+
+    /// Resolves once the last user handle is dropped.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            // Nothing is ever sent: this returns when the sender is dropped.
+            while rx.changed().await.is_ok() {}
+        }
+    }
 }
 
 /// A body that the read path may move to the background, type-erased so the read path needs
@@ -110,6 +143,8 @@ where
     ) -> Option<oneshot::Receiver<Reply<R>>> {
         let inner = &*cache.inner;
         let spawner = inner.spawner.as_ref()?;
+        // Only a user handle starts one: it ends when the last of them is dropped.
+        let stopped = cache.handles()?.stopped();
         if inner.stale.deferred(key) {
             return None;
         }
@@ -118,7 +153,7 @@ where
         let (tx, rx) = oneshot::channel();
         let task = refresh::<S, R, F>(
             Task {
-                cache: cache.clone(),
+                cache: Cache::background(Arc::clone(&cache.inner)),
                 key: key.clone(),
                 policy: policy.clone(),
                 validated,
@@ -128,7 +163,15 @@ where
             tx,
             claim,
         );
-        spawner.spawn(task);
+        spawner.spawn(async move {
+            tokio::select! {
+                biased;
+                () = stopped => {
+                    tracing::debug!("background refresh stopped: its cache was dropped");
+                }
+                () = task => {}
+            }
+        });
         Some(rx)
     }
 }
@@ -231,6 +274,11 @@ where
                 throttle(&cache, &key, &policy);
             } else {
                 counters.refreshed(1);
+                // The near cache's copy of the old value would start another early refresh
+                // until Redis's invalidation of it arrives.
+                if let (Why::Early, Some(near)) = (why, &cache.inner.near) {
+                    near.evict(key.as_str());
+                }
             }
             // The caller may have stopped waiting (soft timeout): then it is just dropped.
             let _ = reply.send((result, entry.into_inner()));

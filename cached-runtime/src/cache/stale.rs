@@ -38,12 +38,12 @@ use crate::{
         Cache,
         fill::Landed,
         key::{Key, KeyTag},
-        near::NearCache,
+        near::{Keep, NearCache},
         policy::Policy,
         read::View,
         refresh::{Detach, Why},
         shape::{Entry, Shape},
-        stats::Counters,
+        stats::{Counters, StaleReason},
     },
     error::CacheError,
 };
@@ -56,6 +56,10 @@ const SWEEP_AT: usize = 1024;
 
 /// XFetch's `beta`: above 1 favours earlier refreshes.
 const XFETCH_BETA: f64 = 1.0;
+
+/// The most `-ln(u)` of a draw reaches (u is at least 2^-53): farther from expiry than this
+/// many times `delta * beta`, XFetch cannot fire, and no draw is taken.
+const XFETCH_REACH: f64 = 37.0;
 
 /// One function's stale options; see the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -240,6 +244,24 @@ pub(crate) fn near_window(policy: &Policy) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.window))
 }
 
+/// What the near cache keeps of a function's slots besides the value: the window of a
+/// fail-safe function, and whether it refreshes early.
+pub(crate) fn near_keep(policy: &Policy) -> Keep {
+    Keep {
+        window: near_window(policy),
+        early: policy.stale_options().is_some_and(|s| s.early),
+    }
+}
+
+/// Whether a near-cache hit on a slot whose fresh end is `expires` starts an early refresh:
+/// the same XFetch rule as on a Redis hit, a draw taken only near the end.
+pub(crate) fn early_near(counters: &Counters, expires: Instant) -> bool {
+    xfetch(
+        counters.last_fill(),
+        expires.saturating_duration_since(Instant::now()),
+    )
+}
+
 /// A fail-safe function's answer from the near cache's stale copy, for a call that could not
 /// read Redis.
 pub(crate) fn near_stale<S, R, V>(
@@ -326,15 +348,19 @@ fn xfetch(delta: Duration, remaining: Duration) -> bool {
     if delta.is_zero() {
         return false;
     }
+    let (scale, remaining) = (delta.as_secs_f64() * XFETCH_BETA, remaining.as_secs_f64());
+    if scale * XFETCH_REACH < remaining {
+        return false;
+    }
     // In (0, 1]: ln is finite.
     let u = 1.0 - fastrand::f64();
-    delta.as_secs_f64() * XFETCH_BETA * -u.ln() >= remaining.as_secs_f64()
+    scale * -u.ln() >= remaining
 }
 
 /// What the read path does with a stale entry, when not the fill.
 pub(crate) enum StaleStep<O> {
-    /// Answer with it.
-    Stale,
+    /// Answer with it, for this reason.
+    Stale(StaleReason),
     /// The body finished in time (a soft timeout): its answer.
     Filled(O),
 }
@@ -356,8 +382,7 @@ impl Cache {
         V: View<S, R>,
     {
         if options.fail_safe && self.inner.stale.throttled(key) {
-            self.counters(policy).fail_safe(1);
-            return Some(StaleStep::Stale);
+            return Some(StaleStep::Stale(StaleReason::Throttle));
         }
         if !options.background() {
             return None;
@@ -366,23 +391,22 @@ impl Cache {
         let detach = detach?;
         let rx = detach.detach(self, key, policy, V::VALIDATED, Why::Stale);
         if options.while_revalidate {
-            return Some(StaleStep::Stale);
+            return Some(StaleStep::Stale(StaleReason::Revalidate));
         }
         // Already refreshing here or elsewhere (no receiver, or the refresh found the lock
         // taken and dropped its sender): the stale answer now.
         let (Some(soft), Some(rx)) = (options.soft_timeout(), rx) else {
-            return Some(StaleStep::Stale);
+            return Some(StaleStep::Stale(StaleReason::SoftTimeout));
         };
         match tokio::time::timeout(soft, rx).await {
             Ok(Ok((result, entry))) => {
                 if options.fail_safe && matches!(S::entry(&result), Entry::Skip) {
-                    self.counters(policy).fail_safe(1);
                     self.inner.stale.throttle(key, options);
-                    return Some(StaleStep::Stale);
+                    return Some(StaleStep::Stale(StaleReason::FailSafe));
                 }
                 Some(StaleStep::Filled(view.filled(result, entry, false).0))
             }
-            _ => Some(StaleStep::Stale),
+            _ => Some(StaleStep::Stale(StaleReason::SoftTimeout)),
         }
     }
 
@@ -396,7 +420,7 @@ impl Cache {
         stale: O,
         panic: Option<&(dyn Any + Send)>,
     ) -> O {
-        counters.fail_safe(1);
+        counters.stale_served(StaleReason::FailSafe);
         self.inner.stale.throttle(key, options);
         match panic {
             Some(panic) => tracing::warn!(

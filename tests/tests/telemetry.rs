@@ -251,6 +251,7 @@ fn the_dashboard_queries_only_series_the_cache_reports() {
         telemetry::REDIS_ERRORS,
         telemetry::INVALIDATED_KEYS,
         telemetry::FAIL_SAFE,
+        telemetry::STALE_SERVED,
         telemetry::REFRESHES,
         telemetry::REFRESHED,
         telemetry::REFRESH_FAILURES,

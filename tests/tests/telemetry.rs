@@ -13,11 +13,12 @@ use tests::{
 };
 
 /// Every label the crate may put on a series.
-const KNOWN_LABELS: [&str; 9] = [
+const KNOWN_LABELS: [&str; 10] = [
     "cache",
     "prefix",
     "outcome",
     "tier",
+    "reason",
     "wait",
     "to",
     "db.system.name",

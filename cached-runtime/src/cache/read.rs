@@ -254,9 +254,9 @@ impl Cache {
             });
             // Early refresh from the near cache: one comparison unless the function has it.
             if let (Some(expires), Some(detach)) = (slot.early_expiry(), detach)
-                && stale::early_near(&counters, expires)
+                && let Some(left) = stale::early_near(&counters, expires)
             {
-                let _ = detach.detach(self, key, policy, V::VALIDATED, Why::Early);
+                let _ = detach.detach(self, key, policy, V::VALIDATED, Why::Early { left });
             }
             return out;
         }
@@ -296,12 +296,14 @@ impl Cache {
                                 Source::Miss { stale: false }
                             } else {
                                 outcome(if null { Outcome::NullHit } else { Outcome::Hit });
+                                // Narrowed to the fresh remainder by `judge`.
+                                let left = landed.as_ref().and_then(|l| l.ttl).unwrap_or_default();
                                 if let (Some(kept), Some(landed)) = (kept, landed) {
                                     keep(kept, landed);
                                 }
                                 if let (Freshness::Early, Some(detach)) = (fresh, detach) {
-                                    let _ =
-                                        detach.detach(self, key, policy, V::VALIDATED, Why::Early);
+                                    let why = Why::Early { left };
+                                    let _ = detach.detach(self, key, policy, V::VALIDATED, why);
                                 }
                                 return out;
                             }

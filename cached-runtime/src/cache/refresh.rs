@@ -3,10 +3,12 @@
 //! back to a caller still waiting.
 //!
 //! One per key at a time: in this process by a [`Claim`], across processes by the fill lock,
-//! taken without waiting (another process holding it is refreshing the key already). Bounded
-//! by the cache's limit on concurrent refreshes (past it, callers keep the stale value and no
-//! refresh starts) and by the policy's hard timeout (else the lock's TTL: the policy's `lock`,
-//! or 30 s), after which the body is dropped, so a refresh never outlives its lock. Every
+//! taken without waiting (another process holding it is refreshing the key already), then
+//! the key re-read under it: a stale entry another process has refreshed meanwhile, or an
+//! early one written again since it was chosen, is left alone. Bounded by the cache's limit
+//! on concurrent refreshes (past it, callers keep the stale value and no refresh starts) and
+//! by the policy's hard timeout (else the lock's TTL: the policy's `lock`, or 30 s), after
+//! which the body is dropped, so a refresh never outlives its lock. Every
 //! piece of state a refresh takes is a guard: dropped at any `.await` (its runtime shutting
 //! down, the hard timeout, the cache dropped), it releases the claim, the slot, the
 //! single-flight and the lock. A panicking body is caught, counted and logged.
@@ -27,12 +29,12 @@ use tracing::Span;
 
 use crate::cache::{
     Cache, Lookup,
-    fill::{EntrySlot, Fill, LockGuard, Source},
+    fill::{EntrySlot, Fill, Landed, LockGuard, Source},
     flight::{Join, Published},
     key::{Key, KeyTag},
     policy::Policy,
     shape::{Entry, Shape},
-    stale::{Caught, Claim, panic_message},
+    stale::{self, Caught, Claim, panic_message},
 };
 
 /// How long a process leaves a key alone after finding another one refreshing it.
@@ -49,8 +51,8 @@ pub(crate) type Reply<R> = (R, Option<Published>);
 pub(crate) enum Why {
     /// A stale entry (stale-while-revalidate, or a soft timeout).
     Stale,
-    /// A fresh entry chosen by XFetch.
-    Early,
+    /// A fresh entry chosen by XFetch, `left` from its fresh end when it was read.
+    Early { left: Duration },
 }
 
 /// Shared by a cache's user handles: dropped with the last of them, it stops the cache's
@@ -216,15 +218,24 @@ where
         return;
     };
     // Another process may have refreshed it between our read and our lock.
-    if why == Why::Stale {
-        let span = Span::none();
-        let found = cache
-            .lookup::<S, R>(&key, &policy, &counters, &span, false)
-            .await;
-        if !matches!(found, Lookup::Miss { .. }) {
-            lock.release(&counters).await;
-            return;
-        }
+    let span = Span::none();
+    let found = cache
+        .lookup::<S, R>(&key, &policy, &counters, &span, false)
+        .await;
+    let done = match (why, found) {
+        (Why::Stale, found) => !matches!(found, Lookup::Miss { .. }),
+        (
+            Why::Early { left },
+            Lookup::Hit {
+                landed: Some(Landed { ttl: Some(now), .. }),
+                ..
+            },
+        ) => stale::rewritten(&policy, left, now),
+        (Why::Early { .. }, _) => false,
+    };
+    if done {
+        lock.release(&counters).await;
+        return;
     }
     // In this process: a caller filling the key inline stores it already.
     let guard = match cache.inner.flights.join(key.as_str(), u64::MAX) {
@@ -235,7 +246,7 @@ where
         }
     };
     counters.refreshes(1);
-    if why == Why::Early {
+    if matches!(why, Why::Early { .. }) {
         counters.early_refreshes(1);
     }
     let entry = EntrySlot::new();
@@ -276,7 +287,7 @@ where
                 counters.refreshed(1);
                 // The near cache's copy of the old value would start another early refresh
                 // until Redis's invalidation of it arrives.
-                if let (Why::Early, Some(near)) = (why, &cache.inner.near) {
+                if let (Why::Early { .. }, Some(near)) = (why, &cache.inner.near) {
                     near.evict(key.as_str());
                 }
             }

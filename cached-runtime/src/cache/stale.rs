@@ -253,13 +253,21 @@ pub(crate) fn near_keep(policy: &Policy) -> Keep {
     }
 }
 
-/// Whether a near-cache hit on a slot whose fresh end is `expires` starts an early refresh:
-/// the same XFetch rule as on a Redis hit, a draw taken only near the end.
-pub(crate) fn early_near(counters: &Counters, expires: Instant) -> bool {
-    xfetch(
-        counters.last_fill(),
-        expires.saturating_duration_since(Instant::now()),
-    )
+/// Whether a near-cache hit on a slot whose fresh end is `expires` starts an early refresh
+/// (with the time left), by the same XFetch rule as on a Redis hit, a draw taken only near
+/// the end.
+pub(crate) fn early_near(counters: &Counters, expires: Instant) -> Option<Duration> {
+    let left = expires.saturating_duration_since(Instant::now());
+    xfetch(counters.last_fill(), left).then_some(left)
+}
+
+/// Whether an entry found `now` from its fresh end under the refresh's lock was rewritten
+/// since its early refresh was decided `left` from it: what is left only shrinks unless the
+/// entry is written again, so past the midpoint between `left` and a full TTL it was (far
+/// above the slack of either measurement).
+pub(crate) fn rewritten(policy: &Policy, left: Duration, now: Duration) -> bool {
+    let full = Duration::from_secs(policy.ttl);
+    now > left && (now - left) * 2 > full.saturating_sub(left)
 }
 
 /// A fail-safe function's answer from the near cache's stale copy, for a call that could not
@@ -630,6 +638,18 @@ mod tests {
         assert!((0..100).any(|_| xfetch(Duration::from_secs(3600), Duration::from_millis(10))));
         // A 1 ms body, an hour before expiry: -ln(u) would have to reach 3.6e6.
         assert!(!(0..1000).any(|_| xfetch(Duration::from_millis(1), Duration::from_secs(3600))));
+    }
+
+    #[test]
+    fn an_early_refresh_is_skipped_only_for_an_entry_written_again() {
+        let policy = Policy::new("p", Duration::from_secs(60)).expect("a policy");
+        let ms = Duration::from_millis;
+        // Time passed, or the first read was measured a little short: not written again.
+        assert!(!rewritten(&policy, ms(500), ms(400)));
+        assert!(!rewritten(&policy, ms(500), ms(510)));
+        // A full TTL again.
+        assert!(rewritten(&policy, ms(500), Duration::from_secs(60)));
+        assert!(rewritten(&policy, ms(500), Duration::from_secs(45)));
     }
 
     #[test]

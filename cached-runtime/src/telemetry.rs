@@ -17,7 +17,7 @@
 //!
 //! | name | type | labels | meaning |
 //! |---|---|---|---|
-//! | `redis_cache_requests_total` | counter | `cache`, `prefix`, `outcome`, `tier` (hits only) | cached calls by how they ended, exactly one outcome per call: `hit`, `null_hit` (a stored absence), each with `tier="near"` (the near cache) or `tier="redis"`, `stale` (a value past its TTL, within its stale window, served on purpose: stale-while-revalidate, a soft timeout, or the fail-safe throttle), `miss` (the body ran and its result was stored), `coalesced` (answered by another caller's fill), `bypass` (a `bypass`/`refresh` scope or a pending invalidation), `error` (the cache could not be read, the body ran) |
+//! | `redis_cache_requests_total` | counter | `cache`, `prefix`, `outcome`, `tier` (hits only) | cached calls by how they ended, exactly one outcome per call: `hit`, `null_hit` (a stored absence), each with `tier="near"` (the near cache) or `tier="redis"`, `stale` (a value past its TTL, within its stale window, served on purpose without running the body: stale-while-revalidate, a soft timeout, the fail-safe throttle, or the near cache while Redis cannot be read; why is in `redis_cache_stale_served_total`), `miss` (the body ran and its result was stored), `coalesced` (answered by another caller's fill), `bypass` (a `bypass`/`refresh` scope or a pending invalidation), `error` (the cache could not be read, the body ran) |
 //! | `redis_cache_stores_total` | counter | `cache`, `prefix` | entries written (values and null markers) |
 //! | `redis_cache_oversized_total` | counter | `cache`, `prefix` | results returned but not stored: larger than `max_value_bytes` |
 //! | `redis_cache_decode_failures_total` | counter | `cache`, `prefix` | stored entries that did not decode (garbage, another version or shape), treated as misses and overwritten |
@@ -25,6 +25,7 @@
 //! | `redis_cache_redis_errors_total` | counter | `cache`, `prefix` | Redis commands of cached calls that failed, timed out or were skipped by the open circuit |
 //! | `redis_cache_invalidated_keys_total` | counter | `cache`, `prefix` | keys deleted by invalidation (`prefix="*"` for pattern invalidations) |
 //! | `redis_cache_fail_safe_total` | counter | `cache`, `prefix` | stale values served (within the stale window) instead of a body's error or panic, or of an unreachable Redis; the call counts its own outcome too (`miss`, `error` or `stale`) |
+//! | `redis_cache_stale_served_total` | counter | `cache`, `prefix`, `reason` | stale values served (within the stale window), one per value whatever the call's outcome, by why: `revalidate` (stale-while-revalidate, refreshing in the background), `soft_timeout` (the body passed its soft timeout, or the key was being refreshed already), `fail_safe` (the body failed or panicked), `throttle` (the key throttled after a failure, the body not run), `unreachable` (Redis could not be read, the near cache kept the value); the last three add up to `redis_cache_fail_safe_total` |
 //! | `redis_cache_refreshes_total` | counter | `cache`, `prefix` | background refreshes started (stale-while-revalidate, soft timeouts, early refreshes); one per key at a time across processes |
 //! | `redis_cache_refreshed_total` | counter | `cache`, `prefix` | background refreshes that stored a result |
 //! | `redis_cache_refresh_failures_total` | counter | `cache`, `prefix` | background refreshes whose body failed, panicked (logged) or passed its hard timeout; the entry is left as it was |
@@ -99,6 +100,8 @@ pub const REDIS_ERRORS: &str = "redis_cache_redis_errors_total";
 pub const INVALIDATED_KEYS: &str = "redis_cache_invalidated_keys_total";
 /// Stale values served instead of an error (fail-safe): counter, labels `cache`, `prefix`.
 pub const FAIL_SAFE: &str = "redis_cache_fail_safe_total";
+/// Stale values served, by why: counter, labels `cache`, `prefix`, `reason`.
+pub const STALE_SERVED: &str = "redis_cache_stale_served_total";
 /// Background refreshes started: counter, labels `cache`, `prefix`.
 pub const REFRESHES: &str = "redis_cache_refreshes_total";
 /// Background refreshes that stored a result: counter, labels `cache`, `prefix`.
@@ -200,7 +203,7 @@ pub(crate) fn histogram(r: &dyn Recorder, name: &'static str, labels: Vec<Label>
 
 /// Units and help texts, sent to a recorder whenever handles are registered with it.
 pub(crate) fn describe(r: &dyn Recorder) {
-    let counters: [(&'static str, &'static str); 13] = [
+    let counters: [(&'static str, &'static str); 14] = [
         (
             REQUESTS,
             "Cached calls by outcome: hit, null_hit, stale, miss, coalesced, bypass, error.",
@@ -208,6 +211,10 @@ pub(crate) fn describe(r: &dyn Recorder) {
         (
             FAIL_SAFE,
             "Stale values served instead of a failing body or an unreachable Redis.",
+        ),
+        (
+            STALE_SERVED,
+            "Stale values served, by reason: revalidate, soft_timeout, fail_safe, throttle, unreachable.",
         ),
         (REFRESHES, "Background refreshes started."),
         (REFRESHED, "Background refreshes that stored a result."),

@@ -1,14 +1,16 @@
 //! Serving stale on purpose, against a real server: fail-safe on a failing or panicking body,
 //! the window's end, the throttle, stale-while-revalidate across two caches, soft and hard
-//! timeouts, early refresh, and background refreshes that fail or panic.
+//! timeouts, early refresh, background refreshes that fail, panic or outlive their cache, and
+//! stale answers counted by why they were given.
 //!
 //! An entry is made stale by shortening its `PTTL` below the stale window with `PEXPIRE`, as
 //! its TTL running out would, so no test sleeps through a TTL.
 
 use std::{
+    io::Write,
     sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -17,9 +19,10 @@ use cached_runtime::{
     Cache, Policy,
     key::Key,
     shape::{Fallible, Plain},
+    telemetry,
 };
 use redis::Commands;
-use tests::{RedisServer, wait_until};
+use tests::{RedisServer, recorder::TestRecorder, wait_until};
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -523,4 +526,222 @@ async fn a_caller_dropped_during_its_soft_timeout_leaves_the_refresh_to_finish_a
         .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
         .await;
     assert_eq!(got, 2, "the refresh stored its result");
+}
+
+/// Sets its flag when dropped: tells whether a body's future was dropped.
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_every_cache_handle_stops_its_refreshes_and_releases_their_lock() {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let other = cache.clone();
+    // No hard timeout: the refresh's lock lives 30 s, longer than any wait here.
+    let policy = stale_policy("ends").stale_while_revalidate(true);
+    let key = key(&cache, "ends", 1);
+    let _ = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
+        .await;
+    make_stale(&server, &key);
+    let (started, dropped) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let body = {
+        let (started, flag) = (Arc::clone(&started), DropFlag(Arc::clone(&dropped)));
+        async move {
+            let _flag = flag;
+            started.store(true, Ordering::SeqCst);
+            std::future::pending::<u64>().await
+        }
+    };
+    let got = other
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, body)
+        .await;
+    assert_eq!(got, 1);
+    wait_until(WAIT, || started.load(Ordering::SeqCst)).await;
+    assert_eq!(cache.stats().refreshing, 1);
+    let locked: bool = server.conn().exists(key.lock_key()).expect("EXISTS");
+    assert!(locked, "the refresh holds the fill lock");
+    assert!(!dropped.load(Ordering::SeqCst));
+    drop(cache);
+    drop(other);
+    wait_until(WAIT, || dropped.load(Ordering::SeqCst)).await;
+    wait_until(WAIT, || {
+        !server
+            .conn()
+            .exists::<_, bool>(key.lock_key())
+            .expect("EXISTS")
+    })
+    .await;
+    // The entry is left as it was.
+    let ttl: i64 = server.conn().pttl(key.as_str()).expect("PTTL");
+    assert!(ttl > 0, "pttl {ttl}");
+}
+
+/// Log lines written while a [`Logs`] guard is alive on this thread.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    /// Captures this thread's logs (a current-thread runtime runs the cache's tasks here).
+    fn capture(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_panicking_refresh_is_counted_and_logged_with_its_message() {
+    let logs = Logs::default();
+    let _guard = logs.capture();
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let policy = stale_policy("rlog").stale_while_revalidate(true);
+    let key = key(&cache, "rlog", 1);
+    let _ = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
+        .await;
+    make_stale(&server, &key);
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { panic!("the refresh body panics") })
+        .await;
+    assert_eq!(got, 1);
+    wait_until(WAIT, || cache.stats().total.refresh_failures == 1).await;
+    let text = logs.text();
+    assert!(
+        text.contains("background refresh panicked") && text.contains("the refresh body panics"),
+        "{text}"
+    );
+    wait_until(WAIT, || cache.stats().refreshing == 0).await;
+    assert_eq!(cache.stats().total.refreshed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stale_answer_is_counted_by_its_reason() {
+    let recorder = TestRecorder::global();
+    let server = RedisServer::start();
+    let cache = server
+        .cache_builder()
+        .name("stale-reasons")
+        .build()
+        .await
+        .expect("cache");
+    let runs = AtomicUsize::new(0);
+    let counts = |prefix: &str| {
+        cache
+            .stats()
+            .prefixes
+            .get(prefix)
+            .copied()
+            .unwrap_or_default()
+    };
+
+    // Stale-while-revalidate.
+    let swr = stale_policy("r-swr").stale_while_revalidate(true);
+    let k = key(&cache, "r-swr", 1);
+    fill(&cache, &k, &swr, 1).await;
+    make_stale(&server, &k);
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&k, &swr, async { 2 })
+        .await;
+    assert_eq!(got, 1);
+    // Past a soft timeout.
+    let soft = stale_policy("r-soft").soft_timeout(Duration::from_millis(20));
+    let k = key(&cache, "r-soft", 1);
+    fill(&cache, &k, &soft, 1).await;
+    make_stale(&server, &k);
+    let (open, gate) = watch::channel(false);
+    let got = cache
+        .get_or_refresh::<Plain, u64, _>(&k, &soft, gated(&Arc::new(AtomicUsize::new(0)), &gate, 2))
+        .await;
+    assert_eq!(got, 1);
+    open.send_replace(true);
+    // A failing body, then the throttle.
+    let safe = stale_policy("r-safe").fail_safe_throttle(Duration::from_secs(3600));
+    let k = key(&cache, "r-safe", 1);
+    fill(&cache, &k, &safe, 1).await;
+    make_stale(&server, &k);
+    for _ in 0..3 {
+        assert_eq!(failing(&cache, &k, &safe, &runs).await, Ok(1));
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "throttled after the first failure"
+    );
+
+    let reason = |prefix: &str, reason: &str| {
+        recorder.counter(
+            telemetry::STALE_SERVED,
+            &[
+                ("cache", "stale-reasons"),
+                ("prefix", prefix),
+                ("reason", reason),
+            ],
+        )
+    };
+    let c = counts("r-swr");
+    assert_eq!(
+        (c.stale_revalidate, c.stale_served(), c.stale),
+        (1, 1, 1),
+        "{c:?}"
+    );
+    assert_eq!(reason("r-swr", "revalidate"), Some(1));
+    assert_eq!(reason("r-swr", "soft_timeout"), Some(0));
+    let c = counts("r-soft");
+    assert_eq!(
+        (c.stale_soft_timeout, c.stale_served(), c.stale),
+        (1, 1, 1),
+        "{c:?}"
+    );
+    assert_eq!(reason("r-soft", "soft_timeout"), Some(1));
+    let c = counts("r-safe");
+    assert_eq!(
+        (c.stale_fail_safe, c.stale_throttle, c.stale_served()),
+        (1, 2, 3),
+        "{c:?}"
+    );
+    // Every fail-safe answer, whatever its reason, in `fail_safe` too; the first one's call
+    // ran the body (a miss), the throttled ones did not (stale).
+    assert_eq!((c.fail_safe, c.misses, c.stale), (3, 2, 2), "{c:?}");
+    assert_eq!(reason("r-safe", "fail_safe"), Some(1));
+    assert_eq!(reason("r-safe", "throttle"), Some(2));
+    assert_eq!(
+        recorder.counter(
+            telemetry::FAIL_SAFE,
+            &[("cache", "stale-reasons"), ("prefix", "r-safe")]
+        ),
+        Some(3)
+    );
+    wait_until(WAIT, || cache.stats().refreshing == 0).await;
 }

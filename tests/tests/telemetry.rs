@@ -13,11 +13,12 @@ use tests::{
 };
 
 /// Every label the crate may put on a series.
-const KNOWN_LABELS: [&str; 9] = [
+const KNOWN_LABELS: [&str; 10] = [
     "cache",
     "prefix",
     "outcome",
     "tier",
+    "reason",
     "wait",
     "to",
     "db.system.name",
@@ -251,6 +252,7 @@ fn the_dashboard_queries_only_series_the_cache_reports() {
         telemetry::REDIS_ERRORS,
         telemetry::INVALIDATED_KEYS,
         telemetry::FAIL_SAFE,
+        telemetry::STALE_SERVED,
         telemetry::REFRESHES,
         telemetry::REFRESHED,
         telemetry::REFRESH_FAILURES,

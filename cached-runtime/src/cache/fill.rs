@@ -68,6 +68,7 @@ struct Encoded {
 /// request is in flight (or whose request failed ambiguously, a timeout) may hold the lock
 /// without knowing it, and releasing a lock held by another token is a no-op.
 pub(crate) struct LockGuard {
+    /// A background handle: a release left to the runtime does not keep refreshes running.
     cache: Cache,
     key: String,
     token: String,
@@ -80,7 +81,7 @@ impl LockGuard {
     /// `None` when another caller holds it or Redis failed (then released when dropped).
     pub(crate) async fn try_take(cache: &Cache, key: &Key, lock_ms: u64) -> Option<Self> {
         let mut lock = LockGuard {
-            cache: cache.clone(),
+            cache: Cache::background(Arc::clone(&cache.inner)),
             key: key.lock_key(),
             token: format!("{:032x}", fastrand::u128(..)),
             armed: true,
@@ -362,7 +363,7 @@ impl Fill<'_> {
     {
         let (cache, counters) = (self.cache, self.counters);
         let mut lock = LockGuard {
-            cache: cache.clone(),
+            cache: Cache::background(Arc::clone(&cache.inner)),
             key: self.key.lock_key(),
             token: format!("{:032x}", fastrand::u128(..)),
             armed: false,

@@ -314,7 +314,7 @@ impl Cache {
             let mut backoff = RETRY_MIN;
             loop {
                 let Some(inner) = weak.upgrade() else { return };
-                let cache = Cache { inner };
+                let cache = Cache::background(inner);
                 let ops = cache.inner.pending.snapshot();
                 if ops.is_empty() {
                     // Hand the flag back, then make sure nothing slipped in meanwhile.

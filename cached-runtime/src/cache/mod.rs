@@ -78,9 +78,15 @@ impl Deref for CountersRef<'_> {
 }
 
 /// A handle to a Redis cache: cheap to clone, shared by every caller.
+///
+/// Background refreshes end with the last handle: dropping it stops those still running
+/// (their bodies are dropped, their locks released).
 #[derive(Clone)]
 pub struct Cache {
     pub(crate) inner: Arc<Inner>,
+    /// Shared by the handles users hold; `None` in the cache's own background work, which
+    /// must not keep its refreshes running.
+    handles: Option<Arc<refresh::Handles>>,
 }
 
 pub(crate) struct Inner {
@@ -310,6 +316,7 @@ impl Cache {
         let keep = (store::command_timeout(&store) * 2).max(Duration::from_secs(1));
         let (near, tracker) = Self::near_cache(config, &store, &name);
         Self {
+            handles: Some(Arc::new(refresh::Handles::new())),
             inner: Arc::new(Inner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                 store,
@@ -363,6 +370,21 @@ impl Cache {
                 (None, None)
             }
         }
+    }
+
+    /// A handle for the cache's own background work (a refresh, a lock release, a retried
+    /// invalidation): it keeps the cache's state, not its refreshes, alive.
+    pub(crate) fn background(inner: Arc<Inner>) -> Self {
+        Self {
+            inner,
+            handles: None,
+        }
+    }
+
+    /// The user handles' stop signal: resolves once the last of them is dropped. `None` for a
+    /// background handle.
+    pub(crate) fn handles(&self) -> Option<&refresh::Handles> {
+        self.handles.as_deref()
     }
 
     /// The namespace put before every key.

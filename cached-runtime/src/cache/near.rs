@@ -64,8 +64,29 @@ pub(crate) struct Slot {
     /// reached (`cache/stale.rs`).
     stale_until: Option<Instant>,
     weight: u32,
+    /// `expires` is the Redis entry's fresh end and its function refreshes early: a hit
+    /// near that end may start the refresh (`cache/stale.rs`).
+    early: bool,
     /// The versions of the entry's tags it was read or filled with (`cache/tags.rs`).
     pub(crate) tags: Option<Arc<Stamp>>,
+}
+
+impl Slot {
+    /// The Redis entry's fresh end, when its function refreshes early.
+    #[inline]
+    pub(crate) fn early_expiry(&self) -> Option<Instant> {
+        self.early.then_some(self.expires)
+    }
+}
+
+/// What a function's slot keeps besides its value.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Keep {
+    /// How long past its fresh TTL it may be served stale while Redis cannot be reached (a
+    /// fail-safe function's window).
+    pub(crate) window: Option<Duration>,
+    /// Its function refreshes early.
+    pub(crate) early: bool,
 }
 
 #[derive(Clone)]
@@ -215,18 +236,19 @@ impl NearCache {
         value: Option<Arc<dyn Any + Send + Sync>>,
         landed: Landed,
     ) {
-        self.insert_kept(key, ticket, value, landed, None);
+        self.insert_kept(key, ticket, value, landed, Keep::default());
     }
 
-    /// [`insert`](Self::insert), kept for stale service `window` past the fresh TTL Redis
-    /// gave (a fail-safe function's; `None`: not kept past it).
+    /// [`insert`](Self::insert), kept for stale service `keep.window` past the fresh TTL
+    /// Redis gave (a fail-safe function's; `None`: not kept past it), and marked for early
+    /// refresh when `keep.early` and its expiry is that TTL's end.
     pub(crate) fn insert_kept(
         &self,
         key: &str,
         ticket: Ticket,
         value: Option<Arc<dyn Any + Send + Sync>>,
         landed: Landed,
-        window: Option<Duration>,
+        keep: Keep,
     ) {
         if !self.valid(ticket) {
             return;
@@ -243,12 +265,16 @@ impl NearCache {
         };
         let expires = since + ttl;
         // The Redis entry's own end: the fresh TTL it was read with, plus the window.
-        let stale_until = window.zip(landed.ttl).map(|(w, t)| since + t + w);
+        let stale_until = keep.window.zip(landed.ttl).map(|(w, t)| since + t + w);
+        // Not for a null marker (no window), nor when the near cache's own TTL ends the slot
+        // first: Redis decides then.
+        let early = keep.early && value.is_some() && landed.ttl == Some(ttl);
         let slot = Slot {
             value,
             expires,
             stale_until,
             weight: self.weight(key.len() + bytes),
+            early,
             tags,
         };
         self.store.insert(key.into(), slot);

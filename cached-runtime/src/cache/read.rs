@@ -28,7 +28,7 @@ use super::{
     report,
     shape::{Entry, Shape},
     stale::{self, Caught, Freshness, StaleStep},
-    stats::{Counters, Outcome},
+    stats::{Counters, Outcome, StaleReason},
     tags,
 };
 use crate::error::CacheError;
@@ -252,13 +252,19 @@ impl Cache {
             } else {
                 Outcome::NearNullHit
             });
+            // Early refresh from the near cache: one comparison unless the function has it.
+            if let (Some(expires), Some(detach)) = (slot.early_expiry(), detach)
+                && let Some(left) = stale::early_near(&counters, expires)
+            {
+                let _ = detach.detach(self, key, policy, V::VALIDATED, Why::Early { left });
+            }
             return out;
         }
         // Taken before Redis is read: an invalidation arriving meanwhile refuses the insert.
         let ticket = near.and_then(|n| n.ticket(key.as_str()));
         let keep = |kept: Kept, landed: Landed| {
             if let (Some(near), Some(ticket)) = (near, ticket) {
-                tags::keep(near, key, ticket, kept, landed, stale::near_window(policy));
+                tags::keep(near, key, ticket, kept, landed, stale::near_keep(policy));
             }
         };
         let call = Call {
@@ -290,12 +296,14 @@ impl Cache {
                                 Source::Miss { stale: false }
                             } else {
                                 outcome(if null { Outcome::NullHit } else { Outcome::Hit });
+                                // Narrowed to the fresh remainder by `judge`.
+                                let left = landed.as_ref().and_then(|l| l.ttl).unwrap_or_default();
                                 if let (Some(kept), Some(landed)) = (kept, landed) {
                                     keep(kept, landed);
                                 }
                                 if let (Freshness::Early, Some(detach)) = (fresh, detach) {
-                                    let _ =
-                                        detach.detach(self, key, policy, V::VALIDATED, Why::Early);
+                                    let why = Why::Early { left };
+                                    let _ = detach.detach(self, key, policy, V::VALIDATED, why);
                                 }
                                 return out;
                             }
@@ -307,7 +315,7 @@ impl Cache {
                 Found::Failed => {
                     // Fail-safe: the near cache's copy, stale, rather than the body.
                     if let Some(out) = stale::near_stale::<S, R, V>(near, key, policy, view) {
-                        counters.fail_safe(1);
+                        counters.stale_served(StaleReason::Unreachable);
                         outcome(Outcome::Stale);
                         return view.stale(out, None);
                     }
@@ -322,8 +330,11 @@ impl Cache {
                 .await
         {
             let (answer, o) = match step {
-                StaleStep::Stale => (
-                    stale.take().map(|(out, _)| view.stale(out, stale_age)),
+                StaleStep::Stale(reason) => (
+                    stale.take().map(|(out, _)| {
+                        counters.stale_served(reason);
+                        view.stale(out, stale_age)
+                    }),
                     Outcome::Stale,
                 ),
                 StaleStep::Filled(out) => (Some(out), Outcome::Miss),

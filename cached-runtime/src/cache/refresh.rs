@@ -3,27 +3,38 @@
 //! back to a caller still waiting.
 //!
 //! One per key at a time: in this process by a [`Claim`], across processes by the fill lock,
-//! taken without waiting (another process holding it is refreshing the key already). Bounded
-//! by the cache's limit on concurrent refreshes (past it, callers keep the stale value and no
-//! refresh starts) and by the policy's hard timeout (else the lock's TTL: the policy's `lock`,
-//! or 30 s), after which the body is dropped, so a refresh never outlives its lock. Every
+//! taken without waiting (another process holding it is refreshing the key already), then
+//! the key re-read under it: a stale entry another process has refreshed meanwhile, or an
+//! early one written again since it was chosen, is left alone. Bounded by the cache's limit
+//! on concurrent refreshes (past it, callers keep the stale value and no refresh starts) and
+//! by the policy's hard timeout (else the lock's TTL: the policy's `lock`, or 30 s), after
+//! which the body is dropped, so a refresh never outlives its lock. Every
 //! piece of state a refresh takes is a guard: dropped at any `.await` (its runtime shutting
-//! down, the hard timeout), it releases the claim, the slot, the single-flight and the lock.
-//! A panicking body is caught, counted and logged.
+//! down, the hard timeout, the cache dropped), it releases the claim, the slot, the
+//! single-flight and the lock. A panicking body is caught, counted and logged.
+//!
+//! Refreshes never outlive the cache: a refresh holds a background handle (the cache's
+//! state, not one of its users' handles), and the last user handle dropped stops every
+//! refresh still running ([`Handles`]), which drops its body and its guards.
 
-use std::{future::Future, marker::PhantomData, sync::Mutex, sync::PoisonError, time::Duration};
+use std::{
+    future::Future,
+    marker::PhantomData,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::Span;
 
 use crate::cache::{
     Cache, Lookup,
-    fill::{EntrySlot, Fill, LockGuard, Source},
+    fill::{EntrySlot, Fill, Landed, LockGuard, Source},
     flight::{Join, Published},
     key::{Key, KeyTag},
     policy::Policy,
     shape::{Entry, Shape},
-    stale::{Caught, Claim, panic_message},
+    stale::{self, Caught, Claim, panic_message},
 };
 
 /// How long a process leaves a key alone after finding another one refreshing it.
@@ -40,8 +51,32 @@ pub(crate) type Reply<R> = (R, Option<Published>);
 pub(crate) enum Why {
     /// A stale entry (stale-while-revalidate, or a soft timeout).
     Stale,
-    /// A fresh entry chosen by XFetch.
-    Early,
+    /// A fresh entry chosen by XFetch, `left` from its fresh end when it was read.
+    Early { left: Duration },
+}
+
+/// Shared by a cache's user handles: dropped with the last of them, it stops the cache's
+/// background refreshes.
+pub(crate) struct Handles {
+    /// Never sent on: its receivers learn that it was dropped.
+    stop: watch::Sender<()>,
+}
+
+impl Handles {
+    pub(crate) fn new() -> Self {
+        Self {
+            stop: watch::Sender::new(()),
+        }
+    }
+
+    /// Resolves once the last user handle is dropped.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            // Nothing is ever sent: this returns when the sender is dropped.
+            while rx.changed().await.is_ok() {}
+        }
+    }
 }
 
 /// A body that the read path may move to the background, type-erased so the read path needs
@@ -110,6 +145,8 @@ where
     ) -> Option<oneshot::Receiver<Reply<R>>> {
         let inner = &*cache.inner;
         let spawner = inner.spawner.as_ref()?;
+        // Only a user handle starts one: it ends when the last of them is dropped.
+        let stopped = cache.handles()?.stopped();
         if inner.stale.deferred(key) {
             return None;
         }
@@ -118,7 +155,7 @@ where
         let (tx, rx) = oneshot::channel();
         let task = refresh::<S, R, F>(
             Task {
-                cache: cache.clone(),
+                cache: Cache::background(Arc::clone(&cache.inner)),
                 key: key.clone(),
                 policy: policy.clone(),
                 validated,
@@ -128,7 +165,15 @@ where
             tx,
             claim,
         );
-        spawner.spawn(task);
+        spawner.spawn(async move {
+            tokio::select! {
+                biased;
+                () = stopped => {
+                    tracing::debug!("background refresh stopped: its cache was dropped");
+                }
+                () = task => {}
+            }
+        });
         Some(rx)
     }
 }
@@ -173,15 +218,24 @@ where
         return;
     };
     // Another process may have refreshed it between our read and our lock.
-    if why == Why::Stale {
-        let span = Span::none();
-        let found = cache
-            .lookup::<S, R>(&key, &policy, &counters, &span, false)
-            .await;
-        if !matches!(found, Lookup::Miss { .. }) {
-            lock.release(&counters).await;
-            return;
-        }
+    let span = Span::none();
+    let found = cache
+        .lookup::<S, R>(&key, &policy, &counters, &span, false)
+        .await;
+    let done = match (why, found) {
+        (Why::Stale, found) => !matches!(found, Lookup::Miss { .. }),
+        (
+            Why::Early { left },
+            Lookup::Hit {
+                landed: Some(Landed { ttl: Some(now), .. }),
+                ..
+            },
+        ) => stale::rewritten(&policy, left, now),
+        (Why::Early { .. }, _) => false,
+    };
+    if done {
+        lock.release(&counters).await;
+        return;
     }
     // In this process: a caller filling the key inline stores it already.
     let guard = match cache.inner.flights.join(key.as_str(), u64::MAX) {
@@ -192,7 +246,7 @@ where
         }
     };
     counters.refreshes(1);
-    if why == Why::Early {
+    if matches!(why, Why::Early { .. }) {
         counters.early_refreshes(1);
     }
     let entry = EntrySlot::new();
@@ -231,6 +285,11 @@ where
                 throttle(&cache, &key, &policy);
             } else {
                 counters.refreshed(1);
+                // The near cache's copy of the old value would start another early refresh
+                // until Redis's invalidation of it arrives.
+                if let (Why::Early { .. }, Some(near)) = (why, &cache.inner.near) {
+                    near.evict(key.as_str());
+                }
             }
             // The caller may have stopped waiting (soft timeout): then it is just dropped.
             let _ = reply.send((result, entry.into_inner()));

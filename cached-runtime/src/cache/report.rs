@@ -25,7 +25,7 @@ pub(crate) enum Wait {
 /// first increment.
 pub(crate) struct PrefixHandles {
     pub(crate) outcomes: [Counter; 9],
-    pub(crate) events: [Counter; 11],
+    pub(crate) events: [Counter; 16],
 }
 
 fn prefix_labels(cache: &SharedString, prefix: &SharedString) -> Vec<Label> {
@@ -48,7 +48,13 @@ impl PrefixHandles {
                 }
                 counter(r, REQUESTS, l)
             }),
-            events: Event::ALL.map(|e| counter(r, e.metric(), labels())),
+            events: Event::ALL.map(|e| {
+                let mut l = labels();
+                if let Some(reason) = e.reason() {
+                    l.push(Label::from_static_parts("reason", reason));
+                }
+                counter(r, e.metric(), l)
+            }),
         }
     }
 }

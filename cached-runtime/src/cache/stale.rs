@@ -38,12 +38,12 @@ use crate::{
         Cache,
         fill::Landed,
         key::{Key, KeyTag},
-        near::NearCache,
+        near::{Keep, NearCache},
         policy::Policy,
         read::View,
         refresh::{Detach, Why},
         shape::{Entry, Shape},
-        stats::Counters,
+        stats::{Counters, StaleReason},
     },
     error::CacheError,
 };
@@ -56,6 +56,10 @@ const SWEEP_AT: usize = 1024;
 
 /// XFetch's `beta`: above 1 favours earlier refreshes.
 const XFETCH_BETA: f64 = 1.0;
+
+/// The most `-ln(u)` of a draw reaches (u is at least 2^-53): farther from expiry than this
+/// many times `delta * beta`, XFetch cannot fire, and no draw is taken.
+const XFETCH_REACH: f64 = 37.0;
 
 /// One function's stale options; see the module docs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -240,6 +244,32 @@ pub(crate) fn near_window(policy: &Policy) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.window))
 }
 
+/// What the near cache keeps of a function's slots besides the value: the window of a
+/// fail-safe function, and whether it refreshes early.
+pub(crate) fn near_keep(policy: &Policy) -> Keep {
+    Keep {
+        window: near_window(policy),
+        early: policy.stale_options().is_some_and(|s| s.early),
+    }
+}
+
+/// Whether a near-cache hit on a slot whose fresh end is `expires` starts an early refresh
+/// (with the time left), by the same XFetch rule as on a Redis hit, a draw taken only near
+/// the end.
+pub(crate) fn early_near(counters: &Counters, expires: Instant) -> Option<Duration> {
+    let left = expires.saturating_duration_since(Instant::now());
+    xfetch(counters.last_fill(), left).then_some(left)
+}
+
+/// Whether an entry found `now` from its fresh end under the refresh's lock was rewritten
+/// since its early refresh was decided `left` from it: what is left only shrinks unless the
+/// entry is written again, so past the midpoint between `left` and a full TTL it was (far
+/// above the slack of either measurement).
+pub(crate) fn rewritten(policy: &Policy, left: Duration, now: Duration) -> bool {
+    let full = Duration::from_secs(policy.ttl);
+    now > left && (now - left) * 2 > full.saturating_sub(left)
+}
+
 /// A fail-safe function's answer from the near cache's stale copy, for a call that could not
 /// read Redis.
 pub(crate) fn near_stale<S, R, V>(
@@ -326,15 +356,19 @@ fn xfetch(delta: Duration, remaining: Duration) -> bool {
     if delta.is_zero() {
         return false;
     }
+    let (scale, remaining) = (delta.as_secs_f64() * XFETCH_BETA, remaining.as_secs_f64());
+    if scale * XFETCH_REACH < remaining {
+        return false;
+    }
     // In (0, 1]: ln is finite.
     let u = 1.0 - fastrand::f64();
-    delta.as_secs_f64() * XFETCH_BETA * -u.ln() >= remaining.as_secs_f64()
+    scale * -u.ln() >= remaining
 }
 
 /// What the read path does with a stale entry, when not the fill.
 pub(crate) enum StaleStep<O> {
-    /// Answer with it.
-    Stale,
+    /// Answer with it, for this reason.
+    Stale(StaleReason),
     /// The body finished in time (a soft timeout): its answer.
     Filled(O),
 }
@@ -356,8 +390,7 @@ impl Cache {
         V: View<S, R>,
     {
         if options.fail_safe && self.inner.stale.throttled(key) {
-            self.counters(policy).fail_safe(1);
-            return Some(StaleStep::Stale);
+            return Some(StaleStep::Stale(StaleReason::Throttle));
         }
         if !options.background() {
             return None;
@@ -366,23 +399,22 @@ impl Cache {
         let detach = detach?;
         let rx = detach.detach(self, key, policy, V::VALIDATED, Why::Stale);
         if options.while_revalidate {
-            return Some(StaleStep::Stale);
+            return Some(StaleStep::Stale(StaleReason::Revalidate));
         }
         // Already refreshing here or elsewhere (no receiver, or the refresh found the lock
         // taken and dropped its sender): the stale answer now.
         let (Some(soft), Some(rx)) = (options.soft_timeout(), rx) else {
-            return Some(StaleStep::Stale);
+            return Some(StaleStep::Stale(StaleReason::SoftTimeout));
         };
         match tokio::time::timeout(soft, rx).await {
             Ok(Ok((result, entry))) => {
                 if options.fail_safe && matches!(S::entry(&result), Entry::Skip) {
-                    self.counters(policy).fail_safe(1);
                     self.inner.stale.throttle(key, options);
-                    return Some(StaleStep::Stale);
+                    return Some(StaleStep::Stale(StaleReason::FailSafe));
                 }
                 Some(StaleStep::Filled(view.filled(result, entry, false).0))
             }
-            _ => Some(StaleStep::Stale),
+            _ => Some(StaleStep::Stale(StaleReason::SoftTimeout)),
         }
     }
 
@@ -396,7 +428,7 @@ impl Cache {
         stale: O,
         panic: Option<&(dyn Any + Send)>,
     ) -> O {
-        counters.fail_safe(1);
+        counters.stale_served(StaleReason::FailSafe);
         self.inner.stale.throttle(key, options);
         match panic {
             Some(panic) => tracing::warn!(
@@ -606,6 +638,18 @@ mod tests {
         assert!((0..100).any(|_| xfetch(Duration::from_secs(3600), Duration::from_millis(10))));
         // A 1 ms body, an hour before expiry: -ln(u) would have to reach 3.6e6.
         assert!(!(0..1000).any(|_| xfetch(Duration::from_millis(1), Duration::from_secs(3600))));
+    }
+
+    #[test]
+    fn an_early_refresh_is_skipped_only_for_an_entry_written_again() {
+        let policy = Policy::new("p", Duration::from_secs(60)).expect("a policy");
+        let ms = Duration::from_millis;
+        // Time passed, or the first read was measured a little short: not written again.
+        assert!(!rewritten(&policy, ms(500), ms(400)));
+        assert!(!rewritten(&policy, ms(500), ms(510)));
+        // A full TTL again.
+        assert!(rewritten(&policy, ms(500), Duration::from_secs(60)));
+        assert!(rewritten(&policy, ms(500), Duration::from_secs(45)));
     }
 
     #[test]

@@ -92,10 +92,50 @@ pub(crate) enum Event {
     Refreshed,
     RefreshFailures,
     EarlyRefreshes,
+    StaleRevalidate,
+    StaleSoftTimeout,
+    StaleFailSafe,
+    StaleThrottle,
+    StaleUnreachable,
+}
+
+/// Why a stale value was served: one per stale value served, whatever the call's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum StaleReason {
+    /// Stale-while-revalidate: answered at once, refreshed in the background.
+    Revalidate,
+    /// The body passed its soft timeout (or is running already), in the background.
+    SoftTimeout,
+    /// Fail-safe: the body failed or panicked.
+    FailSafe,
+    /// Fail-safe: the key is throttled after a failure, the body was not run.
+    Throttle,
+    /// Fail-safe: Redis could not be read, the near cache kept the value.
+    Unreachable,
+}
+
+impl StaleReason {
+    const fn event(self) -> Event {
+        match self {
+            StaleReason::Revalidate => Event::StaleRevalidate,
+            StaleReason::SoftTimeout => Event::StaleSoftTimeout,
+            StaleReason::FailSafe => Event::StaleFailSafe,
+            StaleReason::Throttle => Event::StaleThrottle,
+            StaleReason::Unreachable => Event::StaleUnreachable,
+        }
+    }
+
+    /// Whether fail-safe served it (counted in `fail_safe` too).
+    const fn fail_safe(self) -> bool {
+        matches!(
+            self,
+            StaleReason::FailSafe | StaleReason::Throttle | StaleReason::Unreachable
+        )
+    }
 }
 
 impl Event {
-    pub(crate) const ALL: [Event; 11] = [
+    pub(crate) const ALL: [Event; 16] = [
         Event::Stores,
         Event::DecodeFailures,
         Event::EncodeFailures,
@@ -107,6 +147,11 @@ impl Event {
         Event::Refreshed,
         Event::RefreshFailures,
         Event::EarlyRefreshes,
+        Event::StaleRevalidate,
+        Event::StaleSoftTimeout,
+        Event::StaleFailSafe,
+        Event::StaleThrottle,
+        Event::StaleUnreachable,
     ];
 
     /// The series this event is counted in.
@@ -123,6 +168,23 @@ impl Event {
             Event::Refreshed => telemetry::REFRESHED,
             Event::RefreshFailures => telemetry::REFRESH_FAILURES,
             Event::EarlyRefreshes => telemetry::EARLY_REFRESHES,
+            Event::StaleRevalidate
+            | Event::StaleSoftTimeout
+            | Event::StaleFailSafe
+            | Event::StaleThrottle
+            | Event::StaleUnreachable => telemetry::STALE_SERVED,
+        }
+    }
+
+    /// The `reason` label value of a stale value served.
+    pub(crate) const fn reason(self) -> Option<&'static str> {
+        match self {
+            Event::StaleRevalidate => Some("revalidate"),
+            Event::StaleSoftTimeout => Some("soft_timeout"),
+            Event::StaleFailSafe => Some("fail_safe"),
+            Event::StaleThrottle => Some("throttle"),
+            Event::StaleUnreachable => Some("unreachable"),
+            _ => None,
         }
     }
 }
@@ -166,7 +228,8 @@ pub struct Counts {
     pub redis_errors: u64,
     /// Event: keys deleted by invalidation.
     pub invalidated: u64,
-    /// Event: stale values served instead of a failing body or an unreachable Redis.
+    /// Event: stale values served instead of a failing body or an unreachable Redis: the sum
+    /// of `stale_fail_safe`, `stale_throttle` and `stale_unreachable`.
     pub fail_safe: u64,
     /// Event: background refreshes started.
     pub refreshes: u64,
@@ -176,6 +239,19 @@ pub struct Counts {
     pub refresh_failures: u64,
     /// Event: fresh entries refreshed early (XFetch).
     pub early_refreshes: u64,
+    /// Event: stale values served by stale-while-revalidate (refreshing in the background).
+    pub stale_revalidate: u64,
+    /// Event: stale values served past a soft timeout (the body finishing in the
+    /// background), or while the key was being refreshed already.
+    pub stale_soft_timeout: u64,
+    /// Event: stale values served because the body failed or panicked (fail-safe).
+    pub stale_fail_safe: u64,
+    /// Event: stale values served without running the body, the key throttled after a
+    /// failure (fail-safe).
+    pub stale_throttle: u64,
+    /// Event: stale values served from the near cache because Redis could not be read
+    /// (fail-safe).
+    pub stale_unreachable: u64,
 }
 
 impl Counts {
@@ -202,7 +278,16 @@ impl Counts {
         (calls > 0).then(|| self.answered() as f64 / calls as f64)
     }
 
-    fn add(&mut self, outcomes: &[u64; 9], events: &[u64; 11]) {
+    /// Stale values served, for any reason and with any outcome.
+    pub fn stale_served(&self) -> u64 {
+        self.stale_revalidate
+            + self.stale_soft_timeout
+            + self.stale_fail_safe
+            + self.stale_throttle
+            + self.stale_unreachable
+    }
+
+    fn add(&mut self, outcomes: &[u64; 9], events: &[u64; 16]) {
         let [
             hits,
             null_hits,
@@ -226,6 +311,11 @@ impl Counts {
             refreshed,
             refresh_failures,
             early_refreshes,
+            stale_revalidate,
+            stale_soft_timeout,
+            stale_fail_safe,
+            stale_throttle,
+            stale_unreachable,
         ] = *events;
         self.hits += hits;
         self.null_hits += null_hits;
@@ -247,6 +337,11 @@ impl Counts {
         self.refreshed += refreshed;
         self.refresh_failures += refresh_failures;
         self.early_refreshes += early_refreshes;
+        self.stale_revalidate += stale_revalidate;
+        self.stale_soft_timeout += stale_soft_timeout;
+        self.stale_fail_safe += stale_fail_safe;
+        self.stale_throttle += stale_throttle;
+        self.stale_unreachable += stale_unreachable;
     }
 }
 
@@ -277,6 +372,11 @@ impl std::ops::AddAssign for Counts {
                 o.refreshed,
                 o.refresh_failures,
                 o.early_refreshes,
+                o.stale_revalidate,
+                o.stale_soft_timeout,
+                o.stale_fail_safe,
+                o.stale_throttle,
+                o.stale_unreachable,
             ],
         );
     }
@@ -285,7 +385,7 @@ impl std::ops::AddAssign for Counts {
 /// The counters of one prefix of one cache, and its metric handles.
 pub(crate) struct Counters {
     outcomes: [AtomicU64; 9],
-    events: [AtomicU64; 11],
+    events: [AtomicU64; 16],
     /// How long the last body the cache ran took, in microseconds (early refresh's input).
     last_fill_us: AtomicU64,
     cache: metrics::SharedString,
@@ -365,8 +465,12 @@ impl Counters {
         self.event(Event::Invalidated, n);
     }
 
-    pub(crate) fn fail_safe(&self, n: u64) {
-        self.event(Event::FailSafe, n);
+    /// A stale value served, and why; a fail-safe one counts in `fail_safe` too.
+    pub(crate) fn stale_served(&self, reason: StaleReason) {
+        self.event(reason.event(), 1);
+        if reason.fail_safe() {
+            self.event(Event::FailSafe, 1);
+        }
     }
 
     pub(crate) fn refreshes(&self, n: u64) {
@@ -528,11 +632,20 @@ mod tests {
         c.oversized(10);
         c.redis_errors(11);
         c.invalidated(12);
-        c.fail_safe(13);
+        c.event(Event::FailSafe, 13);
         c.refreshes(14);
         c.refreshed(15);
         c.refresh_failures(16);
         c.early_refreshes(17);
+        for reason in [
+            StaleReason::Revalidate,
+            StaleReason::SoftTimeout,
+            StaleReason::FailSafe,
+            StaleReason::Throttle,
+            StaleReason::Unreachable,
+        ] {
+            c.stale_served(reason);
+        }
         let expected = Counts {
             hits: 1,
             null_hits: 2,
@@ -549,11 +662,17 @@ mod tests {
             oversized: 10,
             redis_errors: 11,
             invalidated: 12,
-            fail_safe: 13,
+            // Three of the reasons are fail-safe ones.
+            fail_safe: 16,
             refreshes: 14,
             refreshed: 15,
             refresh_failures: 16,
             early_refreshes: 17,
+            stale_revalidate: 1,
+            stale_soft_timeout: 1,
+            stale_fail_safe: 1,
+            stale_throttle: 1,
+            stale_unreachable: 1,
         };
         assert_eq!(c.snapshot(), expected);
         let mut twice = expected;

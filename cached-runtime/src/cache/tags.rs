@@ -37,7 +37,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use serde::Serialize;
@@ -47,7 +47,7 @@ use super::{
     Cache,
     fill::Landed,
     key::{Key, KeyTag, push_encoded},
-    near::{NearCache, Slot, Ticket},
+    near::{Keep, NearCache, Slot, Ticket},
     read::{Found, Kept},
     stats::Counters,
 };
@@ -540,18 +540,19 @@ pub(crate) fn near_current(near: &NearCache, key: &Key, slot: &Slot) -> bool {
 }
 
 /// Keeps what a call read or filled in the near cache, with the versions of its tags.
-/// `window`: how long past its fresh TTL it is kept for stale service (`cache/stale.rs`).
+/// `keeping`: how long past its fresh TTL it is kept for stale service, and whether its
+/// function refreshes early (`cache/stale.rs`).
 pub(crate) fn keep(
     near: &NearCache,
     key: &Key,
     ticket: Ticket,
     kept: Kept,
     landed: Landed,
-    window: Option<Duration>,
+    keeping: Keep,
 ) {
     // A tagged value without versions cannot be checked on a near hit.
     if key.tags.is_empty() || landed.tags.is_some() {
-        near.insert_kept(key.as_str(), ticket, kept, landed, window);
+        near.insert_kept(key.as_str(), ticket, kept, landed, keeping);
     }
 }
 

@@ -84,7 +84,8 @@ pub const fn with_stale(
     hard_timeout_ms: u64,
     early: bool,
 ) -> Policy {
-    policy.with_stale(crate::cache::stale::Stale::from_macro(
+    // The macro has validated every value at compile time.
+    policy.with_stale(crate::cache::stale::Stale {
         window,
         fail_safe,
         throttle_ms,
@@ -92,7 +93,7 @@ pub const fn with_stale(
         soft_timeout_ms,
         hard_timeout_ms,
         early,
-    ))
+    })
 }
 
 /// `policy` with the `near` option.

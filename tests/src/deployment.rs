@@ -8,7 +8,7 @@ use cached_runtime::{Redis, RedisBuilder};
 
 use crate::{
     GENEROUS_TIMEOUT, RedisServer,
-    topology::{AnyConnection, LocalCluster, TestRedis, Topology},
+    topology::{AnyConnection, LocalCluster, TestRedis, Topology, command_calls},
 };
 
 /// One test's Redis.
@@ -78,33 +78,16 @@ impl Deployment {
     pub fn on_every_primary<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Vec<T> {
         match self {
             Self::Standalone(server) => vec![cmd.query(&mut server.conn()).expect("command")],
-            Self::Cluster(_) => {
-                let cluster = LocalCluster::shared();
-                cluster
-                    .primary_ports()
-                    .into_iter()
-                    .map(|port| {
-                        cmd.query(&mut cluster.node_on(port).conn())
-                            .expect("command on a primary")
-                    })
-                    .collect()
-            }
+            Self::Cluster(redis) => redis.on_every_primary(cmd),
         }
     }
 
     /// How many times `command` ran, summed over every primary (`INFO commandstats`).
     pub fn calls(&self, command: &str) -> u64 {
-        let field = format!("cmdstat_{}:calls=", command.to_lowercase());
-        self.on_every_primary::<String>(redis::cmd("INFO").arg("commandstats"))
-            .iter()
-            .map(|info| {
-                info.lines()
-                    .find_map(|l| l.strip_prefix(&field))
-                    .and_then(|rest| rest.split(',').next())
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum()
+        command_calls(
+            &self.on_every_primary(redis::cmd("INFO").arg("commandstats")),
+            command,
+        )
     }
 }
 

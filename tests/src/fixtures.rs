@@ -1,10 +1,12 @@
 //! Test fixtures defined once: policies, the test value [`Item`], counted cached calls, the
 //! scripted sequence of outcomes that the counters and the metrics are both checked against,
-//! and the demo services booted for end-to-end tests ([`demo`]).
+//! the demo services booted for end-to-end tests ([`demo`]), and stale serving ([`stale`]).
 
 pub mod demo;
+pub mod stale;
 
 use std::{
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -30,6 +32,11 @@ pub fn policy(prefix: &'static str) -> Policy {
 /// A policy with a TTL of `ttl` seconds.
 pub fn policy_with_ttl(prefix: &'static str, ttl: u64) -> Policy {
     Policy::new(prefix, Duration::from_secs(ttl)).expect("valid policy")
+}
+
+/// The key of `id` under `prefix`.
+pub fn key(cache: &Cache, prefix: &str, id: u64) -> Key {
+    cache.key(prefix).arg(&id).build().expect("valid key")
 }
 
 /// The stored form of a plain `u64` under a policy of version 0 (see
@@ -103,6 +110,16 @@ pub fn spawn_counted(
             })
             .await
     })
+}
+
+/// Serves `app` on a free loopback port, on its own task, and returns the address.
+pub async fn serve(app: axum::Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a free port");
+    let addr = listener.local_addr().expect("an address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
 }
 
 /// What [`scripted_outcomes`] leaves behind.

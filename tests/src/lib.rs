@@ -16,6 +16,7 @@ pub use nix::sys::signal::Signal;
 pub mod cutter;
 pub mod deployment;
 pub mod fixtures;
+pub mod logs;
 pub mod proxy;
 pub mod queue;
 pub mod recorder;

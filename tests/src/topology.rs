@@ -582,6 +582,32 @@ impl TestRedis {
         }
     }
 
+    /// Runs `cmd` on every primary (`SCRIPT FLUSH`, `INFO`), returning each answer.
+    pub fn on_every_primary<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Vec<T> {
+        match (&self.server, self.topology) {
+            (None, Topology::Cluster) => {
+                let cluster = LocalCluster::shared();
+                cluster
+                    .primary_ports()
+                    .into_iter()
+                    .map(|port| {
+                        cmd.query(&mut cluster.node_on(port).conn())
+                            .expect("command on a primary")
+                    })
+                    .collect()
+            }
+            _ => vec![cmd.query(&mut self.conn()).expect("command")],
+        }
+    }
+
+    /// How many times `command` ran, summed over every primary (`INFO commandstats`).
+    pub fn calls(&self, command: &str) -> u64 {
+        command_calls(
+            &self.on_every_primary(redis::cmd("INFO").arg("commandstats")),
+            command,
+        )
+    }
+
     /// A synchronous connection that reaches every key (routed by key on the cluster).
     pub fn conn(&self) -> AnyConnection {
         match (&self.server, self.topology) {
@@ -592,6 +618,21 @@ impl TestRedis {
             (None, _) => AnyConnection::Single(LocalSentinel::shared().conn()),
         }
     }
+}
+
+/// How many times `command` ran, summed over `INFO commandstats` answers.
+pub fn command_calls(infos: &[String], command: &str) -> u64 {
+    let field = format!("cmdstat_{}:calls=", command.to_lowercase());
+    infos
+        .iter()
+        .map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&field))
+                .and_then(|rest| rest.split(',').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// A synchronous connection to one server or to a cluster.

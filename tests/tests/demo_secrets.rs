@@ -2,13 +2,10 @@
 //! thread, the server's workers included, by a global subscriber, so this file is a binary of
 //! its own), not in `Debug` output; and an admin invalidation is logged with who and what.
 
-use std::{
-    io::Write,
-    sync::{Arc, LazyLock, Mutex, PoisonError},
-};
+use std::sync::LazyLock;
 
 use reqwest::StatusCode;
-use tests::fixtures::demo::ActixDemo;
+use tests::{fixtures::demo::ActixDemo, logs::Captured};
 
 const TOKEN: &str = "s3cr3t-admin-token-never-logged";
 /// A wrong token a client sends: not a secret of the service, but nothing a log should keep
@@ -16,9 +13,9 @@ const TOKEN: &str = "s3cr3t-admin-token-never-logged";
 const WRONG: &str = "wrong-admin-token-also-never-logged";
 
 /// Everything every thread logs, from the first test on.
-static LOGS: LazyLock<Arc<Mutex<Vec<u8>>>> = LazyLock::new(|| {
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let writer = Captured(Arc::clone(&logs));
+static LOGS: LazyLock<Captured> = LazyLock::new(|| {
+    let logs = Captured::default();
+    let writer = logs.clone();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
         .with_ansi(false)
@@ -27,25 +24,8 @@ static LOGS: LazyLock<Arc<Mutex<Vec<u8>>>> = LazyLock::new(|| {
     logs
 });
 
-#[derive(Clone)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn logs() -> String {
-    String::from_utf8_lossy(&LOGS.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+    LOGS.text()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -106,6 +106,7 @@ mod axum_app {
         routing::get,
     };
     use cached_runtime::redis_cache;
+    use tests::fixtures::serve;
 
     use super::{Catalog, Item, SocketAddr};
 
@@ -125,12 +126,7 @@ mod axum_app {
         let app = Router::new()
             .route("/items/{id}", get(item))
             .with_state(catalog);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a free port");
-        let addr = listener.local_addr().expect("an address");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        addr
+        serve(app).await
     }
 }
 

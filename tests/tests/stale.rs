@@ -7,68 +7,75 @@
 //! its TTL running out would, so no test sleeps through a TTL.
 
 use std::{
-    io::Write,
     sync::{
-        Arc, Mutex, PoisonError,
+        Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use cached_runtime::{
-    Cache, Policy,
-    key::Key,
-    shape::{Fallible, Plain},
-    telemetry,
-};
+use cached_runtime::{Cache, Policy, key::Key, shape::Plain, telemetry};
 use redis::Commands;
-use tests::{RedisServer, recorder::TestRecorder, wait_until};
+use tests::{
+    RedisServer,
+    fixtures::{
+        key,
+        stale::{WINDOW, assert_unlocked, down, fallible, make_stale, read_fresh, stale_policy},
+    },
+    logs::Captured,
+    recorder::TestRecorder,
+    wait_until,
+};
 use tokio::sync::watch;
 
 const WAIT: Duration = Duration::from_secs(20);
-/// The stale window of every policy here.
-const WINDOW: Duration = Duration::from_secs(600);
-
-fn stale_policy(prefix: &'static str) -> Policy {
-    Policy::new(prefix, Duration::from_secs(60))
-        .expect("valid policy")
-        .stale_window(WINDOW)
-        .expect("valid window")
-}
-
-fn key(cache: &Cache, prefix: &str, id: u64) -> Key {
-    cache.key(prefix).arg(&id).build().expect("valid key")
-}
-
-/// Leaves the entry `ms` milliseconds into its stale window's end: stale, still in Redis.
-fn make_stale(server: &RedisServer, key: &Key) {
-    let mut conn = server.conn();
-    let window_ms = u64::try_from(WINDOW.as_millis()).expect("small");
-    let set: bool = conn
-        .pexpire(key.as_str(), (window_ms - 1000) as i64)
-        .expect("PEXPIRE");
-    assert!(set, "the entry is in Redis");
-}
 
 async fn fill(cache: &Cache, key: &Key, policy: &Policy, value: u64) {
-    let got = cache
-        .get_or_fill::<Fallible, Result<u64, String>, _>(key, policy, async move { Ok(value) })
-        .await;
+    let got = fallible(cache, key, policy, Ok(value), &AtomicUsize::new(0)).await;
     assert_eq!(got, Ok(value));
 }
 
+/// A call whose body fails, counting itself in `runs`.
 async fn failing(
     cache: &Cache,
     key: &Key,
     policy: &Policy,
     runs: &AtomicUsize,
 ) -> Result<u64, String> {
-    cache
-        .get_or_fill::<Fallible, Result<u64, String>, _>(key, policy, async {
-            runs.fetch_add(1, Ordering::SeqCst);
-            Err("database down".to_owned())
-        })
-        .await
+    fallible(cache, key, policy, down(), runs).await
+}
+
+/// Stores 1 at `key` through a first call, then makes the entry stale.
+async fn stale_one(server: &RedisServer, cache: &Cache, key: &Key, policy: &Policy) {
+    let first = cache
+        .get_or_refresh::<Plain, u64, _>(key, policy, async { 1 })
+        .await;
+    assert_eq!(first, 1);
+    make_stale(server, key);
+}
+
+/// After a background refresh of `key` failed: it is counted, nothing is left refreshing or
+/// locked, the entry is left as it was, and the next call refreshes it again.
+async fn assert_recovers_from_a_failed_refresh(
+    server: &RedisServer,
+    cache: &Cache,
+    key: &Key,
+    policy: &Policy,
+) {
+    wait_until(WAIT, || cache.stats().total.refresh_failures == 1).await;
+    wait_until(WAIT, || cache.stats().refreshing == 0).await;
+    assert_unlocked(server, key);
+    let ttl: i64 = server.conn().pttl(key.as_str()).expect("PTTL");
+    assert!(ttl > 0, "the entry is left as it was");
+    // The next call answers stale and refreshes again; the entry is fresh after it.
+    assert_eq!(
+        cache
+            .get_or_refresh::<Plain, u64, _>(key, policy, async { 2 })
+            .await,
+        1
+    );
+    wait_until(WAIT, || cache.stats().total.refreshed == 1).await;
+    assert_eq!(read_fresh(cache, key, policy).await, 2);
 }
 
 #[tokio::test]
@@ -99,7 +106,7 @@ async fn a_failing_body_without_an_entry_gets_its_error() {
     let policy = stale_policy("none").fail_safe(true);
     let runs = AtomicUsize::new(0);
     let got = failing(&cache, &key(&cache, "none", 1), &policy, &runs).await;
-    assert_eq!(got, Err("database down".to_owned()));
+    assert_eq!(got, down());
     assert_eq!(cache.stats().total.fail_safe, 0);
 }
 
@@ -121,7 +128,7 @@ async fn past_the_window_a_failing_body_gets_its_error() {
     .await;
     let runs = AtomicUsize::new(0);
     let got = failing(&cache, &key, &policy, &runs).await;
-    assert_eq!(got, Err("database down".to_owned()));
+    assert_eq!(got, down());
 }
 
 #[tokio::test]
@@ -142,7 +149,7 @@ async fn a_fresh_entry_is_a_hit_and_a_stale_one_without_fail_safe_is_refilled() 
     let runs = AtomicUsize::new(0);
     // Without fail-safe, stale is a miss, and the error is the answer.
     let got = failing(&cache, &key, &policy, &runs).await;
-    assert_eq!(got, Err("database down".to_owned()));
+    assert_eq!(got, down());
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -213,11 +220,7 @@ async fn stale_while_revalidate_under_200_callers_in_two_caches_runs_the_body_on
     let caches = [server.cache().await, server.cache().await];
     let policy = Arc::new(stale_policy("swr").stale_while_revalidate(true));
     let key = key(&caches[0], "swr", 1);
-    let first = caches[0]
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
-        .await;
-    assert_eq!(first, 1);
-    make_stale(&server, &key);
+    stale_one(&server, &caches[0], &key, &policy).await;
     let runs = Arc::new(AtomicUsize::new(0));
     let (open, gate) = watch::channel(false);
     let calls: Vec<_> = (0..200)
@@ -263,12 +266,8 @@ async fn stale_while_revalidate_under_200_callers_in_two_caches_runs_the_body_on
     let stale: u64 = caches.iter().map(|c| c.stats().total.stale).sum();
     assert_eq!(stale, 200);
     // The refreshed value is fresh now.
-    let got = caches[1]
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
-        .await;
-    assert_eq!(got, 2);
-    let lock: bool = server.conn().exists(key.lock_key()).expect("EXISTS");
-    assert!(!lock, "the fill lock was released");
+    assert_eq!(read_fresh(&caches[1], &key, &policy).await, 2);
+    assert_unlocked(&server, &key);
 }
 
 #[tokio::test]
@@ -277,11 +276,7 @@ async fn past_the_soft_timeout_the_caller_gets_stale_and_the_background_store_la
     let cache = server.cache().await;
     let policy = stale_policy("soft").soft_timeout(Duration::from_millis(20));
     let key = key(&cache, "soft", 1);
-    let first = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
-        .await;
-    assert_eq!(first, 1);
-    make_stale(&server, &key);
+    stale_one(&server, &cache, &key, &policy).await;
     let runs = Arc::new(AtomicUsize::new(0));
     let (open, gate) = watch::channel(false);
     let got = cache
@@ -291,10 +286,11 @@ async fn past_the_soft_timeout_the_caller_gets_stale_and_the_background_store_la
     assert_eq!(cache.stats().total.stale, 1);
     open.send_replace(true);
     wait_until(WAIT, || cache.stats().total.refreshed == 1).await;
-    let got = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
-        .await;
-    assert_eq!(got, 2, "the background body's result was stored");
+    assert_eq!(
+        read_fresh(&cache, &key, &policy).await,
+        2,
+        "the background body's result was stored"
+    );
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
 
@@ -305,10 +301,7 @@ async fn within_the_soft_timeout_the_caller_gets_the_new_value() {
     // No test waits this long: the body answers at once.
     let policy = stale_policy("softok").soft_timeout(Duration::from_secs(3600));
     let key = key(&cache, "softok", 1);
-    let _ = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
-        .await;
-    make_stale(&server, &key);
+    stale_one(&server, &cache, &key, &policy).await;
     let got = cache
         .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 2 })
         .await;
@@ -367,30 +360,12 @@ async fn a_panicking_refresh_is_counted_and_leaves_nothing_held() {
     let cache = server.cache().await;
     let policy = stale_policy("rpanic").stale_while_revalidate(true);
     let key = key(&cache, "rpanic", 1);
-    let _ = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
-        .await;
-    make_stale(&server, &key);
+    stale_one(&server, &cache, &key, &policy).await;
     let got = cache
         .get_or_refresh::<Plain, u64, _>(&key, &policy, async { panic!("refresh panics") })
         .await;
     assert_eq!(got, 1);
-    wait_until(WAIT, || cache.stats().total.refresh_failures == 1).await;
-    wait_until(WAIT, || cache.stats().refreshing == 0).await;
-    let lock: bool = server.conn().exists(key.lock_key()).expect("EXISTS");
-    assert!(!lock, "the fill lock was released");
-    // The next call refreshes again, and the entry is fresh after it.
-    assert_eq!(
-        cache
-            .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 2 })
-            .await,
-        1
-    );
-    wait_until(WAIT, || cache.stats().total.refreshed == 1).await;
-    let got = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
-        .await;
-    assert_eq!(got, 2);
+    assert_recovers_from_a_failed_refresh(&server, &cache, &key, &policy).await;
 }
 
 #[tokio::test]
@@ -401,31 +376,12 @@ async fn a_refresh_past_its_hard_timeout_is_dropped_and_leaves_nothing_held() {
         .stale_while_revalidate(true)
         .hard_timeout(Duration::from_millis(50));
     let key = key(&cache, "hard", 1);
-    let _ = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
-        .await;
-    make_stale(&server, &key);
+    stale_one(&server, &cache, &key, &policy).await;
     let got = cache
         .get_or_refresh::<Plain, u64, _>(&key, &policy, std::future::pending())
         .await;
     assert_eq!(got, 1);
-    wait_until(WAIT, || cache.stats().total.refresh_failures == 1).await;
-    wait_until(WAIT, || cache.stats().refreshing == 0).await;
-    let lock: bool = server.conn().exists(key.lock_key()).expect("EXISTS");
-    assert!(!lock, "the fill lock was released");
-    let ttl: i64 = server.conn().pttl(key.as_str()).expect("PTTL");
-    assert!(ttl > 0, "the entry is left as it was");
-    assert_eq!(
-        cache
-            .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 2 })
-            .await,
-        1
-    );
-    wait_until(WAIT, || cache.stats().total.refreshed == 1).await;
-    let got = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
-        .await;
-    assert_eq!(got, 2);
+    assert_recovers_from_a_failed_refresh(&server, &cache, &key, &policy).await;
 }
 
 #[tokio::test]
@@ -467,10 +423,7 @@ async fn background_refreshes_are_bounded_and_a_stale_answer_does_not_wait_for_a
     let policy = stale_policy("bound").stale_while_revalidate(true);
     let (a, b) = (key(&cache, "bound", 1), key(&cache, "bound", 2));
     for k in [&a, &b] {
-        let _ = cache
-            .get_or_refresh::<Plain, u64, _>(k, &policy, async { 1 })
-            .await;
-        make_stale(&server, k);
+        stale_one(&server, &cache, k, &policy).await;
     }
     let runs = Arc::new(AtomicUsize::new(0));
     let (open, gate) = watch::channel(false);
@@ -502,10 +455,7 @@ async fn a_caller_dropped_during_its_soft_timeout_leaves_the_refresh_to_finish_a
     let cache = server.cache().await;
     let policy = Arc::new(stale_policy("dropped").soft_timeout(Duration::from_secs(3600)));
     let key = key(&cache, "dropped", 1);
-    let _ = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
-        .await;
-    make_stale(&server, &key);
+    stale_one(&server, &cache, &key, &policy).await;
     let runs = Arc::new(AtomicUsize::new(0));
     let (open, gate) = watch::channel(false);
     let body = gated(&runs, &gate, 2);
@@ -520,12 +470,12 @@ async fn a_caller_dropped_during_its_soft_timeout_leaves_the_refresh_to_finish_a
         stats.total.refreshed == 1 && stats.refreshing == 0
     })
     .await;
-    let lock: bool = server.conn().exists(key.lock_key()).expect("EXISTS");
-    assert!(!lock, "the fill lock was released");
-    let got = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
-        .await;
-    assert_eq!(got, 2, "the refresh stored its result");
+    assert_unlocked(&server, &key);
+    assert_eq!(
+        read_fresh(&cache, &key, &policy).await,
+        2,
+        "the refresh stored its result"
+    );
 }
 
 /// Sets its flag when dropped: tells whether a body's future was dropped.
@@ -545,10 +495,7 @@ async fn dropping_every_cache_handle_stops_its_refreshes_and_releases_their_lock
     // No hard timeout: the refresh's lock lives 30 s, longer than any wait here.
     let policy = stale_policy("ends").stale_while_revalidate(true);
     let key = key(&cache, "ends", 1);
-    let _ = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
-        .await;
-    make_stale(&server, &key);
+    stale_one(&server, &cache, &key, &policy).await;
     let (started, dropped) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
@@ -585,53 +532,27 @@ async fn dropping_every_cache_handle_stops_its_refreshes_and_releases_their_lock
     assert!(ttl > 0, "pttl {ttl}");
 }
 
-/// Log lines written while a [`Logs`] guard is alive on this thread.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    /// Captures this thread's logs (a current-thread runtime runs the cache's tasks here).
-    fn capture(&self) -> tracing::subscriber::DefaultGuard {
-        let writer = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
+/// Captures this thread's warnings into `logs` while the guard lives (a current-thread
+/// runtime runs the cache's tasks here).
+fn capture_warnings(logs: &Captured) -> tracing::subscriber::DefaultGuard {
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::set_default(subscriber)
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_panicking_refresh_is_counted_and_logged_with_its_message() {
-    let logs = Logs::default();
-    let _guard = logs.capture();
+    let logs = Captured::default();
+    let _guard = capture_warnings(&logs);
     let server = RedisServer::start();
     let cache = server.cache().await;
     let policy = stale_policy("rlog").stale_while_revalidate(true);
     let key = key(&cache, "rlog", 1);
-    let _ = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 1 })
-        .await;
-    make_stale(&server, &key);
+    stale_one(&server, &cache, &key, &policy).await;
     let got = cache
         .get_or_refresh::<Plain, u64, _>(&key, &policy, async { panic!("the refresh body panics") })
         .await;

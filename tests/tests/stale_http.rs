@@ -20,7 +20,11 @@ use axum::{
 };
 use cached_runtime::{Cache, redis_cache};
 use redis::Commands;
-use tests::{RedisServer, fixtures::Item, wait_until};
+use tests::{
+    RedisServer,
+    fixtures::{Item, serve},
+    wait_until,
+};
 
 #[derive(Clone)]
 struct Db {
@@ -53,13 +57,7 @@ async fn list(db: Db, id: u64) -> Result<Item, String> {
 }
 
 async fn start(db: Db) -> SocketAddr {
-    let app = Router::new().route("/items/{id}", get(item)).with_state(db);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind a free port");
-    let addr = listener.local_addr().expect("an address");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    serve(Router::new().route("/items/{id}", get(item)).with_state(db)).await
 }
 
 fn db(cache: Cache) -> Db {

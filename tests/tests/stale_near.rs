@@ -12,12 +12,19 @@ use std::{
 
 use cached_runtime::{Cache, Policy, shape::Plain};
 use redis::Commands;
-use tests::{RedisServer, fixtures::entry, wait_until};
+use tests::{
+    RedisServer,
+    fixtures::{
+        entry, key, policy_with_ttl,
+        stale::{assert_unlocked, read_fresh, stale_policy, stale_policy_with_ttl},
+    },
+    wait_until,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
 async fn read(cache: &Cache, policy: &Policy, id: u64, runs: &AtomicUsize) -> u64 {
-    let key = cache.key(policy.prefix()).arg(&id).build().expect("key");
+    let key = key(cache, policy.prefix(), id);
     cache
         .get_or_fill::<Plain, u64, _>(&key, policy, async move {
             runs.fetch_add(1, Ordering::SeqCst);
@@ -38,12 +45,8 @@ async fn with_redis_frozen_fail_safe_entries_are_served_from_the_near_cache_and_
         .await
         .expect("cache");
     assert!(cache.near_ready(WAIT).await, "tracking established");
-    let safe = Policy::new("safe", Duration::from_secs(60))
-        .expect("policy")
-        .stale_window(Duration::from_secs(600))
-        .expect("window")
-        .fail_safe(true);
-    let plain = Policy::new("plain", Duration::from_secs(60)).expect("policy");
+    let safe = stale_policy("safe").fail_safe(true);
+    let plain = policy_with_ttl("plain", 60);
     let runs = AtomicUsize::new(0);
     assert_eq!(read(&cache, &safe, 1, &runs).await, 101);
     assert_eq!(read(&cache, &plain, 1, &runs).await, 101);
@@ -74,7 +77,7 @@ async fn with_redis_frozen_fail_safe_entries_are_served_from_the_near_cache_and_
         "tracking back after the outage"
     );
     // Coherent again: another client's write is seen.
-    let key = cache.key("safe").arg(&1u64).build().expect("key");
+    let key = key(&cache, "safe", 1);
     let _: () = server.conn().set(key.as_str(), entry(7)).expect("SET");
     cache.sync_near().await.expect("sync");
     assert_eq!(read(&cache, &safe, 1, &runs).await, 7);
@@ -90,12 +93,8 @@ async fn a_hot_entry_read_from_the_near_cache_is_refreshed_early_with_no_caller_
         .await
         .expect("cache");
     assert!(cache.near_ready(WAIT).await, "tracking established");
-    let policy = Policy::new("hot", Duration::from_secs(3))
-        .expect("policy")
-        .stale_window(Duration::from_secs(600))
-        .expect("window")
-        .early_refresh(true);
-    let key = cache.key("hot").arg(&1u64).build().expect("key");
+    let policy = stale_policy_with_ttl("hot", 3).early_refresh(true);
+    let key = key(&cache, "hot", 1);
     // A slow first body: XFetch weighs the time left against it. Its result is kept in the
     // near cache, which answers every call below without a Redis command.
     let first = cache
@@ -142,11 +141,7 @@ async fn a_hot_entry_read_from_the_near_cache_is_refreshed_early_with_no_caller_
         "{stats:?}"
     );
     assert_eq!(runs.load(Ordering::SeqCst), 1, "one body run");
-    let lock: bool = server.conn().exists(key.lock_key()).expect("EXISTS");
-    assert!(!lock, "the fill lock was released");
+    assert_unlocked(&server, &key);
     // The refreshed value is what callers get now, fresh.
-    let got = cache
-        .get_or_refresh::<Plain, u64, _>(&key, &policy, async { unreachable!("fresh") })
-        .await;
-    assert_eq!(got, 2);
+    assert_eq!(read_fresh(&cache, &key, &policy).await, 2);
 }

@@ -14,12 +14,7 @@ use std::{
 };
 
 use cached_runtime::{Cache, CacheBuilder, Key, Policy, shape::Plain};
-use tests::{
-    RedisServer,
-    fixtures::policy,
-    topology::{LocalCluster, TestRedis, Topology},
-    topology_suite, wait_until,
-};
+use tests::{RedisServer, fixtures::policy, topology::TestRedis, topology_suite, wait_until};
 use tokio::sync::oneshot;
 
 const NS: &str = "tags:";
@@ -72,42 +67,6 @@ async fn recomputed(cache: &Cache, key: &Key, policy: &Policy) -> bool {
     let runs = AtomicU64::new(0);
     read(cache, key, policy, 2, &runs).await;
     runs.load(Ordering::SeqCst) == 1
-}
-
-/// How many times `command` ran on every primary (`INFO commandstats`).
-fn calls(redis: &TestRedis, command: &str) -> u64 {
-    let field = format!("cmdstat_{}:calls=", command.to_lowercase());
-    let infos: Vec<String> = match redis.topology() {
-        Topology::Cluster => {
-            let cluster = LocalCluster::shared();
-            cluster
-                .primary_ports()
-                .into_iter()
-                .map(|port| {
-                    redis::cmd("INFO")
-                        .arg("commandstats")
-                        .query(&mut cluster.node_on(port).conn())
-                        .expect("INFO")
-                })
-                .collect()
-        }
-        _ => vec![
-            redis::cmd("INFO")
-                .arg("commandstats")
-                .query(&mut redis.conn())
-                .expect("INFO"),
-        ],
-    };
-    infos
-        .iter()
-        .map(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(&field))
-                .and_then(|rest| rest.split(',').next())
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum()
 }
 
 async fn one_tag_drops_the_entries_of_two_functions_and_another_tag_keeps_them(redis: TestRedis) {
@@ -207,12 +166,12 @@ async fn two_near_caches_see_each_others_tag_invalidation(redis: TestRedis) {
     }
     let near_hits = |c: &Cache| c.stats().total.near_hits;
     let before = near_hits(&b);
-    let gets = calls(&redis, "get");
+    let gets = redis.calls("get");
     for k in &keys {
         assert!(!recomputed(&b, k, &p).await);
     }
     assert_eq!(
-        calls(&redis, "get"),
+        redis.calls("get"),
         gets,
         "warm tagged near hits send nothing, not even for the tags"
     );
@@ -317,9 +276,9 @@ async fn a_tag_of_100k_entries_is_invalidated_with_one_command(redis: TestRedis)
         assert!(!recomputed(&a, k, &p).await, "{k} is served");
     }
     let (unlinks, scans, dels) = (
-        calls(&redis, "unlink"),
-        calls(&redis, "scan"),
-        calls(&redis, "del"),
+        redis.calls("unlink"),
+        redis.calls("scan"),
+        redis.calls("del"),
     );
     assert_eq!(
         a.invalidate_tags(["category:all"])
@@ -327,9 +286,9 @@ async fn a_tag_of_100k_entries_is_invalidated_with_one_command(redis: TestRedis)
             .expect("invalidate"),
         1
     );
-    assert_eq!(calls(&redis, "unlink"), unlinks + 1, "one command per tag");
-    assert_eq!(calls(&redis, "scan"), scans, "no scan");
-    assert_eq!(calls(&redis, "del"), dels);
+    assert_eq!(redis.calls("unlink"), unlinks + 1, "one command per tag");
+    assert_eq!(redis.calls("scan"), scans, "no scan");
+    assert_eq!(redis.calls("del"), dels);
     for k in keys.iter().step_by(9973) {
         assert!(recomputed(&a, k, &p).await, "{k} is dropped");
     }

@@ -10,24 +10,15 @@ use std::{
     time::Duration,
 };
 
-use cached_runtime::{
-    Cache, Policy,
-    key::Key,
-    shape::{Fallible, Plain},
+use cached_runtime::{Cache, key::Key, shape::Plain};
+use tests::{
+    RedisServer,
+    fixtures::stale::{down, fallible, make_stale, stale_policy},
+    wait_until,
 };
-use redis::Commands;
-use tests::{RedisServer, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
-const WINDOW: Duration = Duration::from_secs(600);
 const TAG: &str = "category:books";
-
-fn stale_policy(prefix: &'static str) -> Policy {
-    Policy::new(prefix, Duration::from_secs(60))
-        .expect("valid policy")
-        .stale_window(WINDOW)
-        .expect("valid window")
-}
 
 fn key(cache: &Cache, prefix: &str, id: u64) -> Key {
     cache
@@ -38,37 +29,12 @@ fn key(cache: &Cache, prefix: &str, id: u64) -> Key {
         .expect("valid key")
 }
 
-fn make_stale(server: &RedisServer, key: &Key) {
-    let window_ms = i64::try_from(WINDOW.as_millis()).expect("small");
-    let set: bool = server
-        .conn()
-        .pexpire(key.as_str(), window_ms - 1000)
-        .expect("PEXPIRE");
-    assert!(set, "the entry is in Redis");
-}
-
-async fn fallible(
-    cache: &Cache,
-    key: &Key,
-    policy: &Policy,
-    answer: Result<u64, String>,
-    runs: &AtomicUsize,
-) -> Result<u64, String> {
-    cache
-        .get_or_fill::<Fallible, Result<u64, String>, _>(key, policy, async {
-            runs.fetch_add(1, Ordering::SeqCst);
-            answer
-        })
-        .await
-}
-
 #[tokio::test]
 async fn a_tag_invalidation_ends_fail_safe_service_of_a_stale_entry() {
     let server = RedisServer::start();
     let cache = server.cache().await;
     let policy = stale_policy("fs").fail_safe(true);
     let runs = AtomicUsize::new(0);
-    let down = || Err("database down".to_owned());
     let k = key(&cache, "fs", 1);
     assert_eq!(fallible(&cache, &k, &policy, Ok(7), &runs).await, Ok(7));
     make_stale(&server, &k);
@@ -134,7 +100,6 @@ async fn a_tag_invalidated_before_an_outage_is_not_answered_stale_from_the_near_
     assert!(cache.near_ready(WAIT).await, "tracking established");
     let policy = stale_policy("near").fail_safe(true);
     let runs = AtomicUsize::new(0);
-    let down = || Err("database down".to_owned());
     let (kept, dropped) = (key(&cache, "near", 1), key(&cache, "near", 2));
     let other = cache
         .key("near")

@@ -2,38 +2,9 @@
 //! `tracing` caches per call site whether anyone listens, and a test hitting the same call
 //! sites on another thread at the moment a subscriber is set could leave that cache stale.
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex, PoisonError},
-};
-
 use cached_runtime::shape::Plain;
 use redis::Commands;
-use tests::{RedisServer, fixtures::policy_with_ttl};
-
-/// A `Write` into a shared buffer, for a subscriber's output.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
-    }
-}
+use tests::{RedisServer, fixtures::policy_with_ttl, logs::Captured};
 
 fn subscriber(level: tracing::Level, out: &Captured) -> impl tracing::Subscriber + Send + Sync {
     let out = out.clone();

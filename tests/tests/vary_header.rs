@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::{Json, Router, extract::State, http::HeaderMap, routing::get};
 use cached_runtime::{Cache, redis_cache};
-use tests::RedisServer;
+use tests::{RedisServer, fixtures::serve};
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 
@@ -39,11 +39,7 @@ async fn vary_names_its_headers_in_the_response_only_when_the_cache_builds_it() 
         .route("/revalidated", get(revalidated))
         .route("/plain", get(plain))
         .with_state(cache);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     let client = reqwest::Client::new();
     let get = |path: &'static str, who: &'static str| {
         let client = client.clone();

@@ -476,12 +476,8 @@ impl Cache {
         F: Future<Output = R>,
     {
         let span = report::call_span(&self.inner.name, key);
-        let options = ReadOptions {
-            near: true,
-            refresh: false,
-        };
         in_span(span, move |span| async move {
-            self.read::<S, R, F, Values>(key, policy, &Values, options, body, None, &span)
+            self.read::<S, R, F, Values>(key, policy, &Values, ReadOptions::NEAR, body, None, &span)
                 .await
         })
     }
@@ -522,10 +518,6 @@ impl Cache {
         F: Future<Output = R> + Send + 'static,
     {
         let span = report::call_span(&self.inner.name, key);
-        let options = ReadOptions {
-            near: true,
-            refresh: false,
-        };
         in_span(span, move |span| async move {
             let handoff = refresh::Handoff::<S, F>::new(body);
             let detach: &(dyn refresh::Detach<R> + Sync) = &handoff;
@@ -533,7 +525,7 @@ impl Cache {
                 key,
                 policy,
                 &Values,
-                options,
+                ReadOptions::NEAR,
                 handoff.inline(),
                 Some(detach),
                 &span,

@@ -206,6 +206,14 @@ pub(crate) struct ReadOptions {
     pub(crate) refresh: bool,
 }
 
+impl ReadOptions {
+    /// A call's read: the near cache where the view allows, nothing forced.
+    pub(crate) const NEAR: Self = Self {
+        near: true,
+        refresh: false,
+    };
+}
+
 impl Cache {
     /// The one read path; see the module docs. `detach`: the body, when it can be moved to
     /// the background (stale-while-revalidate, soft timeouts, early refresh).
@@ -405,11 +413,7 @@ impl Cache {
             (store.get(key.as_str()).await, None)
         };
         // Only where a command was sent: not skipped by the circuit, not without a connection.
-        if let Some(started) = timer
-            && !matches!(got, Err(CacheError::CircuitOpen | CacheError::Unavailable))
-        {
-            span.record("redis_ms", started.elapsed().as_secs_f64() * 1e3);
-        }
+        record_get_ms(span, timer, &got);
         match got {
             Ok(Some(bytes)) => Found::Entry {
                 landed: since.map(|since| Landed {
@@ -426,5 +430,15 @@ impl Cache {
                 Found::Failed
             }
         }
+    }
+}
+
+/// Records a `GET` timed from `timer` on the call's span, where a command was sent: not
+/// skipped by the circuit, not without a connection.
+pub(crate) fn record_get_ms<T>(span: &Span, timer: Option<Instant>, got: &Result<T, CacheError>) {
+    if let Some(started) = timer
+        && !matches!(got, Err(CacheError::CircuitOpen | CacheError::Unavailable))
+    {
+        span.record("redis_ms", started.elapsed().as_secs_f64() * 1e3);
     }
 }

@@ -79,27 +79,6 @@ pub(crate) struct Stale {
 }
 
 impl Stale {
-    /// For the macro, which has validated every value at compile time.
-    pub(crate) const fn from_macro(
-        window: u64,
-        fail_safe: bool,
-        throttle_ms: u64,
-        while_revalidate: bool,
-        soft_timeout_ms: u64,
-        hard_timeout_ms: u64,
-        early: bool,
-    ) -> Self {
-        Self {
-            window,
-            fail_safe,
-            throttle_ms,
-            while_revalidate,
-            soft_timeout_ms,
-            hard_timeout_ms,
-            early,
-        }
-    }
-
     pub(crate) fn soft_timeout(&self) -> Option<Duration> {
         (self.soft_timeout_ms > 0).then(|| Duration::from_millis(self.soft_timeout_ms))
     }

@@ -343,11 +343,7 @@ impl Cache {
             .map(|t| near.and_then(|n| n.ticket(t)))
             .collect();
         let got = inner.store.get_tagged(key.as_str(), with_ttl, tags).await;
-        if let Some(started) = timer
-            && !matches!(got, Err(CacheError::CircuitOpen | CacheError::Unavailable))
-        {
-            span.record("redis_ms", started.elapsed().as_secs_f64() * 1e3);
-        }
+        super::read::record_get_ms(span, timer, &got);
         let (entry, versions) = match got {
             Ok(got) => got,
             Err(e) => {

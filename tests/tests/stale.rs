@@ -54,6 +54,15 @@ async fn stale_one(server: &RedisServer, cache: &Cache, key: &Key, policy: &Poli
     make_stale(server, key);
 }
 
+/// A private server, a cache on it, and key 1 of `policy`'s prefix holding a stale 1.
+async fn start_stale(policy: &Policy) -> (RedisServer, Cache, Key) {
+    let server = RedisServer::start();
+    let cache = server.cache().await;
+    let key = key(&cache, policy.prefix(), 1);
+    stale_one(&server, &cache, &key, policy).await;
+    (server, cache, key)
+}
+
 /// After a background refresh of `key` failed: it is counted, nothing is left refreshing or
 /// locked, the entry is left as it was, and the next call refreshes it again.
 async fn assert_recovers_from_a_failed_refresh(
@@ -272,11 +281,8 @@ async fn stale_while_revalidate_under_200_callers_in_two_caches_runs_the_body_on
 
 #[tokio::test]
 async fn past_the_soft_timeout_the_caller_gets_stale_and_the_background_store_lands() {
-    let server = RedisServer::start();
-    let cache = server.cache().await;
     let policy = stale_policy("soft").soft_timeout(Duration::from_millis(20));
-    let key = key(&cache, "soft", 1);
-    stale_one(&server, &cache, &key, &policy).await;
+    let (_server, cache, key) = start_stale(&policy).await;
     let runs = Arc::new(AtomicUsize::new(0));
     let (open, gate) = watch::channel(false);
     let got = cache
@@ -296,12 +302,9 @@ async fn past_the_soft_timeout_the_caller_gets_stale_and_the_background_store_la
 
 #[tokio::test]
 async fn within_the_soft_timeout_the_caller_gets_the_new_value() {
-    let server = RedisServer::start();
-    let cache = server.cache().await;
     // No test waits this long: the body answers at once.
     let policy = stale_policy("softok").soft_timeout(Duration::from_secs(3600));
-    let key = key(&cache, "softok", 1);
-    stale_one(&server, &cache, &key, &policy).await;
+    let (_server, cache, key) = start_stale(&policy).await;
     let got = cache
         .get_or_refresh::<Plain, u64, _>(&key, &policy, async { 2 })
         .await;
@@ -356,11 +359,8 @@ async fn early_refresh_runs_the_body_before_expiry_while_every_caller_hits() {
 
 #[tokio::test]
 async fn a_panicking_refresh_is_counted_and_leaves_nothing_held() {
-    let server = RedisServer::start();
-    let cache = server.cache().await;
     let policy = stale_policy("rpanic").stale_while_revalidate(true);
-    let key = key(&cache, "rpanic", 1);
-    stale_one(&server, &cache, &key, &policy).await;
+    let (server, cache, key) = start_stale(&policy).await;
     let got = cache
         .get_or_refresh::<Plain, u64, _>(&key, &policy, async { panic!("refresh panics") })
         .await;
@@ -370,13 +370,10 @@ async fn a_panicking_refresh_is_counted_and_leaves_nothing_held() {
 
 #[tokio::test]
 async fn a_refresh_past_its_hard_timeout_is_dropped_and_leaves_nothing_held() {
-    let server = RedisServer::start();
-    let cache = server.cache().await;
     let policy = stale_policy("hard")
         .stale_while_revalidate(true)
         .hard_timeout(Duration::from_millis(50));
-    let key = key(&cache, "hard", 1);
-    stale_one(&server, &cache, &key, &policy).await;
+    let (server, cache, key) = start_stale(&policy).await;
     let got = cache
         .get_or_refresh::<Plain, u64, _>(&key, &policy, std::future::pending())
         .await;
@@ -451,11 +448,8 @@ async fn background_refreshes_are_bounded_and_a_stale_answer_does_not_wait_for_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_dropped_during_its_soft_timeout_leaves_the_refresh_to_finish_and_store() {
-    let server = RedisServer::start();
-    let cache = server.cache().await;
     let policy = Arc::new(stale_policy("dropped").soft_timeout(Duration::from_secs(3600)));
-    let key = key(&cache, "dropped", 1);
-    stale_one(&server, &cache, &key, &policy).await;
+    let (server, cache, key) = start_stale(&policy).await;
     let runs = Arc::new(AtomicUsize::new(0));
     let (open, gate) = watch::channel(false);
     let body = gated(&runs, &gate, 2);
@@ -489,13 +483,10 @@ impl Drop for DropFlag {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_every_cache_handle_stops_its_refreshes_and_releases_their_lock() {
-    let server = RedisServer::start();
-    let cache = server.cache().await;
-    let other = cache.clone();
     // No hard timeout: the refresh's lock lives 30 s, longer than any wait here.
     let policy = stale_policy("ends").stale_while_revalidate(true);
-    let key = key(&cache, "ends", 1);
-    stale_one(&server, &cache, &key, &policy).await;
+    let (server, cache, key) = start_stale(&policy).await;
+    let other = cache.clone();
     let (started, dropped) = (
         Arc::new(AtomicBool::new(false)),
         Arc::new(AtomicBool::new(false)),
@@ -548,11 +539,8 @@ fn capture_warnings(logs: &Captured) -> tracing::subscriber::DefaultGuard {
 async fn a_panicking_refresh_is_counted_and_logged_with_its_message() {
     let logs = Captured::default();
     let _guard = capture_warnings(&logs);
-    let server = RedisServer::start();
-    let cache = server.cache().await;
     let policy = stale_policy("rlog").stale_while_revalidate(true);
-    let key = key(&cache, "rlog", 1);
-    stale_one(&server, &cache, &key, &policy).await;
+    let (_server, cache, key) = start_stale(&policy).await;
     let got = cache
         .get_or_refresh::<Plain, u64, _>(&key, &policy, async { panic!("the refresh body panics") })
         .await;

@@ -209,7 +209,9 @@ impl Cache {
             self.invalidate(key).await?;
             return Ok(());
         }
-        let bytes = match self.tag_written(key, bytes, policy.ttl).await {
+        // Kept for the stale window too, like a fill's entry; its tag keys outlive it.
+        let ttl = policy.ttl + policy.stale_window_secs();
+        let bytes = match self.tag_written(key, bytes, ttl).await {
             Ok(bytes) => bytes,
             Err(e) => {
                 self.invalidate(key).await?;
@@ -223,8 +225,6 @@ impl Cache {
             cache: self,
             scope: Some(scope.clone()),
         };
-        // Kept for the stale window too, like a fill's entry.
-        let ttl = policy.ttl + policy.stale_window_secs();
         let written = inner.store.write(key.as_str(), &bytes, ttl).await;
         scope.evict_near(self);
         written?;

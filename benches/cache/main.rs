@@ -1,6 +1,7 @@
 //! The cache's hit and miss paths against the ceiling and the closest peer, on a private
 //! redis-server on loopback; then the near cache (hit path, invalidation propagation, memory),
-//! the same on a local Redis Cluster, invalidation, HTTP under `wrk` and a cold stampede.
+//! the same on a local Redis Cluster, invalidation, tags, serving stale, HTTP under `wrk` and
+//! a cold stampede.
 //!
 //! `cargo bench -p benches --bench cache` (or `scripts/bench.sh`, which also writes the chart;
 //! docs/BENCHMARKS.md records a run). Results go to stdout as Markdown tables.
@@ -15,6 +16,7 @@ mod harness;
 mod http;
 mod invalidation;
 mod near;
+mod stale;
 mod stampede;
 mod tags;
 mod variants;
@@ -88,6 +90,10 @@ fn main() {
     if !skipped("tags") {
         let server = RedisServer::start();
         rt.block_on(tags::run(&server));
+    }
+    if !skipped("stale") {
+        let server = RedisServer::start();
+        rt.block_on(stale::run(&server));
     }
     if !skipped("http") {
         http::run(&rt);

@@ -387,13 +387,7 @@ async fn hot_key(caches: &[Arc<Cache>; 2], mode: Mode, prefix: String) -> Expiry
     for (started, took) in calls {
         let distance = expiries_at
             .iter()
-            .map(|&x| {
-                if x > started {
-                    x - started
-                } else {
-                    started - x
-                }
-            })
+            .map(|&x| x.abs_diff(started))
             .min()
             .unwrap_or(Duration::MAX);
         let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);

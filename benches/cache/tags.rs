@@ -115,8 +115,7 @@ async fn hits(server: &RedisServer) {
             mget.extend(tag_keys);
             Some((conn, vec![untagged.as_str().to_owned()], mget))
         };
-        for &c in &CONCURRENCY {
-            let tier = if near { "near" } else { "redis" };
+        let variants = |c: usize, ops: usize| {
             let mut variants: Vec<Runner> = [&untagged, &tagged]
                 .into_iter()
                 .map(|key| {
@@ -133,6 +132,11 @@ async fn hits(server: &RedisServer) {
                 variants.push(raw_runner(conn, Raw::Get, get.clone(), c, ops));
                 variants.push(raw_runner(conn, Raw::Mget, mget.clone(), c, ops));
             }
+            variants
+        };
+        for &c in &CONCURRENCY {
+            let tier = if near { "near" } else { "redis" };
+            let variants = variants(c, ops);
             let samples = interleave(rounds, &variants).await;
             println!(
                 "{tier} c={c}: {}",
@@ -143,6 +147,9 @@ async fn hits(server: &RedisServer) {
                     .join(", ")
             );
             rows.push((tier, c, samples));
+        }
+        if !near {
+            cpu_split(server, &variants(64, HIT_OPS * 5), rounds).await;
         }
     }
     println!(
@@ -272,4 +279,59 @@ async fn invalidation(server: &RedisServer) {
     println!(
         "(the scans deleted {deleted} keys: the lists are not in this database, the scan cost is the walk)"
     );
+}
+
+/// Where the CPU of a Redis-tier hit goes, at 64 callers: this process (the callers and the
+/// connection's task) and redis-server, per call, from their `/proc/{pid}/stat` times (in
+/// clock ticks, 100 per second here: the ratios are what counts), in interleaved rounds.
+async fn cpu_split(server: &RedisServer, variants: &[Runner], rounds: usize) {
+    const NAMES: [&str; 4] = [
+        "cache, untagged",
+        "cache, tagged",
+        "by hand: GET",
+        "by hand: MGET of 3",
+    ];
+    let calls = (HIT_OPS * 5 / 64 * 64) as f64;
+    let server_pid = server.pid();
+    let mut per_call = vec![Vec::new(); variants.len()];
+    for round in 0..rounds.min(5) {
+        for i in 0..variants.len() {
+            let v = (i + round) % variants.len();
+            let (me, redis) = (cpu_ticks("self"), cpu_ticks(&server_pid.to_string()));
+            variants[v]().await;
+            let (me2, redis2) = (cpu_ticks("self"), cpu_ticks(&server_pid.to_string()));
+            // Ticks of 10 ms, in microseconds per call.
+            let us = |ticks: u64| ticks as f64 * 10_000.0 / calls;
+            per_call[v].push((us(me2 - me), us(redis2 - redis)));
+        }
+    }
+    println!(
+        "\n| redis tier, 64 callers | this process: CPU µs per call | redis-server: CPU µs per call |"
+    );
+    println!("|---|---:|---:|");
+    for (name, v) in NAMES.iter().zip(&per_call) {
+        let me = crate::harness::Spread::of(v.iter().map(|p| p.0));
+        let redis = crate::harness::Spread::of(v.iter().map(|p| p.1));
+        println!(
+            "| {name} | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) |",
+            me.median, me.min, me.max, redis.median, redis.min, redis.max
+        );
+    }
+}
+
+/// User and system time of a process so far, in clock ticks (`/proc/{pid}/stat` fields 14
+/// and 15); 0 when it cannot be read.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state): utime is field 14, stime 15.
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
 }

@@ -39,6 +39,8 @@ struct Tally {
     x_cache: BTreeMap<String, u64>,
     /// The paths asked for.
     paths: HashSet<String>,
+    /// Answers marked `X-Cache: MISS` (the body ran for them), by path.
+    misses: BTreeMap<String, u64>,
 }
 
 impl Tally {
@@ -52,6 +54,9 @@ impl Tally {
             *self.x_cache.entry(k).or_default() += v;
         }
         self.paths.extend(other.paths);
+        for (k, v) in other.misses {
+            *self.misses.entry(k).or_default() += v;
+        }
     }
 
     fn server_errors(&self) -> u64 {
@@ -78,6 +83,9 @@ impl Seen {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("-");
         *t.x_cache.entry(x_cache.to_owned()).or_default() += 1;
+        if x_cache == "MISS" {
+            *t.misses.entry(path.to_owned()).or_default() += 1;
+        }
         if !t.paths.contains(path) {
             t.paths.insert(path.to_owned());
         }
@@ -173,6 +181,13 @@ impl Report {
             during.requests,
             during.server_errors() + during.failed,
             stale
+        );
+        let most = during.misses.iter().max_by_key(|(_, n)| **n);
+        println!(
+            "answers marked MISS during the outage: {} over {} paths; most for one path: {}",
+            during.misses.values().sum::<u64>(),
+            during.misses.len(),
+            most.map_or("none".to_owned(), |(p, n)| format!("{n} ({p})"))
         );
         let [start, end] = match &self.stats[..] {
             [start, end, ..] => [start, end],

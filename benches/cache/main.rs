@@ -9,6 +9,9 @@
 //! Each variant runs a fixed number of operations at 1, 16 and 64 concurrent callers on a
 //! two-worker Tokio runtime; each figure is the median of three repetitions after one
 //! unmeasured warm-up pass. Sections can be skipped with `BENCH_SKIP=invalidation,http,...`.
+//! The comparisons of close variants (tagged and untagged hits, hits with and without stale
+//! options) run in interleaved rounds instead, `BENCH_ROUNDS` of them (default 9), and report
+//! medians and ranges across rounds.
 
 mod chart;
 mod cluster;

@@ -1,6 +1,7 @@
-//! Fixed-count runs over N concurrent callers, hdrhistogram latencies, median of three.
+//! Fixed-count runs over N concurrent callers, hdrhistogram latencies, median of three; and
+//! variants measured in interleaved rounds, for comparisons on a noisy machine.
 
-use std::{future::Future, sync::Arc, time::Instant};
+use std::{future::Future, pin::Pin, sync::Arc, time::Instant};
 
 use hdrhistogram::Histogram;
 
@@ -38,7 +39,7 @@ pub(crate) fn record_since(h: &mut Histogram<u64>, t: Instant) {
 async fn measure<F, Fut>(callers: usize, ops: usize, op: F) -> Sample
 where
     F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     let op = Arc::new(op);
     let per_task = ops / callers;
@@ -79,7 +80,7 @@ fn median(mut v: Vec<Sample>) -> Sample {
 pub(crate) async fn bench<F, Fut>(name: &str, callers: usize, ops: usize, op: F) -> Sample
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
+    Fut: Future<Output = ()> + Send + 'static,
 {
     measure(callers, ops, op.clone()).await;
     let mut samples = Vec::new();
@@ -92,4 +93,162 @@ where
         s.ops_per_sec, s.p50_us, s.p99_us
     );
     s
+}
+
+/// Rounds of interleaved measurements, unless `BENCH_ROUNDS` says otherwise.
+pub(crate) fn rounds() -> usize {
+    std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|&r| r > 0)
+        .unwrap_or(9)
+}
+
+/// One variant's measurement, started anew on each call.
+pub(crate) type Runner =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Sample> + Send>> + Send + Sync>;
+
+/// `ops` calls of `op` over `callers` tasks, as a [`Runner`]; the boxing is per measurement,
+/// not per call.
+pub(crate) fn runner<F, Fut>(callers: usize, ops: usize, op: F) -> Runner
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Box::new(move || Box::pin(measure(callers, ops, op.clone())))
+}
+
+/// One unmeasured pass of each variant, then `rounds` rounds in which every variant runs
+/// once, the order rotated each round, so drift and bursts of load from other processes fall
+/// on all variants alike. `samples[variant][round]`.
+pub(crate) async fn interleave(rounds: usize, variants: &[Runner]) -> Vec<Vec<Sample>> {
+    for v in variants {
+        v().await;
+    }
+    let mut out = vec![Vec::with_capacity(rounds); variants.len()];
+    for round in 0..rounds {
+        for i in 0..variants.len() {
+            let v = (i + round) % variants.len();
+            out[v].push(variants[v]().await);
+        }
+    }
+    out
+}
+
+/// The median and the range of some figures.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Spread {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+}
+
+impl Spread {
+    pub(crate) fn of(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut v: Vec<f64> = values.into_iter().collect();
+        v.sort_by(f64::total_cmp);
+        match (v.first(), v.last()) {
+            (Some(&min), Some(&max)) => Self {
+                median: v[v.len() / 2],
+                min,
+                max,
+            },
+            _ => Self {
+                median: f64::NAN,
+                min: f64::NAN,
+                max: f64::NAN,
+            },
+        }
+    }
+
+    /// `1.02x (0.97–1.10)`.
+    pub(crate) fn ratio(&self) -> String {
+        format!("{:.2}x ({:.2}–{:.2})", self.median, self.min, self.max)
+    }
+}
+
+/// Medians across rounds of ops/s, p50 and p99: `123456 (4.5 / 21)`.
+pub(crate) fn median_cell(samples: &[Sample]) -> String {
+    let ops = Spread::of(samples.iter().map(|s| s.ops_per_sec)).median;
+    let p50 = Spread::of(samples.iter().map(|s| s.p50_us)).median;
+    let p99 = Spread::of(samples.iter().map(|s| s.p99_us)).median;
+    let us = |v: f64| {
+        if v < 10.0 {
+            format!("{v:.2}")
+        } else {
+            format!("{v:.0}")
+        }
+    };
+    format!("{ops:.0} ({} / {})", us(p50), us(p99))
+}
+
+/// Round by round, `b`'s figure over `a`'s: p50 latency, and mean latency (`a`'s ops/s over
+/// `b`'s, the callers being the same).
+pub(crate) fn ratios(a: &[Sample], b: &[Sample]) -> (Spread, Spread) {
+    let p50 = Spread::of(a.iter().zip(b).map(|(a, b)| b.p50_us / a.p50_us));
+    let mean = Spread::of(a.iter().zip(b).map(|(a, b)| a.ops_per_sec / b.ops_per_sec));
+    (p50, mean)
+}
+
+/// Reads by hand on one multiplexed redis-rs connection, each call one round trip: `GET` of
+/// one key, `MGET` of several, or a pipeline of `GET` and `PTTL`; what the server and the
+/// protocol alone make of each, beside the cache's calls that send the same.
+#[derive(Clone, Copy)]
+pub(crate) enum Raw {
+    Get,
+    Mget,
+    GetPttl,
+}
+
+pub(crate) fn raw_runner(
+    conn: &redis::aio::MultiplexedConnection,
+    how: Raw,
+    keys: Vec<String>,
+    callers: usize,
+    ops: usize,
+) -> Runner {
+    let (conn, keys) = (conn.clone(), Arc::new(keys));
+    runner(callers, ops, move || {
+        let (mut conn, keys) = (conn.clone(), Arc::clone(&keys));
+        async move {
+            match how {
+                Raw::Get => {
+                    let v: Option<Vec<u8>> = redis::cmd("GET")
+                        .arg(&keys[0])
+                        .query_async(&mut conn)
+                        .await
+                        .expect("GET");
+                    std::hint::black_box(v);
+                }
+                Raw::Mget => {
+                    let v: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+                        .arg(&keys[..])
+                        .query_async(&mut conn)
+                        .await
+                        .expect("MGET");
+                    std::hint::black_box(v);
+                }
+                Raw::GetPttl => {
+                    let v: (Option<Vec<u8>>, i64) = redis::pipe()
+                        .cmd("GET")
+                        .arg(&keys[0])
+                        .cmd("PTTL")
+                        .arg(&keys[0])
+                        .query_async(&mut conn)
+                        .await
+                        .expect("GET, PTTL");
+                    std::hint::black_box(v);
+                }
+            }
+        }
+    })
+}
+
+/// A multiplexed redis-rs connection to `url`.
+pub(crate) async fn multiplexed(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("url")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
 }

@@ -1,6 +1,7 @@
 //! The cache's hit and miss paths against the ceiling and the closest peer, on a private
 //! redis-server on loopback; then the near cache (hit path, invalidation propagation, memory),
-//! the same on a local Redis Cluster, invalidation, HTTP under `wrk` and a cold stampede.
+//! the same on a local Redis Cluster, invalidation, tags, serving stale, HTTP under `wrk` and
+//! a cold stampede.
 //!
 //! `cargo bench -p benches --bench cache` (or `scripts/bench.sh`, which also writes the chart;
 //! docs/BENCHMARKS.md records a run). Results go to stdout as Markdown tables.
@@ -8,6 +9,9 @@
 //! Each variant runs a fixed number of operations at 1, 16 and 64 concurrent callers on a
 //! two-worker Tokio runtime; each figure is the median of three repetitions after one
 //! unmeasured warm-up pass. Sections can be skipped with `BENCH_SKIP=invalidation,http,...`.
+//! The comparisons of close variants (tagged and untagged hits, hits with and without stale
+//! options) run in interleaved rounds instead, `BENCH_ROUNDS` of them (default 9), and report
+//! medians and ranges across rounds.
 
 mod chart;
 mod cluster;
@@ -15,6 +19,7 @@ mod harness;
 mod http;
 mod invalidation;
 mod near;
+mod stale;
 mod stampede;
 mod tags;
 mod variants;
@@ -88,6 +93,10 @@ fn main() {
     if !skipped("tags") {
         let server = RedisServer::start();
         rt.block_on(tags::run(&server));
+    }
+    if !skipped("stale") {
+        let server = RedisServer::start();
+        rt.block_on(stale::run(&server));
     }
     if !skipped("http") {
         http::run(&rt);

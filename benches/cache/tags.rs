@@ -14,7 +14,10 @@ use tests::RedisServer;
 
 use crate::{
     HIT_OPS,
-    harness::{CONCURRENCY, Sample, bench, histogram, record_since},
+    harness::{
+        CONCURRENCY, Raw, Runner, histogram, interleave, median_cell, multiplexed, ratios,
+        raw_runner, record_since, rounds, runner,
+    },
 };
 
 const ENTRIES: u64 = 1_000_000;
@@ -54,15 +57,23 @@ async fn hit(cache: &Cache, key: &Key, policy: &Policy) {
     std::hint::black_box(v);
 }
 
+/// `BENCH_SKIP=tags-hit` or `tags-invalidation` leaves out one half.
 pub(crate) async fn run(server: &RedisServer) {
-    hits(server).await;
-    invalidation(server).await;
+    let skip = std::env::var("BENCH_SKIP").unwrap_or_default();
+    let skipped = |part: &str| skip.split(',').any(|s| s.trim() == part);
+    if !skipped("tags-hit") {
+        hits(server).await;
+    }
+    if !skipped("tags-invalidation") {
+        invalidation(server).await;
+    }
 }
 
 async fn hits(server: &RedisServer) {
     let url = server.url();
     let policy = Arc::new(Policy::new("bt", Duration::from_secs(3600)).expect("policy"));
-    println!("\n## Tags: a tagged hit beside an untagged one\n");
+    let rounds = rounds();
+    println!("\n## Tags: a tagged hit beside an untagged one, {rounds} interleaved rounds\n");
     let mut rows = Vec::new();
     for near in [false, true] {
         let cache = Arc::new(cache(&url, if near { "tags-near" } else { "tags" }, near).await);
@@ -82,37 +93,95 @@ async fn hits(server: &RedisServer) {
                 .await;
             assert_eq!(v, 42);
         }
-        for &c in &CONCURRENCY {
-            let tier = if near { "near" } else { "redis" };
-            let mut pair: Vec<Sample> = Vec::new();
-            for (label, key) in [("untagged", &untagged), ("tagged, 2 tags", &tagged)] {
-                let s = bench(&format!("{tier} hit, {label}"), c, HIT_OPS, {
+        // A near hit takes well under a microsecond: more calls per sample than from Redis.
+        let ops = if near { HIT_OPS * 10 } else { HIT_OPS };
+        // From Redis, the same reads by hand beside the cache's: the untagged `GET` and the
+        // tagged `MGET` of the entry and its two tag keys.
+        let raw = if near {
+            None
+        } else {
+            let mut conn = multiplexed(&url).await;
+            let all: Vec<String> = redis::cmd("KEYS")
+                .arg("*")
+                .query_async(&mut conn)
+                .await
+                .expect("KEYS");
+            let tag_keys: Vec<String> = all
+                .into_iter()
+                .filter(|k| k != untagged.as_str() && k != tagged.as_str())
+                .collect();
+            assert_eq!(tag_keys.len(), 2, "the two tag keys: {tag_keys:?}");
+            let mut mget = vec![tagged.as_str().to_owned()];
+            mget.extend(tag_keys);
+            Some((conn, vec![untagged.as_str().to_owned()], mget))
+        };
+        let variants = |c: usize, ops: usize| {
+            let mut variants: Vec<Runner> = [&untagged, &tagged]
+                .into_iter()
+                .map(|key| {
                     let (cache, key, policy) =
                         (Arc::clone(&cache), Arc::clone(key), Arc::clone(&policy));
-                    move || {
+                    runner(c, ops, move || {
                         let (cache, key, policy) =
                             (Arc::clone(&cache), Arc::clone(&key), Arc::clone(&policy));
                         async move { hit(&cache, &key, &policy).await }
-                    }
+                    })
                 })
-                .await;
-                pair.push(s);
+                .collect();
+            if let Some((conn, get, mget)) = &raw {
+                variants.push(raw_runner(conn, Raw::Get, get.clone(), c, ops));
+                variants.push(raw_runner(conn, Raw::Mget, mget.clone(), c, ops));
             }
-            rows.push((tier, c, pair[0], pair[1]));
+            variants
+        };
+        for &c in &CONCURRENCY {
+            let tier = if near { "near" } else { "redis" };
+            let variants = variants(c, ops);
+            let samples = interleave(rounds, &variants).await;
+            println!(
+                "{tier} c={c}: {}",
+                samples
+                    .iter()
+                    .map(|s| median_cell(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            rows.push((tier, c, samples));
+        }
+        if !near {
+            cpu_split(server, &variants(64, HIT_OPS * 5), rounds).await;
         }
     }
     println!(
-        "\n| tier | callers | untagged ops/s (p50 / p99 µs) | tagged, 2 tags | tagged p50 / untagged p50 |"
+        "\n| tier | callers | untagged ops/s (p50 / p99 µs) | tagged, 2 tags | tagged / untagged p50 | tagged / untagged mean latency | by hand: `GET` | by hand: `MGET` of 3 keys | `MGET` / `GET` p50 | `MGET` / `GET` mean latency |"
     );
-    println!("|---|---:|---:|---:|---:|");
-    for (tier, c, u, t) in rows {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (tier, c, s) in rows {
+        let (p50, mean) = ratios(&s[0], &s[1]);
+        let hand = match &s[..] {
+            [_, _, get, mget] => {
+                let (p50, mean) = ratios(get, mget);
+                format!(
+                    "{} | {} | {} | {}",
+                    median_cell(get),
+                    median_cell(mget),
+                    p50.ratio(),
+                    mean.ratio()
+                )
+            }
+            _ => "— | — | — | —".to_owned(),
+        };
         println!(
-            "| {tier} | {c} | {} | {} | {:.2}x |",
-            u.cell(),
-            t.cell(),
-            t.p50_us / u.p50_us
+            "| {tier} | {c} | {} | {} | {} | {} | {hand} |",
+            median_cell(&s[0]),
+            median_cell(&s[1]),
+            p50.ratio(),
+            mean.ratio()
         );
     }
+    println!(
+        "\n(medians across the rounds; ratios: the median of the rounds' ratios, then their range)"
+    );
 }
 
 /// Writes `count` entries `bt:page:{i}` tagged with `tag` (the form a fill stores).
@@ -210,4 +279,59 @@ async fn invalidation(server: &RedisServer) {
     println!(
         "(the scans deleted {deleted} keys: the lists are not in this database, the scan cost is the walk)"
     );
+}
+
+/// Where the CPU of a Redis-tier hit goes, at 64 callers: this process (the callers and the
+/// connection's task) and redis-server, per call, from their `/proc/{pid}/stat` times (in
+/// clock ticks, 100 per second here: the ratios are what counts), in interleaved rounds.
+async fn cpu_split(server: &RedisServer, variants: &[Runner], rounds: usize) {
+    const NAMES: [&str; 4] = [
+        "cache, untagged",
+        "cache, tagged",
+        "by hand: GET",
+        "by hand: MGET of 3",
+    ];
+    let calls = (HIT_OPS * 5 / 64 * 64) as f64;
+    let server_pid = server.pid();
+    let mut per_call = vec![Vec::new(); variants.len()];
+    for round in 0..rounds.min(5) {
+        for i in 0..variants.len() {
+            let v = (i + round) % variants.len();
+            let (me, redis) = (cpu_ticks("self"), cpu_ticks(&server_pid.to_string()));
+            variants[v]().await;
+            let (me2, redis2) = (cpu_ticks("self"), cpu_ticks(&server_pid.to_string()));
+            // Ticks of 10 ms, in microseconds per call.
+            let us = |ticks: u64| ticks as f64 * 10_000.0 / calls;
+            per_call[v].push((us(me2 - me), us(redis2 - redis)));
+        }
+    }
+    println!(
+        "\n| redis tier, 64 callers | this process: CPU µs per call | redis-server: CPU µs per call |"
+    );
+    println!("|---|---:|---:|");
+    for (name, v) in NAMES.iter().zip(&per_call) {
+        let me = crate::harness::Spread::of(v.iter().map(|p| p.0));
+        let redis = crate::harness::Spread::of(v.iter().map(|p| p.1));
+        println!(
+            "| {name} | {:.2} ({:.2}–{:.2}) | {:.2} ({:.2}–{:.2}) |",
+            me.median, me.min, me.max, redis.median, redis.min, redis.max
+        );
+    }
+}
+
+/// User and system time of a process so far, in clock ticks (`/proc/{pid}/stat` fields 14
+/// and 15); 0 when it cannot be read.
+fn cpu_ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state): utime is field 14, stime 15.
+    let field = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(14) + field(15)
 }

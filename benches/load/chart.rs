@@ -19,15 +19,13 @@ const FLOOR_MS: f64 = 0.1;
 
 pub(crate) fn write(
     path: &str,
+    title: &str,
     points: &[Point],
     outage: &Range<f64>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let root = SVGBackend::new(path, (900, 620)).into_drawing_area();
     root.fill(&WHITE)?;
-    let root = root.titled(
-        "The demo under a scripted load; Redis stopped (SIGSTOP) from 12 s to 18 s",
-        ("sans-serif", 20),
-    )?;
+    let root = root.titled(title, ("sans-serif", 20))?;
     let (top, bottom) = root.split_vertically(270);
     let end = points.last().map_or(1.0, |p| p.t).ceil();
 

@@ -89,14 +89,15 @@ async fn get_item(
 ///
 /// Stale-while-revalidate: for 5 minutes past its TTL a page is answered at once from the
 /// stale entry while one refresh (in the whole fleet, under the fill lock) reads it again;
-/// fail-safe too, so a failing refresh leaves the stale page in place. A write's tag
+/// fail-safe too, so a failing refresh leaves the stale page in place, and after a failure
+/// the page's database query waits 5 s (the throttle) before it is tried again. A write's tag
 /// invalidation ends that too: an invalidated page is never answered, fresh or stale.
 #[redis_cache(
     prefix = "items",
     ttl = 60,
     stale = 300,
     stale_while_revalidate,
-    fail_safe,
+    fail_safe_throttle = 5,
     skip(state),
     cache = state.cache,
     tags = ["list:{query.category}"]

@@ -211,19 +211,32 @@ fn wrap(versions: &[u64], entry: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The versions stored in front of an entry of `count` tags, and where the entry starts;
-/// `None` when it has no such header.
+/// The versions in front of a tagged entry and where the entry starts.
+#[cfg(test)]
 fn unwrap(bytes: &[u8], count: usize) -> Option<(Vec<u64>, usize)> {
-    let rest = bytes.strip_prefix(MAGIC)?;
-    let hex = rest.get(..count * HEX_LEN)?;
-    if rest.get(count * HEX_LEN) != Some(&b':') {
-        return None;
-    }
-    let versions = hex
+    let at = header_len(bytes, count)?;
+    let versions = bytes[MAGIC.len()..at - 1]
         .chunks(HEX_LEN)
         .map(parse_version)
         .collect::<Option<Vec<u64>>>()?;
-    Some((versions, MAGIC.len() + count * HEX_LEN + 1))
+    Some((versions, at))
+}
+
+/// The length of the `rt1` header of an entry with `count` tags, its `:` included; `None`
+/// when it has none.
+fn header_len(bytes: &[u8], count: usize) -> Option<usize> {
+    let len = MAGIC.len() + count * HEX_LEN;
+    (bytes.starts_with(MAGIC) && bytes.get(len) == Some(&b':')).then_some(len + 1)
+}
+
+/// Whether a version stored in front of an entry is its tag's version now: the same text (as
+/// this crate writes both), else the same number; a missing or foreign tag key never is.
+fn same_version(stored: &[u8], now: Option<&[u8]>) -> bool {
+    match now {
+        Some(now) if now == stored => stored.iter().all(u8::is_ascii_hexdigit),
+        Some(now) => parse_version(now).is_some_and(|n| parse_version(stored) == Some(n)),
+        None => false,
+    }
 }
 
 /// A tag's version as the near cache keeps it.
@@ -330,18 +343,13 @@ impl Cache {
         let inner = &*self.inner;
         let tags = key.tags.keys();
         let timer = telemetry::span_timer(span);
-        let since = Instant::now();
-        // Taken before the read: an invalidation of a tag meanwhile refuses its version.
-        let near = if with_ttl {
-            inner.near.as_deref()
-        } else {
-            None
-        };
+        // The clock, the epoch and the tickets only for a read the near cache may keep.
+        let since = with_ttl.then(Instant::now);
+        let near = since.and(inner.near.as_deref());
         let epoch = near.map_or(0, NearCache::tag_epoch);
-        let tickets: Vec<Option<Ticket>> = tags
-            .iter()
-            .map(|t| near.and_then(|n| n.ticket(t)))
-            .collect();
+        // Taken before the read: an invalidation of a tag meanwhile refuses its version.
+        let tickets: Option<Vec<Option<Ticket>>> =
+            near.map(|n| tags.iter().map(|t| n.ticket(t)).collect());
         let got = inner.store.get_tagged(key.as_str(), with_ttl, tags).await;
         super::read::record_get_ms(span, timer, &got);
         let (entry, versions) = match got {
@@ -351,45 +359,49 @@ impl Cache {
                 return Found::Failed;
             }
         };
-        let versions: Vec<Option<u64>> = versions
-            .iter()
-            .map(|v| v.as_deref().and_then(parse_version))
-            .collect();
-        if let Some(near) = near {
+        if let (Some(near), Some(tickets), Some(since)) = (near, tickets, since) {
             for ((tag, version), ticket) in tags.iter().zip(&versions).zip(tickets) {
-                if let (Some(v), Some(ticket)) = (version, ticket) {
-                    keep_version(near, tag, ticket, *v, since);
+                if let (Some(v), Some(ticket)) =
+                    (version.as_deref().and_then(parse_version), ticket)
+                {
+                    keep_version(near, tag, ticket, v, since);
                 }
             }
         }
         let Some((mut bytes, ttl)) = entry else {
             return Found::Missing;
         };
-        let Some((stored, at)) = unwrap(&bytes, tags.len()) else {
+        let Some(at) = header_len(&bytes, tags.len()) else {
             counters.decode_failures(1);
             tracing::debug!(key = %KeyTag(key), "cache entry without tag versions, treated as a miss");
             return Found::Missing;
         };
-        if versions
-            .iter()
-            .zip(&stored)
-            .any(|(now, s)| *now != Some(*s))
+        let stored = &bytes[MAGIC.len()..at - 1];
+        if !stored
+            .chunks(HEX_LEN)
+            .zip(&versions)
+            .all(|(stored, now)| same_version(stored, now.as_deref()))
         {
             self.rejected(key);
             return Found::Missing;
         }
+        // Parsed only for the near cache, which checks them on its hits.
+        let stamp = near.and_then(|_| {
+            let versions = stored
+                .chunks(HEX_LEN)
+                .map(parse_version)
+                .collect::<Option<Arc<[u64]>>>()?;
+            Some(Arc::new(Stamp { versions, epoch }))
+        });
         let size = bytes.len();
         bytes.drain(..at);
         Found::Entry {
             bytes,
-            landed: with_ttl.then(|| Landed {
+            landed: since.map(|since| Landed {
                 since,
                 ttl,
                 bytes: size,
-                tags: Some(Arc::new(Stamp {
-                    versions: stored.into(),
-                    epoch,
-                })),
+                tags: stamp,
             }),
         }
     }
@@ -555,6 +567,24 @@ pub(crate) fn keep(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stored_version_matches_only_its_tags_version_now() {
+        let v = b"00000000000000ff";
+        assert!(same_version(v, Some(v)));
+        assert!(
+            same_version(v, Some(b"00000000000000FF")),
+            "the same number"
+        );
+        assert!(!same_version(v, Some(b"00000000000000fe")));
+        assert!(!same_version(v, None), "a lost tag key invalidates");
+        assert!(!same_version(
+            b"zzzzzzzzzzzzzzzz",
+            Some(b"zzzzzzzzzzzzzzzz")
+        ));
+        assert_eq!(header_len(b"rt1:00000000000000ff:rc1", 1), Some(21));
+        assert_eq!(header_len(b"rt1:00000000000000ff:rc1", 2), None);
+    }
 
     #[test]
     fn versions_round_trip_in_front_of_the_entry() {

@@ -7,8 +7,9 @@
 //! 4. an allowed request through the Actix middleware against the same app without it, and one
 //!    `EVALSHA` round trip (target: with ≤ 1.1 × without + one round trip).
 //!
-//! `cargo bench -p benches --bench ratelimit [-- --secs N]` (default 2 s per measurement, each run three
-//! times, alternating, median kept). Needs `redis-server` on the `PATH` (or
+//! `cargo bench -p benches --bench ratelimit [-- --secs N] [--only middleware]` (default 2 s per
+//! measurement, each run three times, alternating, median kept; `--only middleware` runs part 4
+//! alone). Needs `redis-server` on the `PATH` (or
 //! `REDIS_SERVER_BIN`). Prints Markdown tables.
 
 use std::{
@@ -406,6 +407,31 @@ fn middleware(url: String) {
             assert!(Instant::now() < deadline, "the workers' connections did not come up");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // `--profile limited|hand|bare SECS`: requests to that server alone, for a profiler.
+        let mut args = std::env::args().skip_while(|a| a != "--profile").skip(1);
+        if let (Some(which), Some(secs)) = (args.next(), args.next()) {
+            let addr = match which.as_str() {
+                "hand" => by_hand,
+                "bare" => bare,
+                _ => per_worker,
+            };
+            let secs: u64 = secs.parse().expect("--profile WHICH SECS");
+            let redis = Redis::builder(url.clone()).build_lazy().expect("lazy");
+            let limiter = RateLimiter::on(&redis, "size")
+                .limit(open_limit())
+                .fail_closed()
+                .build()
+                .expect("limiter");
+            println!(
+                "a check's future: {} bytes",
+                std::mem::size_of_val(&limiter.check("k", 1))
+            );
+            let until = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < until {
+                println!("{which}: {:?} a request", per_request(addr, 2_000).await);
+            }
+            return;
+        }
         let client = redis::Client::open(url).expect("url");
         let mut hand = client
             .get_multiplexed_async_connection()
@@ -484,7 +510,12 @@ fn main() {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .map_or(Duration::from_secs(2), Duration::from_secs);
+    let only_middleware = std::env::args().any(|a| a == "middleware");
     let server = RedisServer::start();
+    if only_middleware {
+        middleware(server.url());
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -259,7 +259,7 @@ impl Redis {
         self.send(
             Op::of(cmd),
             Gate::Guarded,
-            slot_of(cmd),
+            self.slot_for(cmd),
             self.inner.pool.query(cmd),
         )
         .await
@@ -323,9 +323,19 @@ impl Redis {
             evalsha.arg(key);
         }
         evalsha.arg(args);
-        let slot = slot_of(&evalsha);
+        let slot = self.slot_for(&evalsha);
         self.send(op, gate, slot, self.inner.pool.eval(&evalsha, script))
             .await
+    }
+
+    /// The slot whose breaker judges `cmd`: only a cluster's breakers are per node, so one
+    /// server skips hashing the key.
+    fn slot_for(&self, cmd: &Cmd) -> Option<u16> {
+        if self.inner.breakers.by_node() {
+            slot_of(cmd)
+        } else {
+            None
+        }
     }
 
     /// Runs `cmd` (or a pipeline) as the layer's own callers do: timed, and gated by the
@@ -387,24 +397,18 @@ impl Redis {
         tracking::start(self, prefix, client_name, listener)
     }
 
-    /// Times one command sent to Redis (`db.client.operation.duration`); one that found no
-    /// connection was not sent and is not timed.
-    async fn timed<T>(
-        &self,
-        op: Op,
-        run: impl Future<Output = Result<T, Fault>>,
-    ) -> Result<T, Fault> {
-        let started = Instant::now();
-        let result = run.await;
-        let how = match &result {
+    /// Times one command sent to Redis (`db.client.operation.duration`) that started at
+    /// `started`; one that found no connection was not sent and is not timed. (Not an async
+    /// wrapper: that would move the command's future once more on every call.)
+    fn timed<T>(&self, op: Op, started: Instant, result: &Result<T, Fault>) {
+        let how = match result {
             Ok(_) => OpResult::Ok,
             Err(Fault::Command(_)) => OpResult::Reply,
             Err(Fault::Timeout { .. }) => OpResult::Timeout,
             Err(Fault::Broken { .. }) => OpResult::Connection,
-            Err(Fault::NoConnection) => return result,
+            Err(Fault::NoConnection) => return,
         };
         self.inner.metrics.operation(op, how, started.elapsed());
-        result
     }
 
     /// Runs `run` as `gate` says: when guarded, unless the circuit of the node serving `slot`
@@ -419,13 +423,19 @@ impl Redis {
     ) -> Result<T, CacheError> {
         let timeout = self.inner.config.command_timeout;
         if gate == Gate::Always {
-            return self.timed(op, run).await.map_err(|f| f.into_error(timeout));
+            let started = Instant::now();
+            let result = run.await;
+            self.timed(op, started, &result);
+            return result.map_err(|f| f.into_error(timeout));
         }
         let breaker = self.inner.breakers.for_slot(slot);
         let Some(permit) = breaker.permit() else {
             return Err(CacheError::CircuitOpen);
         };
-        let fault = match self.timed(op, run).await {
+        let started = Instant::now();
+        let result = run.await;
+        self.timed(op, started, &result);
+        let fault = match result {
             Ok(value) => {
                 breaker.succeeded();
                 breaker.success(permit);

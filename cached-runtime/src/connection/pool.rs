@@ -386,24 +386,10 @@ impl Pool {
         script: &Script,
     ) -> Result<T, Fault> {
         let (lease, mut conn) = self.checkout()?;
+        // The cluster's and the `NOSCRIPT` paths are boxed: kept inline, their larger futures
+        // would make every call's future larger, and it is moved at each layer above.
         if let Some(scripts) = &self.scripts {
-            let result = match scripts
-                .connection(self.connect_timeout, &self.spawner)
-                .await
-            {
-                Ok(conn) => {
-                    let run = Scripts::eval(conn, evalsha, script);
-                    match tokio::time::timeout(self.command_timeout, run).await {
-                        Ok(reply) => {
-                            reply.and_then(|v| T::from_redis_value(v).map_err(RedisError::from))
-                        }
-                        Err(_) => Err(RedisError::from(std::io::Error::from(
-                            std::io::ErrorKind::TimedOut,
-                        ))),
-                    }
-                }
-                Err(e) => Err(e),
-            };
+            let result = Box::pin(self.eval_on_cluster(scripts, evalsha, script)).await;
             return self.judge(&lease, result);
         }
         let mut result = evalsha.query_async::<T>(&mut conn).await;
@@ -411,12 +397,34 @@ impl Pool {
             && e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
         {
             // NOSCRIPT: the script did not run; loading it and running it once is safe.
-            result = match script.load_async(&mut conn).await {
-                Ok(_) => evalsha.query_async::<T>(&mut conn).await,
-                Err(e) => Err(e),
-            };
+            result = Box::pin(async {
+                match script.load_async(&mut conn).await {
+                    Ok(_) => evalsha.query_async::<T>(&mut conn).await,
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
         }
         self.judge(&lease, result)
+    }
+
+    /// [`Pool::eval`] on a cluster: through [`Scripts`], bounded by the command timeout.
+    async fn eval_on_cluster<T: FromRedisValue>(
+        &self,
+        scripts: &Scripts,
+        evalsha: &Cmd,
+        script: &Script,
+    ) -> RedisResult<T> {
+        let conn = scripts
+            .connection(self.connect_timeout, &self.spawner)
+            .await?;
+        let run = Scripts::eval(conn, evalsha, script);
+        match tokio::time::timeout(self.command_timeout, run).await {
+            Ok(reply) => reply.and_then(|v| T::from_redis_value(v).map_err(RedisError::from)),
+            Err(_) => Err(RedisError::from(std::io::Error::from(
+                std::io::ErrorKind::TimedOut,
+            ))),
+        }
     }
 
     /// Whether this is a cluster, whose keys are spread over several primaries.

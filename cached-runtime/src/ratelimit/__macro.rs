@@ -94,7 +94,7 @@ pub fn client(
 ) -> String {
     let proxies: &TrustedProxies = limiter.proxies();
     let lines = headers.map_or_else(Vec::new, |h| h.lines(proxies.forwarded_header().name()));
-    limiter.client(peer, lines).to_string()
+    limiter.client(peer, lines).key()
 }
 
 #[cfg(feature = "actix")]

@@ -33,12 +33,16 @@ use actix_web::{
         StatusCode,
         header::{self, HeaderMap, HeaderName, HeaderValue},
     },
+    web::Bytes,
 };
 use futures_util::future::LocalBoxFuture;
 
-use super::{Client, Decision, RateLimiter, headers};
+use super::{Client, Decision, ForwardedHeader, RateLimiter, headers};
 
 type KeyFn = dyn Fn(&ServiceRequest) -> Option<String> + Send + Sync;
+
+const POLICY: HeaderName = HeaderName::from_static(headers::POLICY);
+const RATELIMIT: HeaderName = HeaderName::from_static(headers::RATELIMIT);
 
 /// The middleware's configuration: `App::new().wrap(RateLimit::new(limiter))`.
 #[derive(Clone)]
@@ -96,23 +100,38 @@ fn client_of(
     peer: Option<std::net::SocketAddr>,
     headers: &HeaderMap,
 ) -> Client {
-    let name = limiter.proxies().forwarded_header().name();
-    limiter.client(peer, headers.get_all(name).filter_map(|v| v.to_str().ok()))
+    let name = match limiter.proxies().forwarded_header() {
+        ForwardedHeader::Forwarded => header::FORWARDED,
+        _ => header::X_FORWARDED_FOR,
+    };
+    // Looked up only when iterated: only for a peer that is a trusted proxy.
+    let values = std::iter::once(name)
+        .flat_map(move |name| headers.get_all(name).filter_map(|v| v.to_str().ok()));
+    limiter.client(peer, values)
 }
 
 /// Adds the decision's `RateLimit-Policy`, `RateLimit` and `Retry-After` fields.
 pub fn insert_fields(decision: &Decision, map: &mut HeaderMap) {
-    let fields = decision.fields();
-    if let Ok(v) = HeaderValue::from_str(fields.policy) {
-        map.insert(HeaderName::from_static(headers::POLICY), v);
+    insert_fields_with(decision, None, map);
+}
+
+/// [`insert_fields`] with the limiter's `RateLimit-Policy` value made once, not per response.
+fn insert_fields_with(decision: &Decision, policy: Option<&HeaderValue>, map: &mut HeaderMap) {
+    let policy = match policy {
+        Some(v) => Some(v.clone()),
+        None => HeaderValue::from_str(&decision.policies().header).ok(),
+    };
+    if let Some(v) = policy {
+        map.insert(POLICY, v);
     }
-    if let Some(v) = fields
-        .ratelimit
-        .and_then(|v| HeaderValue::from_str(&v).ok())
+    // The string's buffer becomes the value's, uncopied.
+    if let Some(v) = decision
+        .ratelimit_field()
+        .and_then(|v| HeaderValue::from_maybe_shared(Bytes::from(v)).ok())
     {
-        map.insert(HeaderName::from_static(headers::RATELIMIT), v);
+        map.insert(RATELIMIT, v);
     }
-    if let Some(secs) = fields.retry_after {
+    if let Some(secs) = decision.retry_after_secs() {
         map.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
 }
@@ -145,6 +164,7 @@ where
     fn new_transform(&self, service: S) -> Self::Future {
         ready(Ok(RateLimitMiddleware {
             service: Rc::new(service),
+            policy: HeaderValue::from_str(self.limiter.policy_header()).ok(),
             config: self.clone(),
         }))
     }
@@ -154,6 +174,8 @@ where
 pub struct RateLimitMiddleware<S> {
     service: Rc<S>,
     config: RateLimit,
+    /// The limiter's `RateLimit-Policy` value, the same on every response.
+    policy: Option<HeaderValue>,
 }
 
 impl<S> fmt::Debug for RateLimitMiddleware<S> {
@@ -178,9 +200,7 @@ where
     fn call(&self, req: ServiceRequest) -> Self::Future {
         let key = match &self.config.key {
             Some(key) => key(&req),
-            None => {
-                Some(client_of(&self.config.limiter, req.peer_addr(), req.headers()).to_string())
-            }
+            None => Some(client_of(&self.config.limiter, req.peer_addr(), req.headers()).key()),
         };
         let service = Rc::clone(&self.service);
         let Some(key) = key else {
@@ -188,6 +208,7 @@ where
         };
         let limiter = self.config.limiter.clone();
         let cost = self.config.cost;
+        let policy = self.policy.clone();
         Box::pin(async move {
             let decision = limiter.check(&key, cost).await;
             if !decision.is_allowed() {
@@ -195,7 +216,7 @@ where
                 return Ok(req.into_response(response).map_into_right_body());
             }
             let mut response = service.call(req).await?;
-            insert_fields(&decision, response.headers_mut());
+            insert_fields_with(&decision, policy.as_ref(), response.headers_mut());
             Ok(response.map_into_left_body())
         })
     }

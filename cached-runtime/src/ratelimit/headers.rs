@@ -61,30 +61,46 @@ pub struct Fields<'d> {
 impl Decision {
     /// The fields to send with the response to this decision's request.
     pub fn fields(&self) -> Fields<'_> {
-        let policies = self.policies();
-        let ratelimit = (self.decided_by() != DecidedBy::Unavailable).then(|| {
-            let mut out = String::new();
-            let refused = !self.is_allowed();
-            for (name, state) in policies.names.iter().zip(self.states()) {
-                if refused && !state.refused() {
-                    continue;
-                }
-                if !out.is_empty() {
-                    out.push_str(", ");
-                }
-                let t = state.retry_after().unwrap_or(state.reset());
-                let r = if refused { 0 } else { state.remaining() };
-                let _ = write!(out, "\"{name}\";r={r};t={}", ceil_secs(t));
-            }
-            out
-        });
-        // A refused cost above capacity has no retry time: nothing to announce.
-        let ratelimit = ratelimit.filter(|v| !v.is_empty());
         Fields {
-            policy: &policies.header,
-            ratelimit,
-            retry_after: self.retry_after().map(|d| ceil_secs(d).max(1)),
+            policy: &self.policies().header,
+            ratelimit: self.ratelimit_field(),
+            retry_after: self.retry_after_secs(),
         }
+    }
+
+    /// `Retry-After` in whole seconds (at least 1), on refusals.
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after().map(|d| ceil_secs(d).max(1))
+    }
+
+    /// The `RateLimit` field; `None` when there is nothing to announce.
+    pub(crate) fn ratelimit_field(&self) -> Option<String> {
+        if self.decided_by() == DecidedBy::Unavailable {
+            return None;
+        }
+        let names = &self.policies().names;
+        // Written on every response: pushed, not formatted.
+        let mut out = String::with_capacity(names.iter().map(|n| n.len() + 32).sum());
+        let mut digits = itoa::Buffer::new();
+        let refused = !self.is_allowed();
+        for (name, state) in names.iter().zip(self.states()) {
+            if refused && !state.refused() {
+                continue;
+            }
+            if !out.is_empty() {
+                out.push_str(", ");
+            }
+            let t = state.retry_after().unwrap_or(state.reset());
+            let r = if refused { 0 } else { state.remaining() };
+            out.push('"');
+            out.push_str(name);
+            out.push_str("\";r=");
+            out.push_str(digits.format(r));
+            out.push_str(";t=");
+            out.push_str(digits.format(ceil_secs(t)));
+        }
+        // A refused cost above capacity has no retry time: nothing to announce.
+        (!out.is_empty()).then_some(out)
     }
 
     /// The status of a refusal: 429, or 503 when Redis could not answer and the limiter fails

@@ -5,7 +5,10 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasher, RandomState},
-    sync::{Mutex, OnceLock, PoisonError},
+    sync::{
+        Mutex, OnceLock, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -22,6 +25,9 @@ pub(crate) struct Shards<V> {
     shards: Box<[Mutex<Shard<V>>]>,
     hasher: RandomState,
     per_shard: usize,
+    /// Entries in all shards, kept under each shard's lock: an empty map is seen without
+    /// hashing the key or taking a lock.
+    len: AtomicUsize,
 }
 
 impl<V> Shards<V> {
@@ -30,7 +36,13 @@ impl<V> Shards<V> {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
+            len: AtomicUsize::new(0),
         }
+    }
+
+    /// Whether no shard holds an entry (as of the last change any shard saw).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
     }
 
     /// Runs `f` on `key`'s shard.
@@ -41,7 +53,15 @@ impl<V> Shards<V> {
         let mut shard = self.shards[i]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        f(&mut shard)
+        let before = shard.len();
+        let result = f(&mut shard);
+        let after = shard.len();
+        if after > before {
+            self.len.fetch_add(after - before, Ordering::AcqRel);
+        } else if after < before {
+            self.len.fetch_sub(before - after, Ordering::AcqRel);
+        }
+        result
     }
 
     /// Inserts `value` for `key`, making room first when the shard is full.

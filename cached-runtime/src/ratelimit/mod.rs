@@ -254,7 +254,8 @@ pub struct RateLimiter {
 struct Inner {
     redis: Redis,
     name: ::metrics::SharedString,
-    prefix: String,
+    /// `{prefix}{{{name}:`, the start of every key.
+    key_head: String,
     policies: Arc<Policies>,
     suffixes: Vec<String>,
     /// Each limit's emission interval and capacity, as the script takes them.
@@ -378,7 +379,7 @@ impl RateLimiter {
 
     /// [`check`](Self::check) for a request's [`Client`].
     pub async fn check_client(&self, client: &Client, cost: u64) -> Decision {
-        self.check(&client.to_string(), cost).await
+        self.check(&client.key(), cost).await
     }
 
     /// Forgets `key`'s usage: in Redis (every limit's key, in one `DEL`) and in process.
@@ -436,7 +437,16 @@ impl Inner {
         let client = client_key(key);
         self.suffixes
             .iter()
-            .map(|suffix| format!("{}{{{}:{client}}}:{suffix}", self.prefix, self.name))
+            .map(|suffix| {
+                // `{prefix}{{{name}:{client}}}:{suffix}`, without the formatter.
+                let mut k =
+                    String::with_capacity(self.key_head.len() + client.len() + 2 + suffix.len());
+                k.push_str(&self.key_head);
+                k.push_str(&client);
+                k.push_str("}:");
+                k.push_str(suffix);
+                k
+            })
             .collect()
     }
 
@@ -453,6 +463,9 @@ impl Inner {
                 .map(|_| LimitState::new(0, Duration::ZERO, None))
                 .collect();
             return Some(self.decision(false, DecidedBy::Local, states, None));
+        }
+        if self.denials.is_empty() {
+            return None;
         }
         let states = self.denials.with(key, |shard| {
             let denial = shard.get(key)?;
@@ -646,8 +659,8 @@ impl RateLimiterBuilder {
                     header,
                 }),
                 redis: self.redis,
+                key_head: format!("{}{{{}:", self.prefix, name),
                 name,
-                prefix: self.prefix,
                 fail_open,
                 proxies: self.proxies,
                 warnings: WarnLimiter::default(),

@@ -189,7 +189,7 @@ where
         let (parts, body) = req.into_parts();
         let key = match &self.config.key {
             Some(key) => key(&parts),
-            None => Some(client(&self.config.limiter, &parts).to_string()),
+            None => Some(client(&self.config.limiter, &parts).key()),
         };
         let req = Request::from_parts(parts, body);
         let Some(key) = key else {

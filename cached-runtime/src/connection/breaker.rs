@@ -160,13 +160,14 @@ impl Breakers {
         }
     }
 
-    /// The breaker of the node that serves `slot` (`None`: no key, any node).
-    #[inline]
     /// Whether commands are judged by their node's breaker (a cluster), so their slot matters.
+    #[inline]
     pub(crate) fn by_node(&self) -> bool {
         self.nodes.is_some()
     }
 
+    /// The breaker of the node that serves `slot` (`None`: no key, any node).
+    #[inline]
     pub(crate) fn for_slot(&self, slot: Option<u16>) -> Target<'_> {
         let (Some(nodes), Some(slot)) = (&self.nodes, slot) else {
             return Target::Shared(&self.shared);

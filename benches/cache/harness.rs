@@ -252,3 +252,31 @@ pub(crate) async fn multiplexed(url: &str) -> redis::aio::MultiplexedConnection 
         .await
         .expect("connect")
 }
+
+/// Whether `BENCH_SKIP` (a comma-separated list) names `part`.
+pub(crate) fn skipped(part: &str) -> bool {
+    std::env::var("BENCH_SKIP").is_ok_and(|skip| skip.split(',').any(|s| s.trim() == part))
+}
+
+/// A cache on `url` under `namespace` with a long command timeout (a benchmark's bursts must
+/// not time out), with a warm near cache when `near`.
+pub(crate) async fn bench_cache(
+    url: &str,
+    namespace: &str,
+    name: &str,
+    near: bool,
+) -> cached_runtime::Cache {
+    use std::time::Duration;
+    let mut builder = cached_runtime::Cache::builder(url)
+        .name(name)
+        .namespace(namespace)
+        .command_timeout(Duration::from_secs(10));
+    if near {
+        builder = builder.near_cache(10_000);
+    }
+    let cache = builder.build().await.expect("connect");
+    if near {
+        assert!(cache.near_ready(Duration::from_secs(15)).await);
+    }
+    cache
+}

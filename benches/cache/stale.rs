@@ -16,30 +16,17 @@ use tests::RedisServer;
 use crate::{
     HIT_OPS,
     harness::{
-        CONCURRENCY, Raw, Runner, histogram, interleave, median_cell, multiplexed, ratios,
-        raw_runner, rounds, runner,
+        CONCURRENCY, Raw, Runner, bench_cache, histogram, interleave, median_cell, multiplexed,
+        ratios, raw_runner, rounds, runner, skipped,
     },
 };
 
 async fn cache(url: &str, name: &str, near: bool) -> Cache {
-    let mut builder = Cache::builder(url)
-        .name(name)
-        .namespace("bs:")
-        .command_timeout(Duration::from_secs(10));
-    if near {
-        builder = builder.near_cache(10_000);
-    }
-    let cache = builder.build().await.expect("connect");
-    if near {
-        assert!(cache.near_ready(Duration::from_secs(15)).await);
-    }
-    cache
+    bench_cache(url, "bs:", name, near).await
 }
 
 /// `BENCH_SKIP=stale-hit` or `stale-expiry` leaves out one half.
 pub(crate) async fn run(server: &RedisServer) {
-    let skip = std::env::var("BENCH_SKIP").unwrap_or_default();
-    let skipped = |part: &str| skip.split(',').any(|s| s.trim() == part);
     if !skipped("stale-hit") {
         fresh_hits(server).await;
     }

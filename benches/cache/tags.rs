@@ -15,8 +15,8 @@ use tests::RedisServer;
 use crate::{
     HIT_OPS,
     harness::{
-        CONCURRENCY, Raw, Runner, histogram, interleave, median_cell, multiplexed, ratios,
-        raw_runner, record_since, rounds, runner,
+        CONCURRENCY, Raw, Runner, bench_cache, histogram, interleave, median_cell, multiplexed,
+        ratios, raw_runner, record_since, rounds, runner, skipped,
     },
 };
 
@@ -25,18 +25,7 @@ const BATCH: u64 = 10_000;
 const INVALIDATIONS: usize = 2_000;
 
 async fn cache(url: &str, name: &str, near: bool) -> Cache {
-    let mut builder = Cache::builder(url)
-        .name(name)
-        .namespace("bt:")
-        .command_timeout(Duration::from_secs(10));
-    if near {
-        builder = builder.near_cache(10_000);
-    }
-    let cache = builder.build().await.expect("connect");
-    if near {
-        assert!(cache.near_ready(Duration::from_secs(15)).await);
-    }
-    cache
+    bench_cache(url, "bt:", name, near).await
 }
 
 async fn conn(server: &RedisServer) -> MultiplexedConnection {
@@ -59,8 +48,6 @@ async fn hit(cache: &Cache, key: &Key, policy: &Policy) {
 
 /// `BENCH_SKIP=tags-hit` or `tags-invalidation` leaves out one half.
 pub(crate) async fn run(server: &RedisServer) {
-    let skip = std::env::var("BENCH_SKIP").unwrap_or_default();
-    let skipped = |part: &str| skip.split(',').any(|s| s.trim() == part);
     if !skipped("tags-hit") {
         hits(server).await;
     }
